@@ -1,0 +1,1 @@
+"""The webhook receiver: read, verify, parse, dedupe, enqueue, answer. Nothing else."""

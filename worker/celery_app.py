@@ -1,0 +1,63 @@
+"""The Celery app, built by a factory from Settings (nothing is configured at import)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery, signals
+
+from .queue import QUEUE
+from .runtime import Runtime, build_runtime
+from .settings import Settings
+
+# Redis redelivers an unacknowledged task after this many seconds. It must exceed every
+# countdown callsync schedules (backoff and rate-limit waits are capped at 300 s, the
+# stale-flag grace defaults to 60 s), or a delayed task would run twice; and it bounds
+# how long a task held by a killed worker waits before another worker takes it over.
+VISIBILITY_TIMEOUT = 1200
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("callsync", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        # Every task is idempotent (level-triggered), so a task lost with its worker is
+        # re-run: acknowledge after running, requeue when the worker process dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,  # Flower and `celery events` work out of the box
+        worker_hijack_root_logger=False,
+        beat_schedule={},
+    )
+    app.callsync_settings = settings  # type: ignore[attr-defined]
+    return app
+
+
+_runtimes: dict[tuple[int, int], Runtime] = {}
+
+
+def runtime_for(app: Celery) -> Runtime:
+    """This process's Runtime for `app`, built on first use (after any fork)."""
+    key = (id(app), os.getpid())
+    if key not in _runtimes:
+        settings: Settings = app.callsync_settings  # type: ignore[attr-defined]
+
+        def schedule(task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
+            app.send_task(task, args=args, countdown=countdown, queue=QUEUE)
+
+        _runtimes[key] = build_runtime(settings, schedule)
+    return _runtimes[key]
+
+
+@signals.worker_process_shutdown.connect
+def _close_runtimes(**_: Any) -> None:
+    for key in [key for key in _runtimes if key[1] == os.getpid()]:
+        _runtimes.pop(key).close()

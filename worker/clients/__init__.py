@@ -1,0 +1,1 @@
+"""Thin upstream clients: one per platform, each handed its long-lived `httpx.Client`."""

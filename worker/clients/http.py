@@ -1,0 +1,35 @@
+"""The one place an httpx answer becomes a value or a typed UpstreamError."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from ..core.upstream import UpstreamError, classify, transport_failure
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+def call(client: httpx.Client, api: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """Send one request; return a 2xx response or raise UpstreamError."""
+    try:
+        response = client.request(method, url, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise transport_failure(api, f"timeout ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise transport_failure(api, f"transport error ({type(exc).__name__})") from None
+    if response.is_success:
+        return response
+    raise classify(api, response.status_code, response.headers, error_message(response), time.time())
+
+
+def error_message(response: httpx.Response) -> str:
+    """The platform's error message, short; both platforms answer JSON with `message`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase or "error"
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message)[:200] if message else (response.reason_phrase or "error")

@@ -1,0 +1,198 @@
+"""Parse webhook payloads of Stream Chat and 100ms into small typed events.
+
+Parsing is lenient about what the platforms may omit and strict about what they always
+send; anything else raises InvalidEvent with a message fit for the HTTP 400 body.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+CALL_ID_RE = re.compile(r"[A-Za-z0-9.\-:_]{1,256}")
+# The reference React client names a channel's room `call-<channel type>:<channel id>`.
+ROOM_CID_RE = re.compile(r"call-([A-Za-z0-9_\-]{1,64}):([A-Za-z0-9.\-:_]{1,191})")
+CID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}:[^\s]{1,255}")
+
+STREAM_TYPES = frozenset({"channel.created", "channel.updated", "channel.deleted"})
+HMS_OPENING = frozenset({"session.open.success", "peer.join.success", "peer.leave.success"})
+HMS_CLOSING = frozenset({"session.close.success", "room.end.success"})
+HMS_TYPES = HMS_OPENING | HMS_CLOSING
+
+
+class InvalidEvent(ValueError):
+    """The body is not an event the source could have sent (HTTP 400)."""
+
+
+def parse_time(value: object) -> float | None:
+    """ISO-8601 → unix seconds; None for absent, unparsable or the zero time.
+
+    100ms sends up to nine fractional digits, which `fromisoformat` rejects before
+    Python 3.11's relaxed parser only for some forms: trim to microseconds first. A
+    failed join carries `0001-01-01T00:00:00Z`, which means "no time".
+    """
+    if not isinstance(value, str) or not value or len(value) > 64:
+        return None
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    match = re.match(r"^(.*?\.\d{1,6})\d*(.*)$", text)
+    if match:
+        text = match.group(1) + match.group(2)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None or moment.year < 1971:
+        return None
+    return moment.timestamp()
+
+
+def valid_call_id(value: object) -> str | None:
+    """The call id if `value` is one (CONTRACT §4 terms), else None."""
+    if isinstance(value, str) and CALL_ID_RE.fullmatch(value):
+        return value
+    return None
+
+
+def cid_of_room(room_name: str | None) -> str | None:
+    """The channel a room name binds by the reference client's `call-<type>:<id>`."""
+    if not room_name:
+        return None
+    match = ROOM_CID_RE.fullmatch(room_name)
+    return f"{match.group(1)}:{match.group(2)}" if match else None
+
+
+@dataclass(frozen=True)
+class CallFields:
+    """A channel's call fields as stored in Stream."""
+
+    active: bool
+    call_id: str | None
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    type: str
+    cid: str | None
+    fields: CallFields | None  # None when the event carries no channel object
+    version: float | None  # channel.updated_at, else the event's created_at
+    from_server: bool  # request_info.type == "server"
+    user_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StreamEvent:
+        fields = raw.get("fields")
+        return cls(**{**raw, "fields": CallFields(**fields) if fields else None})
+
+
+@dataclass(frozen=True)
+class HmsEvent:
+    id: str
+    type: str
+    room_id: str
+    room_name: str | None
+    session_id: str
+    started_at: float | None
+    at: float | None  # when it happened: stopped_at, left_at, joined_at or envelope time
+    is_replay: bool
+
+    @property
+    def closes(self) -> bool:
+        return self.type in HMS_CLOSING
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> HmsEvent:
+        return cls(**raw)
+
+
+def _str(obj: dict[str, Any], key: str, limit: int = 256) -> str | None:
+    value = obj.get(key)
+    if isinstance(value, str) and 0 < len(value) <= limit:
+        return value
+    return None
+
+
+def read_fields(channel: dict[str, Any], prefix: tuple[str, ...]) -> CallFields:
+    """The call fields inside `channel` under `prefix` (e.g. ("data",))."""
+    node: object = channel
+    for part in prefix:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return CallFields(active=False, call_id=None)
+    return CallFields(active=node.get("callActive") is True, call_id=valid_call_id(node.get("callId")))
+
+
+def _stream_cid(body: dict[str, Any], channel: dict[str, Any]) -> str | None:
+    candidates = [body.get("cid"), channel.get("cid")]
+    for kind, ident in ((body.get("channel_type"), body.get("channel_id")), (channel.get("type"), channel.get("id"))):
+        if isinstance(kind, str) and isinstance(ident, str):
+            candidates.append(f"{kind}:{ident}")
+    for candidate in candidates:
+        if isinstance(candidate, str) and CID_RE.fullmatch(candidate):
+            return candidate
+    return None
+
+
+def parse_stream_event(body: object, prefix: tuple[str, ...]) -> StreamEvent | None:
+    """A StreamEvent, or None for a well-formed event of a type callsync ignores."""
+    if not isinstance(body, dict):
+        raise InvalidEvent("body is not a JSON object")
+    kind = body.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidEvent("missing type")
+    if kind not in STREAM_TYPES:
+        return None
+    channel = body.get("channel")
+    channel = channel if isinstance(channel, dict) else {}
+    cid = _stream_cid(body, channel)
+    if cid is None:
+        raise InvalidEvent(f"{kind} names no channel (cid)")
+    request_info = body.get("request_info")
+    user = body.get("user")
+    fields = read_fields(channel, prefix) if channel and kind != "channel.deleted" else None
+    return StreamEvent(
+        type=kind,
+        cid=cid,
+        fields=fields,
+        version=parse_time(channel.get("updated_at")) or parse_time(body.get("created_at")),
+        from_server=isinstance(request_info, dict) and request_info.get("type") == "server",
+        user_id=_str(user, "id") if isinstance(user, dict) else None,
+    )
+
+
+def parse_hms_event(body: object) -> HmsEvent | None:
+    """An HmsEvent, or None for a well-formed event of a type callsync ignores."""
+    if not isinstance(body, dict):
+        raise InvalidEvent("body is not a JSON object")
+    event_id, kind, data = body.get("id"), body.get("type"), body.get("data")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > 128:
+        raise InvalidEvent("missing id")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidEvent("missing type")
+    if not isinstance(data, dict):
+        raise InvalidEvent("missing data")
+    if kind not in HMS_TYPES:
+        return None
+    room_id, session_id = _str(data, "room_id", 128), _str(data, "session_id", 128)
+    if room_id is None or session_id is None:
+        raise InvalidEvent(f"{kind} lacks data.room_id or data.session_id")
+    at = None
+    for key in ("session_stopped_at", "left_at", "joined_at"):
+        at = at or parse_time(data.get(key))
+    return HmsEvent(
+        id=event_id,
+        type=kind,
+        room_id=room_id,
+        room_name=valid_call_id(data.get("room_name")),
+        session_id=session_id,
+        started_at=parse_time(data.get("session_started_at")),
+        at=at or parse_time(body.get("timestamp")),
+        is_replay=body.get("is_replay") is True,
+    )

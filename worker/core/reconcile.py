@@ -1,0 +1,108 @@
+"""What a channel's call fields should be, and the smallest step that makes them so.
+
+Level-triggered: `plan_channel` looks only at recorded state, never at the event that
+woke it, so duplicates, reordering and echoes of callsync's own writes are harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .events import CallFields
+from .sessions import Session
+
+INACTIVE = CallFields(active=False, call_id=None)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What callsync knows about one call id bound to a channel."""
+
+    call_id: str  # spelled as the binding spells it
+    session: Session | None  # its room's current session
+    idle_confirmed_at: float | None = None  # 100ms said "no live session" at this time
+
+
+@dataclass(frozen=True)
+class Channel:
+    """What callsync last knew of a channel in Stream."""
+
+    cid: str
+    fields: CallFields | None  # None: never seen, read it first
+    exists: bool = True
+    claim_since: float | None = None  # when its current `callActive: true` claim began
+
+
+@dataclass(frozen=True)
+class Plan:
+    write: CallFields | None = None  # partial update of the call fields
+    read_first: bool = False  # fields unknown: read the channel, then plan again
+    verify_call: str | None = None  # ask 100ms whether this call is live
+    verify_at: float | None = None  # ... not before this time
+
+
+def desired_state(calls: Sequence[Call]) -> CallFields:
+    """CONTRACT §4 rule 1: active with the call whose room has the newest open session."""
+    live = [call for call in calls if call.session is not None and call.session.is_open]
+    if not live:
+        return INACTIVE
+    newest = max(live, key=lambda call: call.session.sort_key if call.session else 0.0)
+    return CallFields(active=True, call_id=newest.call_id)
+
+
+def _find(calls: Sequence[Call], call_id: str | None) -> Call | None:
+    if call_id is None:
+        return None
+    wanted = call_id.lower()
+    return next((call for call in calls if call.call_id.lower() == wanted), None)
+
+
+def _claim_is_stale(claim: Call | None, since: float, grace: float) -> bool:
+    """A claim is stale once its session ended after the claim began, or 100ms
+    confirmed no live session at least `grace` seconds after it began."""
+    if claim is None:
+        return False
+    session = claim.session
+    if session is not None and not session.is_open and (session.ended_at or 0.0) >= since:
+        return True
+    return claim.idle_confirmed_at is not None and claim.idle_confirmed_at >= since + grace
+
+
+def plan_channel(channel: Channel, calls: Sequence[Call], now: float, grace: float) -> Plan:
+    """The next step for `channel`, given the calls bound to it."""
+    if channel.fields is None:
+        return Plan(read_first=True)
+    if not channel.exists:
+        return Plan()
+    known, desired = channel.fields, desired_state(calls)
+    if desired.active or not known.active:
+        return Plan(write=desired) if known != desired else Plan()
+    # The channel claims a call that has no open session recorded (CONTRACT §4 rule 4).
+    since = channel.claim_since if channel.claim_since is not None else now
+    claim = _find(calls, known.call_id)
+    if claim is None or _claim_is_stale(claim, since, grace):
+        return Plan(write=INACTIVE)
+    return Plan(verify_call=claim.call_id, verify_at=max(since + grace, now))
+
+
+def claim_since(previous: Channel | None, fields: CallFields, version: float) -> float | None:
+    """When the claim in `fields` began: kept while the same call stays claimed."""
+    if not fields.active:
+        return None
+    if previous is not None and previous.fields == fields and previous.claim_since is not None:
+        return previous.claim_since
+    return version
+
+
+def client_ended_call(previous: CallFields | None, new: CallFields, from_server: bool, calls: Sequence[Call]) -> Session | None:
+    """CONTRACT §4 rule 3: a client turned `callActive` off while the session is open.
+
+    Returns the open session to end for everyone, else None.
+    """
+    if from_server or previous is None or not previous.active or new.active:
+        return None
+    claim = _find(calls, previous.call_id)
+    if claim is None or claim.session is None or not claim.session.is_open:
+        return None
+    return claim.session

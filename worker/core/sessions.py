@@ -1,0 +1,71 @@
+"""The life of a 100ms session as callsync records it, and which one is a room's current.
+
+A session only moves forward: open → ending → closed, or straight to closed. A close
+that arrives before its open keeps the session closed (CONTRACT §4 rule 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from .events import HmsEvent
+
+Status = Literal["open", "ending", "closed"]
+_RANK = {"open": 0, "ending": 1, "closed": 2}
+
+
+@dataclass(frozen=True)
+class Session:
+    session_id: str
+    room_id: str
+    room_name: str | None
+    status: Status
+    started_at: float | None
+    ended_at: float | None = None  # closed, or asked to end by callsync
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+    @property
+    def sort_key(self) -> float:
+        return self.started_at or 0.0
+
+
+def advance(session: Session, status: Status, at: float | None) -> Session:
+    """`session` moved to `status` unless it is already at or past it."""
+    if _RANK[status] <= _RANK[session.status]:
+        return session
+    return replace(session, status=status, ended_at=session.ended_at or at)
+
+
+def observe(session: Session | None, event: HmsEvent) -> Session:
+    """The session after `event`, whatever order events arrive in."""
+    if session is None:
+        session = Session(
+            session_id=event.session_id,
+            room_id=event.room_id,
+            room_name=event.room_name,
+            status="open",
+            started_at=event.started_at,
+        )
+    else:
+        session = replace(
+            session,
+            room_name=session.room_name or event.room_name,
+            started_at=session.started_at or event.started_at,
+        )
+    return advance(session, "closed", event.at) if event.closes else session
+
+
+def is_newer(candidate: Session, current: Session | None) -> bool:
+    """Whether `candidate` should become its room's current session.
+
+    100ms runs one session per room at a time, so a later start supersedes an earlier
+    session even when that one's close was lost; a late open of an older session
+    never takes the room back.
+    """
+    if current is None or current.session_id == candidate.session_id:
+        return True
+    return candidate.sort_key >= current.sort_key

@@ -1,0 +1,84 @@
+"""How to treat an upstream answer that is not a success (CONTRACT §4 rule 7)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
+
+MAX_WAIT_SECONDS = 300.0  # never trust a reset header further out than this
+
+
+class Retry(Enum):
+    NEVER = "never"  # dead letter at once
+    AFTER = "after"  # wait `retry_after` (rate limited), then again
+    BACKOFF = "backoff"  # exponential backoff with jitter, bounded
+
+
+class UpstreamError(Exception):
+    """A non-2xx answer or a transport failure, with what to do about it."""
+
+    def __init__(self, api: str, status: int | None, message: str, retry: Retry, retry_after: float | None = None):
+        super().__init__(f"{api} {status or 'transport'}: {message}")
+        self.api, self.status, self.message = api, status, message
+        self.retry, self.retry_after = retry, retry_after
+
+
+def wait_from_headers(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait from `Retry-After` (seconds or HTTP date) or `X-RateLimit-Reset` (unix seconds)."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    value = lowered.get("retry-after", "").strip()
+    wait: float | None = None
+    if value:
+        try:
+            wait = float(value)
+        except ValueError:
+            try:
+                wait = parsedate_to_datetime(value).timestamp() - now
+            except (TypeError, ValueError, IndexError, OverflowError):
+                wait = None
+    if wait is None and lowered.get("x-ratelimit-reset", "").strip():
+        try:
+            wait = float(lowered["x-ratelimit-reset"]) - now
+        except ValueError:
+            wait = None
+    if wait is None:
+        return None
+    return min(max(wait, 0.0), MAX_WAIT_SECONDS)
+
+
+def classify(api: str, status: int, headers: Mapping[str, str], message: str, now: float) -> UpstreamError:
+    """The one mapping from a non-2xx status to a retry decision.
+
+    A 401/403 reaching here already had its one retry with a fresh token (the clients'
+    `httpx.Auth` does that), so it is final like any other 4xx.
+    """
+    if status == 429:
+        return UpstreamError(api, status, message, Retry.AFTER, wait_from_headers(headers, now) or 1.0)
+    if status == 408 or status >= 500:
+        return UpstreamError(api, status, message, Retry.BACKOFF, wait_from_headers(headers, now))
+    return UpstreamError(api, status, message, Retry.NEVER)
+
+
+def transport_failure(api: str, message: str) -> UpstreamError:
+    """Timeouts and connection errors are retried like a 5xx."""
+    return UpstreamError(api, None, message, Retry.BACKOFF)
+
+
+def backoff_seconds(attempt: int, jitter: float, base: float = 1.0, cap: float = 300.0) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base·2^attempt)]; `jitter` ∈ [0, 1)."""
+    return min(cap, base * 2 ** min(attempt, 30)) * jitter
+
+
+MAX_ATTEMPTS = 10  # retries before a retryable failure becomes a dead letter
+
+
+def retry_delay(error: UpstreamError, attempt: int, jitter: float) -> float | None:
+    """Seconds until the next try after `attempt` failed ones, or None: dead letter."""
+    if error.retry is Retry.NEVER or attempt >= MAX_ATTEMPTS:
+        return None
+    if error.retry is Retry.AFTER:
+        # Spread the herd a little past the reset instead of all at once on it.
+        return (error.retry_after or 1.0) + jitter
+    return max(error.retry_after or 0.0, backoff_seconds(attempt, jitter))

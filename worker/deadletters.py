@@ -1,0 +1,68 @@
+"""Tasks that could not be done: kept with what operators need to decide and replay."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+INDEX = "cs:dlz"  # zset: id → time of failure
+RECORDS = "cs:dl"  # hash: id → JSON record
+MAX_KEPT = 100_000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    task: str
+    args: list[Any]
+    error: str
+    attempts: int
+    failed_at: float
+
+
+class DeadLetters:
+    def __init__(self, client: redis.Redis):
+        self.redis = client
+
+    def add(self, task: str, args: list[Any], error: str, attempts: int, now: float) -> DeadLetter:
+        letter = DeadLetter(str(uuid.uuid4()), task, args, error[:500], attempts, now)
+        pipe = self.redis.pipeline()
+        pipe.hset(RECORDS, letter.id, json.dumps(asdict(letter)))
+        pipe.zadd(INDEX, {letter.id: now})
+        pipe.execute()
+        self._trim()
+        return letter
+
+    def _trim(self) -> None:
+        excess = self.redis.zcard(INDEX) - MAX_KEPT
+        if excess > 0:
+            oldest = self.redis.zrange(INDEX, 0, excess - 1)
+            self.redis.hdel(RECORDS, *oldest)
+            self.redis.zrem(INDEX, *oldest)
+
+    def list(self, limit: int = 100) -> list[DeadLetter]:
+        ids = self.redis.zrange(INDEX, 0, limit - 1)
+        raws = self.redis.hmget(RECORDS, ids) if ids else []
+        return [DeadLetter(**json.loads(raw)) for raw in raws if raw]
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        raw = self.redis.hget(RECORDS, letter_id)
+        return DeadLetter(**json.loads(raw)) if raw else None
+
+    def remove(self, letter_id: str) -> bool:
+        pipe = self.redis.pipeline()
+        pipe.hdel(RECORDS, letter_id)
+        pipe.zrem(INDEX, letter_id)
+        return bool(pipe.execute()[0])
+
+    def count(self) -> int:
+        return int(self.redis.zcard(INDEX))
+
+    def purge(self) -> int:
+        count = self.count()
+        self.redis.delete(RECORDS, INDEX)
+        return count

@@ -1,0 +1,34 @@
+"""One ceiling on Stream channel updates shared by every worker (CONTRACT §4 rule 8)."""
+
+from __future__ import annotations
+
+import redis
+
+from .settings import Rate
+
+# A sliding log of grant times in a sorted set, on the Redis clock so every host agrees.
+# Exact: never more than `count` grants in any window of `period` seconds.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local count, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+if redis.call('ZCARD', KEYS[1]) < count then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(period * 1000))
+  return '0'
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return tostring(tonumber(oldest[2]) + period - now)
+"""
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis, key: str, rate: Rate):
+        self._script = client.register_script(_ACQUIRE)
+        self._key, self._rate = key, rate
+
+    def acquire(self, token: str) -> float:
+        """Take one grant now and return 0, or return the seconds to wait before asking again."""
+        wait = self._script(keys=[self._key], args=[self._rate.count, self._rate.period, token])
+        return max(float(wait), 0.0)

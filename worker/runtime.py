@@ -1,0 +1,113 @@
+"""What a worker process works with: settings, state, clients; built once per process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import redis
+
+from .clients.hms import HmsClient, ManagementAuth
+from .clients.http import DEFAULT_TIMEOUT
+from .clients.stream import StreamAuth, StreamClient
+from .deadletters import DeadLetters
+from .ratelimit import RateLimiter
+from .settings import Settings
+from .state import State
+
+log = logging.getLogger("callsync.upstream")
+
+
+class Schedule(Protocol):
+    def __call__(self, task: str, args: tuple[Any, ...], countdown: float | None = None) -> None: ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: redis.Redis
+    state: State
+    stream: StreamClient
+    hms: HmsClient
+    limiter: RateLimiter
+    dead_letters: DeadLetters
+    schedule: Schedule
+    clock: Callable[[], float] = time.time
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+
+
+class DryRunTransport(httpx.BaseTransport):
+    """CALLSYNC_DRY_RUN: log each request exactly, answer as the platform would, send nothing."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        url = request.url.copy_remove_param("api_key")
+        log.info(json.dumps({"dry_run": True, "method": request.method, "url": str(url), "json": body}))
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        path = request.url.path
+        if request.method == "PATCH" and "/channels/" in path:
+            channel: dict[str, Any] = {"updated_at": now}
+            for dotted, value in (body or {}).get("set", {}).items():
+                _set_path(channel, dotted, value)
+            return httpx.Response(200, json={"channel": channel})
+        if request.method == "POST" and path.endswith("/channels"):
+            cid = ((body or {}).get("filter_conditions") or {}).get("cid", "")
+            kind, _, ident = str(cid).partition(":")
+            return httpx.Response(200, json={"channels": [{"channel": {"cid": cid, "type": kind, "id": ident}}]})
+        if path.endswith("/end-room"):
+            return httpx.Response(200, json={"message": "session is ending"})
+        return httpx.Response(200, json={"data": []})
+
+
+def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = value
+
+
+def build_runtime(
+    settings: Settings,
+    schedule: Schedule,
+    *,
+    redis_client: redis.Redis | None = None,
+    transport: httpx.BaseTransport | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Runtime:
+    """Wire one process's runtime. Tests hand in fakeredis and an httpx MockTransport."""
+    client = redis_client or redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0", health_check_interval=30)
+    if settings.dry_run:
+        transport = DryRunTransport()
+    stream_http = httpx.Client(
+        base_url=settings.stream_base_url,
+        auth=StreamAuth(settings.stream_api_key, settings.stream_api_secret or "unset"),
+        timeout=DEFAULT_TIMEOUT,
+        transport=transport,
+    )
+    hms_http = httpx.Client(
+        base_url=settings.hms_base_url,
+        auth=ManagementAuth(settings.hms_access_key, settings.hms_app_secret or "unset", clock),
+        timeout=DEFAULT_TIMEOUT,
+        transport=transport,
+    )
+    return Runtime(
+        settings=settings,
+        redis=client,
+        state=State(client),
+        stream=StreamClient(stream_http, settings.field_path),
+        hms=HmsClient(hms_http),
+        limiter=RateLimiter(client, "cs:rate:stream-update", settings.stream_update_rate),
+        dead_letters=DeadLetters(client),
+        schedule=schedule,
+        clock=clock,
+        closers=[stream_http.close, hms_http.close],
+    )

@@ -1,0 +1,131 @@
+"""The worker's steps: load recorded state, ask the pure core, perform what it says.
+
+Each function is what one Celery task does; they take a Runtime, so tests drive them
+with fakeredis and a fake upstream transport, and Celery only adds retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from .core.events import HmsEvent, StreamEvent
+from .core.reconcile import client_ended_call, plan_channel
+from .runtime import Runtime
+
+log = logging.getLogger("callsync.sync")
+
+RECONCILE = "callsync.reconcile_channel"
+END_SESSION = "callsync.end_session"
+LOCK_SECONDS = 60  # longer than one reconcile's worst case (two upstream calls with timeouts)
+MAX_STEPS = 4  # read → verify → write is the longest path through plan_channel
+
+
+class Later(Exception):
+    """Not a failure: run the same task again in `seconds` (busy lock, rate ceiling)."""
+
+    def __init__(self, seconds: float, why: str):
+        super().__init__(why)
+        self.seconds = seconds
+
+
+def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
+    """Record what Stream showed for the channel, end the call if a client ended it, reconcile."""
+    assert event.cid is not None
+    now = rt.clock()
+    observed = rt.state.observe_stream_event(event, now)
+    previous, current = observed.previous, observed.current
+    if observed.applied and rt.settings.end_room_on_call_end and current is not None and current.fields:
+        calls = rt.state.calls_of_channel(event.cid)
+        before = previous.fields if previous else None
+        ended = client_ended_call(before, current.fields, event.from_server, calls)
+        if ended is not None:
+            # Mark it first: a reconcile racing the end-room call must not put the flag back.
+            rt.state.mark_ending(ended.session_id, now)
+            rt.schedule(END_SESSION, (ended.session_id, f"call ended in channel {event.cid}"))
+    rt.schedule(RECONCILE, (event.cid,))
+
+
+def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
+    """Record the session change and reconcile every channel bound to the room."""
+    session = rt.state.record_hms_event(event)
+    if session.room_name:
+        for cid in sorted(rt.state.channels_of_call(session.room_name)):
+            rt.schedule(RECONCILE, (cid,))
+
+
+def reconcile_channel(rt: Runtime, cid: str) -> None:
+    """Make the channel's call fields what recorded state says they should be."""
+    lock = rt.redis.lock(f"cs:lock:{cid}", timeout=LOCK_SECONDS, blocking=False)
+    if not lock.acquire():
+        raise Later(0.25, f"channel {cid} is being reconciled")
+    try:
+        _reconcile_locked(rt, cid)
+    finally:
+        lock.release()
+
+
+def _reconcile_locked(rt: Runtime, cid: str) -> None:
+    grace = float(rt.settings.stale_flag_grace_seconds)
+    for _ in range(MAX_STEPS):
+        now = rt.clock()
+        plan = plan_channel(rt.state.channel(cid), rt.state.calls_of_channel(cid), now, grace)
+        if plan.read_first:
+            fields, version = rt.stream.read_call_fields(cid)
+            rt.state.record_channel(cid, fields, version or now, exists=fields is not None)
+        elif plan.write is not None:
+            wait = rt.limiter.acquire(str(uuid.uuid4()))
+            if wait > 0:
+                raise Later(wait, "Stream update ceiling reached")
+            fields, version = rt.stream.update_call_fields(cid, plan.write)
+            rt.state.record_channel(cid, fields, version or now)
+            log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id)
+            return
+        elif plan.verify_call is not None and plan.verify_at is not None:
+            if plan.verify_at > now:
+                _schedule_once(rt, cid, plan.verify_at - now)
+                return
+            verify_call(rt, plan.verify_call)
+        else:
+            return
+
+
+def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:
+    """One delayed reconcile per channel at a time, however many events ask for it."""
+    if rt.redis.set(f"cs:later:{cid}", "1", nx=True, px=max(int(delay * 1000), 1)):
+        rt.schedule(RECONCILE, (cid,), countdown=delay)
+
+
+def verify_call(rt: Runtime, call_id: str) -> None:
+    """Ask 100ms whether `call_id`'s room is live: adopt its session, or record it idle."""
+    now = rt.clock()
+    room_id = rt.state.call_room(call_id) or rt.hms.room_id_by_name(call_id)
+    live = rt.hms.live_session(room_id) if room_id else None
+    if live is None:
+        rt.state.confirm_idle(call_id, now)
+        return
+    adopted = HmsEvent(
+        id=f"adopt:{live.session_id}",
+        type="session.open.success",
+        room_id=live.room_id,
+        room_name=call_id,
+        session_id=live.session_id,
+        started_at=live.started_at,
+        at=now,
+        is_replay=False,
+    )
+    rt.state.record_hms_event(adopted)
+    log.info("adopted live session %s of call %s", live.session_id, call_id)
+
+
+def end_session(rt: Runtime, session_id: str, reason: str) -> None:
+    """End the session's room for everyone through 100ms, then reconcile its channels."""
+    session = rt.state.session(session_id)
+    if session is None or session.status == "closed":
+        return
+    rt.state.mark_ending(session_id, rt.clock())
+    ended = rt.hms.end_room(session.room_id, reason)
+    log.info("end-room %s for session %s: %s", session.room_id, session_id, "ending" if ended else "no active session")
+    if session.room_name:
+        for cid in sorted(rt.state.channels_of_call(session.room_name)):
+            rt.schedule(RECONCILE, (cid,))
