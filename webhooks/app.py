@@ -20,8 +20,8 @@ from worker.state import DEDUPE_TTL, dedupe_key
 from .body import BadBody, BodyTooLarge, inflate_limited, read_limited
 
 
-def _answer(status: int, **body: str) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json")
+def _answer(code: int, **body: str) -> Response:
+    return Response(json.dumps(body), status=code, mimetype="application/json")
 
 
 def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:

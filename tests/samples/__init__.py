@@ -1,0 +1,20 @@
+"""Real-shaped payloads, and the test-side signer that makes them deliverable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from worker.core.signing import sign_stream
+
+HERE = Path(__file__).parent
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((HERE / f"{name}.json").read_text())
+    return data
+
+
+def stream_headers(body: bytes, secret: str, webhook_id: str = "wh-1") -> dict[str, str]:
+    return {"X-Signature": sign_stream(body, secret), "X-Webhook-Id": webhook_id, "X-Webhook-Attempt": "1", "Content-Type": "application/json"}

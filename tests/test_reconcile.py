@@ -1,0 +1,97 @@
+from worker.core.events import CallFields
+from worker.core.reconcile import (
+    INACTIVE,
+    Call,
+    Channel,
+    Plan,
+    claim_since,
+    client_ended_call,
+    desired_state,
+    plan_channel,
+)
+from worker.core.sessions import Session
+
+GRACE = 60.0
+X = "call-messaging:general"
+
+
+def session(status="open", started=100.0, ended=None, sid="s1"):
+    return Session(sid, "r1", X, status, started, ended)
+
+
+def channel(active=False, call_id=None, since=None, exists=True):
+    return Channel("messaging:general", CallFields(active, call_id), exists, since)
+
+
+def test_desired_state_follows_open_sessions():
+    assert desired_state([]) == INACTIVE
+    assert desired_state([Call(X, session())]) == CallFields(True, X)
+    assert desired_state([Call(X, session("closed"))]) == INACTIVE
+    assert desired_state([Call(X, session("ending"))]) == INACTIVE
+    older, newer = Call("a", session(started=1.0)), Call("b", session(started=2.0, sid="s2"))
+    assert desired_state([newer, older]) == CallFields(True, "b")
+
+
+def test_unknown_channel_is_read_first():
+    assert plan_channel(Channel("m:g", None), [Call(X, session())], 0, GRACE) == Plan(read_first=True)
+
+
+def test_deleted_channel_is_never_written():
+    assert plan_channel(channel(exists=False), [Call(X, session())], 0, GRACE) == Plan()
+
+
+def test_open_session_sets_fields_once():
+    calls = [Call(X, session())]
+    assert plan_channel(channel(), calls, 0, GRACE) == Plan(write=CallFields(True, X))
+    assert plan_channel(channel(True, X, since=5), calls, 0, GRACE) == Plan()  # the echo of our write
+
+
+def test_closed_session_clears_a_claim_made_before_it_closed():
+    calls = [Call(X, session("closed", ended=200.0))]
+    assert plan_channel(channel(True, X, since=150.0), calls, 201.0, GRACE) == Plan(write=INACTIVE)
+
+
+def test_claim_made_after_the_last_close_waits_for_the_grace_period():
+    calls = [Call(X, session("closed", ended=200.0))]
+    plan = plan_channel(channel(True, X, since=300.0), calls, 301.0, GRACE)
+    assert plan == Plan(verify_call=X, verify_at=360.0)
+
+
+def test_claim_without_any_session_is_verified_after_grace():
+    calls = [Call(X, None)]
+    assert plan_channel(channel(True, X, since=300.0), calls, 310.0, GRACE) == Plan(verify_call=X, verify_at=360.0)
+    assert plan_channel(channel(True, X, since=300.0), calls, 400.0, GRACE) == Plan(verify_call=X, verify_at=400.0)
+
+
+def test_claim_confirmed_idle_after_grace_is_cleared():
+    calls = [Call(X, None, idle_confirmed_at=361.0)]
+    assert plan_channel(channel(True, X, since=300.0), calls, 361.0, GRACE) == Plan(write=INACTIVE)
+    early = [Call(X, None, idle_confirmed_at=310.0)]  # a check made before this claim's grace ran out
+    assert plan_channel(channel(True, X, since=300.0), early, 361.0, GRACE).verify_call == X
+
+
+def test_claim_of_an_unbound_or_nameless_call_is_cleared():
+    assert plan_channel(channel(True, None, since=1.0), [], 2.0, GRACE) == Plan(write=INACTIVE)
+
+
+def test_stray_call_id_without_active_is_removed():
+    assert plan_channel(channel(False, X), [Call(X, None)], 0, GRACE) == Plan(write=INACTIVE)
+
+
+def test_claim_since_is_kept_while_the_same_call_is_claimed():
+    first = Channel("m:g", CallFields(True, X), True, 100.0)
+    assert claim_since(first, CallFields(True, X), 150.0) == 100.0
+    assert claim_since(first, CallFields(True, "other"), 150.0) == 150.0
+    assert claim_since(first, INACTIVE, 150.0) is None
+    assert claim_since(None, CallFields(True, X), 150.0) == 150.0
+
+
+def test_client_ending_the_call_ends_the_open_session():
+    calls = [Call(X, session())]
+    before, after = CallFields(True, X), INACTIVE
+    assert client_ended_call(before, after, False, calls) == session()
+    assert client_ended_call(before, after, True, calls) is None  # a server write (maybe ours)
+    assert client_ended_call(INACTIVE, after, False, calls) is None
+    assert client_ended_call(before, CallFields(True, X), False, calls) is None
+    assert client_ended_call(before, after, False, [Call(X, session("closed"))]) is None
+    assert client_ended_call(None, after, False, calls) is None

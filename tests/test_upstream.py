@@ -1,0 +1,52 @@
+import pytest
+
+from worker.core.upstream import (
+    MAX_ATTEMPTS,
+    Retry,
+    backoff_seconds,
+    classify,
+    retry_delay,
+    transport_failure,
+    wait_from_headers,
+)
+
+NOW = 1_000_000.0
+
+
+def test_wait_from_retry_after_seconds_date_and_reset():
+    assert wait_from_headers({"Retry-After": "7"}, NOW) == 7.0
+    assert wait_from_headers({"retry-after": "Mon, 12 Jan 1970 13:46:50 GMT"}, NOW) == 10.0
+    assert wait_from_headers({"X-RateLimit-Reset": str(int(NOW) + 42)}, NOW) == 42.0
+    assert wait_from_headers({"X-RateLimit-Reset": str(int(NOW) - 5)}, NOW) == 0.0
+    assert wait_from_headers({"Retry-After": "99999"}, NOW) == 300.0  # capped
+    assert wait_from_headers({"Retry-After": "soon"}, NOW) is None
+    assert wait_from_headers({}, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "retry"),
+    [(429, Retry.AFTER), (500, Retry.BACKOFF), (503, Retry.BACKOFF), (408, Retry.BACKOFF),
+     (400, Retry.NEVER), (401, Retry.NEVER), (403, Retry.NEVER), (404, Retry.NEVER)],
+)
+def test_classify(status, retry):
+    assert classify("stream", status, {}, "m", NOW).retry is retry
+
+
+def test_rate_limited_waits_as_told_then_retries():
+    error = classify("stream", 429, {"X-RateLimit-Reset": str(int(NOW) + 30)}, "Too many requests", NOW)
+    assert error.retry_after == 30.0
+    assert retry_delay(error, 0, 0.5) == 30.5
+
+
+def test_backoff_is_exponential_jittered_and_bounded():
+    assert backoff_seconds(0, 0.999) < 1.0
+    assert backoff_seconds(3, 0.5) == 4.0
+    assert backoff_seconds(30, 0.999) <= 300.0
+    error = transport_failure("hms", "timeout")
+    delays = [retry_delay(error, attempt, 0.999) for attempt in range(MAX_ATTEMPTS)]
+    assert delays == sorted(delays) and delays[-1] <= 300.0
+    assert retry_delay(error, MAX_ATTEMPTS, 0.5) is None
+
+
+def test_other_client_errors_are_dead_letters_at_once():
+    assert retry_delay(classify("stream", 400, {}, "bad", NOW), 0, 0.5) is None

@@ -1,0 +1,150 @@
+import base64
+import gzip
+import json
+
+import fakeredis
+import pytest
+import redis
+
+from tests.samples import load, stream_headers
+from webhooks.app import create_app
+from worker.core.signing import sign_stream
+from worker.queue import QUEUE
+from worker.settings import Settings
+
+SECRET, HMS_SECRET = "stream-secret-for-tests", "hms-secret-for-tests"
+SETTINGS = Settings(redis_url="redis://unused", stream_api_secret=SECRET, hms_webhook_secrets=("old-hms", HMS_SECRET), max_body_bytes=4096)
+
+
+@pytest.fixture
+def client(redis_client):
+    return create_app(SETTINGS, redis_client).test_client()
+
+
+def queued(redis_client):
+    """The task names and first arguments of the messages on the Celery queue."""
+    out = []
+    for raw in redis_client.lrange(QUEUE, 0, -1):
+        envelope = json.loads(raw)
+        args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+        assert envelope["properties"]["delivery_info"]["routing_key"] == QUEUE
+        out.append((envelope["headers"]["task"], args[0]))
+    return out
+
+
+def post_stream(client, payload, **headers):
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return client.post("/webhooks/stream", data=body, headers={**stream_headers(body, SECRET), **headers})
+
+
+def post_hms(client, payload, secret=HMS_SECRET):
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = {"X-Callsync-Secret": secret} if secret is not None else {}
+    return client.post("/webhooks/hms", data=body, headers=headers)
+
+
+def test_signed_stream_event_is_accepted_and_queued_once(client, redis_client):
+    answer = post_stream(client, load("stream_channel_updated"))
+    assert answer.status_code == 202 and answer.json == {"status": "accepted"}
+    again = post_stream(client, load("stream_channel_updated"))
+    assert again.status_code == 200 and again.json == {"status": "duplicate"}
+    [(task, event)] = queued(redis_client)
+    assert task == "callsync.apply_stream_event"
+    assert event["cid"] == "messaging:general" and event["fields"] == {"active": True, "call_id": "call-messaging:general"}
+
+
+def test_retry_with_a_new_webhook_id_is_a_new_delivery(client, redis_client):
+    post_stream(client, load("stream_channel_updated"))
+    assert post_stream(client, load("stream_channel_updated"), **{"X-Webhook-Id": "wh-2"}).json == {"status": "accepted"}
+    assert len(queued(redis_client)) == 2
+
+
+def test_gzip_body_is_verified_after_inflating(client, redis_client):
+    body = json.dumps(load("stream_channel_updated")).encode()
+    answer = client.post("/webhooks/stream", data=gzip.compress(body), headers={**stream_headers(body, SECRET), "Content-Encoding": "gzip"})
+    assert answer.status_code == 202
+    assert len(queued(redis_client)) == 1
+
+
+def test_hms_event_is_accepted_with_any_rotated_secret_and_deduped_by_id(client, redis_client):
+    assert post_hms(client, load("hms_session_open")).status_code == 202
+    assert post_hms(client, load("hms_session_open"), secret="old-hms").json == {"status": "duplicate"}
+    [(task, event)] = queued(redis_client)
+    assert task == "callsync.apply_hms_event" and event["session_id"] == "65f0c1d2e3a4b5c6d7e8f9aa"
+
+
+def test_unknown_event_types_are_ignored_and_leave_nothing(client, redis_client):
+    assert post_stream(client, {"type": "message.new", "cid": "messaging:general"}).json == {"status": "ignored"}
+    assert post_hms(client, {"id": "x", "type": "recording.success", "data": {}}).json == {"status": "ignored"}
+    assert redis_client.keys("*") == []
+
+
+# --- every rejection of CONTRACT §3, each leaving no trace ---------------------------------
+
+REJECTIONS = {
+    "stream: missing signature": lambda c: c.post("/webhooks/stream", data=b'{"type":"channel.updated"}'),
+    "stream: forged signature": lambda c: c.post("/webhooks/stream", data=b'{"type":"x"}', headers={"X-Signature": sign_stream(b'{"type":"x"}', "wrong")}),
+    "stream: not JSON": lambda c: post_stream(c, b"not json"),
+    "stream: JSON not an object": lambda c: post_stream(c, b"[1, 2]"),
+    "stream: no type": lambda c: post_stream(c, {"cid": "messaging:general"}),
+    "stream: channel event without a channel": lambda c: post_stream(c, {"type": "channel.updated"}),
+    "stream: oversize": lambda c: post_stream(c, b" " * 5000),
+    "stream: gzip bomb": lambda c: c.post("/webhooks/stream", data=gzip.compress(b"{" + b" " * 10_000_000), headers={"X-Signature": "00"}),
+    "stream: broken gzip, forged": lambda c: c.post("/webhooks/stream", data=b"\x1f\x8b\x08garbage", headers={"X-Signature": "00"}),
+    "stream: broken gzip, signed": lambda c: post_stream(c, b"\x1f\x8b\x08garbage"),
+    "hms: missing secret": lambda c: post_hms(c, load("hms_session_open"), secret=None),
+    "hms: wrong secret": lambda c: post_hms(c, load("hms_session_open"), secret="guess"),
+    "hms: not JSON": lambda c: post_hms(c, b"{"),
+    "hms: no id": lambda c: post_hms(c, {"type": "session.open.success", "data": {}}),
+    "hms: no data": lambda c: post_hms(c, {"id": "1", "type": "session.open.success"}),
+    "hms: session event without session_id": lambda c: post_hms(c, {"id": "1", "type": "session.open.success", "data": {"room_id": "r"}}),
+    "hms: oversize": lambda c: post_hms(c, b"{" + b" " * 5000 + b"}"),
+}
+EXPECTED = {
+    "stream: missing signature": 401, "stream: forged signature": 401, "stream: not JSON": 400,
+    "stream: JSON not an object": 400, "stream: no type": 400, "stream: channel event without a channel": 400,
+    "stream: oversize": 413, "stream: gzip bomb": 413, "stream: broken gzip, forged": 401,
+    "stream: broken gzip, signed": 400, "hms: missing secret": 401, "hms: wrong secret": 401, "hms: not JSON": 400,
+    "hms: no id": 400, "hms: no data": 400, "hms: session event without session_id": 400, "hms: oversize": 413,
+}
+
+
+@pytest.mark.parametrize("case", sorted(REJECTIONS))
+def test_rejections_answer_json_and_leave_no_trace(case, client, redis_client):
+    answer = REJECTIONS[case](client)
+    assert answer.status_code == EXPECTED[case], answer.json
+    assert set(answer.json) == {"error"}
+    assert SECRET not in answer.text and HMS_SECRET not in answer.text
+    assert redis_client.keys("*") == []
+
+
+def test_order_of_checks_size_before_auth_before_parse(client):
+    assert client.post("/webhooks/hms", data=b"x" * 5000).status_code == 413  # oversize and unauthenticated
+    assert client.post("/webhooks/hms", data=b"not json").status_code == 401  # bad JSON and unauthenticated
+
+
+def test_redis_down_answers_503_and_spends_no_dedupe_key():
+    server = fakeredis.FakeServer()
+    store = fakeredis.FakeRedis(server=server)
+    client = create_app(SETTINGS, store).test_client()
+    server.connected = False
+    answer = post_stream(client, load("stream_channel_updated"))
+    assert answer.status_code == 503 and "error" in answer.json
+    server.connected = True
+    assert post_stream(client, load("stream_channel_updated")).json == {"status": "accepted"}  # the retry is not a "duplicate"
+
+
+def test_health_and_readiness():
+    server = fakeredis.FakeServer()
+    client = create_app(SETTINGS, fakeredis.FakeRedis(server=server)).test_client()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").json["status"] == "ready"
+    server.connected = False
+    answer = client.get("/readyz")
+    assert answer.status_code == 503 and answer.json["redis"].startswith("unavailable")
+    assert client.get("/healthz").status_code == 200
+
+
+def test_unreachable_redis_is_503_not_500():
+    client = create_app(SETTINGS, redis.Redis(port=1, socket_connect_timeout=0.2)).test_client()
+    assert post_stream(client, load("stream_channel_updated")).status_code == 503
