@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+import jwt
+import jwt.warnings
 import redis
 
 from .clients.hms import HmsClient, ManagementAuth
@@ -21,6 +24,10 @@ from .settings import Settings
 from .state import State
 
 log = logging.getLogger("callsync.upstream")
+# httpx logs every request URL at INFO, and Stream's carries `api_key`: keep it quiet.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+# The platforms choose their secrets' length; a warning per token helps nobody.
+warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 
 class Schedule(Protocol):
@@ -95,7 +102,7 @@ def build_runtime(
     )
     hms_http = httpx.Client(
         base_url=settings.hms_base_url,
-        auth=ManagementAuth(settings.hms_access_key, settings.hms_app_secret or "unset", clock),
+        auth=ManagementAuth(settings.hms_access_key, settings.hms_app_secret or "unset"),  # tokens live in wall time
         timeout=DEFAULT_TIMEOUT,
         transport=transport,
     )

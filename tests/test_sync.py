@@ -1,0 +1,287 @@
+"""The worker's steps end to end against Redis and the platform stand-ins at the HTTP transport."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Recorder
+from tests.platforms import FakeHms, FakeStream
+from worker import sync
+from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
+from worker.core.upstream import Retry, UpstreamError
+from worker.runtime import build_runtime
+from worker.settings import Rate, Settings
+
+KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
+HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-keys"
+CID, CALL = "messaging:general", "call-messaging:general"
+
+
+class Platforms(httpx.BaseTransport):
+    """Routes requests to the Stream or the 100ms stand-in by host."""
+
+    def __init__(self, stream: FakeStream, hms: FakeHms):
+        self._stream = httpx.WSGITransport(app=stream.app)
+        self._hms = httpx.WSGITransport(app=hms.app)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return (self._stream if request.url.host == "stream.test" else self._hms).handle_request(request)
+
+
+class World:
+    """callsync's worker steps wired to Redis and the stand-ins, with a hand-moved clock."""
+
+    def __init__(self, redis_client: Any, prefix: str = "data.", **overrides: Any):
+        self.now = time.time()  # the stand-ins stamp wall time; the world's clock starts there
+        self.stream = FakeStream(KEY, SECRET, field_prefix=prefix)
+        self.hms = FakeHms(HMS_KEY, HMS_SECRET)
+        self.settings = Settings(
+            redis_url="redis://unused",
+            stream_api_key=KEY,
+            stream_api_secret=SECRET,
+            stream_base_url="http://stream.test",
+            hms_access_key=HMS_KEY,
+            hms_app_secret=HMS_SECRET,
+            hms_base_url="http://hms.test",
+            field_prefix=prefix,
+            **overrides,
+        )
+        self.queue = Recorder()
+        self.rt = build_runtime(
+            self.settings, self.queue, redis_client=redis_client, transport=Platforms(self.stream, self.hms), clock=lambda: self.now
+        )
+
+    # --- deliveries, as the receiver would hand them over -----------------------------
+    def hms_event(self, kind: str, session: dict[str, Any], room: dict[str, Any], **data: Any) -> HmsEvent:
+        body = {
+            "id": f"{kind}:{session['id']}",
+            "type": kind,
+            "timestamp": "2027-01-15T08:00:00Z",
+            "data": {"room_id": room["id"], "room_name": room["name"], "session_id": session["id"],
+                     "session_started_at": session["created_at"], **data},
+        }
+        event = parse_hms_event(body)
+        assert event is not None
+        return event
+
+    def deliver_hms(self, event: HmsEvent) -> None:
+        sync.apply_hms_event(self.rt, event)
+        self.drain()
+
+    def deliver_stream_outbox(self) -> None:
+        """Feed every webhook the Stream stand-in produced back to callsync (echoes too)."""
+        while self.stream.outbox:
+            _, body = self.stream.outbox.pop(0)
+            event = parse_stream_event(json.loads(body), self.settings.field_path)
+            if event is not None:
+                sync.apply_stream_event(self.rt, StreamEvent.from_json(event.to_json()))
+                self.drain()
+
+    def drain(self, until: float | None = None) -> None:
+        """Run scheduled follow-ups; delayed ones only once the clock reaches them."""
+        pending = self.queue.take()
+        while pending:
+            task, args, countdown = pending.pop(0)
+            if countdown and until is None:
+                self.queue.tasks.append((task, args, countdown))
+                continue
+            run = {sync.RECONCILE: sync.reconcile_channel, sync.END_SESSION: sync.end_session}[task]
+            run(self.rt, *args)
+            pending += [t for t in self.queue.take()]
+
+    def patches(self) -> list[dict[str, Any]]:
+        return [body for method, path, body in self.stream.calls if method == "PATCH" and body is not None]
+
+    def fields(self) -> dict[str, Any]:
+        return self.stream.channels[CID].get("data", {})
+
+
+@pytest.fixture
+def world(redis_client):
+    return World(redis_client)
+
+
+def open_call(world: World) -> tuple[dict[str, Any], dict[str, Any]]:
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"], started_at=world.now)
+    world.deliver_hms(world.hms_event("session.open.success", session, room))
+    return room, session
+
+
+def test_session_open_sets_the_fields_once_and_the_echo_writes_nothing(world):
+    world.stream.create_channel(CID, name="General", data={"topic": "x"})
+    open_call(world)
+    assert world.patches() == [{"set": {"data.callActive": True, "data.callId": CALL}}]
+    assert world.fields() == {"topic": "x", "callActive": True, "callId": CALL}
+    assert world.stream.channels[CID]["name"] == "General"  # nothing else touched
+    world.deliver_stream_outbox()  # callsync's own channel.updated comes back
+    assert len(world.patches()) == 1
+
+
+def test_session_close_clears_the_fields_with_an_unset(world):
+    world.stream.create_channel(CID)
+    room, session = open_call(world)
+    world.deliver_stream_outbox()
+    world.deliver_hms(world.hms_event("session.close.success", session, room, session_stopped_at="2027-01-15T09:00:00Z"))
+    assert world.patches()[-1] == {"set": {"data.callActive": False}, "unset": ["data.callId"]}
+    assert world.fields() == {"callActive": False}
+    world.deliver_stream_outbox()
+    assert len(world.patches()) == 2
+
+
+def test_duplicates_and_a_close_before_its_open_converge(world):
+    world.stream.create_channel(CID)
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"], started_at=world.now)
+    opened = world.hms_event("session.open.success", session, room)
+    closed = world.hms_event("session.close.success", session, room)
+    for event in (closed, opened, opened, closed):
+        world.deliver_hms(event)
+        world.deliver_stream_outbox()
+    assert world.patches() == []  # the channel never claimed the call and never needed a write
+
+
+def test_duplicate_opens_write_once(world):
+    world.stream.create_channel(CID)
+    room, session = open_call(world)
+    for _ in range(3):
+        world.deliver_hms(world.hms_event("session.open.success", session, room))
+        world.deliver_hms(world.hms_event("peer.join.success", session, room, peer_id="p1"))
+    world.deliver_stream_outbox()
+    assert len(world.patches()) == 1
+
+
+def test_missing_channel_is_not_written(world):
+    open_call(world)  # room names channel messaging:general, which does not exist in Stream
+    assert world.patches() == []
+
+
+def test_top_level_fields_with_an_empty_prefix(redis_client):
+    world = World(redis_client, prefix="")
+    world.stream.create_channel(CID)
+    open_call(world)
+    assert world.patches() == [{"set": {"callActive": True, "callId": CALL}}]
+    assert world.stream.channels[CID]["callActive"] is True
+
+
+def test_stale_claim_is_kept_during_grace_then_cleared_when_100ms_confirms(world):
+    world.stream.create_channel(CID)
+    world.stream.client_update(CID, {"data.callActive": True, "data.callId": CALL})  # a tab that then crashed
+    world.deliver_stream_outbox()
+    assert world.patches() == []  # within the grace period nothing is written
+    [(task, args, countdown)] = world.queue.tasks
+    assert task == sync.RECONCILE and args == (CID,) and 0 < countdown <= 61
+    world.now += 61
+    world.drain(until=world.now)
+    assert world.patches() == [{"set": {"data.callActive": False}, "unset": ["data.callId"]}]
+    assert ("GET", "/rooms") in [(m, p) for m, p, _ in world.hms.calls]
+
+
+def test_claim_of_a_live_session_callsync_never_heard_of_is_adopted(world):
+    world.stream.create_channel(CID)
+    room = world.hms.create_room(CALL)
+    world.hms.open_session(room["id"], started_at=world.now)  # its webhook was lost
+    world.hms.outbox.clear()
+    world.stream.client_update(CID, {"data.callActive": True, "data.callId": CALL})
+    world.deliver_stream_outbox()
+    world.now += 61
+    world.drain(until=world.now)
+    assert world.patches() == []  # the claim was true
+    assert world.rt.state.calls_of_channel(CID)[0].session.is_open
+
+
+def test_client_ending_the_call_ends_the_room_for_everyone(world):
+    world.stream.create_channel(CID)
+    room, session = open_call(world)
+    world.deliver_stream_outbox()
+    world.stream.client_update(CID, {"data": {"callActive": False}})  # the reference client's "End call"
+    world.deliver_stream_outbox()
+    ends = [(p, b) for m, p, b in world.hms.calls if p.endswith("/end-room")]
+    assert ends == [(f"/active-rooms/{room['id']}/end-room", {"reason": f"call ended in channel {CID}", "lock": False})]
+    assert world.fields() == {"callActive": False}  # never flipped back on while the room ends
+    assert len(world.patches()) == 1
+    _, close = world.hms.outbox[-1]
+    world.deliver_hms(parse_hms_event(json.loads(close)))
+    assert len(world.patches()) == 1
+
+
+def test_end_room_without_an_active_session_counts_as_done(world):
+    world.stream.create_channel(CID)
+    room, session = open_call(world)
+    world.hms.close_session(session["id"])  # it ended meanwhile; its webhook not yet here
+    sync.end_session(world.rt, session["id"], "test")
+    assert world.rt.state.session(session["id"]).status == "ending"
+
+
+def test_rate_limited_stream_answer_says_how_long_to_wait(world):
+    world.stream.create_channel(CID)
+    world.stream.fail_next(1, 429, {"X-RateLimit-Reset": str(int(time.time()) + 30)})
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"])
+    sync.apply_hms_event(world.rt, world.hms_event("session.open.success", session, room))
+    with pytest.raises(UpstreamError) as err:
+        world.drain()
+    assert err.value.retry is Retry.AFTER and 25 <= err.value.retry_after <= 31
+
+
+def test_server_error_is_retryable_and_changes_nothing(world):
+    world.stream.create_channel(CID)
+    world.stream.fail_next(1, 500)
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"])
+    sync.apply_hms_event(world.rt, world.hms_event("session.open.success", session, room))
+    with pytest.raises(UpstreamError) as err:
+        world.drain()
+    assert err.value.retry is Retry.BACKOFF
+    sync.reconcile_channel(world.rt, CID)  # the retry
+    assert world.fields() == {"callActive": True, "callId": CALL}
+
+
+def test_stream_update_ceiling_defers_instead_of_writing(redis_client):
+    world = World(redis_client, stream_update_rate=Rate(1, 60.0))
+    for n in range(2):
+        world.stream.create_channel(f"messaging:c{n}")
+        room = world.hms.create_room(f"call-messaging:c{n}")
+        session = world.hms.open_session(room["id"])
+        sync.apply_hms_event(world.rt, world.hms_event("session.open.success", session, room))
+    tasks = world.queue.take()
+    sync.reconcile_channel(world.rt, tasks[0][1][0])
+    with pytest.raises(sync.Later) as later:
+        sync.reconcile_channel(world.rt, tasks[1][1][0])
+    assert 0 < later.value.seconds <= 60
+    assert len(world.patches()) == 1
+
+
+def test_a_busy_channel_lock_defers(world):
+    lock = world.rt.redis.lock(f"cs:lock:{CID}", timeout=5)
+    assert lock.acquire()
+    with pytest.raises(sync.Later):
+        sync.reconcile_channel(world.rt, CID)
+    lock.release()
+
+
+def test_expired_100ms_token_is_renewed_once(world):
+    world.hms.fail_next(1, 401)
+    room = world.hms.create_room(CALL)
+    world.hms.open_session(room["id"])
+    assert world.rt.hms.live_session(room["id"]) is not None
+    tokens = [c for c in world.hms.calls if c[1] == "/sessions"]
+    assert len(tokens) == 2  # the 401, then the retry with a fresh token
+
+
+def test_dry_run_logs_the_exact_call_and_sends_nothing(redis_client, caplog):
+    world = World(redis_client, dry_run=True)
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"])
+    with caplog.at_level("INFO", logger="callsync.upstream"):
+        world.deliver_hms(world.hms_event("session.open.success", session, room))
+    logged = [json.loads(r.message) for r in caplog.records if r.name == "callsync.upstream"]
+    assert {"dry_run": True, "method": "PATCH", "url": "http://stream.test/channels/messaging/general",
+            "json": {"set": {"data.callActive": True, "data.callId": CALL}}} in logged
+    assert world.stream.calls == [] and world.patches() == []
+    assert SECRET not in caplog.text and KEY not in caplog.text

@@ -1,0 +1,159 @@
+"""The `callsync` command: run the roles, and look after a running installation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+from .settings import ConfigError, Role, Settings, load_settings
+
+
+def settings_for(role: Role | None) -> Settings:
+    """Settings from the environment, checked for `role`; one clear line and exit 2 if not."""
+    try:
+        settings = load_settings(os.environ)
+        return settings.require(role) if role else settings
+    except ConfigError as exc:
+        print(f"callsync: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def store(settings: Settings) -> redis.Redis:
+    if not settings.redis_url:
+        print("callsync: configuration error: REDIS_URL is required for this command", file=sys.stderr)
+        raise SystemExit(2)
+    return redis.Redis.from_url(settings.redis_url)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .embedded import run_all
+
+    return run_all(args.port, args.workers, Path(args.data_dir))
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from .processes import run_web
+
+    run_web(settings_for("web"), args.port, args.host)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .processes import run_worker
+
+    run_worker(settings_for("worker"), args.concurrency, args.pool)
+    return 0
+
+
+def cmd_beat(_: argparse.Namespace) -> int:
+    from .processes import run_beat
+
+    run_beat(settings_for("beat"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import gather, render
+
+    status = gather(store(settings_for(None)), time.time())
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from .celery_app import create_celery
+    from .deadletters import DeadLetters
+
+    settings = settings_for(None)
+    letters = DeadLetters(store(settings))
+    if args.action == "list":
+        rows = letters.list(args.limit)
+        if args.json:
+            print(json.dumps([vars(letter) for letter in rows], indent=2))
+        for letter in [] if args.json else rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.failed_at))
+            print(f"{letter.id}  {when}Z  {letter.task}{tuple(letter.args)!r:.80}  attempts={letter.attempts}  {letter.error}")
+        return 0
+    if args.action == "purge":
+        print(f"purged {letters.purge()} dead letter(s)")
+        return 0
+    app = create_celery(settings)
+    chosen = letters.list(10**6) if args.all else [letter for letter in [letters.get(i) for i in args.ids] if letter]
+    if not chosen:
+        print("nothing to replay", file=sys.stderr)
+        return 1
+    for letter in chosen:
+        app.send_task(letter.task, args=letter.args)
+        letters.remove(letter.id)
+        print(f"replayed {letter.id} ({letter.task})")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Sign a sample payload as the platform would and POST it to a running receiver."""
+    from .core.signing import sign_stream
+    from .embedded import DEV_HMS_SECRET, DEV_STREAM_SECRET
+
+    body = Path(args.file).read_bytes()
+    if args.source == "stream":
+        secret = os.environ.get("STREAM_API_SECRET") or DEV_STREAM_SECRET
+        headers = {"X-Signature": sign_stream(body, secret), "X-Webhook-Id": args.id or os.urandom(8).hex()}
+    else:
+        secrets = os.environ.get("HMS_WEBHOOK_SECRET") or DEV_HMS_SECRET
+        headers = {os.environ.get("HMS_WEBHOOK_HEADER") or "X-Callsync-Secret": secrets.split(",")[0].strip()}
+    response = httpx.post(f"{args.url.rstrip('/')}/webhooks/{args.source}", content=body, headers={**headers, "Content-Type": "application/json"})
+    print(response.status_code, response.text.strip())
+    return 0 if response.is_success else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="callsync", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run web, worker and beat here (embedded Redis without REDIS_URL)")
+    run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    run.add_argument("--workers", type=int, default=2, help="worker processes")
+    run.add_argument("--data-dir", default=".callsync/valkey", help="embedded Redis data directory")
+    run.set_defaults(func=cmd_run)
+    web = sub.add_parser("web", help="the webhook receiver (gunicorn)")
+    web.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    web.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the web role serves the network
+    web.set_defaults(func=cmd_web)
+    worker = sub.add_parser("worker", help="a Celery worker")
+    worker.add_argument("--concurrency", type=int, default=int(os.environ.get("CALLSYNC_WORKER_CONCURRENCY", "4")))
+    worker.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    worker.set_defaults(func=cmd_worker)
+    sub.add_parser("beat", help="the periodic scheduler").set_defaults(func=cmd_beat)
+    status = sub.add_parser("status", help="queues, sessions, dead letters, last sweep")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    dead = sub.add_parser("dead-letters", help="list, replay or purge tasks that could not be done")
+    dead.add_argument("action", choices=["list", "replay", "purge"])
+    dead.add_argument("ids", nargs="*", help="dead letter ids to replay")
+    dead.add_argument("--all", action="store_true", help="replay every dead letter")
+    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--json", action="store_true")
+    dead.set_defaults(func=cmd_dead_letters)
+    send = sub.add_parser("send", help="sign a sample webhook and POST it to a running receiver")
+    send.add_argument("source", choices=["stream", "hms"])
+    send.add_argument("file")
+    send.add_argument("--url", default="http://127.0.0.1:8000")
+    send.add_argument("--id", help="X-Webhook-Id to send (Stream); random by default")
+    send.set_defaults(func=cmd_send)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

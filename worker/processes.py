@@ -1,0 +1,55 @@
+"""Start each Procfile role in this process: gunicorn for web, Celery for worker and beat."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from .celery_app import create_celery
+from .queue import QUEUE
+from .settings import Settings
+
+# One gunicorn setting for the receiver and its benchmark baseline alike: threads let a
+# worker overlap its Redis round trip with other requests; processes use both cores.
+GUNICORN_DEFAULTS: dict[str, Any] = {
+    "workers": int(os.environ.get("WEB_CONCURRENCY", "2")),
+    "worker_class": "gthread",
+    "threads": 8,
+    "keepalive": 5,
+    "timeout": 30,
+    "graceful_timeout": 10,
+    "accesslog": None,
+}
+
+
+class Gunicorn(BaseApplication):  # type: ignore[misc]
+    """gunicorn with our app object and options, no config file or argv parsing."""
+
+    def __init__(self, app: Any, options: dict[str, Any]):
+        self._app, self._options = app, options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self._app
+
+
+def run_web(settings: Settings, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - a web role serves the network
+    from webhooks.app import create_app
+
+    Gunicorn(create_app(settings), {**GUNICORN_DEFAULTS, "bind": f"{host}:{port}"}).run()
+
+
+def run_worker(settings: Settings, concurrency: int, pool: str = "prefork") -> None:
+    app = create_celery(settings)
+    app.worker_main(["worker", "--loglevel=INFO", f"--queues={QUEUE}", f"--concurrency={concurrency}", f"--pool={pool}", "-E", "--without-mingle"])
+
+
+def run_beat(settings: Settings) -> None:
+    app = create_celery(settings)
+    app.start(["beat", "--loglevel=INFO"])
