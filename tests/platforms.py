@@ -164,8 +164,15 @@ class FakeStream(_Fake):
         ctype, _, cid_id = cid.partition(":")
         with self._lock:
             stamp = self._stamp(cid)
-            self.channels[cid] = {"cid": cid, "type": ctype, "id": cid_id, "created_at": stamp,
-                                  "updated_at": stamp, "frozen": False, **copy.deepcopy(custom)}
+            self.channels[cid] = {
+                "cid": cid,
+                "type": ctype,
+                "id": cid_id,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "frozen": False,
+                **copy.deepcopy(custom),
+            }
             return copy.deepcopy(self.channels[cid])
 
     def call_fields(self, cid: str) -> Json:
@@ -197,8 +204,14 @@ class FakeStream(_Fake):
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         """Stream error JSON: code, message, StatusCode, duration, more_info, details."""
-        body = {"code": _STREAM_CODES.get(status, -1), "message": message, "StatusCode": status,
-                "duration": "0.00ms", "more_info": "", "details": []}
+        body = {
+            "code": _STREAM_CODES.get(status, -1),
+            "message": message,
+            "StatusCode": status,
+            "duration": "0.00ms",
+            "more_info": "",
+            "details": [],
+        }
         return _json(body, status, headers)
 
     def _rate_limit_headers(self, response: Response) -> Response:
@@ -223,15 +236,24 @@ class FakeStream(_Fake):
     def _channel_updated(self, cid: str, request_info: Json, user: Json | None) -> Webhook:
         """Queue channel.updated signed with X-Signature = hex HMAC-SHA256(api_secret, raw body) (lock held)."""
         channel = self.channels[cid]
-        event: Json = {"type": "channel.updated", "cid": cid, "channel_type": channel["type"],
-                       "channel_id": channel["id"], "channel": copy.deepcopy(channel)}
+        event: Json = {
+            "type": "channel.updated",
+            "cid": cid,
+            "channel_type": channel["type"],
+            "channel_id": channel["id"],
+            "channel": copy.deepcopy(channel),
+        }
         if user is not None:
             event["user"] = user
         event.update(created_at=rfc3339(time.time()), request_info=request_info)
         body = json.dumps(event).encode()
-        headers = {"Content-Type": "application/json", "X-Api-Key": self.api_key, "X-Webhook-Attempt": "1",
-                   "X-Webhook-Id": str(uuid.uuid4()),
-                   "X-Signature": hmac.new(self.api_secret.encode(), body, hashlib.sha256).hexdigest()}
+        headers = {
+            "Content-Type": "application/json",
+            "X-Api-Key": self.api_key,
+            "X-Webhook-Attempt": "1",
+            "X-Webhook-Id": str(uuid.uuid4()),
+            "X-Signature": hmac.new(self.api_secret.encode(), body, hashlib.sha256).hexdigest(),
+        }
         self.outbox.append((headers, body))
         return headers, body
 
@@ -273,14 +295,20 @@ class FakeStream(_Fake):
         limit, offset = int(body.get("limit", 10)), int(body.get("offset", 0))
         with self._lock:
             found = [{"channel": copy.deepcopy(self.channels[c]), "members": []} for c in wanted if c in self.channels]
-        return _json({"channels": found[offset:offset + limit], "duration": "0.50ms"})
+        return _json({"channels": found[offset : offset + limit], "duration": "0.50ms"})
 
 
 class FakeHms(_Fake):
     """100ms REST API (rooms, sessions, active rooms, end-room) and session webhooks, at the app root."""
 
-    def __init__(self, access_key: str, app_secret: str, webhook_url: str | None = None,
-                 webhook_header: str = "X-Callsync-Secret", webhook_secret: str = "") -> None:
+    def __init__(
+        self,
+        access_key: str,
+        app_secret: str,
+        webhook_url: str | None = None,
+        webhook_header: str = "X-Callsync-Secret",
+        webhook_secret: str = "",
+    ) -> None:
         super().__init__("fake_hms", webhook_url)
         self.access_key, self.app_secret = access_key, app_secret
         self.webhook_header, self.webhook_secret = webhook_header, webhook_secret
@@ -326,8 +354,9 @@ class FakeHms(_Fake):
         if not header.startswith("Bearer "):
             return "missing Bearer management token"
         try:
-            claims = _decode(header.removeprefix("Bearer "), self.app_secret, leeway=10,
-                             options={"require": ["iat", "nbf", "exp", "jti"]})
+            claims = _decode(
+                header.removeprefix("Bearer "), self.app_secret, leeway=10, options={"require": ["iat", "nbf", "exp", "jti"]}
+            )
         except jwt.PyJWTError as exc:
             return f"invalid management token: {exc}"
         if claims.get("access_key") != self.access_key or claims.get("type") != "management" or claims.get("version") != 2:
@@ -350,9 +379,13 @@ class FakeHms(_Fake):
         return next((s for s in self.sessions.values() if s["room_id"] == room_id and s["active"]), None)
 
     def _session_data(self, session: Json) -> Json:
-        return {"room_id": session["room_id"], "room_name": self.rooms[session["room_id"]]["name"],
-                "session_id": session["id"], "template_id": self.template_id,
-                "session_started_at": session["created_at"]}
+        return {
+            "room_id": session["room_id"],
+            "room_name": self.rooms[session["room_id"]]["name"],
+            "session_id": session["id"],
+            "template_id": self.template_id,
+            "session_started_at": session["created_at"],
+        }
 
     def _close(self, session_id: str) -> Webhook | None:
         """Mark a session ended and queue session.close.success (lock held)."""
@@ -360,14 +393,24 @@ class FakeHms(_Fake):
         if not session["active"]:
             return None
         session["active"], stopped = False, time.time()
-        data = {**self._session_data(session), "session_stopped_at": rfc3339(stopped),
-                "session_duration": round(stopped - self._started[session_id])}
+        data = {
+            **self._session_data(session),
+            "session_stopped_at": rfc3339(stopped),
+            "session_duration": round(stopped - self._started[session_id]),
+        }
         return self._webhook("session.close.success", data)
 
     def _webhook(self, kind: str, data: Json) -> Webhook:
         """Queue a v2 envelope; 100ms does not sign, it sends the configured secret header (lock held)."""
-        envelope = {"version": "2.0", "id": str(uuid.uuid4()), "account_id": self.account_id, "app_id": self.app_id,
-                    "timestamp": rfc3339(time.time(), micro=False), "type": kind, "data": data}
+        envelope = {
+            "version": "2.0",
+            "id": str(uuid.uuid4()),
+            "account_id": self.account_id,
+            "app_id": self.app_id,
+            "timestamp": rfc3339(time.time(), micro=False),
+            "type": kind,
+            "data": data,
+        }
         hook = ({self.webhook_header: self.webhook_secret, "Content-Type": "application/json"}, json.dumps(envelope).encode())
         self.outbox.append(hook)
         return hook
@@ -378,7 +421,7 @@ class FakeHms(_Fake):
         ids = [item["id"] for item in items]
         start = request.args.get("start")
         if start:
-            items = items[ids.index(start) + 1:] if start in ids else []
+            items = items[ids.index(start) + 1 :] if start in ids else []
         page = copy.deepcopy(items[:limit])
         return _json({"limit": limit, "data": page, "last": page[-1]["id"] if len(items) > limit else None})
 
@@ -402,8 +445,11 @@ class FakeHms(_Fake):
         """GET /sessions?room_id=..&active=true|false, newest first."""
         room_id, active = request.args.get("room_id"), request.args.get("active")
         with self._lock:
-            found = [s for s in self.sessions.values()
-                     if (room_id is None or s["room_id"] == room_id) and (active is None or str(s["active"]).lower() == active)]
+            found = [
+                s
+                for s in self.sessions.values()
+                if (room_id is None or s["room_id"] == room_id) and (active is None or str(s["active"]).lower() == active)
+            ]
             found.sort(key=lambda s: self._started[s["id"]], reverse=True)
             return self._page(found)
 
@@ -419,8 +465,13 @@ class FakeHms(_Fake):
             session = self._active(room_id)
             if session is None:
                 return self._error(404, "room is not active")
-            return _json({"id": room_id, "name": self.rooms[room_id]["name"],
-                          "session": {"id": session["id"], "created_at": session["created_at"], "peers": []}})
+            return _json(
+                {
+                    "id": room_id,
+                    "name": self.rooms[room_id]["name"],
+                    "session": {"id": session["id"], "created_at": session["created_at"], "peers": []},
+                }
+            )
 
     def _end_room(self, room_id: str) -> Response:
         """POST /active-rooms/{room_id}/end-room {"reason", "lock"}: ends the live session; lock disables the room."""

@@ -127,7 +127,9 @@ def test_hms_session_events():
 
 
 def test_hms_failed_join_zero_time_is_no_time():
-    event = parse_hms_event(hms_body("peer.join.success", joined_at="0001-01-01T00:00:00Z", session_started_at="0001-01-01T00:00:00Z"))
+    event = parse_hms_event(
+        hms_body("peer.join.success", joined_at="0001-01-01T00:00:00Z", session_started_at="0001-01-01T00:00:00Z")
+    )
     assert event.started_at is None and event.at == 1795168801.0
 
 

@@ -30,20 +30,35 @@ def stream_token(secret: str = STREAM_SECRET, **claims: object) -> str:
 
 def hms_token(secret: str = HMS_SECRET, **over: object) -> str:
     now = int(time.time())
-    claims = {"access_key": HMS_KEY, "type": "management", "version": 2,
-              "iat": now - 10, "nbf": now - 10, "exp": now + 3600, "jti": str(uuid.uuid4())}
+    claims = {
+        "access_key": HMS_KEY,
+        "type": "management",
+        "version": 2,
+        "iat": now - 10,
+        "nbf": now - 10,
+        "exp": now + 3600,
+        "jti": str(uuid.uuid4()),
+    }
     claims.update(over)
     return jwt.encode({k: v for k, v in claims.items() if v is not None}, secret, algorithm="HS256")
 
 
 def stream_client(fake: FakeStream, base_url: str = "http://stream.test", **kw: object) -> httpx.Client:
-    return httpx.Client(transport=httpx.WSGITransport(app=fake.app), base_url=base_url, params={"api_key": STREAM_KEY},
-                        headers={"Authorization": stream_token(), "stream-auth-type": "jwt"}, **kw)
+    return httpx.Client(
+        transport=httpx.WSGITransport(app=fake.app),
+        base_url=base_url,
+        params={"api_key": STREAM_KEY},
+        headers={"Authorization": stream_token(), "stream-auth-type": "jwt"},
+        **kw,
+    )
 
 
 def hms_client(fake: FakeHms) -> httpx.Client:
-    return httpx.Client(transport=httpx.WSGITransport(app=fake.app), base_url="http://hms.test/",
-                        headers={"Authorization": f"Bearer {hms_token()}"})
+    return httpx.Client(
+        transport=httpx.WSGITransport(app=fake.app),
+        base_url="http://hms.test/",
+        headers={"Authorization": f"Bearer {hms_token()}"},
+    )
 
 
 @pytest.fixture
@@ -107,8 +122,10 @@ def test_stream_rejects_unauthenticated(stream: FakeStream, params, headers) -> 
 
 def test_stream_partial_update_dotted_paths(stream: FakeStream, sc: httpx.Client) -> None:
     before = stream.channels[CID]["updated_at"]
-    r = sc.patch("/channels/messaging/general", json={"set": {"data.callActive": False, "data.extra.deep": 1},
-                                                     "unset": ["data.callId", "data.missing.key"]})
+    r = sc.patch(
+        "/channels/messaging/general",
+        json={"set": {"data.callActive": False, "data.extra.deep": 1}, "unset": ["data.callId", "data.missing.key"]},
+    )
     assert r.status_code == 200
     channel = r.json()["channel"]
     assert channel["data"] == {"callActive": False, "extra": {"deep": 1}}
@@ -221,8 +238,12 @@ def test_stream_timeout_and_webhook_delivery_over_http() -> None:
     fake.create_channel(CID, data={"callActive": True})
     base_url, stop = serve(fake.app)
     try:
-        with httpx.Client(base_url=base_url, params={"api_key": STREAM_KEY}, timeout=0.2,
-                          headers={"Authorization": stream_token(), "stream-auth-type": "jwt"}) as client:
+        with httpx.Client(
+            base_url=base_url,
+            params={"api_key": STREAM_KEY},
+            timeout=0.2,
+            headers={"Authorization": stream_token(), "stream-auth-type": "jwt"},
+        ) as client:
             fake.timeout_next(1, 0.6)
             with pytest.raises(httpx.ReadTimeout):
                 client.patch("/channels/messaging/general", json={"set": {"data.callActive": False}})
@@ -326,8 +347,13 @@ def test_hms_open_session_queues_webhook(hms: FakeHms) -> None:
     assert uuid.UUID(event["id"]).version == 4
     assert event["account_id"] == hms.account_id and event["app_id"] == hms.app_id
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", event["timestamp"])
-    assert event["data"] == {"room_id": room["id"], "room_name": "room-a", "session_id": session["id"],
-                             "template_id": hms.template_id, "session_started_at": session["created_at"]}
+    assert event["data"] == {
+        "room_id": room["id"],
+        "room_name": "room-a",
+        "session_id": session["id"],
+        "template_id": hms.template_id,
+        "session_started_at": session["created_at"],
+    }
 
 
 def test_hms_end_room_closes_session(hms: FakeHms, hc: httpx.Client) -> None:
@@ -412,8 +438,12 @@ def test_short_secrets_do_not_warn_inside_the_fakes() -> None:
     with warnings.catch_warnings(action="ignore"):  # only the token *making* here may warn
         stoken, htoken = stream_token("short"), hms_token("short")
     with httpx.Client(transport=httpx.WSGITransport(app=stream.app), base_url="http://stream.test") as client:
-        r = client.post("/channels", params={"api_key": STREAM_KEY}, headers={"Authorization": stoken, "stream-auth-type": "jwt"},
-                        json={"filter_conditions": {"cid": CID}})
+        r = client.post(
+            "/channels",
+            params={"api_key": STREAM_KEY},
+            headers={"Authorization": stoken, "stream-auth-type": "jwt"},
+            json={"filter_conditions": {"cid": CID}},
+        )
         assert r.status_code == 200
     with httpx.Client(transport=httpx.WSGITransport(app=hms.app), base_url="http://hms.test/") as client:
         assert client.get("rooms", headers={"Authorization": f"Bearer {htoken}"}).status_code == 200

@@ -53,7 +53,11 @@ class World:
         )
         self.queue = Recorder()
         self.rt = build_runtime(
-            self.settings, self.queue, redis_client=redis_client, transport=Platforms(self.stream, self.hms), clock=lambda: self.now
+            self.settings,
+            self.queue,
+            redis_client=redis_client,
+            transport=Platforms(self.stream, self.hms),
+            clock=lambda: self.now,
         )
 
     # --- deliveries, as the receiver would hand them over -----------------------------
@@ -62,8 +66,13 @@ class World:
             "id": f"{kind}:{session['id']}",
             "type": kind,
             "timestamp": "2027-01-15T08:00:00Z",
-            "data": {"room_id": room["id"], "room_name": room["name"], "session_id": session["id"],
-                     "session_started_at": session["created_at"], **data},
+            "data": {
+                "room_id": room["id"],
+                "room_name": room["name"],
+                "session_id": session["id"],
+                "session_started_at": session["created_at"],
+                **data,
+            },
         }
         event = parse_hms_event(body)
         assert event is not None
@@ -197,7 +206,7 @@ def test_claim_of_a_live_session_callsync_never_heard_of_is_adopted(world):
 
 def test_client_ending_the_call_ends_the_room_for_everyone(world):
     world.stream.create_channel(CID)
-    room, session = open_call(world)
+    room, _ = open_call(world)
     world.deliver_stream_outbox()
     world.stream.client_update(CID, {"data": {"callActive": False}})  # the reference client's "End call"
     world.deliver_stream_outbox()
@@ -212,7 +221,7 @@ def test_client_ending_the_call_ends_the_room_for_everyone(world):
 
 def test_end_room_without_an_active_session_counts_as_done(world):
     world.stream.create_channel(CID)
-    room, session = open_call(world)
+    _, session = open_call(world)
     world.hms.close_session(session["id"])  # it ended meanwhile; its webhook not yet here
     sync.end_session(world.rt, session["id"], "test")
     assert world.rt.state.session(session["id"]).status == "ending"
@@ -281,7 +290,11 @@ def test_dry_run_logs_the_exact_call_and_sends_nothing(redis_client, caplog):
     with caplog.at_level("INFO", logger="callsync.upstream"):
         world.deliver_hms(world.hms_event("session.open.success", session, room))
     logged = [json.loads(r.message) for r in caplog.records if r.name == "callsync.upstream"]
-    assert {"dry_run": True, "method": "PATCH", "url": "http://stream.test/channels/messaging/general",
-            "json": {"set": {"data.callActive": True, "data.callId": CALL}}} in logged
+    assert {
+        "dry_run": True,
+        "method": "PATCH",
+        "url": "http://stream.test/channels/messaging/general",
+        "json": {"set": {"data.callActive": True, "data.callId": CALL}},
+    } in logged
     assert world.stream.calls == [] and world.patches() == []
     assert SECRET not in caplog.text and KEY not in caplog.text

@@ -25,8 +25,16 @@ def test_wait_from_retry_after_seconds_date_and_reset():
 
 @pytest.mark.parametrize(
     ("status", "retry"),
-    [(429, Retry.AFTER), (500, Retry.BACKOFF), (503, Retry.BACKOFF), (408, Retry.BACKOFF),
-     (400, Retry.NEVER), (401, Retry.NEVER), (403, Retry.NEVER), (404, Retry.NEVER)],
+    [
+        (429, Retry.AFTER),
+        (500, Retry.BACKOFF),
+        (503, Retry.BACKOFF),
+        (408, Retry.BACKOFF),
+        (400, Retry.NEVER),
+        (401, Retry.NEVER),
+        (403, Retry.NEVER),
+        (404, Retry.NEVER),
+    ],
 )
 def test_classify(status, retry):
     assert classify("stream", status, {}, "m", NOW).retry is retry

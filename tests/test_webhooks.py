@@ -13,7 +13,9 @@ from worker.queue import QUEUE
 from worker.settings import Settings
 
 SECRET, HMS_SECRET = "stream-secret-for-tests", "hms-secret-for-tests"
-SETTINGS = Settings(redis_url="redis://unused", stream_api_secret=SECRET, hms_webhook_secrets=("old-hms", HMS_SECRET), max_body_bytes=4096)
+SETTINGS = Settings(
+    redis_url="redis://unused", stream_api_secret=SECRET, hms_webhook_secrets=("old-hms", HMS_SECRET), max_body_bytes=4096
+)
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def queued(redis_client):
     out = []
     for raw in redis_client.lrange(QUEUE, 0, -1):
         envelope = json.loads(raw)
-        args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+        args, _, _ = json.loads(base64.b64decode(envelope["body"]))
         assert envelope["properties"]["delivery_info"]["routing_key"] == QUEUE
         out.append((envelope["headers"]["task"], args[0]))
     return out
@@ -61,7 +63,9 @@ def test_retry_with_a_new_webhook_id_is_a_new_delivery(client, redis_client):
 
 def test_gzip_body_is_verified_after_inflating(client, redis_client):
     body = json.dumps(load("stream_channel_updated")).encode()
-    answer = client.post("/webhooks/stream", data=gzip.compress(body), headers={**stream_headers(body, SECRET), "Content-Encoding": "gzip"})
+    answer = client.post(
+        "/webhooks/stream", data=gzip.compress(body), headers={**stream_headers(body, SECRET), "Content-Encoding": "gzip"}
+    )
     assert answer.status_code == 202
     assert len(queued(redis_client)) == 1
 
@@ -83,29 +87,49 @@ def test_unknown_event_types_are_ignored_and_leave_nothing(client, redis_client)
 
 REJECTIONS = {
     "stream: missing signature": lambda c: c.post("/webhooks/stream", data=b'{"type":"channel.updated"}'),
-    "stream: forged signature": lambda c: c.post("/webhooks/stream", data=b'{"type":"x"}', headers={"X-Signature": sign_stream(b'{"type":"x"}', "wrong")}),
+    "stream: forged signature": lambda c: c.post(
+        "/webhooks/stream", data=b'{"type":"x"}', headers={"X-Signature": sign_stream(b'{"type":"x"}', "wrong")}
+    ),
     "stream: not JSON": lambda c: post_stream(c, b"not json"),
     "stream: JSON not an object": lambda c: post_stream(c, b"[1, 2]"),
     "stream: no type": lambda c: post_stream(c, {"cid": "messaging:general"}),
     "stream: channel event without a channel": lambda c: post_stream(c, {"type": "channel.updated"}),
     "stream: oversize": lambda c: post_stream(c, b" " * 5000),
-    "stream: gzip bomb": lambda c: c.post("/webhooks/stream", data=gzip.compress(b"{" + b" " * 10_000_000), headers={"X-Signature": "00"}),
-    "stream: broken gzip, forged": lambda c: c.post("/webhooks/stream", data=b"\x1f\x8b\x08garbage", headers={"X-Signature": "00"}),
+    "stream: gzip bomb": lambda c: c.post(
+        "/webhooks/stream", data=gzip.compress(b"{" + b" " * 10_000_000), headers={"X-Signature": "00"}
+    ),
+    "stream: broken gzip, forged": lambda c: c.post(
+        "/webhooks/stream", data=b"\x1f\x8b\x08garbage", headers={"X-Signature": "00"}
+    ),
     "stream: broken gzip, signed": lambda c: post_stream(c, b"\x1f\x8b\x08garbage"),
     "hms: missing secret": lambda c: post_hms(c, load("hms_session_open"), secret=None),
     "hms: wrong secret": lambda c: post_hms(c, load("hms_session_open"), secret="guess"),
     "hms: not JSON": lambda c: post_hms(c, b"{"),
     "hms: no id": lambda c: post_hms(c, {"type": "session.open.success", "data": {}}),
     "hms: no data": lambda c: post_hms(c, {"id": "1", "type": "session.open.success"}),
-    "hms: session event without session_id": lambda c: post_hms(c, {"id": "1", "type": "session.open.success", "data": {"room_id": "r"}}),
+    "hms: session event without session_id": lambda c: post_hms(
+        c, {"id": "1", "type": "session.open.success", "data": {"room_id": "r"}}
+    ),
     "hms: oversize": lambda c: post_hms(c, b"{" + b" " * 5000 + b"}"),
 }
 EXPECTED = {
-    "stream: missing signature": 401, "stream: forged signature": 401, "stream: not JSON": 400,
-    "stream: JSON not an object": 400, "stream: no type": 400, "stream: channel event without a channel": 400,
-    "stream: oversize": 413, "stream: gzip bomb": 413, "stream: broken gzip, forged": 401,
-    "stream: broken gzip, signed": 400, "hms: missing secret": 401, "hms: wrong secret": 401, "hms: not JSON": 400,
-    "hms: no id": 400, "hms: no data": 400, "hms: session event without session_id": 400, "hms: oversize": 413,
+    "stream: missing signature": 401,
+    "stream: forged signature": 401,
+    "stream: not JSON": 400,
+    "stream: JSON not an object": 400,
+    "stream: no type": 400,
+    "stream: channel event without a channel": 400,
+    "stream: oversize": 413,
+    "stream: gzip bomb": 413,
+    "stream: broken gzip, forged": 401,
+    "stream: broken gzip, signed": 400,
+    "hms: missing secret": 401,
+    "hms: wrong secret": 401,
+    "hms: not JSON": 400,
+    "hms: no id": 400,
+    "hms: no data": 400,
+    "hms: session event without session_id": 400,
+    "hms: oversize": 413,
 }
 
 

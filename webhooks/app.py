@@ -32,7 +32,9 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, after inflating
     prefix = settings.field_path
 
-    def receive(source: str, verify: Callable[[bytes], None], parse: Callable[[bytes], tuple[Any, str | None]], task: str) -> Response:
+    def receive(
+        source: str, verify: Callable[[bytes], None], parse: Callable[[bytes], tuple[Any, str | None]], task: str
+    ) -> Response:
         limit = settings.max_body_bytes
         bad_body: str | None = None
         try:

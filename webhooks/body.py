@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from typing import BinaryIO
+from typing import IO
 
 CHUNK = 64 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
@@ -17,7 +17,7 @@ class BadBody(Exception):
     """The body claims gzip but does not inflate (HTTP 400)."""
 
 
-def read_limited(stream: BinaryIO, limit: int, declared_length: int | None) -> bytes:
+def read_limited(stream: IO[bytes], limit: int, declared_length: int | None) -> bytes:
     """Read at most `limit` bytes from `stream`; BodyTooLarge if there is more."""
     if declared_length is not None and declared_length > limit:
         raise BodyTooLarge()

@@ -108,7 +108,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     else:
         secrets = os.environ.get("HMS_WEBHOOK_SECRET") or DEV_HMS_SECRET
         headers = {os.environ.get("HMS_WEBHOOK_HEADER") or "X-Callsync-Secret": secrets.split(",")[0].strip()}
-    response = httpx.post(f"{args.url.rstrip('/')}/webhooks/{args.source}", content=body, headers={**headers, "Content-Type": "application/json"})
+    response = httpx.post(
+        f"{args.url.rstrip('/')}/webhooks/{args.source}", content=body, headers={**headers, "Content-Type": "application/json"}
+    )
     print(response.status_code, response.text.strip())
     return 0 if response.is_success else 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -45,7 +45,7 @@ class DeadLetters:
             self.redis.zrem(INDEX, *oldest)
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
-        ids = self.redis.zrange(INDEX, 0, limit - 1)
+        ids = cast(list[bytes], self.redis.zrange(INDEX, 0, limit - 1))
         raws = self.redis.hmget(RECORDS, ids) if ids else []
         return [DeadLetter(**json.loads(raw)) for raw in raws if raw]
 

@@ -47,7 +47,17 @@ def run_web(settings: Settings, port: int, host: str = "0.0.0.0") -> None:  # no
 
 def run_worker(settings: Settings, concurrency: int, pool: str = "prefork") -> None:
     app = create_celery(settings)
-    app.worker_main(["worker", "--loglevel=INFO", f"--queues={QUEUE}", f"--concurrency={concurrency}", f"--pool={pool}", "-E", "--without-mingle"])
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel=INFO",
+            f"--queues={QUEUE}",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            "-E",
+            "--without-mingle",
+        ]
+    )
 
 
 def run_beat(settings: Settings) -> None:

@@ -31,7 +31,7 @@ def task_message(app: Celery, task_name: str, args: tuple[Any, ...], queue: str 
     """A Celery protocol-2 task in kombu's Redis envelope, as `apply_async` would push it."""
     task_id = str(uuid.uuid4())
     message = app.amqp.as_task_v2(task_id, task_name, args=args, kwargs={}, argsrepr=f"<{task_name}>")
-    body = base64.b64encode(dumps(message.body).encode()).decode()
+    body = base64.b64encode(dumps(message.body).encode()).decode()  # type: ignore[no-untyped-call]
     properties = {
         **message.properties,
         "delivery_mode": 2,
@@ -47,7 +47,7 @@ def task_message(app: Celery, task_name: str, args: tuple[Any, ...], queue: str 
         "headers": message.headers,
         "properties": properties,
     }
-    return str(dumps(envelope))
+    return str(dumps(envelope))  # type: ignore[no-untyped-call]
 
 
 class Enqueuer:

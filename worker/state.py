@@ -7,7 +7,9 @@ Read-modify-write goes through WATCH/MULTI so the transitions stay in the pure c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -21,6 +23,14 @@ DEDUPE_TTL = 86400  # Stream retries within 15 s, 100ms within ~15 s: a day is a
 MAX_BINDINGS = 8  # call ids remembered per channel
 
 OPEN_SESSIONS = "cs:open"  # zset: session id → started_at (the sweep's index)
+
+T = TypeVar("T")
+Raw = Mapping[Any, Any]  # a hash as redis-py returns it (bytes keys and values)
+
+
+def transact(client: redis.Redis, apply: Callable[[redis.client.Pipeline], T], *keys: str) -> T:
+    """Run `apply` under WATCH on `keys`, retrying when they change; return what it returns."""
+    return cast(T, client.transaction(apply, *keys, value_from_callable=True))  # type: ignore[arg-type]
 
 
 def session_key(session_id: str) -> str:
@@ -58,7 +68,7 @@ def _s(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def session_from_hash(raw: dict[bytes, bytes], session_id: str) -> Session | None:
+def session_from_hash(raw: Raw, session_id: str) -> Session | None:
     if not raw:
         return None
     return Session(
@@ -71,7 +81,7 @@ def session_from_hash(raw: dict[bytes, bytes], session_id: str) -> Session | Non
     )
 
 
-def session_to_hash(session: Session) -> dict[str, str]:
+def session_to_hash(session: Session) -> dict[Any, Any]:
     raw = {"r": session.room_id, "st": session.status}
     if session.room_name:
         raw["n"] = session.room_name
@@ -130,8 +140,7 @@ class State:
             return new
 
         watched = [skey] + ([call_key(event.room_name)] if event.room_name else [])
-        result: Session = self.redis.transaction(apply, *watched, value_from_callable=True)
-        return result
+        return transact(self.redis, apply, *watched)
 
     def _current_session(self, client: redis.Redis | redis.client.Pipeline, call_id: str) -> Session | None:
         sid = _s(client.hget(call_key(call_id), "s"))
@@ -150,12 +159,12 @@ class State:
             self._store_session(pipe, new)
             return new
 
-        result: Session | None = self.redis.transaction(apply, skey, value_from_callable=True)
-        return result
+        return transact(self.redis, apply, skey)
 
     def open_sessions(self, started_before: float, limit: int) -> list[str]:
         """Open sessions that started at or before `started_before`, oldest first."""
-        return [_s(m) or "" for m in self.redis.zrangebyscore(OPEN_SESSIONS, "-inf", started_before, start=0, num=limit)]
+        members = self.redis.zrangebyscore(OPEN_SESSIONS, "-inf", started_before, start=0, num=limit)
+        return [_s(cast(bytes, m)) or "" for m in members]
 
     # --- calls and bindings ----------------------------------------------------------
     def bind(self, cid: str, call_id: str, at: float) -> None:
@@ -177,7 +186,7 @@ class State:
 
     def calls_of_channel(self, cid: str) -> list[Call]:
         """Every call bound to `cid` with its room's current session."""
-        call_ids = [_s(m) or "" for m in self.redis.zrange(bindings_key(cid), 0, -1)]
+        call_ids = [_s(cast(bytes, m)) or "" for m in self.redis.zrange(bindings_key(cid), 0, -1)]
         default = f"call-{cid}"
         if default.lower() not in {c.lower() for c in call_ids}:
             call_ids.append(default)
@@ -223,8 +232,7 @@ class State:
             pipe.expire(key, CALL_TTL)
             return Observed(previous, current, applied=True)
 
-        result: Observed = self.redis.transaction(apply, key, value_from_callable=True)
-        return result
+        return transact(self.redis, apply, key)
 
     def observe_stream_event(self, event: StreamEvent, now: float) -> Observed:
         assert event.cid is not None
@@ -240,14 +248,14 @@ class State:
         self.redis.delete(dedupe_key(source, delivery_id))
 
 
-def channel_from_hash(cid: str, raw: dict[bytes, bytes]) -> Channel:
+def channel_from_hash(cid: str, raw: Raw) -> Channel:
     if not raw:
         return Channel(cid, None)
     fields = CallFields(active=raw.get(b"a") == b"1", call_id=_s(raw.get(b"id")))
     return Channel(cid, fields, exists=raw.get(b"x", b"1") == b"1", claim_since=_f(raw.get(b"cl")))
 
 
-def channel_to_hash(channel: Channel, version: float) -> dict[str, str]:
+def channel_to_hash(channel: Channel, version: float) -> dict[Any, Any]:
     fields = channel.fields or CallFields(False, None)
     raw = {"a": "1" if fields.active else "0", "x": "1" if channel.exists else "0", "v": repr(version)}
     if fields.call_id:
@@ -255,4 +263,3 @@ def channel_to_hash(channel: Channel, version: float) -> dict[str, str]:
     if channel.claim_since is not None:
         raw["cl"] = repr(channel.claim_since)
     return raw
-

@@ -17,4 +17,9 @@ def load(name: str) -> dict[str, Any]:
 
 
 def stream_headers(body: bytes, secret: str, webhook_id: str = "wh-1") -> dict[str, str]:
-    return {"X-Signature": sign_stream(body, secret), "X-Webhook-Id": webhook_id, "X-Webhook-Attempt": "1", "Content-Type": "application/json"}
+    return {
+        "X-Signature": sign_stream(body, secret),
+        "X-Webhook-Id": webhook_id,
+        "X-Webhook-Attempt": "1",
+        "Content-Type": "application/json",
+    }

@@ -93,7 +93,9 @@ class HmsClient:
         for session in _dict(response.json()).get("data") or []:
             session = _dict(session)
             if session.get("active") is True and session.get("id"):
-                return LiveSession(room_id=room_id, session_id=str(session["id"]), started_at=parse_time(session.get("created_at")))
+                return LiveSession(
+                    room_id=room_id, session_id=str(session["id"]), started_at=parse_time(session.get("created_at"))
+                )
         return None
 
     def room_id_by_name(self, name: str) -> str | None:
@@ -108,7 +110,9 @@ class HmsClient:
 
     def replay_failed_webhooks(self, start: str, end: str) -> dict[str, Any]:
         """Ask 100ms to re-send the webhook deliveries that failed between `start` and `end`."""
-        response = call(self._http, API, "POST", "/analytics/webhooks/replay", json={"start_time": start, "end_time": end, "status": "failed"})
+        response = call(
+            self._http, API, "POST", "/analytics/webhooks/replay", json={"start_time": start, "end_time": end, "status": "failed"}
+        )
         return _dict(response.json())
 
 

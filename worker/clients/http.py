@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from ..core.upstream import UpstreamError, classify, transport_failure
+from ..core.upstream import classify, transport_failure
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
@@ -68,7 +67,7 @@ def transport_failure(api: str, message: str) -> UpstreamError:
 
 def backoff_seconds(attempt: int, jitter: float, base: float = 1.0, cap: float = 300.0) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base·2^attempt)]; `jitter` ∈ [0, 1)."""
-    return min(cap, base * 2 ** min(attempt, 30)) * jitter
+    return float(min(cap, base * 2.0 ** min(attempt, 30)) * jitter)
 
 
 MAX_ATTEMPTS = 10  # retries before a retryable failure becomes a dead letter
