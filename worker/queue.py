@@ -93,6 +93,7 @@ class Enqueuer:
         self._template = MessageTemplate(app, queue)
         self._ttl, self._queue = dedupe_ttl, queue
         self._pending: list[_Pending] = []
+        self._start_lock = threading.Lock()
         self._wake = threading.Condition()
         self._flusher_pid: int | None = None
 
@@ -102,8 +103,9 @@ class Enqueuer:
         Raises redis.RedisError when Redis cannot take it (the caller answers 503).
         """
         item = _Pending([dedupe_key, self._queue] if dedupe_key else [self._queue], self._template.render(task_name, args))
+        if self._flusher_pid != os.getpid():
+            self._start_flusher()
         with self._wake:
-            self._ensure_flusher()
             self._pending.append(item)
             self._wake.notify()
         if not item.done.wait(WAIT_SECONDS):
@@ -112,12 +114,15 @@ class Enqueuer:
             raise item.error
         return item.taken
 
-    def _ensure_flusher(self) -> None:
-        # Started lazily, in the process that serves: gunicorn forks after the app is built.
-        if self._flusher_pid != os.getpid():
-            self._pending = []
-            self._flusher_pid = os.getpid()
+    def _start_flusher(self) -> None:
+        # Started lazily in the process that serves: gunicorn forks (and a gevent worker
+        # patches threading) after the app is built, so the primitives are made here.
+        with self._start_lock:
+            if self._flusher_pid == os.getpid():
+                return
+            self._pending, self._wake = [], threading.Condition()
             threading.Thread(target=self._flush_forever, name="callsync-enqueue", daemon=True).start()
+            self._flusher_pid = os.getpid()
 
     def _flush_forever(self) -> None:
         while True:
