@@ -298,3 +298,15 @@ def test_dry_run_logs_the_exact_call_and_sends_nothing(redis_client, caplog):
     } in logged
     assert world.stream.calls == [] and world.patches() == []
     assert SECRET not in caplog.text and KEY not in caplog.text
+
+
+def test_dry_run_writes_once_per_change(redis_client):
+    """A dry run records what it would have written, so the same change is not logged again."""
+    world = World(redis_client, dry_run=True)
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"])
+    world.deliver_hms(world.hms_event("session.open.success", session, room))
+    sync.reconcile_channel(world.rt, CID)
+    state = world.rt.state.channel(CID)
+    assert state.fields is not None and state.fields.active and state.fields.call_id == CALL
+    assert world.queue.take() == []

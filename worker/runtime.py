@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -59,7 +60,7 @@ class DryRunTransport(httpx.BaseTransport):
         body = json.loads(request.content) if request.content else None
         url = request.url.copy_remove_param("api_key")
         log.info(json.dumps({"dry_run": True, "method": request.method, "url": str(url), "json": body}))
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as Stream stamps updated_at
         path = request.url.path
         if request.method == "PATCH" and "/channels/" in path:
             channel: dict[str, Any] = {"updated_at": now}

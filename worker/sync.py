@@ -72,7 +72,8 @@ def _reconcile_locked(rt: Runtime, cid: str) -> None:
         plan = plan_channel(rt.state.channel(cid), rt.state.calls_of_channel(cid), now, grace)
         if plan.read_first:
             fields, version = rt.stream.read_call_fields(cid)
-            rt.state.record_channel(cid, fields, version or now, exists=fields is not None)
+            # Without Stream's `updated_at` the read is the oldest news: any event supersedes it.
+            rt.state.record_channel(cid, fields, version or 0.0, exists=fields is not None)
         elif plan.write is not None:
             wait = rt.limiter.acquire(str(uuid.uuid4()))
             if wait > 0:
