@@ -95,3 +95,9 @@ def test_client_ending_the_call_ends_the_open_session():
     assert client_ended_call(before, CallFields(True, X), False, calls) is None
     assert client_ended_call(before, after, False, [Call(X, session("closed"))]) is None
     assert client_ended_call(None, after, False, calls) is None
+
+
+def test_clock_skew_between_platforms_is_tolerated_but_bounded():
+    calls = [Call(X, session("closed", ended=200.0))]
+    assert plan_channel(channel(True, X, since=201.5), calls, 202.0, GRACE) == Plan(write=INACTIVE)
+    assert plan_channel(channel(True, X, since=205.0), calls, 206.0, GRACE).verify_call == X

@@ -35,6 +35,7 @@ def test_room_end_closes_and_peer_events_open():
 
 def test_late_events_fill_missing_details():
     partial = observe(None, event(started=None, name=None))
+    assert partial.started_at == 101.0  # first sight estimates the start
     filled = observe(partial, event())
     assert filled.started_at == 100.0 and filled.room_name == "call-a:b"
 

@@ -35,7 +35,16 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,  # Flower and `celery events` work out of the box
         worker_hijack_root_logger=False,
-        beat_schedule={},
+        beat_schedule={
+            "sweep": {"task": "callsync.sweep", "schedule": float(settings.sweep_interval_seconds), "options": {"queue": QUEUE}},
+        },
+        # RedBeat keeps the schedule in Redis and holds a lock there: any number of beat
+        # processes may run, one schedules; a standby takes over within the lock timeout.
+        beat_scheduler="redbeat.RedBeatScheduler",
+        redbeat_redis_url=settings.redis_url,
+        redbeat_key_prefix="cs:beat",
+        redbeat_lock_timeout=30,
+        beat_max_loop_interval=5,
     )
     app.callsync_settings = settings  # type: ignore[attr-defined]
     return app

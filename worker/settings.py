@@ -40,6 +40,7 @@ class Settings:
     sweep_interval_seconds: int = 60
     stale_flag_grace_seconds: int = 60
     end_room_on_call_end: bool = True
+    session_checks_per_minute: int = 60
     stream_update_rate: Rate = Rate(300, 60.0)
     max_body_bytes: int = 1048576
     dry_run: bool = False
@@ -138,6 +139,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         sweep_interval_seconds=_int(env, "CALLSYNC_SWEEP_INTERVAL_SECONDS", 60),
         stale_flag_grace_seconds=_int(env, "CALLSYNC_STALE_FLAG_GRACE_SECONDS", 60, low=0),
         end_room_on_call_end=_bool(env, "CALLSYNC_END_ROOM_ON_CALL_END", True),
+        session_checks_per_minute=_int(env, "CALLSYNC_SESSION_CHECKS_PER_MINUTE", 60),
         stream_update_rate=_rate(env, "CALLSYNC_STREAM_UPDATE_RATE", Rate(300, 60.0)),
         max_body_bytes=_int(env, "CALLSYNC_MAX_BODY_BYTES", 1048576, low=64),
         dry_run=_bool(env, "CALLSYNC_DRY_RUN", False),

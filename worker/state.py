@@ -146,13 +146,17 @@ class State:
         sid = _s(client.hget(call_key(call_id), "s"))
         return self.session(sid) if sid else None
 
-    def mark_ending(self, session_id: str, at: float) -> Session | None:
-        """callsync asked 100ms to end this session: it no longer counts as open."""
+    def begin_ending(self, session_id: str, at: float) -> Session | None:
+        """Move an open session to "ending" (callsync asks 100ms to end it).
+
+        Returns the session only to the one caller that made the move, so concurrent
+        sweeps or duplicate events end a room once.
+        """
         skey = session_key(session_id)
 
         def apply(pipe: redis.client.Pipeline) -> Session | None:
             old = session_from_hash(pipe.hgetall(skey), session_id)
-            if old is None:
+            if old is None or not old.is_open:
                 return None
             new = advance(old, "ending", at)
             pipe.multi()
@@ -160,6 +164,10 @@ class State:
             return new
 
         return transact(self.redis, apply, skey)
+
+    def open_session_page(self, start: int, count: int) -> list[str]:
+        """Open sessions by rank in start order: a cursor's page for the re-check round."""
+        return [_s(cast(bytes, m)) or "" for m in self.redis.zrange(OPEN_SESSIONS, start, start + count - 1)]
 
     def open_sessions(self, started_before: float, limit: int) -> list[str]:
         """Open sessions that started at or before `started_before`, oldest first."""
@@ -215,8 +223,13 @@ class State:
         raw = self.redis.hgetall(channel_key(cid))
         return channel_from_hash(cid, raw)
 
-    def record_channel(self, cid: str, fields: CallFields | None, version: float, exists: bool = True) -> Observed:
-        """Record what Stream showed for `cid` at `version` unless something newer is recorded."""
+    def record_channel(
+        self, cid: str, fields: CallFields | None, version: float, exists: bool = True, claimed_since: float | None = None
+    ) -> Observed:
+        """Record what Stream showed for `cid` at `version` unless something newer is recorded.
+
+        `claimed_since` dates a claim callsync wrote itself: the start of the session it is for.
+        """
         key = channel_key(cid)
 
         def apply(pipe: redis.client.Pipeline) -> Observed:
@@ -225,7 +238,8 @@ class State:
             if previous is not None and version < (_f(raw.get(b"v")) or 0.0):
                 return Observed(previous, previous, applied=False)
             shown = fields if exists and fields is not None else CallFields(False, None)
-            current = Channel(cid, shown, exists, claim_since(previous, shown, version))
+            since = claimed_since if claimed_since is not None and shown.active else claim_since(previous, shown, version)
+            current = Channel(cid, shown, exists, since)
             pipe.multi()
             pipe.delete(key)
             pipe.hset(key, mapping=channel_to_hash(current, version))

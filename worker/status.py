@@ -9,8 +9,7 @@ import redis
 from .deadletters import DeadLetters
 from .queue import QUEUE
 from .state import OPEN_SESSIONS
-
-LAST_SWEEP = "cs:sweep:last"
+from .sweeps import LAST_SWEEP
 
 
 def gather(client: redis.Redis, now: float) -> dict[str, Any]:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import uuid
 
+from .clients.hms import LiveSession
 from .core.events import HmsEvent, StreamEvent
-from .core.reconcile import client_ended_call, plan_channel
+from .core.reconcile import client_ended_call, live_call, plan_channel
 from .runtime import Runtime
 
 log = logging.getLogger("callsync.sync")
 
 RECONCILE = "callsync.reconcile_channel"
 END_SESSION = "callsync.end_session"
+CHECK_SESSION = "callsync.check_session"
 LOCK_SECONDS = 60  # longer than one reconcile's worst case (two upstream calls with timeouts)
 MAX_STEPS = 4  # read → verify → write is the longest path through plan_channel
 
@@ -39,9 +41,8 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
         calls = rt.state.calls_of_channel(event.cid)
         before = previous.fields if previous else None
         ended = client_ended_call(before, current.fields, event.from_server, calls)
-        if ended is not None:
-            # Mark it first: a reconcile racing the end-room call must not put the flag back.
-            rt.state.mark_ending(ended.session_id, now)
+        # Mark it first: a reconcile racing the end-room call must not put the flag back.
+        if ended is not None and rt.state.begin_ending(ended.session_id, now):
             rt.schedule(END_SESSION, (ended.session_id, f"call ended in channel {event.cid}"))
     rt.schedule(RECONCILE, (event.cid,))
 
@@ -69,7 +70,8 @@ def _reconcile_locked(rt: Runtime, cid: str) -> None:
     grace = float(rt.settings.stale_flag_grace_seconds)
     for _ in range(MAX_STEPS):
         now = rt.clock()
-        plan = plan_channel(rt.state.channel(cid), rt.state.calls_of_channel(cid), now, grace)
+        calls = rt.state.calls_of_channel(cid)
+        plan = plan_channel(rt.state.channel(cid), calls, now, grace)
         if plan.read_first:
             fields, version = rt.stream.read_call_fields(cid)
             # Without Stream's `updated_at` the read is the oldest news: any event supersedes it.
@@ -79,7 +81,10 @@ def _reconcile_locked(rt: Runtime, cid: str) -> None:
             if wait > 0:
                 raise Later(wait, "Stream update ceiling reached")
             fields, version = rt.stream.update_call_fields(cid, plan.write)
-            rt.state.record_channel(cid, fields, version or now)
+            live = live_call(calls)
+            # The claim callsync writes belongs to the session it is for, whatever the clocks say.
+            since = live.session.started_at if live and live.session else None
+            rt.state.record_channel(cid, fields, version or now, claimed_since=since)
             log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id)
             return
         elif plan.verify_call is not None and plan.verify_at is not None:
@@ -105,18 +110,47 @@ def verify_call(rt: Runtime, call_id: str) -> None:
     if live is None:
         rt.state.confirm_idle(call_id, now)
         return
-    adopted = HmsEvent(
-        id=f"adopt:{live.session_id}",
-        type="session.open.success",
-        room_id=live.room_id,
-        room_name=call_id,
-        session_id=live.session_id,
-        started_at=live.started_at,
+    adopt(rt, live, call_id, now)
+
+
+def adopt(rt: Runtime, live: LiveSession, call_id: str, now: float) -> None:
+    """Record a session 100ms reports live but whose webhooks callsync never got."""
+    event = HmsEvent(
+        f"adopt:{live.session_id}", "session.open.success", live.room_id, call_id, live.session_id, live.started_at, now, False
+    )
+    rt.state.record_hms_event(event)
+    log.info("adopted live session %s of call %s", live.session_id, call_id)
+
+
+def check_session(rt: Runtime, session_id: str) -> None:
+    """Ask 100ms whether a session recorded open still is; record its close if not.
+
+    Recovers closes whose webhook was lost (100ms stops retrying after ~14 s).
+    """
+    session = rt.state.session(session_id)
+    if session is None or not session.is_open:
+        return
+    live = rt.hms.live_session(session.room_id)
+    if live is not None and live.session_id == session_id:
+        return
+    now = rt.clock()
+    closed = HmsEvent(
+        id=f"check:{session_id}",
+        type="session.close.success",
+        room_id=session.room_id,
+        room_name=session.room_name,
+        session_id=session_id,
+        started_at=session.started_at,
         at=now,
         is_replay=False,
     )
-    rt.state.record_hms_event(adopted)
-    log.info("adopted live session %s of call %s", live.session_id, call_id)
+    rt.state.record_hms_event(closed)
+    log.info("session %s of room %s is over in 100ms: recorded its lost close", session_id, session.room_id)
+    if live is not None and session.room_name:  # a newer session runs in that room
+        adopt(rt, live, session.room_name, now)
+    if session.room_name:
+        for cid in sorted(rt.state.channels_of_call(session.room_name)):
+            rt.schedule(RECONCILE, (cid,))
 
 
 def end_session(rt: Runtime, session_id: str, reason: str) -> None:
@@ -124,7 +158,7 @@ def end_session(rt: Runtime, session_id: str, reason: str) -> None:
     session = rt.state.session(session_id)
     if session is None or session.status == "closed":
         return
-    rt.state.mark_ending(session_id, rt.clock())
+    rt.state.begin_ending(session_id, rt.clock())
     ended = rt.hms.end_room(session.room_id, reason)
     log.info("end-room %s for session %s: %s", session.room_id, session_id, "ending" if ended else "no active session")
     if session.room_name:

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from celery import Task, shared_task
 
-from . import sync
+from . import sweeps, sync
 from .celery_app import runtime_for
 from .core.events import HmsEvent, StreamEvent
 from .core.upstream import UpstreamError, backoff_seconds, retry_delay
@@ -76,3 +76,13 @@ def reconcile_channel(self: Task, cid: str) -> None:
 @shared_task(bind=True, name=sync.END_SESSION)
 def end_session(self: Task, session_id: str, reason: str) -> None:
     run_step(self, sync.end_session, session_id, reason)
+
+
+@shared_task(bind=True, name=sync.CHECK_SESSION)
+def check_session(self: Task, session_id: str) -> None:
+    run_step(self, sync.check_session, session_id)
+
+
+@shared_task(bind=True, name="callsync.sweep")
+def sweep(self: Task) -> None:
+    run_step(self, lambda rt: sweeps.sweep(rt))

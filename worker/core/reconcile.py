@@ -13,6 +13,8 @@ from .events import CallFields
 from .sessions import Session
 
 INACTIVE = CallFields(active=False, call_id=None)
+# Claim times are Stream's clock, session ends 100ms's or ours: allow this much disagreement.
+CLOCK_SKEW_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,16 @@ class Plan:
     verify_at: float | None = None  # ... not before this time
 
 
+def live_call(calls: Sequence[Call]) -> Call | None:
+    """The bound call whose room has the newest open session, if any."""
+    live = [call for call in calls if call.session is not None and call.session.is_open]
+    return max(live, key=lambda call: call.session.sort_key if call.session else 0.0) if live else None
+
+
 def desired_state(calls: Sequence[Call]) -> CallFields:
     """CONTRACT §4 rule 1: active with the call whose room has the newest open session."""
-    live = [call for call in calls if call.session is not None and call.session.is_open]
-    if not live:
-        return INACTIVE
-    newest = max(live, key=lambda call: call.session.sort_key if call.session else 0.0)
-    return CallFields(active=True, call_id=newest.call_id)
+    live = live_call(calls)
+    return CallFields(active=True, call_id=live.call_id) if live else INACTIVE
 
 
 def _find(calls: Sequence[Call], call_id: str | None) -> Call | None:
@@ -64,7 +69,7 @@ def _claim_is_stale(claim: Call | None, since: float, grace: float) -> bool:
     if claim is None:
         return False
     session = claim.session
-    if session is not None and not session.is_open and (session.ended_at or 0.0) >= since:
+    if session is not None and not session.is_open and (session.ended_at or 0.0) + CLOCK_SKEW_SECONDS >= since:
         return True
     return claim.idle_confirmed_at is not None and claim.idle_confirmed_at >= since + grace
 

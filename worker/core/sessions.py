@@ -48,13 +48,15 @@ def observe(session: Session | None, event: HmsEvent) -> Session:
             room_id=event.room_id,
             room_name=event.room_name,
             status="open",
-            started_at=event.started_at,
+            # Without a start time, the first sight of the session is the best estimate
+            # of its age (the 12-hour sweep needs one).
+            started_at=event.started_at or event.at,
         )
     else:
         session = replace(
             session,
             room_name=session.room_name or event.room_name,
-            started_at=session.started_at or event.started_at,
+            started_at=event.started_at or session.started_at,  # a real start beats an estimate
         )
     return advance(session, "closed", event.at) if event.closes else session
 

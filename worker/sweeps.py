@@ -1,0 +1,79 @@
+"""The periodic sweep: end sessions past the maximum length, re-check open sessions.
+
+Its cost follows the work due, not the number of open sessions: both steps read the
+`cs:open` sorted set by score or rank with a limit. Any number of beat processes may run
+it (RedBeat's lock keeps one scheduling; a sweep lock keeps passes from overlapping), and
+it is idempotent: only the caller that moves a session to "ending" ends its room.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from .runtime import Runtime
+from .sync import CHECK_SESSION, END_SESSION
+
+log = logging.getLogger("callsync.sweep")
+
+SWEEP_LOCK = "cs:lock:sweep"
+LAST_SWEEP = "cs:sweep:last"
+CHECK_CURSOR = "cs:sweep:cursor"
+PAGE = 1000
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    ran: bool
+    ended: int = 0
+    checks: int = 0
+
+
+def checks_per_sweep(per_minute: int, interval_seconds: int) -> int:
+    """How many open sessions one sweep may re-check under the per-minute ceiling."""
+    return max(1, math.floor(per_minute * interval_seconds / 60))
+
+
+def sweep(rt: Runtime) -> SweepResult:
+    """One pass; returns what it did (nothing if another pass holds the lock)."""
+    lock = rt.redis.lock(SWEEP_LOCK, timeout=max(rt.settings.sweep_interval_seconds, 30), blocking=False)
+    if not lock.acquire():
+        return SweepResult(ran=False)
+    try:
+        now = rt.clock()
+        ended = end_overdue(rt, now)
+        checks = schedule_checks(rt)
+        rt.redis.set(LAST_SWEEP, repr(now))
+    finally:
+        lock.release()
+    if ended or checks:
+        log.info("sweep: %d session(s) past the limit ended, %d re-check(s) scheduled", ended, checks)
+    return SweepResult(ran=True, ended=ended, checks=checks)
+
+
+def end_overdue(rt: Runtime, now: float) -> int:
+    """End every open session that started more than CALLSYNC_MAX_SESSION_SECONDS ago."""
+    cutoff = now - rt.settings.max_session_seconds
+    ended = 0
+    while due := rt.state.open_sessions(started_before=cutoff, limit=PAGE):
+        for session_id in due:
+            # begin_ending drops the session from the index, so each page is new work.
+            if rt.state.begin_ending(session_id, now) is not None:
+                rt.schedule(END_SESSION, (session_id, "maximum session length reached"))
+                ended += 1
+    return ended
+
+
+def schedule_checks(rt: Runtime) -> int:
+    """Schedule re-checks of the next open sessions in a round over all of them."""
+    count = checks_per_sweep(rt.settings.session_checks_per_minute, rt.settings.sweep_interval_seconds)
+    start = int(rt.redis.get(CHECK_CURSOR) or 0)
+    page = rt.state.open_session_page(start, count)
+    if len(page) < count and start > 0:  # the round ends: continue from the oldest
+        page += rt.state.open_session_page(0, count - len(page))
+        start = 0
+    rt.redis.set(CHECK_CURSOR, start + len(page))
+    for session_id in dict.fromkeys(page):
+        rt.schedule(CHECK_SESSION, (session_id,))
+    return len(page)
