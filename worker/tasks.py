@@ -20,7 +20,7 @@ log = logging.getLogger("callsync.tasks")
 REDIS_RETRIES = 20
 
 
-def run_step(task: Task, step: Callable[..., None], *args: Any) -> None:
+def run_step(task: Task, step: Callable[..., object], *args: Any) -> None:
     """Run one step under CONTRACT §4 rule 7: wait, back off, or dead-letter."""
     rt: Runtime = runtime_for(task.app)
     attempt = task.request.retries
@@ -85,4 +85,4 @@ def check_session(self: Task, session_id: str) -> None:
 
 @shared_task(bind=True, name="callsync.sweep")
 def sweep(self: Task) -> None:
-    run_step(self, lambda rt: sweeps.sweep(rt))
+    run_step(self, sweeps.sweep)
