@@ -322,6 +322,47 @@ class FakeHms(_Fake):
         self.app.add_url_rule("/sessions/<session_id>", view_func=self._get_session, methods=["GET"])
         self.app.add_url_rule("/active-rooms/<room_id>", view_func=self._active_room, methods=["GET"])
         self.app.add_url_rule("/active-rooms/<room_id>/end-room", view_func=self._end_room, methods=["POST"])
+        self.app.add_url_rule("/analytics/webhooks/replay", view_func=self._replay, methods=["POST"])
+        self.failed: list[tuple[float, Webhook]] = []  # deliveries the receiver "never got"
+        self._lose = 0
+
+    def lose_next_webhooks(self, n: int) -> None:
+        """The next n webhooks are not delivered; 100ms lists them as failed and can replay them."""
+        with self._lock:
+            self._lose += n
+
+    def _deliver(self, hook: Webhook | None) -> None:
+        with self._lock:
+            lost = hook is not None and self._lose > 0
+            if lost and hook is not None:
+                self._lose -= 1
+                self.failed.append((time.time(), hook))
+                self.outbox.remove(hook)
+        if not lost:
+            super()._deliver(hook)
+
+    def _replay(self) -> Response:
+        """POST /analytics/webhooks/replay {start_time, end_time, status}: re-send failed deliveries
+        in the window, flagged `is_replay` (100ms-docs analytics/replay-webhook-events.mdx)."""
+        body = request.get_json(silent=True) or {}
+        try:
+            start = datetime.fromisoformat(str(body["start_time"]).replace("Z", "+00:00")).timestamp()
+            end = datetime.fromisoformat(str(body["end_time"]).replace("Z", "+00:00")).timestamp()
+        except (KeyError, ValueError):
+            return self._error(400, "start_time and end_time must be RFC3339 times")
+        if end < start or end - start > 14 * 86400:
+            return self._error(400, "the window must be at most 14 days")
+        with self._lock:
+            chosen = [hook for at, hook in self.failed if start <= at <= end]
+            self.failed = [(at, hook) for at, hook in self.failed if not start <= at <= end]
+            replays = []
+            for headers, raw in chosen:
+                envelope = {**json.loads(raw), "is_replay": True}
+                replays.append((headers, json.dumps(envelope).encode()))
+            self.outbox.extend(replays)
+        for hook in replays:
+            super()._deliver(hook)
+        return _json({"workflow_id": _hex_id(), "status": "started", "message": f"replaying {len(replays)} event(s)"})
 
     def create_room(self, name: str) -> Json:
         """Create a room, or return the existing one: names are case-insensitive."""

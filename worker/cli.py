@@ -96,6 +96,38 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hms_replay(args: argparse.Namespace) -> int:
+    """Ask 100ms to re-send the webhook deliveries that failed in a window (it stops retrying after ~14 s)."""
+    from datetime import UTC, datetime, timedelta
+
+    from .clients.hms import HmsClient, ManagementAuth
+    from .clients.http import DEFAULT_TIMEOUT
+    from .core.events import parse_time
+    from .core.upstream import UpstreamError
+
+    settings = settings_for(None)
+    if not (settings.hms_access_key and settings.hms_app_secret):
+        print("callsync: configuration error: HMS_ACCESS_KEY and HMS_APP_SECRET are required for hms-replay", file=sys.stderr)
+        return 2
+    start, end = args.since, args.until or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    first, last = parse_time(start), parse_time(end)
+    if first is None or last is None:
+        print("callsync: --since and --until must be RFC 3339 times such as 2026-11-20T10:00:00Z", file=sys.stderr)
+        return 2
+    if not 0 <= last - first <= timedelta(days=14).total_seconds():
+        print("callsync: the window must run forward and span at most 14 days (100ms's limit)", file=sys.stderr)
+        return 2
+    auth = ManagementAuth(settings.hms_access_key, settings.hms_app_secret)
+    with httpx.Client(base_url=settings.hms_base_url, auth=auth, timeout=DEFAULT_TIMEOUT) as http:
+        try:
+            answer = HmsClient(http).replay_failed_webhooks(start, end)
+        except UpstreamError as exc:
+            print(f"callsync: 100ms refused the replay: {exc}", file=sys.stderr)
+            return 1
+    print(f"100ms replays failed deliveries from {start} to {end}: {json.dumps(answer)}")
+    return 0
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     """Sign a sample payload as the platform would and POST it to a running receiver."""
     from .core.signing import sign_stream
@@ -142,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=100)
     dead.add_argument("--json", action="store_true")
     dead.set_defaults(func=cmd_dead_letters)
+    replay = sub.add_parser("hms-replay", help="ask 100ms to re-send webhook deliveries that failed in a window")
+    replay.add_argument("--since", required=True, help="RFC 3339 start, e.g. 2026-11-20T10:00:00Z")
+    replay.add_argument("--until", help="RFC 3339 end (default: now)")
+    replay.set_defaults(func=cmd_hms_replay)
     send = sub.add_parser("send", help="sign a sample webhook and POST it to a running receiver")
     send.add_argument("source", choices=["stream", "hms"])
     send.add_argument("file")
