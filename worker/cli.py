@@ -109,7 +109,8 @@ def cmd_hms_replay(args: argparse.Namespace) -> int:
     if not (settings.hms_access_key and settings.hms_app_secret):
         print("callsync: configuration error: HMS_ACCESS_KEY and HMS_APP_SECRET are required for hms-replay", file=sys.stderr)
         return 2
-    start, end = args.since, args.until or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # "now" rounded up to the second, so the deliveries of the last instant are inside.
+    start, end = args.since, args.until or (datetime.now(UTC) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     first, last = parse_time(start), parse_time(end)
     if first is None or last is None:
         print("callsync: --since and --until must be RFC 3339 times such as 2026-11-20T10:00:00Z", file=sys.stderr)
