@@ -25,6 +25,7 @@ def create_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         result_serializer="json",
         task_ignore_result=True,
+        result_expires=None,  # no result backend: no daily backend_cleanup entry in the schedule
         task_default_queue=QUEUE,
         # Every task is idempotent (level-triggered), so a task lost with its worker is
         # re-run: acknowledge after running, requeue when the worker process dies.
@@ -42,7 +43,7 @@ def create_celery(settings: Settings) -> Celery:
         # processes may run, one schedules; a standby takes over within the lock timeout.
         beat_scheduler="redbeat.RedBeatScheduler",
         redbeat_redis_url=settings.redis_url,
-        redbeat_key_prefix="cs:beat",
+        redbeat_key_prefix="cs:beat:",
         redbeat_lock_timeout=30,
         beat_max_loop_interval=5,
     )
