@@ -20,11 +20,11 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker import sweeps  # noqa: E402
-from worker.core.sessions import Session  # noqa: E402
-from worker.runtime import build_runtime  # noqa: E402
-from worker.settings import Settings  # noqa: E402
-from worker.state import CLOSED_TTL, OPEN_SESSIONS, State, call_key, session_key  # noqa: E402
+from worker import sweeps
+from worker.core.sessions import Session
+from worker.runtime import build_runtime
+from worker.settings import Settings
+from worker.state import CLOSED_TTL, OPEN_SESSIONS, State, call_key, session_key
 
 HOUR = 3600.0
 
@@ -82,9 +82,13 @@ def main() -> None:
         big, big_mem, tasks = run(client, args.big, args.due)
     finally:
         client.flushdb()
-    print(f"{args.small:>9,} open, {args.due} due: sweep pass {small * 1000:7.1f} ms; Redis {small_mem:5.0f} bytes per open session")
+    print(
+        f"{args.small:>9,} open, {args.due} due: sweep pass {small * 1000:7.1f} ms; Redis {small_mem:5.0f} bytes per open session"
+    )
     print(f"{args.big:>9,} open, {args.due} due: sweep pass {big * 1000:7.1f} ms; Redis {big_mem:5.0f} bytes per open session")
-    print(f"pass at {args.big:,} / pass at {args.small:,}: {big / small:.2f}x (target <= 1.5x); at {args.big:,}: target <= 500 ms")
+    print(
+        f"pass at {args.big:,} / pass at {args.small:,}: {big / small:.2f}x (target <= 1.5x); at {args.big:,}: target <= 500 ms"
+    )
     print(f"the pass scheduled {tasks} tasks (end-room for each due session, plus the bounded re-checks)")
     print(f"ended sessions carry a TTL of at most {CLOSED_TTL} s and left the open index: they leave nothing after expiry")
 

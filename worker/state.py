@@ -24,6 +24,25 @@ MAX_BINDINGS = 8  # call ids remembered per channel
 
 OPEN_SESSIONS = "cs:open"  # zset: session id → started_at (the sweep's index)
 
+# The sweep's claim, a page at a time in one atomic step: every open session that started
+# at or before the cutoff moves to "ending" (the same forward-only move as sessions.advance,
+# which only ever takes "open" to "ending") and leaves the open index. Returns the ids moved,
+# so concurrent sweeps never both end a room.
+_CLAIM_OVERDUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local moved = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[5] .. id
+  if redis.call('HGET', key, 'st') == 'open' then
+    redis.call('HSET', key, 'st', 'ending', 't1', ARGV[3])
+    redis.call('EXPIRE', key, tonumber(ARGV[4]))
+    moved[#moved + 1] = id
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return moved
+"""
+
 T = TypeVar("T")
 Raw = Mapping[Any, Any]  # a hash as redis-py returns it (bytes keys and values)
 
@@ -164,6 +183,14 @@ class State:
             return new
 
         return transact(self.redis, apply, skey)
+
+    def claim_overdue(self, started_before: float, limit: int, now: float) -> list[str]:
+        """Move up to `limit` open sessions started at or before `started_before` to "ending";
+        returns the ids this caller moved (Lua script note: keys are built inside, so this
+        needs a single Redis, not a cluster)."""
+        script = self.redis.register_script(_CLAIM_OVERDUE)
+        raw = script(keys=[OPEN_SESSIONS], args=[started_before, limit, repr(now), CLOSED_TTL, session_key("")])
+        return [_s(m) or "" for m in cast(list[bytes], raw)]
 
     def open_session_page(self, start: int, count: int) -> list[str]:
         """Open sessions by rank in start order: a cursor's page for the re-check round."""

@@ -56,12 +56,12 @@ def end_overdue(rt: Runtime, now: float) -> int:
     """End every open session that started more than CALLSYNC_MAX_SESSION_SECONDS ago."""
     cutoff = now - rt.settings.max_session_seconds
     ended = 0
-    while due := rt.state.open_sessions(started_before=cutoff, limit=PAGE):
-        for session_id in due:
-            # begin_ending drops the session from the index, so each page is new work.
-            if rt.state.begin_ending(session_id, now) is not None:
-                rt.schedule(END_SESSION, (session_id, "maximum session length reached"))
-                ended += 1
+    while rt.state.open_sessions(started_before=cutoff, limit=1):
+        # Each claim drops what it looked at from the index, so every page is new work.
+        moved = rt.state.claim_overdue(cutoff, PAGE, now)
+        for session_id in moved:
+            rt.schedule(END_SESSION, (session_id, "maximum session length reached"))
+        ended += len(moved)
     return ended
 
 
