@@ -284,10 +284,6 @@ class State:
             return Observed(None, None, applied=False)
         return self.record_channel(event.cid, event.fields, event.version or now, exists)
 
-    # --- deliveries ------------------------------------------------------------
-    def forget_delivery(self, source: str, delivery_id: str) -> None:
-        self.redis.delete(dedupe_key(source, delivery_id))
-
 
 def channel_from_hash(cid: str, raw: Raw) -> Channel:
     if not raw:
