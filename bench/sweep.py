@@ -41,7 +41,7 @@ def populate(state: State, total: int, due: int, now: float) -> None:
         name = f"call-messaging:ch{n:07d}"
         session = Session(f"{n:024x}", f"r{n:023x}", name, "open", started)
         state._store_session(pipe, session)  # callsync's own layout for an open session
-        pipe.hset(call_key(name), mapping={"r": session.room_id, "s": session.session_id, "n": name})
+        pipe.hset(call_key(name), mapping={"r": session.room_id, "s": session.session_id})
         if n % 5000 == 4999:
             pipe.execute()
     pipe.execute()

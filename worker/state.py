@@ -154,7 +154,7 @@ class State:
             if name:
                 ckey = call_key(name)
                 if is_newer(new, current):
-                    pipe.hset(ckey, mapping={"r": new.room_id, "s": new.session_id, "n": name})
+                    pipe.hset(ckey, mapping={"r": new.room_id, "s": new.session_id})
                 pipe.expire(ckey, CALL_TTL)
             return new
 
@@ -241,7 +241,7 @@ class State:
     def confirm_idle(self, call_id: str, at: float) -> None:
         """100ms said the call's room has no live session at `at`."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(call_key(call_id), mapping={"idle": repr(at), "n": call_id})
+        pipe.hset(call_key(call_id), "idle", repr(at))
         pipe.expire(call_key(call_id), CALL_TTL)
         pipe.execute()
 

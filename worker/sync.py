@@ -51,8 +51,13 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     """Record the session change and reconcile every channel bound to the room."""
     session = rt.state.record_hms_event(event)
     if session.room_name:
-        for cid in sorted(rt.state.channels_of_call(session.room_name)):
-            rt.schedule(RECONCILE, (cid,))
+        reconcile_call(rt, session.room_name)
+
+
+def reconcile_call(rt: Runtime, call_id: str) -> None:
+    """Schedule a reconcile of every channel bound to `call_id`."""
+    for cid in sorted(rt.state.channels_of_call(call_id)):
+        rt.schedule(RECONCILE, (cid,))
 
 
 def reconcile_channel(rt: Runtime, cid: str) -> None:
@@ -135,22 +140,21 @@ def check_session(rt: Runtime, session_id: str) -> None:
         return
     now = rt.clock()
     closed = HmsEvent(
-        id=f"check:{session_id}",
-        type="session.close.success",
-        room_id=session.room_id,
-        room_name=session.room_name,
-        session_id=session_id,
-        started_at=session.started_at,
-        at=now,
-        is_replay=False,
+        f"check:{session_id}",
+        "session.close.success",
+        session.room_id,
+        session.room_name,
+        session_id,
+        session.started_at,
+        now,
+        False,
     )
     rt.state.record_hms_event(closed)
     log.info("session %s of room %s is over in 100ms: recorded its lost close", session_id, session.room_id)
-    if live is not None and session.room_name:  # a newer session runs in that room
-        adopt(rt, live, session.room_name, now)
     if session.room_name:
-        for cid in sorted(rt.state.channels_of_call(session.room_name)):
-            rt.schedule(RECONCILE, (cid,))
+        if live is not None:  # a newer session runs in that room
+            adopt(rt, live, session.room_name, now)
+        reconcile_call(rt, session.room_name)
 
 
 def end_session(rt: Runtime, session_id: str, reason: str) -> None:
@@ -162,5 +166,4 @@ def end_session(rt: Runtime, session_id: str, reason: str) -> None:
     ended = rt.hms.end_room(session.room_id, reason)
     log.info("end-room %s for session %s: %s", session.room_id, session_id, "ending" if ended else "no active session")
     if session.room_name:
-        for cid in sorted(rt.state.channels_of_call(session.room_name)):
-            rt.schedule(RECONCILE, (cid,))
+        reconcile_call(rt, session.room_name)
