@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/sweep.py [--big 1000000] [--small 10000] [--due 1000]
 
-Uses a real Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/12; flushed). Sessions
+Uses a real Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/10; flushed). Sessions
 are written with callsync's own storage code (State) in pipelines; the pass is the real
 `sweeps.sweep` with the follow-up tasks recorded, not sent (API calls excluded).
 """
@@ -24,7 +24,7 @@ from worker import sweeps
 from worker.core.sessions import Session
 from worker.runtime import build_runtime
 from worker.settings import Settings
-from worker.state import CLOSED_TTL, OPEN_SESSIONS, State, call_key, session_key
+from worker.state import CLOSED_TTL, State, call_key
 
 HOUR = 3600.0
 
@@ -39,9 +39,8 @@ def populate(state: State, total: int, due: int, now: float) -> None:
     for n in range(total):
         started = now - 13 * HOUR - n if n < due else now - (n % 3600)
         name = f"call-messaging:ch{n:07d}"
-        session = Session(f"{n:024x}", f"r{n:023x}", name, "open", started)
-        state._store_session(pipe, session)  # callsync's own layout for an open session
-        pipe.hset(call_key(name), mapping={"r": session.room_id, "s": session.session_id})
+        session = Session(f"{n:024x}", f"{n + 1 << 64:024x}", name, "open", started)
+        state._store(pipe, call_key(name), None, session)  # callsync's own layout for an open session
         if n % 5000 == 4999:
             pipe.execute()
     pipe.execute()
@@ -50,7 +49,6 @@ def populate(state: State, total: int, due: int, now: float) -> None:
 def run(client: redis.Redis, total: int, due: int) -> tuple[float, float, int]:
     client.flushdb()
     now = time.time()
-    base = used_memory(client)
     scheduled: list[tuple[str, tuple[object, ...]]] = []
     rt = build_runtime(
         Settings(redis_url="redis://unused", sweep_interval_seconds=60, session_checks_per_minute=60),
@@ -58,14 +56,17 @@ def run(client: redis.Redis, total: int, due: int) -> tuple[float, float, int]:
         redis_client=client,
         clock=lambda: now,
     )
+    sweeps.sweep(rt)  # warm: loads the sweep's scripts into Redis, as any running beat has
+    client.delete(sweeps.LAST_SWEEP, sweeps.CHECK_CURSOR)
+    base = used_memory(client)
     populate(rt.state, total, due, now)
     per_session = (used_memory(client) - base) / total
     started = time.perf_counter()
     result = sweeps.sweep(rt)
     elapsed = time.perf_counter() - started
     assert result.ended == due, result
-    assert client.zcard(OPEN_SESSIONS) == total - due
-    ended_ttls = [client.ttl(session_key(f"{n:024x}")) for n in range(0, due, max(1, due // 50))]
+    assert rt.state.open_summary()[0] == total - due
+    ended_ttls = [client.ttl(call_key(f"call-messaging:ch{n:07d}")) for n in range(0, due, max(1, due // 50))]
     assert all(0 < ttl <= CLOSED_TTL for ttl in ended_ttls), ended_ttls
     return elapsed, per_session, len(scheduled)
 
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--due", type=int, default=1000)
     args = parser.parse_args()
-    client = redis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"))
+    client = redis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"))
     try:
         small, small_mem, _ = run(client, args.small, args.due)
         big, big_mem, tasks = run(client, args.big, args.due)

@@ -106,7 +106,7 @@ def test_a_lost_close_is_found_by_the_re_check(world):
     world.hms.close_session(session["id"])
     world.hms.outbox.clear()  # its session.close.success never arrives
     world.sweep()
-    assert world.rt.state.session(session["id"]).status == "closed"
+    assert world.rt.state.call(CALL).session.status == "closed"
     assert world.fields() == {"callActive": False}
 
 
@@ -161,5 +161,5 @@ def test_end_session_after_close_does_nothing(world):
     world.stream.create_channel(CID)
     room, session = open_call(world)
     world.deliver_hms(world.hms_event("session.close.success", session, room))
-    sync.end_session(world.rt, session["id"], "late")
+    sync.end_session(world.rt, CALL, session["id"], "late")
     assert end_rooms(world) == []

@@ -120,8 +120,8 @@ def test_end_room_without_an_active_session_counts_as_done(world):
     world.stream.create_channel(CID)
     _, session = open_call(world)
     world.hms.close_session(session["id"])  # it ended meanwhile; its webhook not yet here
-    sync.end_session(world.rt, session["id"], "test")
-    assert world.rt.state.session(session["id"]).status == "ending"
+    sync.end_session(world.rt, CALL, session["id"], "test")
+    assert world.rt.state.call(CALL).session.status == "ending"
 
 
 def test_rate_limited_stream_answer_says_how_long_to_wait(world):

@@ -17,30 +17,64 @@ from .core.events import CallFields, HmsEvent, StreamEvent, cid_of_room
 from .core.reconcile import Call, Channel, claim_since
 from .core.sessions import Session, advance, is_newer, observe
 
-CLOSED_TTL = 2 * 86400  # a late open may still arrive for a closed session: keep the tombstone
-CALL_TTL = 14 * 86400  # a call (room) and channel record unseen this long is forgotten
+CLOSED_TTL = 2 * 86400  # a call record outlives its session's end this long: a late open still finds it closed
+CALL_TTL = 14 * 86400  # bindings and channel records unseen this long are forgotten
 DEDUPE_TTL = 86400  # Stream retries within 15 s, 100ms within ~15 s: a day is ample
 MAX_BINDINGS = 8  # call ids remembered per channel
 
-OPEN_SESSIONS = "cs:open"  # zset: session id → started_at (the sweep's index)
+# The open-session index, cheap enough for a million sessions: each open call sits in a
+# set of the calls whose session started in the same BUCKET_SECONDS (`cs:ob:<bucket>`),
+# and the buckets sit in a sorted set by start (`cs:open`). A set member costs about half
+# a sorted-set entry, and the sweep still reads only buckets that can hold due sessions.
+OPEN_BUCKETS = "cs:open"
+BUCKET_SECONDS = 10
 
 # The sweep's claim, a page at a time in one atomic step: every open session that started
 # at or before the cutoff moves to "ending" (the same forward-only move as sessions.advance,
-# which only ever takes "open" to "ending") and leaves the open index. Returns the ids moved,
-# so concurrent sweeps never both end a room.
+# which only ever takes "open" to "ending") and leaves the index; emptied buckets go too.
+# Returns {call id, session id} pairs this caller moved, so concurrent sweeps never both
+# end a room. ARGV: cutoff, limit, now, closed TTL, call key prefix, bucket key prefix.
 _CLAIM_OVERDUE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local cutoff, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local moved = {}
-for _, id in ipairs(ids) do
-  local key = ARGV[5] .. id
-  if redis.call('HGET', key, 'st') == 'open' then
-    redis.call('HSET', key, 'st', 'ending', 't1', ARGV[3])
-    redis.call('EXPIRE', key, tonumber(ARGV[4]))
-    moved[#moved + 1] = id
+for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)) do
+  local bkey = ARGV[6] .. bucket
+  for _, member in ipairs(redis.call('SMEMBERS', bkey)) do
+    if #moved >= 2 * limit then return moved end
+    local key = ARGV[5] .. member
+    local st, t0, sid, name = unpack(redis.call('HMGET', key, 'st', 't0', 's', 'n'))
+    if st ~= 'open' or not t0 then
+      redis.call('SREM', bkey, member)
+    elseif tonumber(t0) <= cutoff * 1000 then
+      redis.call('HSET', key, 'st', 'ending', 't1', ARGV[3])
+      redis.call('EXPIRE', key, tonumber(ARGV[4]))
+      redis.call('SREM', bkey, member)
+      moved[#moved + 1] = name or member
+      moved[#moved + 1] = sid
+    end
   end
-  redis.call('ZREM', KEYS[1], id)
+  if redis.call('EXISTS', bkey) == 0 then redis.call('ZREM', KEYS[1], bucket) end
 end
 return moved
+"""
+
+# A page of the re-check round, in the server so a crowded bucket is not shipped whole:
+# buckets from the cursor's on, members sorted, after the cursor's member in its bucket.
+# ARGV: the cursor bucket's start (or -inf), bucket key prefix, cursor bucket, cursor member, count.
+_OPEN_PAGE = """
+local count, page = tonumber(ARGV[5]), {}
+for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+  local members = redis.call('SMEMBERS', ARGV[2] .. bucket)
+  table.sort(members)
+  for _, member in ipairs(members) do
+    if bucket ~= ARGV[3] or member > ARGV[4] then
+      page[#page + 1] = bucket
+      page[#page + 1] = member
+      if #page >= 2 * count then return page end
+    end
+  end
+end
+return page
 """
 
 T = TypeVar("T")
@@ -52,13 +86,17 @@ def transact(client: redis.Redis, apply: Callable[[redis.client.Pipeline], T], *
     return cast(T, client.transaction(apply, *keys, value_from_callable=True))  # type: ignore[arg-type]
 
 
-def session_key(session_id: str) -> str:
-    return f"cs:s:{session_id}"
-
-
 def call_key(call_id: str) -> str:
     # Room names are case-insensitive in 100ms, so a call is keyed by its lower case.
     return f"cs:c:{call_id.lower()}"
+
+
+def bucket_of(started_at: float | None) -> int:
+    return int((started_at or 0.0) // BUCKET_SECONDS)
+
+
+def bucket_key(bucket: int) -> str:
+    return f"cs:ob:{bucket}"
 
 
 def call_channels_key(call_id: str) -> str:
@@ -81,31 +119,38 @@ def _f(value: bytes | str | None) -> float | None:
     return float(value) if value not in (None, b"", "") else None
 
 
+def _from_ms(value: bytes | str | None) -> float | None:
+    # Start times are kept in whole milliseconds: Redis packs an integer in a few bytes.
+    ms = _f(value)
+    return ms / 1000 if ms is not None else None
+
+
 def _s(value: bytes | str | None) -> str | None:
     if value in (None, b"", ""):
         return None
     return value.decode() if isinstance(value, bytes) else value
 
 
-def session_from_hash(raw: Raw, session_id: str) -> Session | None:
-    if not raw:
-        return None
-    return Session(
-        session_id=session_id,
-        room_id=_s(raw.get(b"r")) or "",
-        room_name=_s(raw.get(b"n")),
-        status=_s(raw.get(b"st")) or "open",  # type: ignore[arg-type]
-        started_at=_f(raw.get(b"t0")),
-        ended_at=_f(raw.get(b"t1")),
-    )
+def call_from_hash(call_id: str, raw: Raw) -> Call:
+    """A call record: its room's current session (if any) and when 100ms last said it was idle."""
+    session_id = _s(raw.get(b"s"))
+    session = None
+    if session_id:
+        session = Session(
+            session_id=session_id,
+            room_id=_s(raw.get(b"r")) or "",
+            room_name=_s(raw.get(b"n")) or call_id.lower(),
+            status=_s(raw.get(b"st")) or "open",  # type: ignore[arg-type]
+            started_at=_from_ms(raw.get(b"t0")),
+            ended_at=_f(raw.get(b"t1")),
+        )
+    return Call(call_id=call_id, session=session, idle_confirmed_at=_f(raw.get(b"idle")))
 
 
 def session_to_hash(session: Session) -> dict[Any, Any]:
-    raw = {"r": session.room_id, "st": session.status}
-    if session.room_name:
-        raw["n"] = session.room_name
-    if session.started_at is not None:
-        raw["t0"] = repr(session.started_at)
+    raw = {"r": session.room_id, "s": session.session_id, "st": session.status, "t0": round((session.started_at or 0.0) * 1000)}
+    if session.room_name and session.room_name != session.room_name.lower():
+        raw["n"] = session.room_name  # the key is lower case; keep 100ms's spelling (it names a channel)
     if session.ended_at is not None:
         raw["t1"] = repr(session.ended_at)
     return raw
@@ -126,82 +171,116 @@ class State:
     def __init__(self, client: redis.Redis):
         self.redis = client
 
-    # --- sessions ---------------------------------------------------------------
-    def session(self, session_id: str) -> Session | None:
-        return session_from_hash(self.redis.hgetall(session_key(session_id)), session_id)
+    # --- calls and their sessions ------------------------------------------------------
+    def call(self, call_id: str) -> Call:
+        return call_from_hash(call_id, self.redis.hgetall(call_key(call_id)))
 
-    def _store_session(self, pipe: redis.client.Pipeline, session: Session) -> None:
-        key = session_key(session.session_id)
-        pipe.hset(key, mapping=session_to_hash(session))
-        if session.is_open:
-            pipe.zadd(OPEN_SESSIONS, {session.session_id: session.started_at or 0.0})
-            pipe.persist(key)
+    def _store(self, pipe: redis.client.Pipeline, key: str, before: Session | None, after: Session) -> None:
+        """Write `after` as the call's current session (in MULTI) and keep the open index exact."""
+        member = key.removeprefix(call_key(""))
+        if (
+            before is not None
+            and before.is_open
+            and not (after.is_open and bucket_of(after.started_at) == bucket_of(before.started_at))
+        ):
+            pipe.srem(bucket_key(bucket_of(before.started_at)), member)
+        pipe.hdel(key, "n", "t1")
+        pipe.hset(key, mapping=session_to_hash(after))
+        if after.is_open:
+            bucket = bucket_of(after.started_at)
+            pipe.sadd(bucket_key(bucket), member)
+            pipe.zadd(OPEN_BUCKETS, {str(bucket): bucket * BUCKET_SECONDS})
+            pipe.persist(key)  # an open session never expires: the sweep ends it
         else:
-            pipe.zrem(OPEN_SESSIONS, session.session_id)
             pipe.expire(key, CLOSED_TTL)
 
-    def record_hms_event(self, event: HmsEvent) -> Session:
-        """Apply `event` to its session and its room's current-session pointer."""
-        skey = session_key(event.session_id)
+    def record_hms_event(self, event: HmsEvent) -> Session | None:
+        """Apply `event` to its room's call record; returns the session as observed.
+
+        Only a room's current session is kept (100ms runs one at a time): a late event of
+        an older session changes nothing. Rooms without a call-id name bind no channel.
+        """
+        if not event.room_name:
+            return None
+        key = call_key(event.room_name)
 
         def apply(pipe: redis.client.Pipeline) -> Session:
-            old = session_from_hash(pipe.hgetall(skey), event.session_id)
-            new = observe(old, event)
-            name = new.room_name
-            current = self._current_session(pipe, name) if name else None
+            current = call_from_hash(event.room_name or "", pipe.hgetall(key)).session
+            same = current if current is not None and current.session_id == event.session_id else None
+            new = observe(same, event)
             pipe.multi()
-            self._store_session(pipe, new)
-            if name:
-                ckey = call_key(name)
-                if is_newer(new, current):
-                    pipe.hset(ckey, mapping={"r": new.room_id, "s": new.session_id})
-                pipe.expire(ckey, CALL_TTL)
+            if is_newer(new, current):
+                self._store(pipe, key, current, new)
             return new
 
-        watched = [skey] + ([call_key(event.room_name)] if event.room_name else [])
-        return transact(self.redis, apply, *watched)
+        return transact(self.redis, apply, key)
 
-    def _current_session(self, client: redis.Redis | redis.client.Pipeline, call_id: str) -> Session | None:
-        sid = _s(client.hget(call_key(call_id), "s"))
-        return self.session(sid) if sid else None
-
-    def begin_ending(self, session_id: str, at: float) -> Session | None:
-        """Move an open session to "ending" (callsync asks 100ms to end it).
+    def begin_ending(self, call_id: str, session_id: str, at: float) -> Session | None:
+        """Move the call's open session `session_id` to "ending" (callsync asks 100ms to end it).
 
         Returns the session only to the one caller that made the move, so concurrent
         sweeps or duplicate events end a room once.
         """
-        skey = session_key(session_id)
+        key = call_key(call_id)
 
         def apply(pipe: redis.client.Pipeline) -> Session | None:
-            old = session_from_hash(pipe.hgetall(skey), session_id)
-            if old is None or not old.is_open:
+            old = call_from_hash(call_id, pipe.hgetall(key)).session
+            if old is None or old.session_id != session_id or not old.is_open:
                 return None
             new = advance(old, "ending", at)
             pipe.multi()
-            self._store_session(pipe, new)
+            self._store(pipe, key, old, new)
             return new
 
-        return transact(self.redis, apply, skey)
+        return transact(self.redis, apply, key)
 
-    def claim_overdue(self, started_before: float, limit: int, now: float) -> list[str]:
+    def claim_overdue(self, started_before: float, limit: int, now: float) -> list[tuple[str, str]]:
         """Move up to `limit` open sessions started at or before `started_before` to "ending";
-        returns the ids this caller moved (Lua script note: keys are built inside, so this
-        needs a single Redis, not a cluster)."""
+        returns the (call id, session id) pairs this caller moved (Lua script note: keys are
+        built inside, so this needs a single Redis, not a cluster)."""
         script = self.redis.register_script(_CLAIM_OVERDUE)
-        raw = script(keys=[OPEN_SESSIONS], args=[started_before, limit, repr(now), CLOSED_TTL, session_key("")])
-        return [_s(m) or "" for m in cast(list[bytes], raw)]
+        args: list[str | float] = [started_before, limit, repr(now), CLOSED_TTL, call_key(""), bucket_key(0)[:-1]]
+        flat = [_s(m) or "" for m in cast(list[bytes], script(keys=[OPEN_BUCKETS], args=args))]
+        return list(zip(flat[::2], flat[1::2], strict=True))
 
-    def open_session_page(self, start: int, count: int) -> list[str]:
-        """Open sessions by rank in start order: a cursor's page for the re-check round."""
-        return [_s(cast(bytes, m)) or "" for m in self.redis.zrange(OPEN_SESSIONS, start, start + count - 1)]
+    def open_page(self, after: tuple[int, str] | None, count: int) -> list[tuple[int, str]]:
+        """Up to `count` open calls as (bucket, call id) after the cursor `after`, in start order:
+        a keyset page for the re-check round (membership changes never make it skip)."""
+        low, bucket, member = ("-inf", "", "") if after is None else (after[0] * BUCKET_SECONDS, str(after[0]), after[1])
+        script = self.redis.register_script(_OPEN_PAGE)
+        raw = script(keys=[OPEN_BUCKETS], args=[low, bucket_key(0)[:-1], bucket, member, count])
+        flat = [_s(m) or "" for m in cast(list[bytes], raw)]
+        return [(int(b), m) for b, m in zip(flat[::2], flat[1::2], strict=True)]
 
-    def open_sessions(self, started_before: float, limit: int) -> list[str]:
-        """Open sessions that started at or before `started_before`, oldest first."""
-        members = self.redis.zrangebyscore(OPEN_SESSIONS, "-inf", started_before, start=0, num=limit)
-        return [_s(cast(bytes, m)) or "" for m in members]
+    def open_summary(self) -> tuple[int, float | None]:
+        """How many sessions are open, and when the oldest started."""
+        buckets = [int(cast(bytes, b)) for b in self.redis.zrange(OPEN_BUCKETS, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in buckets:
+            pipe.scard(bucket_key(bucket))
+        sizes = pipe.execute()
+        oldest = next((b for b, size in zip(buckets, sizes, strict=True) if size), None)
+        if oldest is None:
+            return 0, None
+        for member in self.redis.smembers(bucket_key(oldest)):
+            pipe.hget(call_key(_s(member) or ""), "t0")
+        starts = [t for t in map(_from_ms, pipe.execute()) if t is not None]
+        return sum(sizes), min(starts, default=None)
 
-    # --- calls and bindings ----------------------------------------------------------
+    def confirm_idle(self, call_id: str, at: float) -> None:
+        """100ms said the call's room has no live session at `at`."""
+        key = call_key(call_id)
+
+        def apply(pipe: redis.client.Pipeline) -> None:
+            is_open = pipe.hget(key, "st") == b"open"
+            pipe.multi()
+            pipe.hset(key, "idle", repr(at))
+            if not is_open:
+                pipe.expire(key, CLOSED_TTL)
+
+        transact(self.redis, apply, key)
+
+    # --- bindings ----------------------------------------------------------------
     def bind(self, cid: str, call_id: str, at: float) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(bindings_key(cid), {call_id: at})
@@ -227,23 +306,8 @@ class State:
             call_ids.append(default)
         pipe = self.redis.pipeline(transaction=False)
         for call_id in call_ids:
-            pipe.hmget(call_key(call_id), "s", "idle")
-        pointers = pipe.execute()
-        calls = []
-        for call_id, (sid, idle) in zip(call_ids, pointers, strict=True):
-            session = self.session(_s(sid) or "") if sid else None
-            calls.append(Call(call_id=call_id, session=session, idle_confirmed_at=_f(idle)))
-        return calls
-
-    def call_room(self, call_id: str) -> str | None:
-        return _s(self.redis.hget(call_key(call_id), "r"))
-
-    def confirm_idle(self, call_id: str, at: float) -> None:
-        """100ms said the call's room has no live session at `at`."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(call_key(call_id), "idle", repr(at))
-        pipe.expire(call_key(call_id), CALL_TTL)
-        pipe.execute()
+            pipe.hgetall(call_key(call_id))
+        return [call_from_hash(call_id, raw) for call_id, raw in zip(call_ids, pipe.execute(), strict=True)]
 
     # --- channels ------------------------------------------------------------
     def channel(self, cid: str) -> Channel:

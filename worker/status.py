@@ -8,19 +8,18 @@ import redis
 
 from .deadletters import DeadLetters
 from .queue import QUEUE
-from .state import OPEN_SESSIONS
+from .state import State
 from .sweeps import LAST_SWEEP
 
 
 def gather(client: redis.Redis, now: float) -> dict[str, Any]:
     pipe = client.pipeline(transaction=False)
     pipe.llen(QUEUE)
-    pipe.zcard(OPEN_SESSIONS)
-    pipe.zrange(OPEN_SESSIONS, 0, 0, withscores=True)
     pipe.get(LAST_SWEEP)
     pipe.zcard("unacked_index")  # kombu's Redis transport: tasks taken but not yet acknowledged
-    depth, open_count, oldest, last_sweep, unacked = pipe.execute()
-    oldest_age = round(now - oldest[0][1], 1) if oldest else None
+    depth, last_sweep, unacked = pipe.execute()
+    open_count, oldest = State(client).open_summary()
+    oldest_age = round(now - oldest, 1) if oldest is not None else None
     return {
         "queues": {QUEUE: {"waiting": depth, "unacked": unacked}},
         "open_sessions": open_count,

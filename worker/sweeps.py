@@ -1,9 +1,9 @@
 """The periodic sweep: end sessions past the maximum length, re-check open sessions.
 
 Its cost follows the work due, not the number of open sessions: both steps read the
-`cs:open` sorted set by score or rank with a limit. Any number of beat processes may run
-it (RedBeat's lock keeps one scheduling; a sweep lock keeps passes from overlapping), and
-it is idempotent: only the caller that moves a session to "ending" ends its room.
+open-session index (state.OPEN_BUCKETS) by start time, from a cutoff or a cursor, with a
+limit. Any number of beat processes may run it (RedBeat's lock keeps one scheduling; a
+sweep lock keeps passes from overlapping), and it is idempotent: only the caller that moves a session to "ending" ends its room.
 """
 
 from __future__ import annotations
@@ -56,24 +56,35 @@ def end_overdue(rt: Runtime, now: float) -> int:
     """End every open session that started more than CALLSYNC_MAX_SESSION_SECONDS ago."""
     cutoff = now - rt.settings.max_session_seconds
     ended = 0
-    while rt.state.open_sessions(started_before=cutoff, limit=1):
-        # Each claim drops what it looked at from the index, so every page is new work.
+    while True:
+        # Each claim drops what it moved from the index, so every page is new work.
         moved = rt.state.claim_overdue(cutoff, PAGE, now)
-        for session_id in moved:
-            rt.schedule(END_SESSION, (session_id, "maximum session length reached"))
+        for call_id, session_id in moved:
+            rt.schedule(END_SESSION, (call_id, session_id, "maximum session length reached"))
         ended += len(moved)
-    return ended
+        if len(moved) < PAGE:
+            return ended
 
 
 def schedule_checks(rt: Runtime) -> int:
     """Schedule re-checks of the next open sessions in a round over all of them."""
     count = checks_per_sweep(rt.settings.session_checks_per_minute, rt.settings.sweep_interval_seconds)
-    start = int(rt.redis.get(CHECK_CURSOR) or 0)
-    page = rt.state.open_session_page(start, count)
-    if len(page) < count and start > 0:  # the round ends: continue from the oldest
-        page += rt.state.open_session_page(0, count - len(page))
-        start = 0
-    rt.redis.set(CHECK_CURSOR, start + len(page))
-    for session_id in dict.fromkeys(page):
-        rt.schedule(CHECK_SESSION, (session_id,))
+    cursor = _cursor(rt.redis.get(CHECK_CURSOR))
+    page = rt.state.open_page(cursor, count)
+    if len(page) < count and cursor is not None:  # the round ends: continue from the oldest
+        page += [item for item in rt.state.open_page(None, count - len(page)) if item not in page]
+    if page:
+        bucket, call_id = page[-1]
+        rt.redis.set(CHECK_CURSOR, f"{bucket} {call_id}")
+    for _, call_id in page:
+        session = rt.state.call(call_id).session
+        if session is not None and session.is_open:
+            rt.schedule(CHECK_SESSION, (session.room_name or call_id, session.session_id))
     return len(page)
+
+
+def _cursor(raw: bytes | str | None) -> tuple[int, str] | None:
+    if not raw:
+        return None
+    bucket, _, call_id = (raw.decode() if isinstance(raw, bytes) else raw).partition(" ")
+    return int(bucket), call_id

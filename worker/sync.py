@@ -42,15 +42,15 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
         before = previous.fields if previous else None
         ended = client_ended_call(before, current.fields, event.from_server, calls)
         # Mark it first: a reconcile racing the end-room call must not put the flag back.
-        if ended is not None and rt.state.begin_ending(ended.session_id, now):
-            rt.schedule(END_SESSION, (ended.session_id, f"call ended in channel {event.cid}"))
+        if ended is not None and rt.state.begin_ending(ended.room_name or "", ended.session_id, now):
+            rt.schedule(END_SESSION, (ended.room_name, ended.session_id, f"call ended in channel {event.cid}"))
     rt.schedule(RECONCILE, (event.cid,))
 
 
 def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     """Record the session change and reconcile every channel bound to the room."""
     session = rt.state.record_hms_event(event)
-    if session.room_name:
+    if session is not None and session.room_name:
         reconcile_call(rt, session.room_name)
 
 
@@ -110,7 +110,8 @@ def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:
 def verify_call(rt: Runtime, call_id: str) -> None:
     """Ask 100ms whether `call_id`'s room is live: adopt its session, or record it idle."""
     now = rt.clock()
-    room_id = rt.state.call_room(call_id) or rt.hms.room_id_by_name(call_id)
+    recorded = rt.state.call(call_id).session
+    room_id = recorded.room_id if recorded else rt.hms.room_id_by_name(call_id)
     live = rt.hms.live_session(room_id) if room_id else None
     if live is None:
         rt.state.confirm_idle(call_id, now)
@@ -127,43 +128,39 @@ def adopt(rt: Runtime, live: LiveSession, call_id: str, now: float) -> None:
     log.info("adopted live session %s of call %s", live.session_id, call_id)
 
 
-def check_session(rt: Runtime, session_id: str) -> None:
+def check_session(rt: Runtime, call_id: str, session_id: str) -> None:
     """Ask 100ms whether a session recorded open still is; record its close if not.
 
     Recovers closes whose webhook was lost (100ms stops retrying after ~14 s).
     """
-    session = rt.state.session(session_id)
-    if session is None or not session.is_open:
+    session = rt.state.call(call_id).session
+    if session is None or session.session_id != session_id or not session.is_open:
         return
     live = rt.hms.live_session(session.room_id)
     if live is not None and live.session_id == session_id:
         return
     now = rt.clock()
+    name = session.room_name or call_id
     closed = HmsEvent(
-        f"check:{session_id}",
-        "session.close.success",
-        session.room_id,
-        session.room_name,
-        session_id,
-        session.started_at,
-        now,
-        False,
+        f"check:{session_id}", "session.close.success", session.room_id, name, session_id, session.started_at, now, False
     )
     rt.state.record_hms_event(closed)
     log.info("session %s of room %s is over in 100ms: recorded its lost close", session_id, session.room_id)
-    if session.room_name:
-        if live is not None:  # a newer session runs in that room
-            adopt(rt, live, session.room_name, now)
-        reconcile_call(rt, session.room_name)
+    if live is not None:  # a newer session runs in that room
+        adopt(rt, live, name, now)
+    reconcile_call(rt, name)
 
 
-def end_session(rt: Runtime, session_id: str, reason: str) -> None:
-    """End the session's room for everyone through 100ms, then reconcile its channels."""
-    session = rt.state.session(session_id)
-    if session is None or session.status == "closed":
+def end_session(rt: Runtime, call_id: str, session_id: str, reason: str) -> None:
+    """End the session's room for everyone through 100ms, then reconcile its channels.
+
+    Only while `session_id` is still the room's current session: end-room ends whatever
+    runs in the room, and a newer session must not pay for an older one's limit.
+    """
+    session = rt.state.call(call_id).session
+    if session is None or session.session_id != session_id or session.status == "closed":
         return
-    rt.state.begin_ending(session_id, rt.clock())
+    rt.state.begin_ending(call_id, session_id, rt.clock())
     ended = rt.hms.end_room(session.room_id, reason)
     log.info("end-room %s for session %s: %s", session.room_id, session_id, "ending" if ended else "no active session")
-    if session.room_name:
-        reconcile_call(rt, session.room_name)
+    reconcile_call(rt, session.room_name or call_id)

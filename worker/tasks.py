@@ -74,13 +74,13 @@ def reconcile_channel(self: Task, cid: str) -> None:
 
 
 @shared_task(bind=True, name=sync.END_SESSION)
-def end_session(self: Task, session_id: str, reason: str) -> None:
-    run_step(self, sync.end_session, session_id, reason)
+def end_session(self: Task, call_id: str, session_id: str, reason: str) -> None:
+    run_step(self, sync.end_session, call_id, session_id, reason)
 
 
 @shared_task(bind=True, name=sync.CHECK_SESSION)
-def check_session(self: Task, session_id: str) -> None:
-    run_step(self, sync.check_session, session_id)
+def check_session(self: Task, call_id: str, session_id: str) -> None:
+    run_step(self, sync.check_session, call_id, session_id)
 
 
 @shared_task(bind=True, name="callsync.sweep")

@@ -1,0 +1,132 @@
+"""The call records and the open-session index in Redis (fakeredis, and real Redis in CI)."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.core.events import HmsEvent
+from worker.state import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, State, bucket_key, bucket_of, call_key
+
+T0 = 1_800_000_000.0
+
+
+def hms(kind: str, name: str, session: str, started: float, at: float | None = None) -> HmsEvent:
+    return HmsEvent(f"{kind}:{session}", kind, f"room-of-{name}", name, session, started, at or started, False)
+
+
+def open_(state: State, name: str, session: str, started: float) -> None:
+    state.record_hms_event(hms("session.open.success", name, session, started))
+
+
+def close(state: State, name: str, session: str, started: float, at: float) -> None:
+    state.record_hms_event(hms("session.close.success", name, session, started, at))
+
+
+def index(state: State) -> dict[int, set[str]]:
+    """The whole open index: bucket → members (and every bucket listed is non-empty)."""
+    buckets = [int(b) for b in state.redis.zrange(OPEN_BUCKETS, 0, -1)]
+    return {b: {m.decode() for m in state.redis.smembers(bucket_key(b))} for b in buckets if state.redis.exists(bucket_key(b))}
+
+
+@pytest.fixture
+def state(redis_client) -> State:
+    return State(redis_client)
+
+
+def test_an_open_session_is_indexed_by_start_and_kept_without_expiry(state):
+    open_(state, "call-a:b", "s1", T0)
+    assert index(state) == {bucket_of(T0): {"call-a:b"}}
+    assert state.redis.ttl(call_key("call-a:b")) == -1
+    assert state.open_summary() == (1, T0)
+
+
+def test_a_close_leaves_the_index_and_the_record_expires(state):
+    open_(state, "call-a:b", "s1", T0)
+    close(state, "call-a:b", "s1", T0, T0 + 60)
+    assert index(state) == {}
+    assert 0 < state.redis.ttl(call_key("call-a:b")) <= CLOSED_TTL
+    assert state.call("call-a:b").session.status == "closed"
+    assert state.open_summary() == (0, None)
+
+
+def test_a_newer_session_replaces_the_older_in_the_index(state):
+    open_(state, "call-a:b", "s1", T0)
+    open_(state, "call-a:b", "s2", T0 + 3 * BUCKET_SECONDS)  # s1's close was lost
+    assert index(state) == {bucket_of(T0 + 3 * BUCKET_SECONDS): {"call-a:b"}}
+    open_(state, "call-a:b", "s1", T0)  # a late duplicate of the older open changes nothing
+    assert state.call("call-a:b").session.session_id == "s2"
+    assert index(state) == {bucket_of(T0 + 3 * BUCKET_SECONDS): {"call-a:b"}}
+
+
+def test_a_real_start_time_moves_an_estimated_one_in_the_index(state):
+    state.record_hms_event(hms("peer.join.success", "call-a:b", "s1", started=None, at=T0 + 100))  # type: ignore[arg-type]
+    open_(state, "call-a:b", "s1", T0)
+    assert index(state) == {bucket_of(T0): {"call-a:b"}}
+
+
+def test_a_mixed_case_room_keeps_its_spelling(state):
+    open_(state, "call-messaging:General", "s1", T0)
+    assert state.call("CALL-MESSAGING:general").session.room_name == "call-messaging:General"
+    assert state.claim_overdue(T0, 10, T0 + 1) == [("call-messaging:General", "s1")]
+
+
+def test_rooms_without_a_call_id_name_are_not_recorded(state):
+    assert state.record_hms_event(HmsEvent("e", "session.open.success", "r", None, "s1", T0, T0, False)) is None
+    assert state.redis.dbsize() == 0
+
+
+def test_claim_takes_only_sessions_past_the_cutoff_even_within_a_bucket(state):
+    open_(state, "call-a:1", "s1", T0)
+    open_(state, "call-a:2", "s2", T0 + 1)  # same bucket, one second later
+    assert bucket_of(T0) == bucket_of(T0 + 1)
+    assert state.claim_overdue(T0, 10, T0 + 5) == [("call-a:1", "s1")]
+    assert state.call("call-a:1").session.status == "ending"
+    assert index(state) == {bucket_of(T0): {"call-a:2"}}
+    assert state.claim_overdue(T0, 10, T0 + 5) == []  # a second claimant gets nothing
+
+
+def test_claim_pages_and_drops_emptied_buckets(state):
+    for n in range(25):
+        open_(state, f"call-a:{n}", f"s{n}", T0 + n)
+    first = state.claim_overdue(T0 + 100, 10, T0 + 200)
+    rest = state.claim_overdue(T0 + 100, 100, T0 + 200)
+    assert len(first) == 10 and len(rest) == 15 and not set(first) & set(rest)
+    assert state.redis.zcard(OPEN_BUCKETS) == 0
+
+
+def test_open_page_walks_every_open_call_once_in_start_order(state):
+    names = [f"call-a:{n:02d}" for n in range(30)]
+    for n, name in enumerate(names):
+        open_(state, name, f"s{n}", T0 + n * 3)
+    seen, cursor = [], None
+    while page := state.open_page(cursor, 7):
+        assert len(page) <= 7
+        seen += [name for _, name in page]
+        cursor = page[-1]
+    assert seen == names
+
+
+def test_begin_ending_moves_only_the_current_open_session_once(state):
+    open_(state, "call-a:b", "s1", T0)
+    assert state.begin_ending("call-a:b", "s0", T0 + 1) is None  # not the current session
+    assert state.begin_ending("call-a:b", "s1", T0 + 1).status == "ending"
+    assert state.begin_ending("call-a:b", "s1", T0 + 2) is None
+    assert index(state) == {}
+
+
+def test_confirm_idle_never_puts_an_expiry_on_an_open_record(state):
+    open_(state, "call-a:b", "s1", T0)
+    state.confirm_idle("call-a:b", T0 + 5)
+    assert state.redis.ttl(call_key("call-a:b")) == -1
+    state.confirm_idle("call-x:y", T0 + 5)
+    assert 0 < state.redis.ttl(call_key("call-x:y")) <= CLOSED_TTL
+    assert state.call("call-x:y").idle_confirmed_at == T0 + 5
+
+
+def test_open_page_resumes_after_its_cursor_bucket_emptied(state):
+    open_(state, "call-a:1", "s1", T0)
+    open_(state, "call-a:2", "s2", T0 + 3 * BUCKET_SECONDS)
+    [cursor] = state.open_page(None, 1)
+    close(state, "call-a:1", "s1", T0, T0 + 60)
+    state.claim_overdue(T0 - 1, 10, T0 + 60)  # drops the emptied bucket
+    assert state.open_page(cursor, 5) == [(bucket_of(T0 + 3 * BUCKET_SECONDS), "call-a:2")]
