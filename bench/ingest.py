@@ -3,9 +3,10 @@
 no-op Flask route under the same gunicorn settings, measured in one run.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--rounds 3] [--connections 32]
+                                     [--workers N --threads N --worker-class gthread|sync]
 
 Needs `wrk` (Debian package `wrk`) for the load; a real Redis at BENCH_REDIS_URL
-(default redis://127.0.0.1:6379/14; the database is flushed), or it starts an embedded one.
+(default redis://127.0.0.1:6379/10; the database is flushed), or it starts an embedded one.
 Every request carries a fresh X-Webhook-Id, so each one is accepted and enqueued (no worker
 drains the queue: the receiver alone is measured). Prints each round and the median ratio.
 """
@@ -73,13 +74,13 @@ def receiver_app(redis_url: str):
     return create_app(Settings(redis_url=redis_url, stream_api_secret=SECRET, hms_webhook_secrets=("x",)))
 
 
-def serve(kind: str, port: int, redis_url: str) -> None:
+def serve(kind: str, port: int, redis_url: str, shape: dict[str, object]) -> None:
     app = {"noop": noop_app, "ping": lambda: noop_app(redis_url), "receiver": lambda: receiver_app(redis_url)}[kind]()
-    Gunicorn(app, {**GUNICORN_DEFAULTS, "bind": f"127.0.0.1:{port}", "loglevel": "warning"}).run()
+    Gunicorn(app, {**GUNICORN_DEFAULTS, **shape, "bind": f"127.0.0.1:{port}", "loglevel": "warning"}).run()
 
 
-def start(kind: str, port: int, redis_url: str) -> multiprocessing.Process:
-    process = multiprocessing.Process(target=serve, args=(kind, port, redis_url), daemon=True)
+def start(kind: str, port: int, redis_url: str, shape: dict[str, object]) -> multiprocessing.Process:
+    process = multiprocessing.Process(target=serve, args=(kind, port, redis_url, shape), daemon=True)
     process.start()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -111,10 +112,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=GUNICORN_DEFAULTS["workers"])
+    parser.add_argument("--threads", type=int, default=GUNICORN_DEFAULTS["threads"])
+    parser.add_argument("--worker-class", default=GUNICORN_DEFAULTS["worker_class"])
     args = parser.parse_args()
+    shape = {"workers": args.workers, "threads": args.threads, "worker_class": args.worker_class}
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
     embedded = None
     try:
         redis.Redis.from_url(redis_url).ping()
@@ -129,9 +134,9 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % (json.dumps(BODY.decode()), sign_stream(BODY, SECRET)))
     ports = {"noop": 18081, "ping": 18083, "receiver": 18082}
-    servers = {kind: start(kind, port, redis_url) for kind, port in ports.items()}
+    servers = {kind: start(kind, port, redis_url, shape) for kind, port in ports.items()}
     print(
-        f"gunicorn: {GUNICORN_DEFAULTS['workers']} workers x {GUNICORN_DEFAULTS['threads']} threads ({GUNICORN_DEFAULTS['worker_class']}); "
+        f"gunicorn: {args.workers} workers x {args.threads} threads ({args.worker_class}); "
         f"wrk -t2 -c{args.connections}, {args.seconds}s per run; Redis {redis_url}"
     )
     results: dict[str, list[float]] = {kind: [] for kind in ports}
