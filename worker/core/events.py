@@ -192,8 +192,8 @@ def parse_hms_event(body: object) -> HmsEvent | None:
     """An HmsEvent, or None for a well-formed event of a type callsync ignores."""
     if not isinstance(body, dict):
         raise InvalidEvent("body is not a JSON object")
-    event_id, kind, data = body.get("id"), body.get("type"), body.get("data")
-    if _text(event_id, 128) is None:
+    event_id, kind, data = _text(body.get("id"), 128), body.get("type"), body.get("data")
+    if event_id is None:
         raise InvalidEvent("missing id")
     if not isinstance(kind, str) or not kind:
         raise InvalidEvent("missing type")
