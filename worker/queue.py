@@ -140,7 +140,7 @@ class Enqueuer:
                 self._client.script_load(_DEDUPE_AND_PUSH)
                 for i, result in zip(missing, self._run([batch[i] for i in missing]), strict=True):
                     results[i] = result
-        except redis.RedisError as exc:
+        except Exception as exc:  # Redis down, or a bug: fail this batch, but keep the flusher alive
             results = [exc] * len(batch)
         for item, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):

@@ -14,7 +14,7 @@ import jwt
 
 from ..core.events import parse_time
 from ..core.upstream import UpstreamError
-from .http import call
+from .http import call, segment
 
 API = "hms"
 TOKEN_LIFETIME = 24 * 3600  # as the official SDK
@@ -76,7 +76,7 @@ class HmsClient:
     def end_room(self, room_id: str, reason: str) -> bool:
         """End the room's active session for everyone; False if there was none (404)."""
         try:
-            call(self._http, API, "POST", f"/active-rooms/{room_id}/end-room", json={"reason": reason, "lock": False})
+            call(self._http, API, "POST", f"/active-rooms/{segment(room_id)}/end-room", json={"reason": reason, "lock": False})
         except UpstreamError as exc:
             if exc.status == 404:
                 return False

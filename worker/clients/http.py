@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from ..core.upstream import classify, transport_failure
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+def segment(value: str) -> str:
+    """`value` as one URL path segment: an id from a webhook cannot reach another endpoint
+    through `/`, `?`, `#` or a `..` segment (which httpx would resolve against the base URL)."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if not quoted.strip(".") else quoted
 
 
 def call(client: httpx.Client, api: str, method: str, url: str, **kwargs: Any) -> httpx.Response:

@@ -9,7 +9,7 @@ import httpx
 import jwt
 
 from ..core.events import CallFields, parse_time, read_fields
-from .http import call
+from .http import call, segment
 
 API = "stream"
 
@@ -45,7 +45,9 @@ class StreamClient:
     def update_call_fields(self, cid: str, fields: CallFields) -> tuple[CallFields, float | None]:
         """PATCH the call fields; returns what Stream now shows and its `updated_at`."""
         kind, _, ident = cid.partition(":")
-        response = call(self._http, API, "PATCH", f"/channels/{kind}/{ident}", json=call_field_update(fields, self._prefix))
+        response = call(
+            self._http, API, "PATCH", f"/channels/{segment(kind)}/{segment(ident)}", json=call_field_update(fields, self._prefix)
+        )
         channel = _dict(response.json().get("channel"))
         return read_fields(channel, self._path), parse_time(channel.get("updated_at"))
 

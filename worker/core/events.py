@@ -14,7 +14,8 @@ from typing import Any
 CALL_ID_RE = re.compile(r"[A-Za-z0-9.\-:_]{1,256}")
 # The reference React client names a channel's room `call-<channel type>:<channel id>`.
 ROOM_CID_RE = re.compile(r"call-([A-Za-z0-9_\-]{1,64}):([A-Za-z0-9.\-:_]{1,191})")
-CID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}:[^\s]{1,255}")
+# Lone surrogates (JSON escapes like "\ud800") are not text: no Redis key or URL can carry them.
+CID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}:[^\s\ud800-\udfff]{1,255}")
 
 STREAM_TYPES = frozenset({"channel.created", "channel.updated", "channel.deleted"})
 HMS_OPENING = frozenset({"session.open.success", "peer.join.success", "peer.leave.success"})
@@ -120,11 +121,23 @@ class HmsEvent:
         return cls(**raw)
 
 
+def _text(value: object, limit: int = 256) -> str | None:
+    """`value` if it is a non-empty string of at most `limit` characters that is valid Unicode.
+
+    JSON may escape lone surrogates ("\\ud800"), which decode to a str that cannot be encoded:
+    as a Redis key or a URL it would fail far from here, so such a value counts as absent.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def _str(obj: dict[str, Any], key: str, limit: int = 256) -> str | None:
-    value = obj.get(key)
-    if isinstance(value, str) and 0 < len(value) <= limit:
-        return value
-    return None
+    return _text(obj.get(key), limit)
 
 
 def read_fields(channel: dict[str, Any], prefix: tuple[str, ...]) -> CallFields:
@@ -179,8 +192,8 @@ def parse_hms_event(body: object) -> HmsEvent | None:
     """An HmsEvent, or None for a well-formed event of a type callsync ignores."""
     if not isinstance(body, dict):
         raise InvalidEvent("body is not a JSON object")
-    event_id, kind, data = body.get("id"), body.get("type"), body.get("data")
-    if not isinstance(event_id, str) or not event_id or len(event_id) > 128:
+    event_id, kind, data = _text(body.get("id"), 128), body.get("type"), body.get("data")
+    if event_id is None:
         raise InvalidEvent("missing id")
     if not isinstance(kind, str) or not kind:
         raise InvalidEvent("missing type")
