@@ -88,7 +88,7 @@ def test_no_secret_in_logs_error_bodies_or_dead_letters(redis_client: redis.Redi
     failures: list[tuple[str, tuple[Any, ...], UpstreamError]] = []
     steps: list[tuple[str, Callable[[], None]]] = [
         ("callsync.apply_hms_event", lambda: world.deliver_hms(world.hms_event("session.open.success", session, room))),
-        (sync.END_SESSION, lambda: sync.end_session(world.rt, session["id"], "test")),
+        (sync.END_SESSION, lambda: sync.end_session(world.rt, CALL, session["id"], "test")),
     ]
     for task, step in steps:
         try:

@@ -20,7 +20,7 @@ from tests.hostile import HMS_SECRET, SETTINGS, Receiver
 from tests.world import World
 from worker.core.events import CALL_ID_RE, CID_RE, CallFields
 from worker.core.upstream import UpstreamError
-from worker.state import bindings_key, call_channels_key, call_key, channel_key, dedupe_key, session_key
+from worker.state import bindings_key, call_channels_key, call_key, channel_key, dedupe_key
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20
@@ -135,7 +135,6 @@ def test_a_gzip_bomb_is_413_without_inflating_past_the_limit(big: Receiver, path
 # --- Redis keys built from input stay in their namespace ---------------------------------
 
 BUILDERS: dict[str, Callable[[str], str]] = {
-    "session": session_key,
     "call": call_key,
     "call-channels": call_channels_key,
     "channel": channel_key,
