@@ -23,6 +23,7 @@ DEDUPE_TTL = 86400  # Stream retries within 15 s, 100ms within ~15 s: a day is a
 MAX_BINDINGS = 8  # call ids remembered per channel
 
 OPEN_SESSIONS = "cs:open"  # zset: session id → started_at (the sweep's index)
+BOUND_CHANNELS = "cs:bound"  # zset: cid → last time a binding was seen (for `callsync status`)
 
 # The sweep's claim, a page at a time in one atomic step: every open session that started
 # at or before the cutoff moves to "ending" (the same forward-only move as sessions.advance,
@@ -156,6 +157,10 @@ class State:
                 if is_newer(new, current):
                     pipe.hset(ckey, mapping={"r": new.room_id, "s": new.session_id})
                 pipe.expire(ckey, CALL_TTL)
+                room_cid = cid_of_room(name)
+                seen_at = event.at or event.started_at
+                if room_cid and seen_at is not None:
+                    _index_bound(pipe, room_cid, seen_at)
             return new
 
         watched = [skey] + ([call_key(event.room_name)] if event.room_name else [])
@@ -209,6 +214,7 @@ class State:
         pipe.expire(bindings_key(cid), CALL_TTL)
         pipe.sadd(call_channels_key(call_id), cid)
         pipe.expire(call_channels_key(call_id), CALL_TTL)
+        _index_bound(pipe, cid, at)
         pipe.execute()
 
     def channels_of_call(self, call_id: str) -> set[str]:
@@ -283,6 +289,12 @@ class State:
         if exists and event.fields is None:
             return Observed(None, None, applied=False)
         return self.record_channel(event.cid, event.fields, event.version or now, exists)
+
+
+def _index_bound(pipe: redis.client.Pipeline, cid: str, at: float) -> None:
+    """Keep the index of bound channels; bindings unseen for CALL_TTL are forgotten, as their keys are."""
+    pipe.zadd(BOUND_CHANNELS, {cid: at}, gt=True)
+    pipe.zremrangebyscore(BOUND_CHANNELS, "-inf", at - CALL_TTL)
 
 
 def channel_from_hash(cid: str, raw: Raw) -> Channel:

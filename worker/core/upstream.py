@@ -73,9 +73,9 @@ def backoff_seconds(attempt: int, jitter: float, base: float = 1.0, cap: float =
 MAX_ATTEMPTS = 10  # retries before a retryable failure becomes a dead letter
 
 
-def retry_delay(error: UpstreamError, attempt: int, jitter: float) -> float | None:
+def retry_delay(error: UpstreamError, attempt: int, jitter: float, max_retries: int = MAX_ATTEMPTS) -> float | None:
     """Seconds until the next try after `attempt` failed ones, or None: dead letter."""
-    if error.retry is Retry.NEVER or attempt >= MAX_ATTEMPTS:
+    if error.retry is Retry.NEVER or attempt >= max_retries:
         return None
     if error.retry is Retry.AFTER:
         # Spread the herd a little past the reset instead of all at once on it.
