@@ -56,7 +56,10 @@ def classify(api: str, status: int, headers: Mapping[str, str], message: str, no
     if status == 429:
         return UpstreamError(api, status, message, Retry.AFTER, wait_from_headers(headers, now) or 1.0)
     if status == 408 or status >= 500:
-        return UpstreamError(api, status, message, Retry.BACKOFF, wait_from_headers(headers, now))
+        # Only Retry-After speaks for an outage: Stream sends X-RateLimit-Reset on every
+        # answer, and its rate-limit window says nothing about when a 5xx is over.
+        retry_after = {key: value for key, value in headers.items() if key.lower() == "retry-after"}
+        return UpstreamError(api, status, message, Retry.BACKOFF, wait_from_headers(retry_after, now))
     return UpstreamError(api, status, message, Retry.NEVER)
 
 
