@@ -28,14 +28,15 @@ def run_step(task: Task, step: Callable[..., object], *args: Any) -> None:
     """Run one step under CONTRACT §4 rule 7 (wait, back off, or dead-letter); count and log its outcome."""
     rt: Runtime = runtime_for(task.app)
     started = time.perf_counter()
-    outcome, error_text, retry_in = "error", None, None
+    outcome, retry_in = "error", None
+    failure: list[str] = []
     try:
-        outcome, error_text = _attempt(rt, task, step, args)
+        outcome = _attempt(rt, task, step, args, failure)
     except Retry as retry:
-        outcome, error_text, retry_in = "retry", str(retry.exc) if retry.exc else None, retry.when
+        outcome, retry_in = "retry", retry.when
         raise
     except Exception as error:
-        error_text = type(error).__name__
+        failure.append(type(error).__name__)
         raise
     finally:
         seconds = time.perf_counter() - started
@@ -50,42 +51,45 @@ def run_step(task: Task, step: Callable[..., object], *args: Any) -> None:
             outcome=outcome,
             attempt=task.request.retries + 1,
             duration_ms=round(seconds * 1000, 2),
-            error=error_text,
+            error=failure[0] if failure else None,
             retry_in=round(retry_in, 3) if isinstance(retry_in, int | float) else None,
             **ids_of(task.name, args),
         )
         log.log(level, "task %s %s", task.name, outcome, extra=line)
 
 
-def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[Any, ...]) -> tuple[str, str | None]:
-    """One attempt; returns (outcome, error) or raises Celery's Retry."""
+def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[Any, ...], failure: list[str]) -> str:
+    """One attempt: returns its outcome or raises Celery's Retry; appends what failed to `failure`."""
     attempt = task.request.retries
     try:
         step(rt, *args)
     except sync.Later as later:
         # Not a failure: a fresh message, so it does not spend the retry budget.
         task.apply_async(args=args, countdown=later.seconds)
-        return "deferred", None
+        return "deferred"
     except UpstreamError as error:
+        failure.append(str(error))
         delay = retry_delay(error, attempt, random.random(), rt.settings.task_max_retries)
         if delay is None:
             _dead_letter(rt, task, args, str(error), attempt + 1)
-            return "dead_letter", str(error)
+            return "dead_letter"
         if error.retry is UpstreamRetry.AFTER:
             wait = {"api": error.api, "source": "upstream_429"}
             rt.tally.inc(counters.RATE_LIMIT_WAITS, wait)
             rt.tally.inc(counters.RATE_LIMIT_WAIT_SECONDS, wait, delay)
         raise task.retry(exc=error, countdown=delay, max_retries=None) from None
     except redis.RedisError as error:
+        failure.append(f"redis: {type(error).__name__}")
         if attempt >= REDIS_RETRIES:
             raise
         delay = backoff_seconds(attempt, random.random(), cap=60)
         raise task.retry(exc=error, countdown=delay, max_retries=None) from error
     except Exception as error:  # a bug or a hostile-but-authenticated event: keep it, do not loop
         log.exception("%s failed", task.name, extra=fields(task=task.name, task_id=task.request.id))
+        failure.append(type(error).__name__)
         _dead_letter(rt, task, args, f"{type(error).__name__}: {error}", attempt + 1)
-        return "dead_letter", type(error).__name__
-    return "success", None
+        return "dead_letter"
+    return "success"
 
 
 def _dead_letter(rt: Runtime, task: Task, args: tuple[Any, ...], error: str, attempts: int) -> None:
