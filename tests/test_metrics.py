@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
 import fakeredis
+import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import REAL_URL, real_redis_or_skip
 from tests.samples import load, stream_headers
 from webhooks.app import create_app
 from worker import counters
@@ -143,3 +150,71 @@ def test_bucket_labels_match_prometheus_le():
     assert counters.bucket_label(0.0051, counters.TASK_BUCKETS) == "0.01"
     assert counters.bucket_label(31.0, counters.TASK_BUCKETS) == "+Inf"
     assert counters.decode("not json") is None
+
+
+@pytest.mark.redis
+def test_callsync_web_sums_every_gunicorn_process_in_each_scrape(tmp_path):
+    """Two gunicorn processes answer; whichever answers a scrape shows every webhook (multiprocess mode)."""
+    real_redis_or_skip()
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": REAL_URL,
+        "STREAM_API_SECRET": SECRET,
+        "HMS_WEBHOOK_SECRET": HMS_SECRET,
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+    }
+    with (tmp_path / "web.log").open("w+") as log_file:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "web", "--port", str(port), "--host", "127.0.0.1"], env=env, stderr=log_file
+        )
+        serve_and_scrape(web, f"http://127.0.0.1:{port}", tmp_path)
+        log_file.seek(0)
+        text = log_file.read()
+    assert SECRET not in text and HMS_SECRET not in text
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    hooks = [line for line in lines if line.get("logger") == "callsync.webhooks"]
+    assert {line["delivery_id"] for line in hooks if line["outcome"] == "accepted"} == {f"mp-{n}" for n in range(40)}
+    assert all(line["cid"] == "messaging:general" for line in hooks if line["outcome"] == "accepted")
+
+
+def serve_and_scrape(web: subprocess.Popen[bytes], base: str, tmp_path: Any) -> None:
+    try:
+        wait_until_serving(base)
+        body = json.dumps(load("stream_channel_updated")).encode()
+        for n in range(40):  # a fresh connection each: the kernel spreads them over both processes
+            answer = httpx.post(f"{base}/webhooks/stream", content=body, headers=stream_headers(body, SECRET, f"mp-{n}"))
+            assert answer.status_code == 202
+        httpx.post(f"{base}/webhooks/stream", content=body, headers=stream_headers(body, "wrong", "mp-x"))
+        for _ in range(6):
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text)
+                for s in family.samples
+            }
+            assert webhooks(samples, source="stream", outcome="accepted") == 40
+            assert webhooks(samples, source="stream", outcome="rejected", reason="unauthorized") == 1
+            assert samples[("callsync_queue_depth", (("queue", "callsync"),))] == 40
+        assert len(list((tmp_path / "prom").glob("counter_*.db"))) == 2  # both processes counted
+    finally:
+        web.terminate()
+        web.wait(15)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_serving(base: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{base} did not become ready")

@@ -68,3 +68,21 @@ def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) ->
     # httpx logs every request URL at INFO, and Stream's carries `api_key`: keep it quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def dict_config(secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """The same set-up as a logging dictConfig, for gunicorn's `logconfig_dict` (its own lines in JSON too)."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter, "secrets": list(secrets)}},
+        "handlers": {"console": handler, "error_console": handler},
+        "root": {"level": "INFO", "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
+        },
+    }

@@ -9,7 +9,7 @@ from celery import signals
 from gunicorn.app.base import BaseApplication
 
 from .celery_app import create_celery
-from .logs import configure_logging
+from .logs import configure_logging, dict_config
 from .queue import QUEUE
 from .settings import Settings
 
@@ -45,7 +45,12 @@ def run_web(settings: Settings, port: int, host: str = "0.0.0.0") -> None:  # no
     from webhooks.app import create_app
     from webhooks.metrics import child_exit
 
-    options = {**GUNICORN_DEFAULTS, "bind": f"{host}:{port}", "child_exit": child_exit}
+    options = {
+        **GUNICORN_DEFAULTS,
+        "bind": f"{host}:{port}",
+        "child_exit": child_exit,  # prometheus-client multiprocess bookkeeping
+        "logconfig_dict": dict_config(settings.secrets),  # gunicorn's own lines in JSON as well
+    }
     Gunicorn(create_app(settings), options).run()
 
 
