@@ -13,7 +13,9 @@ Worker-side numbers and state gauges come from Redis at scrape time (worker.coll
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -30,13 +32,22 @@ def prepare_multiprocess_dir() -> Path:
     """
     if "prometheus_client" in sys.modules and not os.environ.get(MULTIPROC_ENV):
         raise RuntimeError("prometheus_client was imported before its multiprocess directory was set")
-    chosen = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="callsync-metrics-")
+    chosen = os.environ.get(MULTIPROC_ENV)
+    if not chosen:
+        chosen = tempfile.mkdtemp(prefix="callsync-metrics-")
+        # gunicorn's workers are forks that inherit atexit handlers: only the master removes it.
+        atexit.register(_remove_if_owner, chosen, os.getpid())
     path = Path(chosen)
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink()
     os.environ[MULTIPROC_ENV] = str(path)
     return path
+
+
+def _remove_if_owner(path: str, owner: int) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def multiprocess() -> bool:
