@@ -28,7 +28,10 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if len(secret) >= MIN_SECRET:
             text = text.replace(secret, REDACTED)
-    return _TOKENISH.sub(REDACTED, text)
+    # The regex costs ~10 µs a line; plain substring checks let ordinary lines skip it.
+    if "eyJ" in text or "api_key=" in text or "earer" in text or "EARER" in text:
+        text = _TOKENISH.sub(REDACTED, text)
+    return text
 
 
 def fields(**values: Any) -> dict[str, Any]:
