@@ -58,3 +58,10 @@ def test_backoff_is_exponential_jittered_and_bounded():
 
 def test_other_client_errors_are_dead_letters_at_once():
     assert retry_delay(classify("stream", 400, {}, "bad", NOW), 0, 0.5) is None
+
+
+def test_a_5xx_backs_off_whatever_the_rate_limit_window_says():
+    reset = {"X-RateLimit-Reset": str(int(NOW) + 50)}
+    assert classify("stream", 503, reset, "down", NOW).retry_after is None
+    assert classify("stream", 503, {**reset, "Retry-After": "3"}, "down", NOW).retry_after == 3.0
+    assert retry_delay(classify("stream", 503, reset, "down", NOW), 0, 0.5) == 0.5

@@ -172,3 +172,12 @@ def test_health_and_readiness():
 def test_unreachable_redis_is_503_not_500():
     client = create_app(SETTINGS, redis.Redis(port=1, socket_connect_timeout=0.2)).test_client()
     assert post_stream(client, load("stream_channel_updated")).status_code == 503
+
+
+def test_not_ready_says_why_without_echoing_the_redis_url():
+    url = "redis://:a-redis-password@127.0.0.1:1/0"
+    client = create_app(SETTINGS, redis.Redis.from_url(url, socket_connect_timeout=0.2)).test_client()
+    answer = client.get("/readyz")
+    assert answer.status_code == 503 and answer.json["status"] == "not ready"
+    assert answer.json["redis"] == "unavailable: ConnectionError" and answer.json["broker"].startswith("unavailable")
+    assert "error" in answer.json and "a-redis-password" not in answer.get_data(as_text=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -11,74 +12,131 @@ import redis
 from flask import Flask, Response, request
 
 from worker.celery_app import create_celery
-from worker.core.events import InvalidEvent, parse_hms_event, parse_stream_event
+from worker.collector import RedisCollector
+from worker.core.events import (
+    HMS_TYPES,
+    STREAM_TYPES,
+    HmsEvent,
+    InvalidEvent,
+    StreamEvent,
+    cid_of_room,
+    parse_hms_event,
+    parse_stream_event,
+)
 from worker.core.signing import AuthenticationError, verify_hms, verify_stream
+from worker.logs import fields
 from worker.queue import Enqueuer
 from worker.settings import Settings, load_settings
 from worker.state import DEDUPE_TTL, dedupe_key
 
 from .body import BadBody, BodyTooLarge, inflate_limited, read_limited
+from .metrics import WebhookMetrics
+
+log = logging.getLogger("callsync.webhooks")
+KNOWN_TYPES = frozenset(STREAM_TYPES) | frozenset(HMS_TYPES)
+Parse = Callable[[object, str | None], tuple[Any, str | None]]
 
 
 def _answer(code: int, **body: str) -> Response:
     return Response(json.dumps(body), status=code, mimetype="application/json")
 
 
+def _event_type(obj: object) -> str:
+    """The event's type for labels and logs: known to callsync, or "other" (bounded cardinality)."""
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    return kind if isinstance(kind, str) and kind in KNOWN_TYPES else "other"
+
+
+def _ids(event: Any) -> dict[str, Any]:
+    """Channel, room and session ids of a parsed event, for its log line."""
+    if isinstance(event, StreamEvent):
+        return {"cid": event.cid, "call_id": event.fields.call_id if event.fields else None}
+    if isinstance(event, HmsEvent):
+        return {
+            "room_id": event.room_id,
+            "session_id": event.session_id,
+            "call_id": event.room_name,
+            "cid": cid_of_room(event.room_name),
+        }
+    return {}
+
+
+class Rejected(Exception):
+    def __init__(self, code: int, reason: str, error: str):
+        super().__init__(error)
+        self.code, self.reason, self.error = code, reason, error
+
+
 def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
     settings = settings or load_settings(os.environ).require("web")
     client = redis_client or redis.Redis.from_url(settings.redis_url or "", health_check_interval=30)
     enqueuer = Enqueuer(client, create_celery(settings), DEDUPE_TTL)
+    metrics = WebhookMetrics(RedisCollector(client))
     app = Flask("callsync")
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, after inflating
     prefix = settings.field_path
 
-    def receive(
-        source: str, verify: Callable[[bytes], None], parse: Callable[[bytes], tuple[Any, str | None]], task: str
-    ) -> Response:
+    def receive(source: str, verify: Callable[[bytes], None], parse: Parse, delivery_id: str | None, task: str) -> Response:
+        line: dict[str, Any] = {"source": source, "delivery_id": delivery_id, "event_type": "unknown"}
+        try:
+            event, line["delivery_id"] = accept(verify, parse, line, delivery_id)
+            if event is None:
+                outcome, response = "ignored", _answer(200, status="ignored")
+            else:
+                line.update(_ids(event))
+                key = dedupe_key(source, line["delivery_id"]) if line["delivery_id"] else None
+                try:
+                    taken = enqueuer.enqueue_once(key, task, (event.to_json(),))
+                except redis.RedisError:
+                    raise Rejected(503, "unavailable", "state store unavailable; retry later") from None
+                outcome = "accepted" if taken else "duplicate"
+                response = _answer(202 if taken else 200, status=outcome)
+            reason = ""
+        except Rejected as rejected:
+            outcome, reason, response = "rejected", rejected.reason, _answer(rejected.code, error=rejected.error)
+        metrics.count(source, line["event_type"], outcome, reason)
+        log.info("webhook %s", outcome, extra=fields(**line, outcome=outcome, reason=reason or None, status=response.status_code))
+        return response
+
+    def accept(
+        verify: Callable[[bytes], None], parse: Parse, line: dict[str, Any], delivery_id: str | None
+    ) -> tuple[Any, str | None]:
+        """Read, verify and parse one delivery (CONTRACT §3's order of checks); Rejected if it fails one."""
         limit = settings.max_body_bytes
         bad_body: str | None = None
         try:
             raw = read_limited(request.stream, limit, request.content_length)
             body = inflate_limited(raw, limit)
         except BodyTooLarge:
-            return _answer(413, error=f"body exceeds {limit} bytes")
+            raise Rejected(413, "too_large", f"body exceeds {limit} bytes") from None
         except BadBody as exc:
             body, bad_body = raw, str(exc)  # authenticate first, so the order of answers holds
         try:
             verify(body)
         except AuthenticationError as exc:
-            return _answer(401, error=str(exc))
+            raise Rejected(401, "unauthorized", str(exc)) from None
         if bad_body:
-            return _answer(400, error=bad_body)
+            raise Rejected(400, "bad_request", bad_body)
         try:
-            event, delivery_id = parse(body)
-        except InvalidEvent as exc:
-            return _answer(400, error=str(exc))
-        if event is None:
-            return _answer(200, status="ignored")
-        key = dedupe_key(source, delivery_id) if delivery_id else None
-        try:
-            taken = enqueuer.enqueue_once(key, task, (event.to_json(),))
-        except redis.RedisError:
-            return _answer(503, error="state store unavailable; retry later")
-        return _answer(202 if taken else 200, status="accepted" if taken else "duplicate")
-
-    def parse_json(body: bytes) -> object:
-        try:
-            return json.loads(body)
+            obj = json.loads(body)
         except (ValueError, RecursionError):
-            raise InvalidEvent("body is not JSON") from None
+            raise Rejected(400, "bad_request", "body is not JSON") from None
+        line["event_type"] = _event_type(obj)
+        try:
+            return parse(obj, delivery_id)
+        except InvalidEvent as exc:
+            raise Rejected(400, "bad_request", str(exc)) from None
 
     @app.post("/webhooks/stream")
     def stream_webhook() -> Response:
         def verify(body: bytes) -> None:
             verify_stream(body, request.headers.get("X-Signature"), settings.stream_api_secret)
 
-        def parse(body: bytes) -> tuple[Any, str | None]:
-            webhook_id = request.headers.get("X-Webhook-Id", "")[:128] or None
-            return parse_stream_event(parse_json(body), prefix), webhook_id
+        def parse(obj: object, webhook_id: str | None) -> tuple[Any, str | None]:
+            return parse_stream_event(obj, prefix), webhook_id
 
-        return receive("stream", verify, parse, "callsync.apply_stream_event")
+        webhook_id = request.headers.get("X-Webhook-Id", "")[:128] or None
+        return receive("stream", verify, parse, webhook_id, "callsync.apply_stream_event")
 
     @app.post("/webhooks/hms")
     def hms_webhook() -> Response:
@@ -87,11 +145,17 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
         def verify(_: bytes) -> None:
             verify_hms(request.headers.get(header), settings.hms_webhook_secrets, header)
 
-        def parse(body: bytes) -> tuple[Any, str | None]:
-            event = parse_hms_event(parse_json(body))
-            return event, event.id if event else None
+        def parse(obj: object, _: str | None) -> tuple[Any, str | None]:
+            event = parse_hms_event(obj)
+            envelope_id = obj.get("id") if isinstance(obj, dict) else None
+            return event, event.id if event else (envelope_id if isinstance(envelope_id, str) else None)
 
-        return receive("hms", verify, parse, "callsync.apply_hms_event")
+        return receive("hms", verify, parse, None, "callsync.apply_hms_event")
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, status=200, headers={"Content-Type": content_type})
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -103,7 +167,8 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
         try:
             client.ping()
         except redis.RedisError as exc:
-            return _answer(503, status="not ready", redis=f"unavailable: {type(exc).__name__}", broker="unavailable")
+            why = f"unavailable: {type(exc).__name__}"  # the class only: a message may carry the URL
+            return _answer(503, status="not ready", error=f"redis {why}", redis=why, broker=f"{why} (the broker is that Redis)")
         return _answer(200, status="ready", redis="ok", broker="ok")
 
     @app.errorhandler(405)

@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+from .heartbeat import Heartbeat
 from .queue import QUEUE
 from .runtime import Runtime, build_runtime
 from .settings import Settings
@@ -47,6 +48,7 @@ def create_celery(settings: Settings) -> Celery:
         redbeat_lock_timeout=30,
         beat_max_loop_interval=5,
     )
+    app.steps["consumer"].add(Heartbeat)  # `callsync status` sees workers without a broadcast
     app.callsync_settings = settings  # type: ignore[attr-defined]
     return app
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from .logs import configure_logging
 from .settings import ConfigError, Role, Settings, load_settings
 
 
@@ -35,13 +36,19 @@ def store(settings: Settings) -> redis.Redis:
 def cmd_run(args: argparse.Namespace) -> int:
     from .embedded import run_all
 
+    configure_logging()
     return run_all(args.port, args.workers, Path(args.data_dir))
 
 
 def cmd_web(args: argparse.Namespace) -> int:
+    from webhooks.metrics import prepare_multiprocess_dir
+
+    settings = settings_for("web")
+    configure_logging(settings.secrets)
+    prepare_multiprocess_dir()  # before prometheus_client is imported (webhooks.metrics says why)
     from .processes import run_web
 
-    run_web(settings_for("web"), args.port, args.host)
+    run_web(settings, args.port, args.host)
     return 0
 
 
@@ -70,6 +77,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from .celery_app import create_celery
     from .deadletters import DeadLetters
+    from .queue import QUEUE
 
     settings = settings_for(None)
     letters = DeadLetters(store(settings))
@@ -84,16 +92,24 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     if args.action == "purge":
         print(f"purged {letters.purge()} dead letter(s)")
         return 0
+    if not args.all and not args.ids:
+        print("callsync: name dead letter ids to replay, or --all", file=sys.stderr)
+        return 2
     app = create_celery(settings)
-    chosen = letters.list(10**6) if args.all else [letter for letter in [letters.get(i) for i in args.ids] if letter]
+    found = {i: letters.get(i) for i in args.ids}
+    missing = [i for i, letter in found.items() if letter is None]
+    for letter_id in missing:
+        print(f"no dead letter {letter_id}", file=sys.stderr)
+    chosen = letters.list(10**6) if args.all else [letter for letter in found.values() if letter]
     if not chosen:
         print("nothing to replay", file=sys.stderr)
         return 1
     for letter in chosen:
-        app.send_task(letter.task, args=letter.args)
+        # Enqueue first, remove after: a failed enqueue (Redis down) keeps the letter.
+        app.send_task(letter.task, args=letter.args, queue=QUEUE)
         letters.remove(letter.id)
         print(f"replayed {letter.id} ({letter.task})")
-    return 0
+    return 1 if missing else 0
 
 
 def cmd_hms_replay(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ from typing import Any, cast
 
 import redis
 
+from .logs import scrub
+
 INDEX = "cs:dlz"  # zset: id → time of failure
 RECORDS = "cs:dl"  # hash: id → JSON record
 MAX_KEPT = 100_000
@@ -21,15 +23,18 @@ class DeadLetter:
     args: list[Any]
     error: str
     attempts: int
-    failed_at: float
+    failed_at: float  # unix seconds of the last, failed attempt
+    task_id: str | None = None  # Celery's id of the last attempt (Flower, logs)
 
 
 class DeadLetters:
     def __init__(self, client: redis.Redis):
         self.redis = client
 
-    def add(self, task: str, args: list[Any], error: str, attempts: int, now: float) -> DeadLetter:
-        letter = DeadLetter(str(uuid.uuid4()), task, args, error[:500], attempts, now)
+    def add(self, task: str, args: list[Any], error: str, attempts: int, now: float, task_id: str | None = None) -> DeadLetter:
+        """Keep a failed task. Its arguments are ids and parsed events (no secrets by
+        construction); the error text is scrubbed of anything token-shaped all the same."""
+        letter = DeadLetter(str(uuid.uuid4()), task, args, scrub(error)[:500], attempts, now, task_id)
         pipe = self.redis.pipeline()
         pipe.hset(RECORDS, letter.id, json.dumps(asdict(letter)))
         pipe.zadd(INDEX, {letter.id: now})

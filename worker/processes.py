@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from celery import signals
 from gunicorn.app.base import BaseApplication
 
 from .celery_app import create_celery
+from .logs import configure_logging, dict_config
 from .queue import QUEUE
 from .settings import Settings
 
@@ -41,11 +43,28 @@ class Gunicorn(BaseApplication):  # type: ignore[misc]
 
 def run_web(settings: Settings, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - a web role serves the network
     from webhooks.app import create_app
+    from webhooks.metrics import child_exit
 
-    Gunicorn(create_app(settings), {**GUNICORN_DEFAULTS, "bind": f"{host}:{port}"}).run()
+    options = {
+        **GUNICORN_DEFAULTS,
+        "bind": f"{host}:{port}",
+        "child_exit": child_exit,  # prometheus-client multiprocess bookkeeping
+        "logconfig_dict": dict_config(settings.secrets),  # gunicorn's own lines in JSON as well
+    }
+    Gunicorn(create_app(settings), options).run()
+
+
+def _celery_logging(settings: Settings) -> None:
+    """Celery configures logging unless a `setup_logging` receiver does: ours keeps every line JSON."""
+
+    def setup(**_: Any) -> None:
+        configure_logging(settings.secrets)
+
+    signals.setup_logging.connect(setup, weak=False)
 
 
 def run_worker(settings: Settings, concurrency: int, pool: str = "prefork") -> None:
+    _celery_logging(settings)
     app = create_celery(settings)
     app.worker_main(
         [
@@ -61,5 +80,6 @@ def run_worker(settings: Settings, concurrency: int, pool: str = "prefork") -> N
 
 
 def run_beat(settings: Settings) -> None:
+    _celery_logging(settings)
     app = create_celery(settings)
     app.start(["beat", "--loglevel=INFO"])

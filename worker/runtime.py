@@ -19,6 +19,7 @@ import redis
 from .clients.hms import HmsClient, ManagementAuth
 from .clients.http import DEFAULT_TIMEOUT
 from .clients.stream import StreamAuth, StreamClient
+from .counters import UPSTREAM_CALLS, Tally
 from .deadletters import DeadLetters
 from .ratelimit import RateLimiter
 from .settings import Settings
@@ -45,6 +46,7 @@ class Runtime:
     limiter: RateLimiter
     dead_letters: DeadLetters
     schedule: Schedule
+    tally: Tally
     clock: Callable[[], float] = time.time
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -107,15 +109,21 @@ def build_runtime(
         timeout=DEFAULT_TIMEOUT,
         transport=transport,
     )
+    tally = Tally()
+
+    def observe(api: str, method: str, endpoint: str, status: str) -> None:
+        tally.inc(UPSTREAM_CALLS, {"api": api, "method": method, "endpoint": endpoint, "status": status})
+
     return Runtime(
         settings=settings,
         redis=client,
         state=State(client),
-        stream=StreamClient(stream_http, settings.field_path),
-        hms=HmsClient(hms_http),
+        stream=StreamClient(stream_http, settings.field_path, observe),
+        hms=HmsClient(hms_http, observe),
         limiter=RateLimiter(client, "cs:rate:stream-update", settings.stream_update_rate),
         dead_letters=DeadLetters(client),
         schedule=schedule,
+        tally=tally,
         clock=clock,
         closers=[stream_http.close, hms_http.close],
     )

@@ -44,6 +44,12 @@ class Settings:
     stream_update_rate: Rate = Rate(300, 60.0)
     max_body_bytes: int = 1048576
     dry_run: bool = False
+    task_max_retries: int = 10
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value, for scrubbing logs."""
+        return tuple(s for s in (self.stream_api_secret, self.hms_app_secret, *self.hms_webhook_secrets) if s)
 
     @property
     def field_path(self) -> tuple[str, ...]:
@@ -143,4 +149,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         stream_update_rate=_rate(env, "CALLSYNC_STREAM_UPDATE_RATE", Rate(300, 60.0)),
         max_body_bytes=_int(env, "CALLSYNC_MAX_BODY_BYTES", 1048576, low=64),
         dry_run=_bool(env, "CALLSYNC_DRY_RUN", False),
+        task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", 10, low=0, high=100),
     )

@@ -28,6 +28,7 @@ MAX_BINDINGS = 8  # call ids remembered per channel
 # a sorted-set entry, and the sweep still reads only buckets that can hold due sessions.
 OPEN_BUCKETS = "cs:open"
 BUCKET_SECONDS = 10
+BOUND_CHANNELS = "cs:bound"  # zset: cid → last time a binding was seen (for `callsync status`)
 
 # The sweep's claim, a page at a time in one atomic step: every open session that started
 # at or before the cutoff moves to "ending" (the same forward-only move as sessions.advance,
@@ -211,6 +212,10 @@ class State:
             pipe.multi()
             if is_newer(new, current):
                 self._store(pipe, key, current, new)
+            room_cid = cid_of_room(event.room_name)
+            seen_at = event.at or event.started_at
+            if room_cid and seen_at is not None:
+                _index_bound(pipe, room_cid, seen_at)
             return new
 
         return transact(self.redis, apply, key)
@@ -288,6 +293,7 @@ class State:
         pipe.expire(bindings_key(cid), CALL_TTL)
         pipe.sadd(call_channels_key(call_id), cid)
         pipe.expire(call_channels_key(call_id), CALL_TTL)
+        _index_bound(pipe, cid, at)
         pipe.execute()
 
     def channels_of_call(self, call_id: str) -> set[str]:
@@ -347,6 +353,12 @@ class State:
         if exists and event.fields is None:
             return Observed(None, None, applied=False)
         return self.record_channel(event.cid, event.fields, event.version or now, exists)
+
+
+def _index_bound(pipe: redis.client.Pipeline, cid: str, at: float) -> None:
+    """Keep the index of bound channels; bindings unseen for CALL_TTL are forgotten, as their keys are."""
+    pipe.zadd(BOUND_CHANNELS, {cid: at}, gt=True)
+    pipe.zremrangebyscore(BOUND_CHANNELS, "-inf", at - CALL_TTL)
 
 
 def channel_from_hash(cid: str, raw: Raw) -> Channel:

@@ -1,4 +1,4 @@
-"""What operators ask first: is it keeping up, and what failed."""
+"""What operators ask first: is it keeping up, and what failed (`callsync status`, `/metrics`)."""
 
 from __future__ import annotations
 
@@ -6,36 +6,58 @@ from typing import Any
 
 import redis
 
-from .deadletters import DeadLetters
+from .deadletters import INDEX as DEAD_LETTERS
+from .heartbeat import workers_seen
 from .queue import QUEUE
-from .state import State
+from .state import BOUND_CHANNELS, CALL_TTL, State
 from .sweeps import LAST_SWEEP
+
+# kombu's Redis transport keeps tasks taken by a worker but not yet acknowledged (running,
+# prefetched, or waiting for their countdown) in this sorted set, for all queues together.
+UNACKED = "unacked_index"
 
 
 def gather(client: redis.Redis, now: float) -> dict[str, Any]:
+    """Everything `status` shows, in a few round trips."""
     pipe = client.pipeline(transaction=False)
     pipe.llen(QUEUE)
+    pipe.zcard(UNACKED)
+    pipe.zcount(BOUND_CHANNELS, now - CALL_TTL, "+inf")
+    pipe.zcard(DEAD_LETTERS)
     pipe.get(LAST_SWEEP)
-    pipe.zcard("unacked_index")  # kombu's Redis transport: tasks taken but not yet acknowledged
-    depth, last_sweep, unacked = pipe.execute()
+    depth, unacked, bound, dead, last_sweep = pipe.execute()
     open_count, oldest = State(client).open_summary()
-    oldest_age = round(now - oldest, 1) if oldest is not None else None
+    last = float(last_sweep) if last_sweep else None
     return {
-        "queues": {QUEUE: {"waiting": depth, "unacked": unacked}},
+        "queues": {QUEUE: {"waiting": depth, "reserved": unacked}},
+        "workers": workers_seen(client, now),
         "open_sessions": open_count,
-        "oldest_session_age_seconds": oldest_age,
-        "dead_letters": DeadLetters(client).count(),
-        "last_sweep_age_seconds": round(now - float(last_sweep), 1) if last_sweep else None,
+        "oldest_session_age_seconds": round(now - oldest, 1) if oldest is not None else None,
+        "bound_channels": bound,
+        "dead_letters": dead,
+        "last_sweep_at": last,
+        "last_sweep_age_seconds": round(now - last, 1) if last is not None else None,
     }
 
 
 def render(status: dict[str, Any]) -> str:
-    rows = [(f"queue {name}", f"{q['waiting']} waiting, {q['unacked']} running") for name, q in status["queues"].items()]
+    """A two-column table for people."""
+    rows = [
+        (f"queue {name}", f"{q['waiting']} waiting, {q['reserved']} taken by workers") for name, q in status["queues"].items()
+    ]
+    workers = status["workers"]
+    rows.append(
+        (
+            "workers",
+            f"{len(workers)} seen" + "".join(f"\n  {w['hostname']} ({w['last_seen_age_seconds']:.0f}s ago)" for w in workers),
+        )
+    )
     age = status["oldest_session_age_seconds"]
     rows += [
         ("open sessions", f"{status['open_sessions']}" + (f" (oldest {age:.0f}s)" if age is not None else "")),
-        ("dead letters", str(status["dead_letters"])),
+        ("bound channels", str(status["bound_channels"])),
+        ("dead letters", str(status["dead_letters"]) + (" (callsync dead-letters list)" if status["dead_letters"] else "")),
         ("last sweep", "never" if status["last_sweep_age_seconds"] is None else f"{status['last_sweep_age_seconds']:.0f}s ago"),
     ]
     width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+    return "\n".join(f"{name.ljust(width)}  {value}".replace("\n  ", "\n" + " " * (width + 4)) for name, value in rows)

@@ -12,6 +12,7 @@ import uuid
 from .clients.hms import LiveSession
 from .core.events import HmsEvent, StreamEvent
 from .core.reconcile import client_ended_call, live_call, plan_channel
+from .counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from .runtime import Runtime
 
 log = logging.getLogger("callsync.sync")
@@ -84,6 +85,9 @@ def _reconcile_locked(rt: Runtime, cid: str) -> None:
         elif plan.write is not None:
             wait = rt.limiter.acquire(str(uuid.uuid4()))
             if wait > 0:
+                labels = {"api": "stream", "source": "ceiling"}
+                rt.tally.inc(RATE_LIMIT_WAITS, labels)
+                rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, wait)
                 raise Later(wait, "Stream update ceiling reached")
             fields, version = rt.stream.update_call_fields(cid, plan.write)
             live = live_call(calls)

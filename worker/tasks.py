@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from celery import Task, shared_task
+from celery.exceptions import Retry
 
-from . import sweeps, sync
+from . import counters, sweeps, sync
 from .celery_app import runtime_for
 from .core.events import HmsEvent, StreamEvent
+from .core.upstream import Retry as UpstreamRetry
 from .core.upstream import UpstreamError, backoff_seconds, retry_delay
+from .logs import fields
 from .runtime import Runtime
 
 log = logging.getLogger("callsync.tasks")
@@ -21,33 +25,104 @@ REDIS_RETRIES = 20
 
 
 def run_step(task: Task, step: Callable[..., object], *args: Any) -> None:
-    """Run one step under CONTRACT §4 rule 7: wait, back off, or dead-letter."""
+    """Run one step under CONTRACT §4 rule 7 (wait, back off, or dead-letter); count and log its outcome."""
     rt: Runtime = runtime_for(task.app)
+    started = time.perf_counter()
+    outcome, retry_in = "error", None
+    failure: list[str] = []
+    try:
+        outcome = _attempt(rt, task, step, args, failure)
+    except Retry as retry:
+        outcome, retry_in = "retry", retry.when
+        raise
+    except Exception as error:
+        failure.append(type(error).__name__)
+        raise
+    finally:
+        seconds = time.perf_counter() - started
+        labels = {"task": task.name, "outcome": outcome}
+        rt.tally.inc(counters.TASK_RUNS, labels)
+        rt.tally.observe(counters.TASK_DURATION, labels, seconds)
+        rt.tally.flush(rt.redis)
+        level = logging.INFO if outcome in ("success", "deferred") else logging.WARNING
+        line = fields(
+            task=task.name,
+            task_id=task.request.id,
+            outcome=outcome,
+            attempt=task.request.retries + 1,
+            duration_ms=round(seconds * 1000, 2),
+            error=failure[0] if failure else None,
+            retry_in=round(retry_in, 3) if isinstance(retry_in, int | float) else None,
+            **ids_of(task.name, args),
+        )
+        log.log(level, "task %s %s", task.name, outcome, extra=line)
+
+
+def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[Any, ...], failure: list[str]) -> str:
+    """One attempt: returns its outcome or raises Celery's Retry; appends what failed to `failure`."""
     attempt = task.request.retries
     try:
         step(rt, *args)
     except sync.Later as later:
         # Not a failure: a fresh message, so it does not spend the retry budget.
         task.apply_async(args=args, countdown=later.seconds)
+        return "deferred"
     except UpstreamError as error:
-        delay = retry_delay(error, attempt, random.random())
+        failure.append(str(error))
+        delay = retry_delay(error, attempt, random.random(), rt.settings.task_max_retries)
         if delay is None:
             _dead_letter(rt, task, args, str(error), attempt + 1)
-            return
-        log.warning("%s: %s; retry %d in %.1fs", task.name, error, attempt + 1, delay)
-        raise task.retry(countdown=delay, max_retries=None) from None
+            return "dead_letter"
+        if error.retry is UpstreamRetry.AFTER:
+            wait = {"api": error.api, "source": "upstream_429"}
+            rt.tally.inc(counters.RATE_LIMIT_WAITS, wait)
+            rt.tally.inc(counters.RATE_LIMIT_WAIT_SECONDS, wait, delay)
+        raise task.retry(exc=error, countdown=delay, max_retries=None) from None
     except redis.RedisError as error:
+        failure.append(f"redis: {type(error).__name__}")
         if attempt >= REDIS_RETRIES:
             raise
-        raise task.retry(countdown=backoff_seconds(attempt, random.random(), cap=60), max_retries=None) from error
+        delay = backoff_seconds(attempt, random.random(), cap=60)
+        raise task.retry(exc=error, countdown=delay, max_retries=None) from error
     except Exception as error:  # a bug or a hostile-but-authenticated event: keep it, do not loop
-        log.exception("%s failed", task.name)
+        log.exception("%s failed", task.name, extra=fields(task=task.name, task_id=task.request.id))
+        failure.append(type(error).__name__)
         _dead_letter(rt, task, args, f"{type(error).__name__}: {error}", attempt + 1)
+        return "dead_letter"
+    return "success"
 
 
 def _dead_letter(rt: Runtime, task: Task, args: tuple[Any, ...], error: str, attempts: int) -> None:
-    letter = rt.dead_letters.add(task.name, list(args), error, attempts, rt.clock())
-    log.error("%s dead-lettered as %s after %d attempt(s): %s", task.name, letter.id, attempts, error)
+    letter = rt.dead_letters.add(task.name, list(args), error, attempts, rt.clock(), task.request.id)
+    rt.tally.inc(counters.DEAD_LETTERED, {"task": task.name})
+    log.error(
+        "%s dead-lettered as %s after %d attempt(s)",
+        task.name,
+        letter.id,
+        attempts,
+        extra=fields(task=task.name, dead_letter_id=letter.id, attempts=attempts, error=letter.error, **ids_of(task.name, args)),
+    )
+
+
+def ids_of(task_name: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """The delivery, channel, room and session ids a task's arguments carry, for its log line."""
+    first = args[0] if args else None
+    if task_name == "callsync.apply_stream_event" and isinstance(first, dict):
+        fields_ = first.get("fields") or {}
+        return {"event_type": first.get("type"), "cid": first.get("cid"), "call_id": fields_.get("call_id")}
+    if task_name == "callsync.apply_hms_event" and isinstance(first, dict):
+        return {
+            "delivery_id": first.get("id"),
+            "event_type": first.get("type"),
+            "room_id": first.get("room_id"),
+            "session_id": first.get("session_id"),
+            "call_id": first.get("room_name"),
+        }
+    if task_name == sync.RECONCILE:
+        return {"cid": first}
+    if task_name in (sync.END_SESSION, sync.CHECK_SESSION):
+        return {"session_id": first}
+    return {}
 
 
 def _stream(rt: Runtime, raw: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import jwt
 
 from ..core.events import parse_time
 from ..core.upstream import UpstreamError
-from .http import call, segment
+from .http import Observe, call, segment, unobserved
 
 API = "hms"
 TOKEN_LIFETIME = 24 * 3600  # as the official SDK
@@ -70,13 +70,21 @@ class LiveSession:
 
 
 class HmsClient:
-    def __init__(self, client: httpx.Client):
-        self._http = client
+    def __init__(self, client: httpx.Client, observe: Observe = unobserved):
+        self._http, self._observe = client, observe
 
     def end_room(self, room_id: str, reason: str) -> bool:
         """End the room's active session for everyone; False if there was none (404)."""
         try:
-            call(self._http, API, "POST", f"/active-rooms/{segment(room_id)}/end-room", json={"reason": reason, "lock": False})
+            call(
+                self._http,
+                API,
+                "POST",
+                f"/active-rooms/{segment(room_id)}/end-room",
+                endpoint="/active-rooms/{room_id}/end-room",
+                observe=self._observe,
+                json={"reason": reason, "lock": False},
+            )
         except UpstreamError as exc:
             if exc.status == 404:
                 return False
@@ -89,7 +97,15 @@ class HmsClient:
         `GET /sessions?room_id=..&active=true` is the documented way (100ms-docs,
         Sessions/list-sessions.mdx); `active` is sent explicitly.
         """
-        response = call(self._http, API, "GET", "/sessions", params={"room_id": room_id, "active": "true", "limit": 10})
+        response = call(
+            self._http,
+            API,
+            "GET",
+            "/sessions",
+            endpoint="/sessions",
+            observe=self._observe,
+            params={"room_id": room_id, "active": "true", "limit": 10},
+        )
         for session in _dict(response.json()).get("data") or []:
             session = _dict(session)
             if session.get("active") is True and session.get("id"):
@@ -101,7 +117,7 @@ class HmsClient:
     def room_id_by_name(self, name: str) -> str | None:
         """The id of the room called `name` (case-insensitive), without creating it
         (`GET /rooms?name=`, 100ms-docs Rooms/list-rooms.mdx)."""
-        response = call(self._http, API, "GET", "/rooms", params={"name": name})
+        response = call(self._http, API, "GET", "/rooms", endpoint="/rooms", observe=self._observe, params={"name": name})
         for room in _dict(response.json()).get("data") or []:
             room = _dict(room)
             if str(room.get("name", "")).lower() == name.lower() and room.get("id"):
@@ -111,7 +127,13 @@ class HmsClient:
     def replay_failed_webhooks(self, start: str, end: str) -> dict[str, Any]:
         """Ask 100ms to re-send the webhook deliveries that failed between `start` and `end`."""
         response = call(
-            self._http, API, "POST", "/analytics/webhooks/replay", json={"start_time": start, "end_time": end, "status": "failed"}
+            self._http,
+            API,
+            "POST",
+            "/analytics/webhooks/replay",
+            endpoint="/analytics/webhooks/replay",
+            observe=self._observe,
+            json={"start_time": start, "end_time": end, "status": "failed"},
         )
         return _dict(response.json())
 

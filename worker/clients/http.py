@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -20,14 +20,31 @@ def segment(value: str) -> str:
     return quoted.replace(".", "%2E") if not quoted.strip(".") else quoted
 
 
-def call(client: httpx.Client, api: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+class Observe(Protocol):
+    """Told of every upstream call: `endpoint` is a template such as "/channels/{type}/{id}",
+    never the URL (it carries ids and, for Stream, the api_key); `status` is the HTTP status
+    or "timeout" / "transport_error"."""
+
+    def __call__(self, api: str, method: str, endpoint: str, status: str) -> None: ...
+
+
+def unobserved(api: str, method: str, endpoint: str, status: str) -> None:
+    return None
+
+
+def call(
+    client: httpx.Client, api: str, method: str, url: str, *, endpoint: str, observe: Observe = unobserved, **kwargs: Any
+) -> httpx.Response:
     """Send one request; return a 2xx response or raise UpstreamError."""
     try:
         response = client.request(method, url, **kwargs)
     except httpx.TimeoutException as exc:
+        observe(api, method, endpoint, "timeout")
         raise transport_failure(api, f"timeout ({type(exc).__name__})") from None
     except httpx.TransportError as exc:
+        observe(api, method, endpoint, "transport_error")
         raise transport_failure(api, f"transport error ({type(exc).__name__})") from None
+    observe(api, method, endpoint, str(response.status_code))
     if response.is_success:
         return response
     raise classify(api, response.status_code, response.headers, error_message(response), time.time())

@@ -9,7 +9,7 @@ import httpx
 import jwt
 
 from ..core.events import CallFields, parse_time, read_fields
-from .http import call, segment
+from .http import Observe, call, segment, unobserved
 
 API = "stream"
 
@@ -37,8 +37,8 @@ def call_field_update(fields: CallFields, prefix: str) -> dict[str, Any]:
 
 
 class StreamClient:
-    def __init__(self, client: httpx.Client, field_path: tuple[str, ...]):
-        self._http = client
+    def __init__(self, client: httpx.Client, field_path: tuple[str, ...], observe: Observe = unobserved):
+        self._http, self._observe = client, observe
         self._path = field_path
         self._prefix = "".join(f"{part}." for part in field_path)
 
@@ -46,7 +46,13 @@ class StreamClient:
         """PATCH the call fields; returns what Stream now shows and its `updated_at`."""
         kind, _, ident = cid.partition(":")
         response = call(
-            self._http, API, "PATCH", f"/channels/{segment(kind)}/{segment(ident)}", json=call_field_update(fields, self._prefix)
+            self._http,
+            API,
+            "PATCH",
+            f"/channels/{segment(kind)}/{segment(ident)}",
+            endpoint="/channels/{type}/{id}",
+            observe=self._observe,
+            json=call_field_update(fields, self._prefix),
         )
         channel = _dict(response.json().get("channel"))
         return read_fields(channel, self._path), parse_time(channel.get("updated_at"))
@@ -54,7 +60,7 @@ class StreamClient:
     def read_call_fields(self, cid: str) -> tuple[CallFields | None, float | None]:
         """The channel's call fields through QueryChannels (no side effects); None if it does not exist."""
         body = {"filter_conditions": {"cid": cid}, "state": True, "watch": False, "presence": False, "limit": 1}
-        response = call(self._http, API, "POST", "/channels", json=body)
+        response = call(self._http, API, "POST", "/channels", endpoint="/channels", observe=self._observe, json=body)
         channels = response.json().get("channels") or []
         if not channels:
             return None, None

@@ -56,7 +56,10 @@ def classify(api: str, status: int, headers: Mapping[str, str], message: str, no
     if status == 429:
         return UpstreamError(api, status, message, Retry.AFTER, wait_from_headers(headers, now) or 1.0)
     if status == 408 or status >= 500:
-        return UpstreamError(api, status, message, Retry.BACKOFF, wait_from_headers(headers, now))
+        # Only Retry-After speaks for an outage: Stream sends X-RateLimit-Reset on every
+        # answer, and its rate-limit window says nothing about when a 5xx is over.
+        retry_after = {key: value for key, value in headers.items() if key.lower() == "retry-after"}
+        return UpstreamError(api, status, message, Retry.BACKOFF, wait_from_headers(retry_after, now))
     return UpstreamError(api, status, message, Retry.NEVER)
 
 
@@ -73,9 +76,9 @@ def backoff_seconds(attempt: int, jitter: float, base: float = 1.0, cap: float =
 MAX_ATTEMPTS = 10  # retries before a retryable failure becomes a dead letter
 
 
-def retry_delay(error: UpstreamError, attempt: int, jitter: float) -> float | None:
+def retry_delay(error: UpstreamError, attempt: int, jitter: float, max_retries: int = MAX_ATTEMPTS) -> float | None:
     """Seconds until the next try after `attempt` failed ones, or None: dead letter."""
-    if error.retry is Retry.NEVER or attempt >= MAX_ATTEMPTS:
+    if error.retry is Retry.NEVER or attempt >= max_retries:
         return None
     if error.retry is Retry.AFTER:
         # Spread the herd a little past the reset instead of all at once on it.

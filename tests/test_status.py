@@ -1,0 +1,44 @@
+import json
+import time
+
+from worker.deadletters import DeadLetters
+from worker.heartbeat import SEEN_SECONDS, beat, forget
+from worker.queue import QUEUE
+from worker.core.events import HmsEvent
+from worker.state import State
+from worker.status import gather, render
+from worker.sweeps import LAST_SWEEP
+
+
+def test_status_reflects_a_known_state(redis_client):
+    now = time.time()
+    redis_client.lpush(QUEUE, "m1", "m2")
+    for name, started in (("room-1", now - 120), ("room-2", now - 30)):
+        State(redis_client).record_hms_event(HmsEvent("e", "session.open.success", "r", name, f"s-{name}", started, now, False))
+    State(redis_client).bind("messaging:a", "call-a", now)
+    State(redis_client).bind("messaging:b", "call-b", now - 15 * 86400)  # forgotten: older than the bindings' TTL
+    DeadLetters(redis_client).add("callsync.end_session", ["s9", "why"], "hms 404: gone", 1, now)
+    redis_client.set(LAST_SWEEP, repr(now - 42))
+    beat(redis_client, "celery@a", {"pid": 7, "concurrency": 4}, now - 5)
+    beat(redis_client, "celery@gone", {"pid": 8, "concurrency": 4}, now - SEEN_SECONDS - 1)
+    status = gather(redis_client, now)
+    assert json.loads(json.dumps(status)) == {
+        "queues": {QUEUE: {"waiting": 2, "reserved": 0}},
+        "workers": [{"hostname": "celery@a", "last_seen_age_seconds": 5.0, "pid": 7, "concurrency": 4}],
+        "open_sessions": 2,
+        "oldest_session_age_seconds": 120.0,
+        "bound_channels": 1,
+        "dead_letters": 1,
+        "last_sweep_at": now - 42,
+        "last_sweep_age_seconds": 42.0,
+    }
+    table = render(status)
+    assert "2 waiting" in table and "celery@a" in table and "oldest 120s" in table and "42s ago" in table
+    forget(redis_client, "celery@a")
+    assert gather(redis_client, now)["workers"] == []
+
+
+def test_status_of_an_empty_installation(redis_client):
+    status = gather(redis_client, time.time())
+    assert status["oldest_session_age_seconds"] is None and status["last_sweep_at"] is None and status["workers"] == []
+    assert "never" in render(status)

@@ -1,0 +1,105 @@
+"""Worker-side counters and histograms, kept in one Redis hash so `/metrics` can show them.
+
+Why Redis and not prometheus-client's multiprocess files: workers run "any number, any
+host" (CONTRACT §1) and serve no HTTP, while `/metrics` is served by the web role. A
+directory of mmap files is shared only by processes of one host; a Redis hash is shared by
+all, survives worker restarts, and the web role reads it at scrape time (worker.collector).
+A task's increments are buffered in the process and written in one pipelined round trip
+when the task ends, so the cost is one round trip per task run, none per upstream call.
+
+A field is the JSON `[metric, [[label, value], ...]]`; histogram buckets are stored
+non-cumulative (one HINCRBY per observation) and summed into Prometheus' cumulative
+buckets by the collector.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+from typing import Any
+
+import redis
+
+METRICS = "cs:metrics"  # hash: field (metric and labels) → number
+
+# Task runs last from a millisecond (nothing to do) to two upstream timeouts (~20 s).
+TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+TASK_RUNS = "callsync_task_runs_total"
+TASK_DURATION = "callsync_task_duration_seconds"
+UPSTREAM_CALLS = "callsync_upstream_calls_total"
+RATE_LIMIT_WAITS = "callsync_rate_limit_waits_total"
+RATE_LIMIT_WAIT_SECONDS = "callsync_rate_limit_wait_seconds_total"
+DEAD_LETTERED = "callsync_dead_lettered_total"
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def encode(metric: str, labels: dict[str, str]) -> str:
+    return json.dumps([metric, sorted(labels.items())], separators=(",", ":"))
+
+
+def decode(field: bytes | str) -> tuple[str, Labels] | None:
+    """(metric, labels) of a stored field; None for anything malformed."""
+    try:
+        metric, labels = json.loads(field)
+        return str(metric), tuple((str(k), str(v)) for k, v in labels)
+    except (ValueError, TypeError):
+        return None
+
+
+def bucket_label(value: float, buckets: tuple[float, ...]) -> str:
+    """The `le` of the smallest bucket that holds `value` ("+Inf" past the last)."""
+    index = bisect.bisect_left(buckets, value)
+    return repr(buckets[index]) if index < len(buckets) else "+Inf"
+
+
+class Tally:
+    """Increments buffered in this process until `flush`; safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def inc(self, metric: str, labels: dict[str, str], amount: float = 1.0) -> None:
+        key = encode(metric, labels)
+        with self._lock:
+            self._pending[key] = self._pending.get(key, 0.0) + amount
+
+    def observe(self, metric: str, labels: dict[str, str], value: float, buckets: tuple[float, ...] = TASK_BUCKETS) -> None:
+        self.inc(f"{metric}_bucket", {**labels, "le": bucket_label(value, buckets)})
+        self.inc(f"{metric}_sum", labels, value)
+        self.inc(f"{metric}_count", labels)
+
+    def take(self) -> dict[str, float]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return pending
+
+    def flush(self, client: redis.Redis) -> None:
+        """Write what is buffered in one round trip. Best effort: on a Redis error the
+        increments are dropped (a retried partial pipeline could count twice)."""
+        pending = self.take()
+        if not pending:
+            return
+        pipe = client.pipeline(transaction=False)
+        for key, amount in pending.items():
+            if float(amount).is_integer():
+                pipe.hincrby(METRICS, key, int(amount))
+            else:
+                pipe.hincrbyfloat(METRICS, key, amount)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            return
+
+
+def parse_all(raw: dict[Any, Any]) -> dict[tuple[str, Labels], float]:
+    """The HGETALL of METRICS as (metric, labels) → value."""
+    out: dict[tuple[str, Labels], float] = {}
+    for field, value in raw.items():
+        decoded = decode(field)
+        if decoded is not None:
+            out[decoded] = float(value)
+    return out
