@@ -54,10 +54,12 @@ class Fake:
         self.app = Flask(name)
         self.webhook_url = webhook_url
         self.calls: list[Call] = []
+        self.call_times: list[float] = []  # arrival time of each entry of ``calls``
         self.outbox: list[Webhook] = []
         self._lock = threading.Lock()
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._delays: list[float] = []
+        self._in_flight = 0
         # Called with (arrival time, call) for every authenticated API call, before any
         # injected fault: the demo prints them, bench/e2e.py times them.
         self.watchers: list[Callable[[float, Call], None]] = []
@@ -91,6 +93,7 @@ class Fake:
         call: Call = (request.method, request.path, body if isinstance(body, dict) else None)
         with self._lock:
             self.calls.append(call)
+            self.call_times.append(arrived)
             delay = self._delays.pop(0) if self._delays else 0.0
             failure = self._failures.pop(0) if self._failures else None
         for watch in self.watchers:
@@ -104,6 +107,12 @@ class Fake:
     def _http_error(self, exc: HTTPException) -> Response:
         return self._error(exc.code or 500, exc.description or exc.name)
 
+    @property
+    def deliveries_in_flight(self) -> int:
+        """Webhooks handed to a delivery thread and not yet answered by the receiver."""
+        with self._lock:
+            return self._in_flight
+
     def _deliver(self, hook: Webhook | None) -> None:
         """POST a queued webhook to ``webhook_url`` in a background thread, ignoring errors."""
         if hook is None or self.webhook_url is None:
@@ -111,7 +120,13 @@ class Fake:
         url, (headers, body) = self.webhook_url, hook
 
         def post() -> None:
-            with contextlib.suppress(Exception):
-                httpx.post(url, content=body, headers=headers, timeout=5)
+            try:
+                with contextlib.suppress(Exception):
+                    httpx.post(url, content=body, headers=headers, timeout=5)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
 
+        with self._lock:
+            self._in_flight += 1
         threading.Thread(target=post, daemon=True).start()
