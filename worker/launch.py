@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -55,10 +56,8 @@ def stop(children: Sequence[Child], timeout: float = 15.0) -> None:
         _signal_group(child, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for child in children:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.process.wait(max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            pass
     for child in children:
         _signal_group(child, signal.SIGKILL)  # the leader may be gone while pool children linger
         if child.alive():
@@ -66,10 +65,8 @@ def stop(children: Sequence[Child], timeout: float = 15.0) -> None:
 
 
 def _signal_group(child: Child, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str, every: float = 0.02) -> T:
