@@ -11,8 +11,8 @@ from typing import Any
 import redis
 from celery.contrib.testing.worker import start_worker
 
+from standins import FakeHms, FakeStream, serve
 from tests.conftest import REAL_URL, real_redis_or_skip
-from tests.platforms import FakeHms, FakeStream, serve
 from webhooks.app import create_app
 from worker.celery_app import create_celery
 from worker.settings import Settings

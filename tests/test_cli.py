@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.platforms import FakeHms, serve
+from standins import FakeHms, serve
 from tests.world import HMS_KEY, HMS_SECRET
 from worker.cli import main
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from celery.contrib.testing.worker import start_worker
 
+from standins import FakeHms, FakeStream, serve
 from tests.conftest import REAL_URL, real_redis_or_skip
-from tests.platforms import FakeHms, FakeStream, serve
 from webhooks.app import create_app
 from worker.celery_app import create_celery
 from worker.deadletters import DeadLetters

@@ -1,10 +1,10 @@
 import json
 import time
 
+from worker.core.events import HmsEvent
 from worker.deadletters import DeadLetters
 from worker.heartbeat import SEEN_SECONDS, beat, forget
 from worker.queue import QUEUE
-from worker.core.events import HmsEvent
 from worker.state import State
 from worker.status import gather, render
 from worker.sweeps import LAST_SWEEP

@@ -186,7 +186,7 @@ def test_dry_run_logs_the_exact_call_and_sends_nothing(redis_client, caplog):
     session = world.hms.open_session(room["id"])
     with caplog.at_level("INFO", logger="callsync.upstream"):
         world.deliver_hms(world.hms_event("session.open.success", session, room))
-    logged = [json.loads(r.message) for r in caplog.records if r.name == "callsync.upstream"]
+    logged = [r.cs for r in caplog.records if r.name == "callsync.upstream"]
     assert {
         "dry_run": True,
         "method": "PATCH",

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
+from standins import FakeHms, FakeStream
 from tests.conftest import Recorder
-from tests.platforms import FakeHms, FakeStream
 from worker import sweeps, sync
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
 from worker.runtime import build_runtime

@@ -40,6 +40,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_all(args.port, args.workers, Path(args.data_dir))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import play
+
+    return play(args.redis_url, Path(args.logs) if args.logs else None)
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     from webhooks.metrics import prepare_multiprocess_dir
 
@@ -172,6 +178,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=2, help="worker processes")
     run.add_argument("--data-dir", default=".callsync/valkey", help="embedded Redis data directory")
     run.set_defaults(func=cmd_run)
+    demo = sub.add_parser("demo", help="watch callsync keep channels true, against local stand-ins of Stream and 100ms")
+    demo.add_argument("--redis-url", help="a scratch Redis to use (default: an embedded one); never a production one")
+    demo.add_argument("--logs", help="directory for the roles' logs (default: a temporary one)")
+    demo.set_defaults(func=cmd_demo)
     web = sub.add_parser("web", help="the webhook receiver (gunicorn)")
     web.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     web.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the web role serves the network

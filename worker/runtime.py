@@ -21,6 +21,7 @@ from .clients.http import DEFAULT_TIMEOUT
 from .clients.stream import StreamAuth, StreamClient
 from .counters import UPSTREAM_CALLS, Tally
 from .deadletters import DeadLetters
+from .logs import fields
 from .ratelimit import RateLimiter
 from .settings import Settings
 from .state import State
@@ -61,7 +62,9 @@ class DryRunTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
         url = request.url.copy_remove_param("api_key")
-        log.info(json.dumps({"dry_run": True, "method": request.method, "url": str(url), "json": body}))
+        log.info(
+            "dry run: %s %s", request.method, url, extra=fields(dry_run=True, method=request.method, url=str(url), json=body)
+        )
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as Stream stamps updated_at
         path = request.url.path
         if request.method == "PATCH" and "/channels/" in path:

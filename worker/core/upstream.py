@@ -24,8 +24,9 @@ class UpstreamError(Exception):
         self.retry, self.retry_after = retry, retry_after
 
 
-def wait_from_headers(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds to wait from `Retry-After` (seconds or HTTP date) or `X-RateLimit-Reset` (unix seconds)."""
+def wait_from_headers(headers: Mapping[str, str], now: float, rate_limit_reset: bool = True) -> float | None:
+    """Seconds to wait from `Retry-After` (seconds or HTTP date) or, when `rate_limit_reset`,
+    `X-RateLimit-Reset` (unix seconds)."""
     lowered = {key.lower(): value for key, value in headers.items()}
     value = lowered.get("retry-after", "").strip()
     wait: float | None = None
@@ -37,7 +38,7 @@ def wait_from_headers(headers: Mapping[str, str], now: float) -> float | None:
                 wait = parsedate_to_datetime(value).timestamp() - now
             except (TypeError, ValueError, IndexError, OverflowError):
                 wait = None
-    if wait is None and lowered.get("x-ratelimit-reset", "").strip():
+    if wait is None and rate_limit_reset and lowered.get("x-ratelimit-reset", "").strip():
         try:
             wait = float(lowered["x-ratelimit-reset"]) - now
         except ValueError:
@@ -56,10 +57,9 @@ def classify(api: str, status: int, headers: Mapping[str, str], message: str, no
     if status == 429:
         return UpstreamError(api, status, message, Retry.AFTER, wait_from_headers(headers, now) or 1.0)
     if status == 408 or status >= 500:
-        # Only Retry-After speaks for an outage: Stream sends X-RateLimit-Reset on every
-        # answer, and its rate-limit window says nothing about when a 5xx is over.
-        retry_after = {key: value for key, value in headers.items() if key.lower() == "retry-after"}
-        return UpstreamError(api, status, message, Retry.BACKOFF, wait_from_headers(retry_after, now))
+        # Stream sends X-RateLimit-Reset on every answer: for a 5xx it only says when the
+        # minute's quota renews, not when to retry, so only Retry-After counts here.
+        return UpstreamError(api, status, message, Retry.BACKOFF, wait_from_headers(headers, now, rate_limit_reset=False))
     return UpstreamError(api, status, message, Retry.NEVER)
 
 

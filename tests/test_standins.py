@@ -1,4 +1,4 @@
-"""Tests for the local Stream Chat and 100ms stand-ins in tests/platforms.py."""
+"""Tests for the local Stream Chat and 100ms stand-ins (the `standins` package)."""
 
 import hashlib
 import hmac
@@ -15,7 +15,7 @@ import jwt
 import pytest
 from flask import Flask, request
 
-from tests.platforms import FakeHms, FakeStream, serve
+from standins import FakeHms, FakeStream, serve
 
 STREAM_KEY, STREAM_SECRET = "stream-key", "stream-secret-long-enough-for-hs256"
 HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256"
@@ -447,3 +447,45 @@ def test_short_secrets_do_not_warn_inside_the_fakes() -> None:
         assert r.status_code == 200
     with httpx.Client(transport=httpx.WSGITransport(app=hms.app), base_url="http://hms.test/") as client:
         assert client.get("rooms", headers={"Authorization": f"Bearer {htoken}"}).status_code == 200
+
+
+def test_watchers_see_calls_on_arrival_and_channel_changes(stream: FakeStream, sc: httpx.Client) -> None:
+    arrivals: list[tuple[float, str, str]] = []
+    changes: list[tuple[str, dict, str]] = []
+    stream.watchers.append(lambda at, call: arrivals.append((at, call[0], call[1])))
+    stream.change_watchers.append(lambda cid, fields, by: changes.append((cid, fields, by)))
+    before = time.time()
+    stream.fail_next(1, 500)
+    assert sc.patch("/channels/messaging/general", json={"set": {"data.callActive": False}}).status_code == 500
+    assert sc.patch("/channels/messaging/general", json={"set": {"data.callActive": False}}).status_code == 200
+    stream.client_update(CID, {"data.callActive": True})
+    assert [(m, p) for _, m, p in arrivals] == [("PATCH", "/channels/messaging/general")] * 2
+    assert all(before <= at <= time.time() for at, _, _ in arrivals)
+    assert changes == [
+        (CID, {"callActive": False, "callId": "call-1"}, "server"),
+        (CID, {"callActive": True, "callId": "call-1"}, "client"),
+    ]
+
+
+def test_standins_run_as_a_process_and_print_their_environment() -> None:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "standins", "--channel", CID], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(8)]
+        env = dict(line.removeprefix("export ").strip().split("=", 1) for line in lines[1:])
+        token = jwt.encode({"server": True}, env["STREAM_API_SECRET"], algorithm="HS256")
+        r = httpx.post(
+            f"{env['STREAM_BASE_URL']}/channels",
+            params={"api_key": env["STREAM_API_KEY"]},
+            headers={"Authorization": token, "stream-auth-type": "jwt"},
+            json={"filter_conditions": {"cid": CID}},
+        )
+        assert r.status_code == 200 and r.json()["channels"][0]["channel"]["cid"] == CID
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()

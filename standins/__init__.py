@@ -1,0 +1,15 @@
+"""Local stand-ins for Stream Chat and 100ms: test and demo support, not part of the service.
+
+They answer over HTTP the way the platforms do (wire facts: ../shared/reference/), keep
+channel and session state, send the webhooks the platforms send, and can be told to fail.
+The tests, `callsync demo` and `bench/e2e.py` run callsync against them. They ship with the
+package only so that the demo works on a fresh install; the `web`, `worker` and `beat`
+roles never import them.
+"""
+
+from .base import Call, Json, Webhook
+from .hms import FakeHms
+from .serve import serve
+from .stream import FakeStream
+
+__all__ = ["Call", "FakeHms", "FakeStream", "Json", "Webhook", "serve"]

@@ -1,0 +1,132 @@
+"""Shared plumbing of the platform stand-ins: JSON answers, tokens, the fault injector, the outbox."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import jwt
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+Json = dict[str, Any]
+Call = tuple[str, str, Json | None]
+Webhook = tuple[dict[str, str], bytes]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def rfc3339(ts: float, micro: bool = True) -> str:
+    """UTC time as RFC3339 with a Z suffix (microseconds unless ``micro`` is false)."""
+    return rfc3339_us(round(ts * 1_000_000)) if micro else datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_us(us: int) -> str:
+    return (EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
+
+
+def decode_hs256(token: str, secret: str, **kw: Any) -> Json:
+    """HS256 verify; short test secrets must not trip PyJWT's key-length warning (tests run with -W error)."""
+    with warnings.catch_warnings(action="ignore"):
+        return jwt.decode(token, secret, algorithms=["HS256"], **kw)
+
+
+def hex_id() -> str:
+    return uuid.uuid4().hex[:24]  # 100ms ids are 24 hex characters
+
+
+class Fake:
+    """Shared plumbing: lock, call log, injected failures and delays, webhook outbox."""
+
+    def __init__(self, name: str, webhook_url: str | None) -> None:
+        self.app = Flask(name)
+        self.webhook_url = webhook_url
+        self.calls: list[Call] = []
+        self.call_times: list[float] = []  # arrival time of each entry of ``calls``
+        self.outbox: list[Webhook] = []
+        self._lock = threading.Lock()
+        self._failures: list[tuple[int, dict[str, str]]] = []
+        self._delays: list[float] = []
+        self._in_flight = 0
+        # Called with (arrival time, call) for every authenticated API call, before any
+        # injected fault: the demo prints them, bench/e2e.py times them.
+        self.watchers: list[Callable[[float, Call], None]] = []
+        self.app.before_request(self._gate)
+        self.app.register_error_handler(HTTPException, self._http_error)
+
+    def fail_next(self, n: int, status: int, headers: dict[str, str] | None = None) -> None:
+        """The next ``n`` authenticated API calls answer ``status`` (still recorded in ``calls``)."""
+        with self._lock:
+            self._failures.extend([(status, dict(headers or {}))] * n)
+
+    def timeout_next(self, n: int, seconds: float) -> None:
+        """The next ``n`` authenticated API calls sleep ``seconds`` first, then proceed normally."""
+        with self._lock:
+            self._delays.extend([seconds] * n)
+
+    def _authenticate(self) -> str | None:
+        """Return why the current request is not authenticated, or None."""
+        raise NotImplementedError
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        raise NotImplementedError
+
+    def _gate(self) -> Response | None:
+        """Before every request: authenticate, record, then apply an injected delay or failure."""
+        arrived = time.time()
+        problem = self._authenticate()
+        if problem is not None:
+            return self._error(401, problem)
+        body = request.get_json(silent=True)
+        call: Call = (request.method, request.path, body if isinstance(body, dict) else None)
+        with self._lock:
+            self.calls.append(call)
+            self.call_times.append(arrived)
+            delay = self._delays.pop(0) if self._delays else 0.0
+            failure = self._failures.pop(0) if self._failures else None
+        for watch in self.watchers:
+            watch(arrived, call)
+        if delay:
+            time.sleep(delay)
+        if failure is not None:
+            return self._error(failure[0], f"injected failure (HTTP {failure[0]})", failure[1])
+        return None
+
+    def _http_error(self, exc: HTTPException) -> Response:
+        return self._error(exc.code or 500, exc.description or exc.name)
+
+    @property
+    def deliveries_in_flight(self) -> int:
+        """Webhooks handed to a delivery thread and not yet answered by the receiver."""
+        with self._lock:
+            return self._in_flight
+
+    def _deliver(self, hook: Webhook | None) -> None:
+        """POST a queued webhook to ``webhook_url`` in a background thread, ignoring errors."""
+        if hook is None or self.webhook_url is None:
+            return
+        url, (headers, body) = self.webhook_url, hook
+
+        def post() -> None:
+            try:
+                with contextlib.suppress(Exception):
+                    httpx.post(url, content=body, headers=headers, timeout=5)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+        with self._lock:
+            self._in_flight += 1
+        threading.Thread(target=post, daemon=True).start()

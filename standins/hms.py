@@ -1,0 +1,247 @@
+"""100ms stand-in: management-token auth, rooms, sessions, end-room, session webhooks, replay."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+import uuid
+from datetime import datetime
+
+import jwt
+from flask import Response, request
+
+from .base import Fake, Json, Webhook, decode_hs256, hex_id, json_response, rfc3339
+
+_ROOM_NAME = re.compile(r"^[A-Za-z0-9.\-:_]+$")
+
+
+class FakeHms(Fake):
+    """100ms REST API (rooms, sessions, active rooms, end-room) and session webhooks, at the app root."""
+
+    def __init__(
+        self,
+        access_key: str,
+        app_secret: str,
+        webhook_url: str | None = None,
+        webhook_header: str = "X-Callsync-Secret",
+        webhook_secret: str = "",
+    ) -> None:
+        super().__init__("fake_hms", webhook_url)
+        self.access_key, self.app_secret = access_key, app_secret
+        self.webhook_header, self.webhook_secret = webhook_header, webhook_secret
+        self.account_id, self.app_id, self.template_id = hex_id(), hex_id(), hex_id()
+        self.rooms: dict[str, Json] = {}
+        self.sessions: dict[str, Json] = {}
+        self._started: dict[str, float] = {}
+        self.app.add_url_rule("/rooms", view_func=self._list_rooms, methods=["GET"])
+        self.app.add_url_rule("/rooms", view_func=self._create_room, methods=["POST"])
+        self.app.add_url_rule("/sessions", view_func=self._list_sessions, methods=["GET"])
+        self.app.add_url_rule("/sessions/<session_id>", view_func=self._get_session, methods=["GET"])
+        self.app.add_url_rule("/active-rooms/<room_id>", view_func=self._active_room, methods=["GET"])
+        self.app.add_url_rule("/active-rooms/<room_id>/end-room", view_func=self._end_room, methods=["POST"])
+        self.app.add_url_rule("/analytics/webhooks/replay", view_func=self._replay, methods=["POST"])
+        self.failed: list[tuple[float, Webhook]] = []  # deliveries the receiver "never got"
+        self._lose = 0
+
+    def lose_next_webhooks(self, n: int) -> None:
+        """The next n webhooks are not delivered; 100ms lists them as failed and can replay them."""
+        with self._lock:
+            self._lose += n
+
+    def _deliver(self, hook: Webhook | None) -> None:
+        with self._lock:
+            lost = hook is not None and self._lose > 0
+            if lost and hook is not None:
+                self._lose -= 1
+                self.failed.append((time.time(), hook))
+                self.outbox.remove(hook)
+        if not lost:
+            super()._deliver(hook)
+
+    def _replay(self) -> Response:
+        """POST /analytics/webhooks/replay {start_time, end_time, status}: re-send failed deliveries
+        in the window, flagged `is_replay` (100ms-docs analytics/replay-webhook-events.mdx)."""
+        body = request.get_json(silent=True) or {}
+        try:
+            start = datetime.fromisoformat(str(body["start_time"]).replace("Z", "+00:00")).timestamp()
+            end = datetime.fromisoformat(str(body["end_time"]).replace("Z", "+00:00")).timestamp()
+        except (KeyError, ValueError):
+            return self._error(400, "start_time and end_time must be RFC3339 times")
+        if end < start or end - start > 14 * 86400:
+            return self._error(400, "the window must be at most 14 days")
+        with self._lock:
+            chosen = [hook for at, hook in self.failed if start <= at <= end]
+            self.failed = [(at, hook) for at, hook in self.failed if not start <= at <= end]
+            replays = []
+            for headers, raw in chosen:
+                envelope = {**json.loads(raw), "is_replay": True}
+                replays.append((headers, json.dumps(envelope).encode()))
+            self.outbox.extend(replays)
+        for hook in replays:
+            super()._deliver(hook)
+        return json_response({"workflow_id": hex_id(), "status": "started", "message": f"replaying {len(replays)} event(s)"})
+
+    def create_room(self, name: str) -> Json:
+        """Create a room, or return the existing one: names are case-insensitive."""
+        with self._lock:
+            return copy.deepcopy(self._room_named(name))
+
+    def open_session(self, room_id: str, started_at: float | None = None) -> Json:
+        """Start a live session (maybe in the past); queues session.open.success. ValueError if live or locked."""
+        with self._lock:
+            room = self.rooms[room_id]
+            if not room["enabled"] or self._active(room_id) is not None:
+                raise ValueError(f"room {room_id} is locked or already live")
+            start = time.time() if started_at is None else started_at
+            session: Json = {"id": hex_id(), "room_id": room_id, "active": True, "created_at": rfc3339(start), "peers": {}}
+            self.sessions[session["id"]], self._started[session["id"]] = session, start
+            hook = self._webhook("session.open.success", self._session_data(session))
+            result = copy.deepcopy(session)
+        self._deliver(hook)
+        return result
+
+    def close_session(self, session_id: str) -> None:
+        """End a session; queues session.close.success (no-op if already closed)."""
+        with self._lock:
+            hook = self._close(session_id)
+        self._deliver(hook)
+
+    def _authenticate(self) -> str | None:
+        """Management token: Bearer HS256 JWT, access_key, type management, version 2, iat/nbf/exp/jti."""
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return "missing Bearer management token"
+        try:
+            claims = decode_hs256(
+                header.removeprefix("Bearer "), self.app_secret, leeway=10, options={"require": ["iat", "nbf", "exp", "jti"]}
+            )
+        except jwt.PyJWTError as exc:
+            return f"invalid management token: {exc}"
+        if claims.get("access_key") != self.access_key or claims.get("type") != "management" or claims.get("version") != 2:
+            return "token claims are not a management token for this app"
+        return None
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        """100ms error JSON: code, message, details."""
+        return json_response({"code": status, "message": message, "details": []}, status, headers)
+
+    def _room_named(self, name: str) -> Json:
+        for room in self.rooms.values():
+            if room["name"].lower() == name.lower():
+                return room
+        room = {"id": hex_id(), "name": name, "enabled": True, "created_at": rfc3339(time.time())}
+        self.rooms[room["id"]] = room
+        return room
+
+    def _active(self, room_id: str) -> Json | None:
+        return next((s for s in self.sessions.values() if s["room_id"] == room_id and s["active"]), None)
+
+    def _session_data(self, session: Json) -> Json:
+        return {
+            "room_id": session["room_id"],
+            "room_name": self.rooms[session["room_id"]]["name"],
+            "session_id": session["id"],
+            "template_id": self.template_id,
+            "session_started_at": session["created_at"],
+        }
+
+    def _close(self, session_id: str) -> Webhook | None:
+        """Mark a session ended and queue session.close.success (lock held)."""
+        session = self.sessions[session_id]
+        if not session["active"]:
+            return None
+        session["active"], stopped = False, time.time()
+        data = {
+            **self._session_data(session),
+            "session_stopped_at": rfc3339(stopped),
+            "session_duration": round(stopped - self._started[session_id]),
+        }
+        return self._webhook("session.close.success", data)
+
+    def _webhook(self, kind: str, data: Json) -> Webhook:
+        """Queue a v2 envelope; 100ms does not sign, it sends the configured secret header (lock held)."""
+        envelope = {
+            "version": "2.0",
+            "id": str(uuid.uuid4()),
+            "account_id": self.account_id,
+            "app_id": self.app_id,
+            "timestamp": rfc3339(time.time(), micro=False),
+            "type": kind,
+            "data": data,
+        }
+        hook = ({self.webhook_header: self.webhook_secret, "Content-Type": "application/json"}, json.dumps(envelope).encode())
+        self.outbox.append(hook)
+        return hook
+
+    def _page(self, items: list[Json]) -> Response:
+        """List answer {"limit", "data", "last"}; ``last`` is the cursor for ``start`` when more remain."""
+        limit = max(1, min(request.args.get("limit", 10, type=int) or 10, 100))
+        ids = [item["id"] for item in items]
+        start = request.args.get("start")
+        if start:
+            items = items[ids.index(start) + 1 :] if start in ids else []
+        page = copy.deepcopy(items[:limit])
+        return json_response({"limit": limit, "data": page, "last": page[-1]["id"] if len(items) > limit else None})
+
+    def _list_rooms(self) -> Response:
+        """GET /rooms?name=X: names match case-insensitively."""
+        name = request.args.get("name")
+        with self._lock:
+            rooms = [r for r in self.rooms.values() if name is None or r["name"].lower() == name.lower()]
+            return self._page(rooms)
+
+    def _create_room(self) -> Response:
+        """POST /rooms {"name"}: creates or returns the existing room of that name."""
+        body = request.get_json(silent=True)
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not _ROOM_NAME.match(name):
+            return self._error(400, "room name may only use a-z A-Z 0-9 . - : _")
+        with self._lock:
+            return json_response(copy.deepcopy(self._room_named(name)))
+
+    def _list_sessions(self) -> Response:
+        """GET /sessions?room_id=..&active=true|false, newest first."""
+        room_id, active = request.args.get("room_id"), request.args.get("active")
+        with self._lock:
+            found = [
+                s
+                for s in self.sessions.values()
+                if (room_id is None or s["room_id"] == room_id) and (active is None or str(s["active"]).lower() == active)
+            ]
+            found.sort(key=lambda s: self._started[s["id"]], reverse=True)
+            return self._page(found)
+
+    def _get_session(self, session_id: str) -> Response:
+        with self._lock:
+            if session_id not in self.sessions:
+                return self._error(404, "session not found")
+            return json_response(copy.deepcopy(self.sessions[session_id]))
+
+    def _active_room(self, room_id: str) -> Response:
+        """GET /active-rooms/{room_id}: the live session, or 404 when the room is not live."""
+        with self._lock:
+            session = self._active(room_id)
+            if session is None:
+                return self._error(404, "room is not active")
+            return json_response(
+                {
+                    "id": room_id,
+                    "name": self.rooms[room_id]["name"],
+                    "session": {"id": session["id"], "created_at": session["created_at"], "peers": []},
+                }
+            )
+
+    def _end_room(self, room_id: str) -> Response:
+        """POST /active-rooms/{room_id}/end-room {"reason", "lock"}: ends the live session; lock disables the room."""
+        body = request.get_json(silent=True)
+        with self._lock:
+            session = self._active(room_id)
+            if session is None:
+                return self._error(404, "no active session")
+            if isinstance(body, dict) and body.get("lock") is True:
+                self.rooms[room_id]["enabled"] = False
+            hook = self._close(session["id"])
+        self._deliver(hook)
+        return json_response({"message": "session is ending"})

@@ -1,0 +1,204 @@
+"""Stream Chat stand-in: server auth, partial updates with dotted paths, QueryChannels, signed channel.updated."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+from flask import Response, request
+
+from .base import Fake, Json, Webhook, decode_hs256, json_response, rfc3339, rfc3339_us
+
+_STREAM_CODES = {400: 4, 401: 5, 404: 16, 429: 9}  # Stream error codes by HTTP status
+
+
+def _apply(obj: Json, sets: Json, unsets: list[str]) -> None:
+    """Stream partial update: dotted paths reach nested fields; ``set`` creates missing parents."""
+    for path, value in sets.items():
+        *parents, leaf = path.split(".")
+        node = obj
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[leaf] = copy.deepcopy(value)
+    for path in unsets:
+        *parents, leaf = path.split(".")
+        node = obj
+        for key in parents:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node.pop(leaf, None)
+
+
+class FakeStream(Fake):
+    """Stream Chat server-side REST API: partial update, QueryChannels, channel.updated webhooks."""
+
+    def __init__(self, api_key: str, api_secret: str, webhook_url: str | None = None, field_prefix: str = "data.") -> None:
+        super().__init__("fake_stream", webhook_url)
+        self.api_key, self.api_secret, self.field_prefix = api_key, api_secret, field_prefix
+        self.channels: dict[str, Json] = {}
+        self.patch_times: list[float] = []
+        self._stamps: dict[str, int] = {}  # cid -> last updated_at in microseconds
+        # Called with (cid, its call fields, "client" or "server") after every change.
+        self.change_watchers: list[Callable[[str, Json, str], None]] = []
+        self.app.add_url_rule("/channels", view_func=self._query_channels, methods=["POST"])
+        self.app.add_url_rule("/channels/<ctype>/<cid_id>", view_func=self._partial_update, methods=["PATCH"])
+        self.app.add_url_rule("/channels/<ctype>/<cid_id>", view_func=self._full_update, methods=["POST"])
+        self.app.after_request(self._rate_limit_headers)
+
+    def create_channel(self, cid: str, **custom: Any) -> Json:
+        """Add a channel; custom fields are flattened into it as Stream returns them."""
+        ctype, _, cid_id = cid.partition(":")
+        with self._lock:
+            stamp = self._stamp(cid)
+            self.channels[cid] = {
+                "cid": cid,
+                "type": ctype,
+                "id": cid_id,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "frozen": False,
+                **copy.deepcopy(custom),
+            }
+            return copy.deepcopy(self.channels[cid])
+
+    def call_fields(self, cid: str) -> Json:
+        """The dict holding the call fields (``field_prefix``, e.g. channel["data"]); {} if absent."""
+        with self._lock:
+            node: Any = self.channels[cid]
+            for key in filter(None, self.field_prefix.split(".")):
+                node = node.get(key) if isinstance(node, dict) else None
+            return copy.deepcopy(node) if isinstance(node, dict) else {}
+
+    def client_update(self, cid: str, set: Json, unset: list[str] | None = None, user_id: str = "alice") -> None:
+        """Apply an update as a chat client would; queues channel.updated with request_info type client."""
+        with self._lock:
+            self._update(cid, set, unset or [])
+            hook = self._channel_updated(cid, {"type": "client"}, {"id": user_id})
+        self._changed(cid, "client")
+        self._deliver(hook)
+
+    def _changed(self, cid: str, by: str) -> None:
+        if self.change_watchers:
+            fields = self.call_fields(cid)
+            for watch in self.change_watchers:
+                watch(cid, fields, by)
+
+    def _authenticate(self) -> str | None:
+        """Server auth: query api_key, header stream-auth-type: jwt, Authorization = HS256 JWT {"server": true}."""
+        if request.args.get("api_key") != self.api_key:
+            return "api_key not valid"
+        if request.headers.get("stream-auth-type") != "jwt":
+            return "stream-auth-type header must be jwt"
+        try:
+            claims = decode_hs256(request.headers.get("Authorization", ""), self.api_secret)
+        except jwt.PyJWTError as exc:
+            return f"JWT not valid: {exc}"
+        return None if claims.get("server") is True else "token is not a server token"
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        """Stream error JSON: code, message, StatusCode, duration, more_info, details."""
+        body = {
+            "code": _STREAM_CODES.get(status, -1),
+            "message": message,
+            "StatusCode": status,
+            "duration": "0.00ms",
+            "more_info": "",
+            "details": [],
+        }
+        return json_response(body, status, headers)
+
+    def _rate_limit_headers(self, response: Response) -> Response:
+        """Stream sends X-RateLimit-* on every answer (update channel: 300 per minute)."""
+        response.headers.setdefault("X-RateLimit-Limit", "300")
+        response.headers.setdefault("X-RateLimit-Remaining", "0" if response.status_code == 429 else "299")
+        response.headers.setdefault("X-RateLimit-Reset", str(int(time.time()) // 60 * 60 + 60))
+        return response
+
+    def _stamp(self, cid: str) -> str:
+        """Now as RFC3339 with microseconds, strictly increasing per channel (lock held)."""
+        us = max(round(time.time() * 1_000_000), self._stamps.get(cid, 0) + 1)
+        self._stamps[cid] = us
+        return rfc3339_us(us)
+
+    def _update(self, cid: str, sets: Json, unsets: list[str]) -> Json:
+        channel = self.channels[cid]
+        _apply(channel, sets, unsets)
+        channel["updated_at"] = self._stamp(cid)
+        return copy.deepcopy(channel)
+
+    def _channel_updated(self, cid: str, request_info: Json, user: Json | None) -> Webhook:
+        """Queue channel.updated signed with X-Signature = hex HMAC-SHA256(api_secret, raw body) (lock held)."""
+        channel = self.channels[cid]
+        event: Json = {
+            "type": "channel.updated",
+            "cid": cid,
+            "channel_type": channel["type"],
+            "channel_id": channel["id"],
+            "channel": copy.deepcopy(channel),
+        }
+        if user is not None:
+            event["user"] = user
+        event.update(created_at=rfc3339(time.time()), request_info=request_info)
+        body = json.dumps(event).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Api-Key": self.api_key,
+            "X-Webhook-Attempt": "1",
+            "X-Webhook-Id": str(uuid.uuid4()),
+            "X-Signature": hmac.new(self.api_secret.encode(), body, hashlib.sha256).hexdigest(),
+        }
+        self.outbox.append((headers, body))
+        return headers, body
+
+    def _partial_update(self, ctype: str, cid_id: str) -> Response:
+        """PATCH /channels/{type}/{id} with {"set": {...}, "unset": [...]}; 404 code 16 if unknown."""
+        body = request.get_json(silent=True)
+        body = body if isinstance(body, dict) else {}
+        sets, unsets = body.get("set") or {}, body.get("unset") or []
+        if not isinstance(sets, dict) or not isinstance(unsets, list) or not all(isinstance(p, str) for p in unsets):
+            return self._error(400, "set must be an object and unset a list of field names")
+        if not sets and not unsets:
+            return self._error(400, "at least one of set or unset must be provided")
+        cid = f"{ctype}:{cid_id}"
+        with self._lock:
+            if cid not in self.channels:
+                return self._error(404, f"Channel '{cid}' not found")
+            channel = self._update(cid, sets, unsets)
+            hook = self._channel_updated(cid, {"type": "server"}, None)
+            self.patch_times.append(time.time())
+        self._changed(cid, "server")
+        self._deliver(hook)
+        return json_response({"channel": channel, "members": [], "duration": "1.00ms"})
+
+    def _full_update(self, ctype: str, cid_id: str) -> Response:
+        """Refuse the full update: it would delete custom fields callsync does not send."""
+        return self._error(400, "fake Stream: full channel update is not allowed, use PATCH (partial update)")
+
+    def _query_channels(self) -> Response:
+        """QueryChannels filtered on {"cid": cid} or {"cid": {"$in": [...]}}; honours limit/offset."""
+        body = request.get_json(silent=True)
+        body = body if isinstance(body, dict) else {}
+        filters = body.get("filter_conditions")
+        cond = filters.get("cid") if isinstance(filters, dict) else None
+        if isinstance(cond, dict) and isinstance(cond.get("$in"), list):
+            wanted = list(dict.fromkeys(cond["$in"]))
+        elif isinstance(cond, str):
+            wanted = [cond]
+        else:
+            return self._error(400, "fake Stream only supports cid filters")
+        limit, offset = int(body.get("limit", 10)), int(body.get("offset", 0))
+        with self._lock:
+            found = [{"channel": copy.deepcopy(self.channels[c]), "members": []} for c in wanted if c in self.channels]
+        return json_response({"channels": found[offset : offset + limit], "duration": "0.50ms"})

