@@ -29,3 +29,15 @@ def test_secrets_and_token_shaped_values_are_scrubbed():
     assert cleaned.count(REDACTED) == 4 and "y=1" in cleaned
     line = JsonFormatter(["the-app-secret"]).format(record("failed: %s", text))
     assert "the-app-secret" not in line and token not in line
+
+
+def test_task_log_lines_name_the_call_and_session_of_session_tasks():
+    from worker import sync
+    from worker.tasks import ids_of
+
+    assert ids_of(sync.END_SESSION, ("call-messaging:general", "s1", "why")) == {
+        "call_id": "call-messaging:general",
+        "session_id": "s1",
+        "cid": "messaging:general",
+    }
+    assert ids_of(sync.CHECK_SESSION, ("room-a", "s2")) == {"call_id": "room-a", "session_id": "s2", "cid": None}

@@ -14,7 +14,7 @@ from celery.exceptions import Retry
 
 from . import counters, sweeps, sync
 from .celery_app import runtime_for
-from .core.events import HmsEvent, StreamEvent
+from .core.events import HmsEvent, StreamEvent, cid_of_room
 from .core.upstream import Retry as UpstreamRetry
 from .core.upstream import UpstreamError, backoff_seconds, retry_delay
 from .logs import fields
@@ -120,8 +120,8 @@ def ids_of(task_name: str, args: tuple[Any, ...]) -> dict[str, Any]:
         }
     if task_name == sync.RECONCILE:
         return {"cid": first}
-    if task_name in (sync.END_SESSION, sync.CHECK_SESSION):
-        return {"session_id": first}
+    if task_name in (sync.END_SESSION, sync.CHECK_SESSION) and len(args) > 1:
+        return {"call_id": first, "session_id": args[1], "cid": cid_of_room(str(first))}
     return {}
 
 
