@@ -9,8 +9,9 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import jwt
@@ -45,6 +46,28 @@ def decode_hs256(token: str, secret: str, **kw: Any) -> Json:
 
 def hex_id() -> str:
     return uuid.uuid4().hex[:24]  # 100ms ids are 24 hex characters
+
+
+_shared: dict[str, Any] = {}
+_shared_lock = threading.Lock()
+
+
+def _delivery_client() -> httpx.Client:
+    """One keep-alive client for every stand-in's webhook deliveries in this process: a fresh
+    client per delivery costs milliseconds of CPU (its TLS context), which the benches would
+    measure as callsync's time. It lives as long as the process, like a platform's sender."""
+    with _shared_lock:
+        if "client" not in _shared:
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            _shared["client"] = httpx.Client(timeout=5, limits=limits)
+        return cast(httpx.Client, _shared["client"])
+
+
+def _delivery_pool() -> ThreadPoolExecutor:
+    with _shared_lock:
+        if "pool" not in _shared:
+            _shared["pool"] = ThreadPoolExecutor(max_workers=32, thread_name_prefix="standin-webhooks")
+        return cast(ThreadPoolExecutor, _shared["pool"])
 
 
 class Fake:
@@ -114,7 +137,7 @@ class Fake:
             return self._in_flight
 
     def _deliver(self, hook: Webhook | None) -> None:
-        """POST a queued webhook to ``webhook_url`` in a background thread, ignoring errors."""
+        """POST a queued webhook to ``webhook_url`` in the background, ignoring errors."""
         if hook is None or self.webhook_url is None:
             return
         url, (headers, body) = self.webhook_url, hook
@@ -122,11 +145,11 @@ class Fake:
         def post() -> None:
             try:
                 with contextlib.suppress(Exception):
-                    httpx.post(url, content=body, headers=headers, timeout=5)
+                    _delivery_client().post(url, content=body, headers=headers)
             finally:
                 with self._lock:
                     self._in_flight -= 1
 
         with self._lock:
             self._in_flight += 1
-        threading.Thread(target=post, daemon=True).start()
+        _delivery_pool().submit(post)

@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Webhook POST → upstream PATCH latency, measured at the Stream stand-in, with real processes.
+
+    .venv/bin/python bench/e2e.py [--rate 100] [--seconds 30] [--steps 100,200,300,400,600,800] [--step-seconds 10]
+
+Runs `callsync web` (gunicorn, 2 x 8 threads) and ONE `callsync worker` (the default prefork
+pool) on a real Redis (BENCH_REDIS_URL, default redis://127.0.0.1:6379/13: the database is
+flushed) against the stand-ins, which run in a child process of their own. Every webhook is
+a 100ms session.open.success or session.close.success that needs a channel write: channels
+take turns, each alternating open and close, so each webhook flips one channel. The
+latency of a webhook is the arrival time of its PATCH at the stand-in minus the time just
+before it was POSTed (one clock: same machine). The Stream update ceiling is lifted for
+the bench (the stand-in does not limit); each PATCH's echo `channel.updated` comes back to
+the receiver as in production, so the worker runs four tasks per webhook.
+
+Phase 1: `--rate` webhooks/s for `--seconds`: p50, p99, max. Phase 2: rates of `--steps`,
+`--step-seconds` each, until the queue grows (depth rising through the step, or not
+draining within 2 s of its end) or p99 passes 1 s: the highest rate held is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from worker import launch
+from worker.queue import QUEUE
+
+KEY, SECRET = "bench-stream-key", "bench-stream-secret-0123456789abcdef"
+HMS_KEY, HMS_SECRET = "bench-hms-key", "bench-hms-secret-0123456789abcdef"
+HOOK = "bench-hook-secret"
+CHANNELS = 2000
+SENDERS = 16
+
+
+def standins(conn: Connection, receiver: str, channels: int) -> None:
+    """The child process: both stand-ins, recording (arrival, cid, active) of every PATCH."""
+    from standins import FakeHms, FakeStream, serve
+
+    stream = FakeStream(KEY, SECRET, webhook_url=f"{receiver}/webhooks/stream")
+    hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_url=f"{receiver}/webhooks/hms", webhook_secret=HOOK)
+    for n in range(channels):
+        stream.create_channel(f"messaging:bench-{n}")
+    patches: list[tuple[float, str, bool]] = []
+
+    def record(at: float, call: tuple[str, str, dict[str, Any] | None]) -> None:
+        method, path, body = call
+        if method == "PATCH" and body:
+            patches.append((at, path.removeprefix("/channels/").replace("/", ":"), bool(body["set"].get("data.callActive"))))
+
+    stream.watchers.append(record)
+    stream_url, _ = serve(stream.app)
+    hms_url, _ = serve(hms.app)
+    conn.send((stream_url, hms_url))
+    while True:
+        command = conn.recv()
+        if command == "take":
+            conn.send((patches[:], stream.deliveries_in_flight))
+            patches.clear()
+        elif command == "in-flight":
+            conn.send(stream.deliveries_in_flight)
+        else:
+            return
+
+
+def envelope(n: int, session: str, kind: str) -> bytes:
+    room = f"call-messaging:bench-{n}"
+    data = {"room_id": f"room{n:020d}", "room_name": room, "session_id": session, "template_id": "t"}
+    data["session_started_at"] = "2026-11-20T10:00:00Z"
+    if kind == "session.close.success":
+        data |= {"session_stopped_at": "2026-11-20T10:05:00Z", "session_duration": 300}
+    body = {"version": "2.0", "id": str(uuid.uuid4()), "timestamp": "2026-11-20T10:00:00Z", "type": kind, "data": data}
+    return json.dumps(body).encode()
+
+
+class Load:
+    """Open loop: webhook i is due at start + i/rate whatever the answers take."""
+
+    def __init__(self, web: str, channels: int):
+        self.web, self.channels = web, channels
+        self.turn = [0] * channels  # per channel: even → next is an open, odd → a close
+        self.sessions = [""] * channels
+        self.next = 0
+
+    def plan(self, count: int) -> list[tuple[str, bool, bytes]]:
+        """The next `count` webhooks: (cid, active after it, body)."""
+        out = []
+        for _ in range(count):
+            n = self.next % self.channels
+            self.next += 1
+            opening = self.turn[n] % 2 == 0
+            if opening:
+                self.sessions[n] = uuid.uuid4().hex[:24]
+            kind = "session.open.success" if opening else "session.close.success"
+            out.append((f"messaging:bench-{n}", opening, envelope(n, self.sessions[n], kind)))
+            self.turn[n] += 1
+        return out
+
+    def send(self, rate: float, seconds: float) -> list[tuple[float, str, bool, float]]:
+        """Send for `seconds` at `rate`; returns (posted at, cid, active, answer seconds) per webhook."""
+        plan = self.plan(int(rate * seconds))
+        sent: list[tuple[float, str, bool, float]] = []
+        lock = threading.Lock()
+        start = time.time() + 0.2
+
+        def sender(k: int) -> None:
+            with httpx.Client(base_url=self.web, headers={"X-Callsync-Secret": HOOK}, timeout=10) as client:
+                for i in range(k, len(plan), SENDERS):
+                    due = start + i / rate
+                    pause = due - time.time()
+                    if pause > 0:
+                        time.sleep(pause)
+                    cid, active, body = plan[i]
+                    posted = time.time()
+                    answer = client.post("/webhooks/hms", content=body)
+                    took = time.time() - posted
+                    assert answer.status_code == 202, answer.text
+                    with lock:
+                        sent.append((posted, cid, active, took))
+
+        threads = [threading.Thread(target=sender, args=(k,)) for k in range(SENDERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sent
+
+
+def latencies(sent: list[tuple[float, str, bool, float]], patches: list[tuple[float, str, bool]]) -> tuple[list[float], int]:
+    """Match each webhook with the first unused PATCH of its channel and state after it."""
+    by_channel: dict[str, list[tuple[float, bool]]] = {}
+    for at, cid, active in sorted(patches):
+        by_channel.setdefault(cid, []).append((at, active))
+    used: dict[str, int] = {}
+    out, missing = [], 0
+    for posted, cid, active, _ in sorted(sent):
+        candidates = by_channel.get(cid, [])
+        i = used.get(cid, 0)
+        while i < len(candidates) and not (candidates[i][1] == active and candidates[i][0] >= posted):
+            i += 1
+        if i == len(candidates):
+            missing += 1
+            continue
+        out.append(candidates[i][0] - posted)
+        used[cid] = i + 1
+    return out, missing
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class Depth:
+    """Samples the queue depth every 0.1 s in the background."""
+
+    def __init__(self, store: redis.Redis):
+        self.store, self.samples = store, [(time.time(), 0)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.samples.append((time.time(), int(self.store.llen(QUEUE))))
+
+    def between(self, start: float, end: float) -> list[int]:
+        return [depth for at, depth in self.samples if start <= at <= end]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def drain(conn: Connection, store: redis.Redis, timeout: float = 60) -> float:
+    """Wait until the queue is empty and no echo is in flight; returns the seconds it took."""
+    start = time.time()
+
+    def quiet() -> bool:
+        conn.send("in-flight")
+        in_flight = conn.recv()
+        return store.llen(QUEUE) == 0 and store.zcard("unacked_index") == 0 and in_flight == 0
+
+    launch.wait_for(lambda: quiet() and time.sleep(0.2) is None and quiet(), timeout, "the queue to drain", every=0.05)
+    return time.time() - start
+
+
+def run_phase(load: Load, conn: Connection, store: redis.Redis, depth: Depth, rate: float, seconds: float) -> dict[str, Any]:
+    conn.send("take")
+    conn.recv()
+    start = time.time()
+    sent = load.send(rate, seconds)
+    end = time.time()
+    drained = drain(conn, store)
+    conn.send("take")
+    patches, _ = conn.recv()
+    lat, missing = latencies(sent, patches)
+    depths = depth.between(start, end)
+    third = max(len(depths) // 3, 1)
+    return {
+        "rate": rate,
+        "achieved": len(sent) / (max(s[0] for s in sent) - min(s[0] for s in sent)),
+        "p50": pct(lat, 0.5) * 1000,
+        "p99": pct(lat, 0.99) * 1000,
+        "max": max(lat) * 1000 if lat else float("nan"),
+        "answer_p50": pct([s[3] for s in sent], 0.5) * 1000,
+        "answer_p99": pct([s[3] for s in sent], 0.99) * 1000,
+        "missing": missing,
+        "depth_first": statistics.mean(depths[:third]) if depths else 0,
+        "depth_last": statistics.mean(depths[-third:]) if depths else 0,
+        "depth_max": max(depths, default=0),
+        "drain": drained,
+        "patches": len(patches),
+        "sent": len(sent),
+    }
+
+
+def line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['rate']:5.0f}/s (sent {r['achieved']:5.0f}/s): POST→PATCH p50 {r['p50']:6.1f} ms  p99 {r['p99']:7.1f} ms  "
+        f"max {r['max']:7.1f} ms | receiver answer p50 {r['answer_p50']:.1f} ms p99 {r['answer_p99']:.1f} ms | "
+        f"queue depth mean first/last third {r['depth_first']:.1f}/{r['depth_last']:.1f}, max {r['depth_max']}, "
+        f"drained in {r['drain']:.1f} s | {r['patches']} PATCHes for {r['sent']} webhooks, {r['missing']} unmatched"
+    )
+
+
+def held(r: dict[str, Any]) -> bool:
+    growing = r["depth_last"] > max(2 * r["depth_first"], 10)
+    return not growing and r["drain"] < 2.5 and r["p99"] < 1000 and r["missing"] == 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--steps", default="100,200,300,400,600,800")
+    parser.add_argument("--step-seconds", type=float, default=10)
+    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    parser.add_argument("--concurrency", type=int, default=None, help="worker concurrency (default: callsync's)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that `finally` stops the processes
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+    store = redis.Redis.from_url(redis_url)
+    store.flushdb()
+    port = launch.free_port()
+    web = f"http://127.0.0.1:{port}"
+    parent, child = multiprocessing.Pipe()
+    stand = multiprocessing.Process(target=standins, args=(child, web, CHANNELS), daemon=True)
+    stand.start()
+    stream_url, hms_url = parent.recv()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CALLSYNC_", "STREAM_", "HMS_", "REDIS_URL"))},
+        "REDIS_URL": redis_url,
+        "STREAM_BASE_URL": stream_url,
+        "STREAM_API_KEY": KEY,
+        "STREAM_API_SECRET": SECRET,
+        "HMS_BASE_URL": hms_url,
+        "HMS_ACCESS_KEY": HMS_KEY,
+        "HMS_APP_SECRET": HMS_SECRET,
+        "HMS_WEBHOOK_SECRET": HOOK,
+        "CALLSYNC_STREAM_UPDATE_RATE": "1000000/s",
+    }
+    logs = Path(tempfile.mkdtemp(prefix="callsync-bench-"))
+    worker_args: list[Any] = ["--pool", args.pool] + (["--concurrency", args.concurrency] if args.concurrency else [])
+    children = [
+        launch.start("web", launch.role_argv("web", "--port", port, "--host", "127.0.0.1"), env, logs),
+        launch.start("worker", launch.role_argv("worker", *worker_args), env, logs),
+    ]
+    depth = Depth(store)
+    try:
+        launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver")
+        launch.wait_for(lambda: " ready." in (logs / "worker.log").read_text(errors="replace"), 60, "the worker")
+        load = Load(web, CHANNELS)
+        print(f"callsync web (2 x 8 threads) + 1 callsync worker ({args.pool}); Redis {redis_url}; logs {logs}", flush=True)
+        warm = run_phase(load, parent, store, depth, 200, 2 * CHANNELS / 200)  # every channel known, every child warm
+        print(f"warm-up, every channel opened and closed once: {line(warm)}", flush=True)
+        main_run = run_phase(load, parent, store, depth, args.rate, args.seconds)
+        print(f"\nphase 1, {args.rate:.0f} webhooks/s for {args.seconds:.0f} s:\n  {line(main_run)}", flush=True)
+        print(
+            f"  target p50 <= 10 ms: {main_run['p50']:.1f} ms ({main_run['p50'] / 10:.2f} of it); "
+            f"p99 <= 50 ms: {main_run['p99']:.1f} ms ({main_run['p99'] / 50:.2f} of it)",
+            flush=True,
+        )
+        print("\nphase 2, stepping the rate:", flush=True)
+        best = 0.0
+        for rate in [float(r) for r in args.steps.split(",")]:
+            result = run_phase(load, parent, store, depth, rate, args.step_seconds)
+            ok = held(result)
+            print(f"  {'held ' if ok else 'GROWS'} {line(result)}", flush=True)
+            if not ok:
+                break
+            best = rate
+        print(
+            f"\nhighest sustained rate with one worker process: {best:.0f} webhooks/s ({best / args.rate:.1f} x the {args.rate:.0f}/s target)"
+        )
+    finally:
+        depth.stop()
+        launch.stop(children)
+        parent.send("stop")
+        stand.join(5)
+        store.flushdb()
+
+
+if __name__ == "__main__":
+    main()
