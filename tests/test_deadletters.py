@@ -19,7 +19,7 @@ from worker.deadletters import DeadLetters
 from worker.logs import JsonFormatter
 
 pytestmark = pytest.mark.redis
-RECONCILE = "callsync.reconcile_channel"
+APPLY = "callsync.apply_hms_event"  # the webhook's task reconciles its channels itself
 
 
 class Capture(logging.Handler):
@@ -78,13 +78,14 @@ def test_exhausted_retries_become_a_dead_letter_that_replay_brings_back(stack, l
 
     letters = DeadLetters(stack.redis)
     [letter] = wait_for(letters.list, timeout=20)
-    assert (letter.task, letter.args, letter.attempts) == (RECONCILE, [CID], 3)
+    assert (letter.task, letter.attempts) == (APPLY, 3)
+    assert letter.args[0]["room_name"] == CALL and letter.args[0]["session_id"] == session["id"]
     assert letter.error.startswith("stream 503") and letter.task_id and letter.failed_at > 0
     assert stream.call_fields(CID).get("callActive") is not True
     samples = metrics(stack)
-    assert runs(samples, RECONCILE, "retry") == 2 and runs(samples, RECONCILE, "dead_letter") == 1
+    assert runs(samples, APPLY, "retry") == 2 and runs(samples, APPLY, "dead_letter") == 1
     assert samples[("callsync_dead_letters", frozenset())] == 1
-    assert samples[("callsync_dead_lettered_total", frozenset({("task", RECONCILE)}))] == 1
+    assert samples[("callsync_dead_lettered_total", frozenset({("task", APPLY)}))] == 1
     failed = {("api", "stream"), ("status", "503")}
     assert sum(v for (name, labels), v in samples.items() if name == "callsync_upstream_calls_total" and failed <= labels) == 3
     assert all("general" not in dict(labels).get("endpoint", "") for _, labels in samples)  # templated, no ids
@@ -96,7 +97,7 @@ def test_exhausted_retries_become_a_dead_letter_that_replay_brings_back(stack, l
     assert "no dead letter no-such-id" in capsys.readouterr().err
     wait_for(lambda: stream.call_fields(CID).get("callActive") is True)
     assert stream.call_fields(CID)["callId"] == CALL and letters.count() == 0
-    wait_for(lambda: runs(metrics(stack), RECONCILE, "success") >= 1)
+    wait_for(lambda: runs(metrics(stack), APPLY, "success") >= 1)
     assert metrics(stack)[("callsync_dead_letters", frozenset())] == 0
 
     assert main(["status", "--json"]) == 0
@@ -124,6 +125,6 @@ def assert_logs_tell_the_story_without_secrets(logs: Capture, letter_id: str, se
     assert opened[0]["room_id"] == room_id and opened[0]["cid"] == CID and opened[0]["delivery_id"]
     assert any(h.get("event_type") == "channel.updated" and h.get("cid") == CID for h in hooks)
     tasks = [r.cs for r in logs.records if r.name == "callsync.tasks" and "outcome" in getattr(r, "cs", {})]  # type: ignore[attr-defined]
-    assert [t["outcome"] for t in tasks if t["task"] == RECONCILE][:3] == ["retry", "retry", "dead_letter"]
+    assert [t["outcome"] for t in tasks if t["task"] == APPLY][:3] == ["retry", "retry", "dead_letter"]
     assert any(t["task"] == "callsync.apply_hms_event" and t.get("session_id") == session_id for t in tasks)
     assert any(getattr(r, "cs", {}).get("dead_letter_id") == letter_id for r in logs.records)

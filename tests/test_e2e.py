@@ -358,8 +358,8 @@ def test_rule7_other_4xx_is_dead_lettered_at_once_and_can_be_replayed(sut: Syste
     sut.stream.fail_next(1, 400)
     session = sut.hms.open_session(room["id"])
     letters = wait_for(lambda: json.loads(sut.cli("dead-letters", "list", "--json").stdout or "[]"), 15, "a dead letter")
-    [letter] = [x for x in letters if x["args"] == [cid]]
-    assert letter["task"] == "callsync.reconcile_channel" and "stream 400" in letter["error"]
+    [letter] = [x for x in letters if x["args"][0].get("session_id") == session["id"]]
+    assert letter["task"] == "callsync.apply_hms_event" and "stream 400" in letter["error"]
     assert SECRET not in json.dumps(letters) and HMS_SECRET not in json.dumps(letters)
     sut.settle()
     assert len(_stream_times(sut, cid)) == 1 and fields(sut, cid).get("callActive") is not True  # no retry

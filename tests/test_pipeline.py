@@ -105,7 +105,7 @@ def test_a_permanent_upstream_error_becomes_a_dead_letter(pipeline):
     hms.open_session(room["id"])
     letters = DeadLetters(client)
     [letter] = wait_for(letters.list)
-    assert letter.task == "callsync.reconcile_channel" and letter.args == [CID]
+    assert letter.task == "callsync.apply_hms_event" and letter.args[0]["room_name"] == CALL
     assert "stream 400" in letter.error and SECRET not in letter.error
 
 

@@ -129,9 +129,8 @@ def test_rate_limited_stream_answer_says_how_long_to_wait(world):
     world.stream.fail_next(1, 429, {"X-RateLimit-Reset": str(int(time.time()) + 30)})
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"])
-    sync.apply_hms_event(world.rt, world.hms_event("session.open.success", session, room))
     with pytest.raises(UpstreamError) as err:
-        world.drain()
+        sync.apply_hms_event(world.rt, world.hms_event("session.open.success", session, room))
     assert err.value.retry is Retry.AFTER and 25 <= err.value.retry_after <= 31
 
 
@@ -140,25 +139,26 @@ def test_server_error_is_retryable_and_changes_nothing(world):
     world.stream.fail_next(1, 500)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"])
-    sync.apply_hms_event(world.rt, world.hms_event("session.open.success", session, room))
+    opened = world.hms_event("session.open.success", session, room)
     with pytest.raises(UpstreamError) as err:
-        world.drain()
+        sync.apply_hms_event(world.rt, opened)
     assert err.value.retry is Retry.BACKOFF
-    sync.reconcile_channel(world.rt, CID)  # the retry
+    assert world.patches() == []
+    sync.apply_hms_event(world.rt, opened)  # the retry
     assert world.fields() == {"callActive": True, "callId": CALL}
 
 
 def test_stream_update_ceiling_defers_instead_of_writing(redis_client):
     world = World(redis_client, stream_update_rate=Rate(1, 60.0))
+    events = []
     for n in range(2):
         world.stream.create_channel(f"messaging:c{n}")
         room = world.hms.create_room(f"call-messaging:c{n}")
         session = world.hms.open_session(room["id"])
-        sync.apply_hms_event(world.rt, world.hms_event("session.open.success", session, room))
-    tasks = world.queue.take()
-    sync.reconcile_channel(world.rt, tasks[0][1][0])
+        events.append(world.hms_event("session.open.success", session, room))
+    sync.apply_hms_event(world.rt, events[0])
     with pytest.raises(sync.Later) as later:
-        sync.reconcile_channel(world.rt, tasks[1][1][0])
+        sync.apply_hms_event(world.rt, events[1])
     assert 0 < later.value.seconds <= 60
     assert len(world.patches()) == 1
 

@@ -2,33 +2,62 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
+
 import redis
 
 from .settings import Rate
 
-# A sliding log of grant times in a sorted set, on the Redis clock so every host agrees.
-# Exact: never more than `count` grants in any window of `period` seconds.
+# A sliding log of updates in a sorted set, on the Redis clock so every host agrees. The
+# platform counts a request when it arrives, some time between our grant and the answer,
+# so a grant is logged as "in flight" (scored HOLD seconds ahead: it fills the window)
+# until `release` logs the time the answer came. Then no window of `period` seconds at
+# the platform can hold more than `count` updates, however long each request takes.
+HOLD = 30.0  # longer than an update's timeout; a worker killed mid-request frees its grant after this
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local count, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+local count, period, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
 if redis.call('ZCARD', KEYS[1]) < count then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(period * 1000))
+  redis.call('ZADD', KEYS[1], now + hold, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil((period + hold) * 1000))
   return '0'
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return tostring(tonumber(oldest[2]) + period - now)
+local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+if oldest > now then return '0.05' end -- the window is full of requests in flight: ask again soon
+return tostring(oldest + period - now)
+"""
+_RELEASE = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
 """
 
 
 class RateLimiter:
     def __init__(self, client: redis.Redis, key: str, rate: Rate):
-        self._script = client.register_script(_ACQUIRE)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
         self._key, self._rate = key, rate
 
     def acquire(self, token: str) -> float:
         """Take one grant now and return 0, or return the seconds to wait before asking again."""
-        wait = self._script(keys=[self._key], args=[self._rate.count, self._rate.period, token])
+        wait = self._acquire(keys=[self._key], args=[self._rate.count, self._rate.period, token, HOLD])
         return max(float(wait), 0.0)
+
+    def release(self, token: str) -> None:
+        """The granted request has been answered (or failed): log it at this time."""
+        self._release(keys=[self._key], args=[token])
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[float]:
+        """Ask for a grant; yields the seconds to wait (0: granted, and released on exit)."""
+        token = str(uuid.uuid4())
+        wait = self.acquire(token)
+        try:
+            yield wait
+        finally:
+            if wait == 0:
+                self.release(token)

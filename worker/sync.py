@@ -7,7 +7,6 @@ with fakeredis and a fake upstream transport, and Celery only adds retries.
 from __future__ import annotations
 
 import logging
-import uuid
 
 from .clients.hms import LiveSession
 from .core.events import HmsEvent, StreamEvent
@@ -33,7 +32,7 @@ class Later(Exception):
 
 
 def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
-    """Record what Stream showed for the channel, end the call if a client ended it, reconcile."""
+    """Record what Stream showed for the channel, end the call if a client ended it, reconcile it."""
     assert event.cid is not None
     now = rt.clock()
     observed = rt.state.observe_stream_event(event, now)
@@ -45,16 +44,21 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
         # Mark it first: a reconcile racing the end-room call must not put the flag back.
         if ended is not None and rt.state.begin_ending(ended.room_name or "", ended.session_id, now):
             rt.schedule(END_SESSION, (ended.room_name, ended.session_id, f"call ended in channel {event.cid}"))
-    rt.schedule(RECONCILE, (event.cid,))
+    reconcile_channel(rt, event.cid)
 
 
 def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     """Record the session change and reconcile every channel bound to the room."""
     session = rt.state.record_hms_event(event)
     if session is not None and session.room_name:
-        reconcile_call(rt, session.room_name)
+        for cid in sorted(rt.state.channels_of_call(session.room_name)):
+            reconcile_channel(rt, cid)
 
 
+# The two apply steps reconcile in the same task: recording an event is idempotent, so a
+# retry (or a Later) re-runs both, and a webhook costs one task instead of two. Steps whose
+# retry would repeat an upstream call that already took effect (end-room) or that cannot
+# re-run their reconcile (a check that already recorded the close) schedule it instead.
 def reconcile_call(rt: Runtime, call_id: str) -> None:
     """Schedule a reconcile of every channel bound to `call_id`."""
     for cid in sorted(rt.state.channels_of_call(call_id)):
@@ -83,13 +87,13 @@ def _reconcile_locked(rt: Runtime, cid: str) -> None:
             # Without Stream's `updated_at` the read is the oldest news: any event supersedes it.
             rt.state.record_channel(cid, fields, version or 0.0, exists=fields is not None)
         elif plan.write is not None:
-            wait = rt.limiter.acquire(str(uuid.uuid4()))
-            if wait > 0:
-                labels = {"api": "stream", "source": "ceiling"}
-                rt.tally.inc(RATE_LIMIT_WAITS, labels)
-                rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, wait)
-                raise Later(wait, "Stream update ceiling reached")
-            fields, version = rt.stream.update_call_fields(cid, plan.write)
+            with rt.limiter.update() as wait:
+                if wait > 0:
+                    labels = {"api": "stream", "source": "ceiling"}
+                    rt.tally.inc(RATE_LIMIT_WAITS, labels)
+                    rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, wait)
+                    raise Later(wait, "Stream update ceiling reached")
+                fields, version = rt.stream.update_call_fields(cid, plan.write)
             live = live_call(calls)
             # The claim callsync writes belongs to the session it is for, whatever the clocks say.
             since = live.session.started_at if live and live.session else None
