@@ -83,10 +83,12 @@ def standins(conn: Connection, receiver: str, channels: int) -> None:
 def envelope(n: int, session: str, kind: str) -> bytes:
     room = f"call-messaging:bench-{n}"
     data = {"room_id": f"room{n:020d}", "room_name": room, "session_id": session, "template_id": "t"}
-    data["session_started_at"] = "2026-11-20T10:00:00Z"
+    # Started now: a session dated in the past would be ended by the 12-hour sweep mid-bench.
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data["session_started_at"] = now
     if kind == "session.close.success":
-        data |= {"session_stopped_at": "2026-11-20T10:05:00Z", "session_duration": 300}
-    body = {"version": "2.0", "id": str(uuid.uuid4()), "timestamp": "2026-11-20T10:00:00Z", "type": kind, "data": data}
+        data |= {"session_stopped_at": now, "session_duration": 1}
+    body = {"version": "2.0", "id": str(uuid.uuid4()), "timestamp": now, "type": kind, "data": data}
     return json.dumps(body).encode()
 
 
