@@ -119,6 +119,10 @@ class FakeStream(Fake):
         }
         return json_response(body, status, headers)
 
+    def _throttled_headers(self, now: float) -> dict[str, str]:
+        """A 429 of the per-second cap (limit/30 a second): the quota is back at the next second."""
+        return {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(now) + 1)}
+
     def _rate_limit_headers(self, response: Response) -> Response:
         """Stream sends X-RateLimit-* on every answer (update channel: 300 per minute)."""
         response.headers.setdefault("X-RateLimit-Limit", "300")
