@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import jwt
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 Json = dict[str, Any]
@@ -112,7 +112,7 @@ class Fake:
 
     def _gate(self) -> Response | None:
         """Before every request: authenticate, record, then apply an injected delay or failure."""
-        arrived = time.time()
+        arrived = g.arrived = time.time()
         problem = self._authenticate()
         if problem is not None:
             return self._error(401, problem)

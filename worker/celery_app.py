@@ -13,7 +13,6 @@ from .runtime import Runtime, build_runtime
 from .settings import Settings
 
 
-
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
     """Redelivery of tasks a worker took and never acknowledged (it was killed).
 
@@ -56,7 +55,7 @@ def create_celery(settings: Settings) -> Celery:
         },
         # RedBeat keeps the schedule in Redis and holds a lock there: any number of beat
         # processes may run, one schedules; a standby takes over within the lock timeout.
-        beat_scheduler="redbeat.RedBeatScheduler",
+        beat_scheduler="worker.beat:SteadyRedBeatScheduler",
         redbeat_redis_url=settings.redis_url,
         redbeat_key_prefix="cs:beat:",
         redbeat_lock_timeout=30,
