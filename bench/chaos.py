@@ -297,10 +297,12 @@ class Report:
     wrong: list[str] = field(default_factory=list)
     dead_letters: list[tuple[str, str, str]] = field(default_factory=list)  # (class, task, error)
     writes: int = 0
+    unshown: Counter[str] = field(default_factory=Counter)  # lifecycles never shown active, by fault under way
     redundant_writes: int = 0  # successful PATCHes that left the call fields as they were
     minimum_writes: int = 0
     ceiling: Rate = field(default_factory=lambda: Rate(30, 1.0))
     busiest: int = 0
+    tightest: float = 0.0  # the shortest span holding ceiling + 1 successful updates
     windows_at_ceiling: float = 0.0
     deliveries: Counter[str] = field(default_factory=Counter)
     lost: int = 0
@@ -357,13 +359,15 @@ class Report:
             f"Stream writes: {self.writes} successful PATCHes; minimum in-order delivery needs {self.minimum_writes}; "
             f"ratio {self.ratio:.3f} (target <= 1.05); {self.redundant_writes} of them changed nothing"
             + (
-                f"; below the minimum: {self.minimum_writes - self.writes + self.redundant_writes} changes were over "
-                "before their write came due (an open and its close both recorded first: nothing to write)"
+                f"; below the minimum: {sum(self.unshown.values())} lifecycles were over before their write came due "
+                "(open and close both recorded first: nothing to write), opened while: "
+                + ", ".join(f"{what} {count}" for what, count in self.unshown.most_common())
                 if self.writes - self.redundant_writes < self.minimum_writes
                 else ""
             ),
             f"Stream update ceiling {self.ceiling.count}/{self.ceiling.period:g}s: busiest {self.ceiling.period:g} s window "
-            f"at the stand-in {self.busiest} (ceiling reached in {self.windows_at_ceiling:.0%} of the windows with writes)",
+            f"at the stand-in {self.busiest} (ceiling reached in {self.windows_at_ceiling:.0%} of the windows with writes; "
+            f"the shortest span of {self.ceiling.count + 1} updates: {self.tightest:.3f} s)",
             f"secret scan: {self.scanned_items} items, {self.scanned_bytes:,} bytes (logs, dead letters, /metrics, error bodies): "
             + (f"{len(self.leaks)} finding(s): {self.leaks[:5]}" if self.leaks else "no secret or token"),
         ]
@@ -389,6 +393,9 @@ class Chaos:
         self.children: dict[str, launch.Child] = {}
         self.killed: set[str] = set()
         self.redis_url = ""
+        self.shown_active: dict[str, list[float]] = {}  # cid -> when callsync wrote callActive true
+        self.begin = 0.0  # when the sessions started (monotonic)
+        self.faults_at: list[tuple[str, float]] = []  # (what, monotonic time)
 
     def note(self, what: str) -> None:
         line = f"t={time.monotonic() - self.started:6.1f} s  {what}"
@@ -459,6 +466,8 @@ class Chaos:
                 def watch(cid: str, fields: dict[str, Any], by: str) -> None:
                     if by == "server" and shown.get(cid) == fields:
                         self.report.redundant_writes += 1
+                    if by == "server" and fields.get("callActive") is True:
+                        self.shown_active.setdefault(cid, []).append(time.monotonic())
                     shown[cid] = fields
 
                 stream.change_watchers.append(watch)
@@ -474,7 +483,7 @@ class Chaos:
                     self.note("settled" if self.report.settled else "did not settle")
                     stream.fail_randomly(0, 0, 0)
                     hms.fail_randomly(0, 0, 0)
-                    self.judge(client, stream, hms, rooms, courier, web)
+                    self.judge(plan, client, stream, hms, rooms, courier, web)
                 finally:
                     courier.close()
                     self.report.died = [
@@ -492,7 +501,7 @@ class Chaos:
 
     def drive(self, plan: Plan, hms: FakeHms, rooms: dict[int, str], env: dict[str, str], store: RedisServer) -> None:
         """Play the sessions in time; kill a worker at 40% and restart Redis at 60% of the way."""
-        begin = time.monotonic()
+        begin = self.begin = time.monotonic()
         live: dict[int, str] = {}
         faults: list[tuple[float, Callable[[], None]]] = []
         if self.cfg.kill_worker:
@@ -515,12 +524,14 @@ class Chaos:
         os.killpg(victim.process.pid, signal.SIGKILL)
         victim.process.wait(10)
         self.killed.add("worker1")
+        self.faults_at.append(("worker killed", time.monotonic()))
         self.note("SIGKILL worker1's process group; a process manager starts worker3")
         time.sleep(1.0)
         self.start_role("worker3", "worker", env)
 
     def restart_redis(self, store: RedisServer) -> None:
         store.kill()
+        self.faults_at.append(("Redis restarted", time.monotonic()))
         self.note("SIGKILL Redis")
         time.sleep(2.0)
         store.start()
@@ -548,8 +559,24 @@ class Chaos:
             time.sleep(0.2)
         return False
 
+    def unshown(self, plan: Plan) -> Counter[str]:
+        """Lifecycles whose channel never showed the call (no active write between their open and the
+        channel's next open), by the fault under way at their open, if any."""
+        opens: dict[int, list[float]] = {}
+        for offset, n, what in plan.events:
+            if what == "open":
+                opens.setdefault(n, []).append(self.begin + offset)
+        missed: Counter[str] = Counter()
+        for n, times in opens.items():
+            shown = self.shown_active.get(cid_of(n), [])
+            for start, end in zip(times, [*times[1:], float("inf")], strict=True):
+                if not any(start <= t < end for t in shown):
+                    during = [what for what, at in self.faults_at if at - 5 <= start <= at + self.cfg.visibility_timeout + 5]
+                    missed[during[-1] if during else "no fault under way"] += 1
+        return missed
+
     def judge(
-        self, client: redis.Redis, stream: FakeStream, hms: FakeHms, rooms: dict[int, str], courier: Courier, web: str
+        self, plan: Plan, client: redis.Redis, stream: FakeStream, hms: FakeHms, rooms: dict[int, str], courier: Courier, web: str
     ) -> None:
         r = self.report
         for n in range(self.cfg.channels):
@@ -566,7 +593,11 @@ class Chaos:
             for letter in letters
         ]
         r.writes = len(stream.patch_times)
+        r.unshown = self.unshown(plan)
         r.busiest, r.windows_at_ceiling = busiest_window(stream.patch_times, r.ceiling)
+        ordered = sorted(stream.patch_times)
+        k = r.ceiling.count
+        r.tightest = min((ordered[i + k] - ordered[i] for i in range(len(ordered) - k)), default=0.0)
         r.deliveries, r.lost = courier.stats, len(courier.lost)
         r.faults = {"Stream": dict(stream.faults_injected), "100ms": dict(hms.faults_injected)}
         r.upstream_calls = {"Stream": len(stream.calls), "100ms": len(hms.calls)}

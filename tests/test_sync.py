@@ -159,7 +159,7 @@ def test_stream_update_ceiling_defers_instead_of_writing(redis_client):
     sync.reconcile_channel(world.rt, tasks[0][1][0])
     with pytest.raises(sync.Later) as later:
         sync.reconcile_channel(world.rt, tasks[1][1][0])
-    assert 0 < later.value.seconds <= 60
+    assert 0 < later.value.seconds <= 61  # the period and the limiter's margin
     assert len(world.patches()) == 1
 
 
