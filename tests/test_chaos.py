@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.chaos import Config, run
+from bench.chaos import JITTER_ALLOWANCE, Config, run
 from tests.conftest import REAL_URL, REQUIRE_REAL
 
 pytestmark = pytest.mark.redis
@@ -25,5 +25,5 @@ def test_the_short_chaos_run_holds(capsys: pytest.CaptureFixture[str]) -> None:
     assert report.channels_right == report.cfg.channels, report.wrong
     assert not report.unexplained, report.dead_letters
     assert report.ratio <= 1.05
-    assert report.busiest <= report.ceiling.count
+    assert report.busiest <= report.ceiling.count + JITTER_ALLOWANCE
     assert not report.lost and not report.died and not report.leaks
