@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import threading
 import time
 import uuid
@@ -15,7 +16,7 @@ from typing import Any, cast
 
 import httpx
 import jwt
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 Json = dict[str, Any]
@@ -83,6 +84,8 @@ class Fake:
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._delays: list[float] = []
         self._in_flight = 0
+        self._random_faults: tuple[random.Random, float, float] | None = None  # rng, P(5xx), P(429)
+        self.faults_injected: dict[int, int] = {}  # status -> how many calls were answered with it
         # Called with (arrival time, call) for every authenticated API call, before any
         # injected fault: the demo prints them, bench/e2e.py times them.
         self.watchers: list[Callable[[float, Call], None]] = []
@@ -99,6 +102,30 @@ class Fake:
         with self._lock:
             self._delays.extend([seconds] * n)
 
+    def fail_randomly(self, seed: int, p_5xx: float, p_429: float) -> None:
+        """From now on each authenticated API call answers a 5xx (500, 502 or 503) with
+        probability ``p_5xx`` and a 429 with the platform's wait headers with probability
+        ``p_429``; a seeded RNG, so a run's faults are reproducible in kind and number.
+        ``p_5xx = p_429 = 0`` turns it off."""
+        with self._lock:
+            self._random_faults = (random.Random(seed), p_5xx, p_429) if p_5xx or p_429 else None
+
+    def _throttled_headers(self, now: float) -> dict[str, str]:
+        """The headers of a 429 telling the caller when to come back."""
+        return {"Retry-After": "1"}
+
+    def _random_fault(self, now: float) -> tuple[int, dict[str, str]] | None:
+        """Draw this call's injected fault, if random faults are on (lock held)."""
+        if self._random_faults is None:
+            return None
+        rng, p_5xx, p_429 = self._random_faults
+        draw = rng.random()
+        if draw < p_5xx:
+            return rng.choice((500, 502, 503)), {}
+        if draw < p_5xx + p_429:
+            return 429, self._throttled_headers(now)
+        return None
+
     def _authenticate(self) -> str | None:
         """Return why the current request is not authenticated, or None."""
         raise NotImplementedError
@@ -108,7 +135,7 @@ class Fake:
 
     def _gate(self) -> Response | None:
         """Before every request: authenticate, record, then apply an injected delay or failure."""
-        arrived = time.time()
+        arrived = g.arrived = time.time()
         problem = self._authenticate()
         if problem is not None:
             return self._error(401, problem)
@@ -118,7 +145,9 @@ class Fake:
             self.calls.append(call)
             self.call_times.append(arrived)
             delay = self._delays.pop(0) if self._delays else 0.0
-            failure = self._failures.pop(0) if self._failures else None
+            failure = self._failures.pop(0) if self._failures else self._random_fault(arrived)
+            if failure is not None:
+                self.faults_injected[failure[0]] = self.faults_injected.get(failure[0], 0) + 1
         for watch in self.watchers:
             watch(arrived, call)
         if delay:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jwt
-from flask import Response, request
+from flask import Response, g, request
 
 from .base import Fake, Json, Webhook, decode_hs256, json_response, rfc3339, rfc3339_us
 
@@ -48,7 +48,7 @@ class FakeStream(Fake):
         super().__init__("fake_stream", webhook_url)
         self.api_key, self.api_secret, self.field_prefix = api_key, api_secret, field_prefix
         self.channels: dict[str, Json] = {}
-        self.patch_times: list[float] = []
+        self.patch_times: list[float] = []  # arrival of each applied partial update
         self._stamps: dict[str, int] = {}  # cid -> last updated_at in microseconds
         # Called with (cid, its call fields, "client" or "server") after every change.
         self.change_watchers: list[Callable[[str, Json, str], None]] = []
@@ -119,6 +119,10 @@ class FakeStream(Fake):
         }
         return json_response(body, status, headers)
 
+    def _throttled_headers(self, now: float) -> dict[str, str]:
+        """A 429 of the per-second cap (limit/30 a second): the quota is back at the next second."""
+        return {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(now) + 1)}
+
     def _rate_limit_headers(self, response: Response) -> Response:
         """Stream sends X-RateLimit-* on every answer (update channel: 300 per minute)."""
         response.headers.setdefault("X-RateLimit-Limit", "300")
@@ -177,7 +181,7 @@ class FakeStream(Fake):
                 return self._error(404, f"Channel '{cid}' not found")
             channel = self._update(cid, sets, unsets)
             hook = self._channel_updated(cid, {"type": "server"}, None)
-            self.patch_times.append(time.time())
+            self.patch_times.append(g.arrived)
         self._changed(cid, "server")
         self._deliver(hook)
         return json_response({"channel": channel, "members": [], "duration": "1.00ms"})

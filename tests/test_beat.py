@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import redis
 
 from tests.conftest import REAL_URL, real_redis_or_skip
 from worker.queue import QUEUE
@@ -44,3 +45,28 @@ def test_two_beat_processes_schedule_the_sweep_once_per_interval():
         client.flushdb()
     # One active scheduler: about one sweep a second. Two would queue about twice as many.
     assert 1 <= count <= elapsed + 2, (count, elapsed)
+
+
+def test_beat_processes_outlive_a_redis_restart(tmp_path):
+    """Regression (bench/chaos.py): RedBeat's tick raised on the lost connection and both beats exited."""
+    real_redis_or_skip()  # runs with the real-Redis suite; the Redis here is our own, restartable one
+    from bench.chaos import RedisServer
+    from worker import launch
+
+    store = RedisServer(tmp_path, launch.free_port())
+    store.start()
+    client = redis.Redis.from_url(store.url)
+    env = {**os.environ, "REDIS_URL": store.url, "CALLSYNC_SWEEP_INTERVAL_SECONDS": "1"}
+    beats = [launch.start(f"beat{n}", launch.role_argv("beat"), env, tmp_path) for n in range(2)]
+    try:
+        launch.wait_for(lambda: sweeps_queued(client), 20, "a sweep before the restart")
+        store.kill()
+        time.sleep(3)
+        store.start()
+        client.delete(QUEUE)
+        launch.wait_for(lambda: sweeps_queued(client), 30, "a sweep after the restart")
+        assert all(beat.alive() for beat in beats), [beat.process.returncode for beat in beats]
+    finally:
+        launch.stop(beats)
+        client.close()
+        store.kill()

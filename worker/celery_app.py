@@ -12,11 +12,24 @@ from .queue import QUEUE
 from .runtime import Runtime, build_runtime
 from .settings import Settings
 
-# Redis redelivers an unacknowledged task after this many seconds. It must exceed every
-# countdown callsync schedules (backoff and rate-limit waits are capped at 300 s, the
-# stale-flag grace defaults to 60 s), or a delayed task would run twice; and it bounds
-# how long a task held by a killed worker waits before another worker takes it over.
-VISIBILITY_TIMEOUT = 1200
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """Redelivery of tasks a worker took and never acknowledged (it was killed).
+
+    Redis redelivers such a task `CALLSYNC_VISIBILITY_TIMEOUT_SECONDS` after the worker
+    took it: that bounds how long a killed worker's tasks wait for another worker. A task
+    waiting on a countdown (backoff, a 429's wait, the stale-flag grace) is also held
+    unacknowledged, so a countdown longer than the timeout is redelivered too and runs
+    twice: harmless (tasks are level-triggered and lock the channel), only extra work.
+    Workers look for such tasks every tenth of the timeout (at most every 10 s); kombu's
+    default, every 100 s, would add up to 100 s to a short timeout.
+    """
+    timeout = settings.visibility_timeout_seconds
+    return {
+        "visibility_timeout": timeout,
+        "unacked_restore_interval": max(1, min(10, timeout // 10)),
+        "unacked_restore_throttle": 1,  # one ZRANGE under kombu's mutex per look
+    }
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -33,7 +46,7 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=4,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options=broker_transport_options(settings),
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,  # Flower and `celery events` work out of the box
         worker_hijack_root_logger=False,
@@ -42,7 +55,7 @@ def create_celery(settings: Settings) -> Celery:
         },
         # RedBeat keeps the schedule in Redis and holds a lock there: any number of beat
         # processes may run, one schedules; a standby takes over within the lock timeout.
-        beat_scheduler="redbeat.RedBeatScheduler",
+        beat_scheduler="worker.beat:SteadyRedBeatScheduler",
         redbeat_redis_url=settings.redis_url,
         redbeat_key_prefix="cs:beat:",
         redbeat_lock_timeout=30,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import time
 from typing import Any
 
 from celery import signals
@@ -63,20 +66,42 @@ def _celery_logging(settings: Settings) -> None:
     signals.setup_logging.connect(setup, weak=False)
 
 
+RESTART_PAUSE_SECONDS = 2.0
+
+
 def run_worker(settings: Settings, concurrency: int, pool: str = "prefork") -> None:
+    """Run a Celery worker; if it stops without being asked to, start this command afresh.
+
+    kombu can fail to close its Redis channel after the connection drops (Redis restarted
+    while the worker held unacknowledged tasks: AttributeError in `restore_unacked`), and
+    Celery then stops the worker as "unrecoverable", with exit code 0 (found by
+    bench/chaos.py). The tasks it held stay in Redis and are redelivered after the
+    visibility timeout. A fresh process image (exec, same pid) reconnects as a new worker
+    would, so a Redis restart never leaves a host without its worker.
+    """
     _celery_logging(settings)
+    asked = []
+    signals.worker_shutting_down.connect(lambda **_: asked.append(True), weak=False)
     app = create_celery(settings)
-    app.worker_main(
-        [
-            "worker",
-            "--loglevel=INFO",
-            f"--queues={QUEUE}",
-            f"--concurrency={concurrency}",
-            f"--pool={pool}",
-            "-E",
-            "--without-mingle",
-        ]
-    )
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--loglevel=INFO",
+                f"--queues={QUEUE}",
+                f"--concurrency={concurrency}",
+                f"--pool={pool}",
+                "-E",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        if not asked:
+            logging.getLogger("callsync.worker").error(
+                "the worker stopped without being asked to; starting it again in %.0f s", RESTART_PAUSE_SECONDS
+            )
+            time.sleep(RESTART_PAUSE_SECONDS)
+            os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - this very command, again
 
 
 def run_beat(settings: Settings) -> None:

@@ -45,6 +45,7 @@ class Settings:
     max_body_bytes: int = 1048576
     dry_run: bool = False
     task_max_retries: int = 10
+    visibility_timeout_seconds: int = 1200
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -150,4 +151,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_body_bytes=_int(env, "CALLSYNC_MAX_BODY_BYTES", 1048576, low=64),
         dry_run=_bool(env, "CALLSYNC_DRY_RUN", False),
         task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", 10, low=0, high=100),
+        visibility_timeout_seconds=_int(env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS", 1200, low=10),
     )
