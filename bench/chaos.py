@@ -419,17 +419,19 @@ class Chaos:
             stop_hms()
 
     def env(self, store: RedisServer, stream_url: str, hms_url: str) -> dict[str, str]:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CALLSYNC_", "STREAM_", "HMS_", "REDIS_URL"))}
+        inherited = launch.clean_environment()
         return {
             **inherited,
             "REDIS_URL": store.url,
-            "STREAM_BASE_URL": stream_url,
-            "STREAM_API_KEY": STREAM_KEY,
-            "STREAM_API_SECRET": STREAM_SECRET,
-            "HMS_BASE_URL": hms_url,
-            "HMS_ACCESS_KEY": HMS_KEY,
-            "HMS_APP_SECRET": HMS_SECRET,
-            "HMS_WEBHOOK_SECRET": HOOK_SECRET,
+            **launch.platform_settings(
+                stream_url=stream_url,
+                stream_key=STREAM_KEY,
+                stream_secret=STREAM_SECRET,
+                hms_url=hms_url,
+                hms_key=HMS_KEY,
+                hms_secret=HMS_SECRET,
+                hook_secret=HOOK_SECRET,
+            ),
             "CALLSYNC_STREAM_UPDATE_RATE": self.cfg.rate,
             "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": str(self.cfg.visibility_timeout),
             "CALLSYNC_SWEEP_INTERVAL_SECONDS": "5",

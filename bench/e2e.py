@@ -268,15 +268,17 @@ def main() -> None:
     stand.start()
     stream_url, hms_url = parent.recv()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("CALLSYNC_", "STREAM_", "HMS_", "REDIS_URL"))},
+        **launch.clean_environment(),
         "REDIS_URL": redis_url,
-        "STREAM_BASE_URL": stream_url,
-        "STREAM_API_KEY": KEY,
-        "STREAM_API_SECRET": SECRET,
-        "HMS_BASE_URL": hms_url,
-        "HMS_ACCESS_KEY": HMS_KEY,
-        "HMS_APP_SECRET": HMS_SECRET,
-        "HMS_WEBHOOK_SECRET": HOOK,
+        **launch.platform_settings(
+            stream_url=stream_url,
+            stream_key=KEY,
+            stream_secret=SECRET,
+            hms_url=hms_url,
+            hms_key=HMS_KEY,
+            hms_secret=HMS_SECRET,
+            hook_secret=HOOK,
+        ),
         "CALLSYNC_STREAM_UPDATE_RATE": "1000000/s",
     }
     logs = Path(tempfile.mkdtemp(prefix="callsync-bench-"))

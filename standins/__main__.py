@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import threading
 
+from worker.launch import platform_settings
+
 from .hms import FakeHms
 from .serve import serve
 from .stream import FakeStream
@@ -37,15 +39,15 @@ def main(argv: list[str] | None = None) -> None:
         stream.create_channel(cid)
     stream_url, stop_stream = serve(stream.app, port=args.stream_port)
     hms_url, stop_hms = serve(hms.app, port=args.hms_port)
-    env = {
-        "STREAM_BASE_URL": stream_url,
-        "STREAM_API_KEY": STREAM_KEY,
-        "STREAM_API_SECRET": STREAM_SECRET,
-        "HMS_BASE_URL": hms_url,
-        "HMS_ACCESS_KEY": HMS_KEY,
-        "HMS_APP_SECRET": HMS_SECRET,
-        "HMS_WEBHOOK_SECRET": HOOK_SECRET,
-    }
+    env = platform_settings(
+        stream_url=stream_url,
+        stream_key=STREAM_KEY,
+        stream_secret=STREAM_SECRET,
+        hms_url=hms_url,
+        hms_key=HMS_KEY,
+        hms_secret=HMS_SECRET,
+        hook_secret=HOOK_SECRET,
+    )
     print("# stand-ins serving; point callsync at them with:", flush=True)
     for name, value in env.items():
         print(f"export {name}={value}", flush=True)

@@ -6,7 +6,6 @@ import re
 import subprocess
 import time
 
-from tests.test_run import bare_environment
 from worker import launch
 
 
@@ -14,7 +13,7 @@ def test_the_demo_tells_the_whole_story_within_a_minute(tmp_path) -> None:
     started = time.monotonic()
     done = subprocess.run(
         [*launch.CALLSYNC, "demo", "--logs", str(tmp_path)],
-        env=bare_environment(),
+        env=launch.clean_environment(),
         capture_output=True,
         text=True,
         timeout=90,

@@ -10,7 +10,6 @@ flight); Redis is flushed only before the processes start and after they stop.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -114,15 +113,17 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     webs = [f"http://127.0.0.1:{port}" for port in ports]
     stream.webhook_url, hms.webhook_url = f"{webs[0]}/webhooks/stream", f"{webs[0]}/webhooks/hms"
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("CALLSYNC_", "STREAM_", "HMS_", "REDIS_URL"))},
+        **launch.clean_environment(),
         "REDIS_URL": REAL_URL,
-        "STREAM_BASE_URL": stream_url,
-        "STREAM_API_KEY": KEY,
-        "STREAM_API_SECRET": SECRET,
-        "HMS_BASE_URL": hms_url,
-        "HMS_ACCESS_KEY": HMS_KEY,
-        "HMS_APP_SECRET": HMS_SECRET,
-        "HMS_WEBHOOK_SECRET": HOOK_SECRET,
+        **launch.platform_settings(
+            stream_url=stream_url,
+            stream_key=KEY,
+            stream_secret=SECRET,
+            hms_url=hms_url,
+            hms_key=HMS_KEY,
+            hms_secret=HMS_SECRET,
+            hook_secret=HOOK_SECRET,
+        ),
         "CALLSYNC_SWEEP_INTERVAL_SECONDS": str(SWEEP),
         "CALLSYNC_STALE_FLAG_GRACE_SECONDS": str(GRACE),
         "CALLSYNC_MAX_SESSION_SECONDS": str(MAX_SESSION),

@@ -17,9 +17,8 @@ import jwt
 import pytest
 import redis
 
-from tests import test_pipeline as pipe
+from tests import stack as pipe
 from tests.hostile import SECRETS, Receiver
-from tests.test_pipeline import pipeline  # noqa: F401 - the real-worker fixture
 from tests.world import CALL, CID, HMS_SECRET, SECRET, Platforms, World
 from worker import sync
 from worker.core.upstream import UpstreamError
@@ -115,15 +114,19 @@ def test_no_secret_in_logs_error_bodies_or_dead_letters(redis_client: redis.Redi
 
 
 @pytest.mark.redis
-def test_no_secret_leaves_a_real_worker(request: pytest.FixtureRequest, logs: pytest.LogCaptureFixture) -> None:
+def test_no_secret_leaves_a_real_worker(logs: pytest.LogCaptureFixture) -> None:
     """The same through the receiver, a real Celery worker (run_step's own dead letters) and real Redis."""
-    world = request.getfixturevalue("pipeline")
-    stream, hms, client = world["stream"], world["hms"], world["redis"]
+    with pipe.running_stack() as world:
+        _refused_write_leaves_no_secret(world, logs)
+
+
+def _refused_write_leaves_no_secret(world: pipe.Stack, logs: pytest.LogCaptureFixture) -> None:
+    stream, hms, client = world.stream, world.hms, world.redis
     stream.create_channel(pipe.CID)
     stream.fail_next(1, 401)
     room = hms.create_room(pipe.CALL)
     hms.open_session(room["id"])  # its webhook reaches the receiver; the worker's write is refused
-    forged = httpx.post(f"{world['web']}/webhooks/hms", content=b"{}", headers={"X-Callsync-Secret": "guess"})
+    forged = httpx.post(f"{world.web}/webhooks/hms", content=b"{}", headers={"X-Callsync-Secret": "guess"})
     [letter] = pipe.wait_for(DeadLetters(client).list)
     assert "stream 401" in letter.error and forged.status_code == 401
     server_jwt = jwt.encode({"server": True}, pipe.SECRET, algorithm="HS256")

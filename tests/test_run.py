@@ -19,11 +19,6 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 PATCH_LINE = '"dry_run": true, "method": "PATCH"'
 
 
-def bare_environment() -> dict[str, str]:
-    """This machine's environment without any callsync, platform or Redis setting."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CALLSYNC_", "STREAM_", "HMS_", "REDIS_URL"))}
-
-
 def run_and_send(tmp_path: Path, env: dict[str, str]) -> float:
     """Start `callsync run`, wait until every role serves, POST one signed sample; return
     the seconds from the POST to the dry-run PATCH line in its log."""
@@ -58,7 +53,7 @@ def run_and_send(tmp_path: Path, env: dict[str, str]) -> float:
 
 
 def test_run_on_a_bare_machine_processes_a_webhook_within_a_second(tmp_path: Path) -> None:
-    elapsed = run_and_send(tmp_path, bare_environment())
+    elapsed = run_and_send(tmp_path, launch.clean_environment())
     text = (tmp_path / "run.log").read_text()
     assert "embedded Valkey on 127.0.0.1:" in text and "dry run" in text
     assert '"url": "https://chat.stream-io-api.com/channels/messaging/general"' in text
@@ -69,7 +64,7 @@ def test_run_on_a_bare_machine_processes_a_webhook_within_a_second(tmp_path: Pat
 def test_run_with_redis_url_uses_that_redis(tmp_path: Path) -> None:
     store: redis.Redis = real_redis_or_skip()
     try:
-        run_and_send(tmp_path, {**bare_environment(), "REDIS_URL": REAL_URL})
+        run_and_send(tmp_path, {**launch.clean_environment(), "REDIS_URL": REAL_URL})
         assert "embedded Valkey" not in (tmp_path / "run.log").read_text()
         assert store.keys("cs:dd:stream:*") and store.keys("cs:dd:hms:*")  # its deliveries were recorded here
         assert not (tmp_path / "valkey").exists()

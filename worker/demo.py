@@ -8,7 +8,6 @@ served in this process. Every change of a channel's call fields is printed with 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import threading
 import time
@@ -97,17 +96,19 @@ def play(redis_url: str | None = None, log_dir: Path | None = None) -> int:
 
 
 def demo_environment(redis_url: str, stream_url: str, hms_url: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("CALLSYNC_", "STREAM_", "HMS_", "REDIS_URL"))}
+    base = launch.clean_environment()
     return {
         **base,
         "REDIS_URL": redis_url,
-        "STREAM_BASE_URL": stream_url,
-        "STREAM_API_KEY": STREAM_KEY,
-        "STREAM_API_SECRET": STREAM_SECRET,
-        "HMS_BASE_URL": hms_url,
-        "HMS_ACCESS_KEY": HMS_KEY,
-        "HMS_APP_SECRET": HMS_SECRET,
-        "HMS_WEBHOOK_SECRET": HOOK_SECRET,
+        **launch.platform_settings(
+            stream_url=stream_url,
+            stream_key=STREAM_KEY,
+            stream_secret=STREAM_SECRET,
+            hms_url=hms_url,
+            hms_key=HMS_KEY,
+            hms_secret=HMS_SECRET,
+            hook_secret=HOOK_SECRET,
+        ),
         "CALLSYNC_STALE_FLAG_GRACE_SECONDS": str(GRACE),
         "CALLSYNC_MAX_SESSION_SECONDS": str(MAX_SESSION),
         "CALLSYNC_SWEEP_INTERVAL_SECONDS": str(SWEEP),

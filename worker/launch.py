@@ -28,6 +28,26 @@ class Child:
         return self.process.poll() is None
 
 
+def clean_environment() -> dict[str, str]:
+    """This process's environment without any callsync, platform or Redis setting."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("CALLSYNC_", "STREAM_", "HMS_", "REDIS_URL"))}
+
+
+def platform_settings(
+    *, stream_url: str, stream_key: str, stream_secret: str, hms_url: str, hms_key: str, hms_secret: str, hook_secret: str
+) -> dict[str, str]:
+    """The settings (CONTRACT §2) that point callsync's roles at a Stream and a 100ms, e.g. the stand-ins."""
+    return {
+        "STREAM_BASE_URL": stream_url,
+        "STREAM_API_KEY": stream_key,
+        "STREAM_API_SECRET": stream_secret,
+        "HMS_BASE_URL": hms_url,
+        "HMS_ACCESS_KEY": hms_key,
+        "HMS_APP_SECRET": hms_secret,
+        "HMS_WEBHOOK_SECRET": hook_secret,
+    }
+
+
 def free_port() -> int:
     """A TCP port free right now on 127.0.0.1 (the kernel's choice, so concurrent runs differ)."""
     with socket.socket() as sock:
