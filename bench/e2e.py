@@ -54,6 +54,7 @@ def standins(conn: Connection, receiver: str, channels: int) -> None:
     """The child process: both stand-ins, recording (arrival, cid, active) of every PATCH."""
     from standins import FakeHms, FakeStream, serve
 
+    os.setpgrp()  # a process group of its own, so the bench can count its CPU apart
     stream = FakeStream(KEY, SECRET, webhook_url=f"{receiver}/webhooks/stream")
     hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_url=f"{receiver}/webhooks/hms", webhook_secret=HOOK)
     for n in range(channels):
@@ -204,13 +205,33 @@ def drain(conn: Connection, store: redis.Redis, timeout: float = 60) -> float:
     return time.time() - start
 
 
-def run_phase(load: Load, conn: Connection, store: redis.Redis, depth: Depth, rate: float, seconds: float) -> dict[str, Any]:
+def cpu_seconds(groups: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by every process of each named process group."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys(groups, 0.0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        for name, group in groups.items():
+            if int(fields[2]) == group:  # field 5 of stat: the process group
+                used[name] += (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def run_phase(
+    load: Load, conn: Connection, store: redis.Redis, depth: Depth, rate: float, seconds: float, groups: dict[str, int]
+) -> dict[str, Any]:
     conn.send("take")
     conn.recv()
+    cpu_before = cpu_seconds(groups)
     start = time.time()
     sent = load.send(rate, seconds)
     end = time.time()
     drained = drain(conn, store)
+    cpu = {name: used - cpu_before[name] for name, used in cpu_seconds(groups).items()}
     conn.send("take")
     patches, _ = conn.recv()
     lat, missing = latencies(sent, patches)
@@ -231,6 +252,7 @@ def run_phase(load: Load, conn: Connection, store: redis.Redis, depth: Depth, ra
         "drain": drained,
         "patches": len(patches),
         "sent": len(sent),
+        "cpu_ms": {name: used * 1000 / max(len(sent), 1) for name, used in cpu.items()},
     }
 
 
@@ -239,7 +261,8 @@ def line(r: dict[str, Any]) -> str:
         f"{r['rate']:5.0f}/s (sent {r['achieved']:5.0f}/s): POST→PATCH p50 {r['p50']:6.1f} ms  p99 {r['p99']:7.1f} ms  "
         f"max {r['max']:7.1f} ms | receiver answer p50 {r['answer_p50']:.1f} ms p99 {r['answer_p99']:.1f} ms | "
         f"queue depth mean first/last third {r['depth_first']:.1f}/{r['depth_last']:.1f}, max {r['depth_max']}, "
-        f"drained in {r['drain']:.1f} s | {r['patches']} PATCHes for {r['sent']} webhooks, {r['missing']} unmatched"
+        f"drained in {r['drain']:.1f} s | {r['patches']} PATCHes for {r['sent']} webhooks, {r['missing']} unmatched | "
+        "CPU per webhook: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in r["cpu_ms"].items())
     )
 
 
@@ -288,14 +311,16 @@ def main() -> None:
         launch.start("worker", launch.role_argv("worker", *worker_args), env, logs),
     ]
     depth = Depth(store)
+    # Each role runs in a process group of its own, and so do the stand-ins.
+    groups = {**{child.name: child.process.pid for child in children}, "stand-ins": stand.pid or 0}
     try:
         launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver")
         launch.wait_for(lambda: " ready." in (logs / "worker.log").read_text(errors="replace"), 60, "the worker")
         load = Load(web, CHANNELS)
         print(f"callsync web (2 x 8 threads) + 1 callsync worker ({args.pool}); Redis {redis_url}; logs {logs}", flush=True)
-        warm = run_phase(load, parent, store, depth, 200, 2 * CHANNELS / 200)  # every channel known, every child warm
+        warm = run_phase(load, parent, store, depth, 200, 2 * CHANNELS / 200, groups)  # every channel known, every child warm
         print(f"warm-up, every channel opened and closed once: {line(warm)}", flush=True)
-        main_run = run_phase(load, parent, store, depth, args.rate, args.seconds)
+        main_run = run_phase(load, parent, store, depth, args.rate, args.seconds, groups)
         print(f"\nphase 1, {args.rate:.0f} webhooks/s for {args.seconds:.0f} s:\n  {line(main_run)}", flush=True)
         print(
             f"  target p50 <= 10 ms: {main_run['p50']:.1f} ms ({main_run['p50'] / 10:.2f} of it); "
@@ -305,7 +330,7 @@ def main() -> None:
         print("\nphase 2, stepping the rate:", flush=True)
         best = 0.0
         for rate in [float(r) for r in args.steps.split(",")]:
-            result = run_phase(load, parent, store, depth, rate, args.step_seconds)
+            result = run_phase(load, parent, store, depth, rate, args.step_seconds, groups)
             ok = held(result)
             print(f"  {'held ' if ok else 'GROWS'} {line(result)}", flush=True)
             if not ok:

@@ -62,3 +62,10 @@ def test_roles_require_what_they_need_and_never_echo_secrets():
     with pytest.raises(ConfigError, match="REDIS_URL"):
         load_settings({}).require("beat")
     assert "topsecret" not in repr(load_settings(base))
+
+
+def test_task_events_are_off_unless_asked_for():
+    from worker.celery_app import create_celery
+
+    assert create_celery(load_settings({})).conf.worker_send_task_events is False
+    assert create_celery(load_settings({"CALLSYNC_TASK_EVENTS": "true"})).conf.worker_send_task_events is True

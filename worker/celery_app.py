@@ -48,7 +48,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=4,
         broker_transport_options=broker_transport_options(settings),
         broker_connection_retry_on_startup=True,
-        worker_send_task_events=True,  # Flower and `celery events` work out of the box
+        # Three events per task cost a worker about a tenth of its CPU. Flower turns them on
+        # while it watches (its --enable-events, on by default); CALLSYNC_TASK_EVENTS keeps
+        # them on for other consumers (`celery events`, exporters).
+        worker_send_task_events=settings.task_events,
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep": {"task": "callsync.sweep", "schedule": float(settings.sweep_interval_seconds), "options": {"queue": QUEUE}},

@@ -71,6 +71,10 @@ def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) ->
     # httpx logs every request URL at INFO, and Stream's carries `api_key`: keep it quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # Celery's "Task ... received" and "... succeeded" lines: the worker's own line per task
+    # outcome (callsync.tasks) says more, and two more lines per task cost CPU at load.
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def dict_config(secrets: Iterable[str] = ()) -> dict[str, Any]:

@@ -91,7 +91,6 @@ def run_worker(settings: Settings, concurrency: int, pool: str = "prefork") -> N
                 f"--queues={QUEUE}",
                 f"--concurrency={concurrency}",
                 f"--pool={pool}",
-                "-E",
                 "--without-mingle",
             ]
         )

@@ -46,6 +46,7 @@ class Settings:
     dry_run: bool = False
     task_max_retries: int = 10
     visibility_timeout_seconds: int = 1200
+    task_events: bool = False
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -152,4 +153,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         dry_run=_bool(env, "CALLSYNC_DRY_RUN", False),
         task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", 10, low=0, high=100),
         visibility_timeout_seconds=_int(env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS", 1200, low=10),
+        task_events=_bool(env, "CALLSYNC_TASK_EVENTS", False),
     )
