@@ -11,10 +11,10 @@ from worker.settings import Rate
 def test_grants_up_to_the_ceiling_then_says_how_long_to_wait(redis_client):
     limiter = RateLimiter(redis_client, "cs:rate:test", Rate(3, 1.0))
     for n in range(3):
-        with limiter.update() as wait:
-            assert wait == 0, n
-    with limiter.update() as wait:
-        assert 0 < wait <= 1.0
+        with limiter.update() as grant:
+            assert grant.wait == 0, n
+    with limiter.update() as grant:
+        assert 0 < grant.wait <= 1.0
 
 
 def test_requests_in_flight_fill_the_window_until_answered(redis_client):
@@ -33,3 +33,16 @@ def test_release_of_an_unknown_grant_adds_nothing(redis_client):
     limiter = RateLimiter(redis_client, "cs:rate:test", Rate(1, 1.0))
     limiter.release("never-granted")
     assert redis_client.zcard("cs:rate:test") == 0
+
+
+def test_a_release_sent_with_other_steps_is_not_sent_again(redis_client):
+    from worker import scripts
+
+    limiter = RateLimiter(redis_client, "cs:rate:test", Rate(2, 60.0))
+    with limiter.update() as grant:
+        assert grant.wait == 0
+        scripts.run(redis_client, [limiter.release_call(grant.token)])
+        grant.released = True
+        [(_, answered)] = redis_client.zrange("cs:rate:test", 0, -1, withscores=True)
+    assert redis_client.zrange("cs:rate:test", 0, -1, withscores=True) == [(grant.token.encode(), answered)]
+    assert answered <= time.time() + 1  # logged at its answer, not HOLD ahead

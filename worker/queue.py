@@ -10,7 +10,6 @@ commit); each still waits for its own outcome before it answers.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import threading
@@ -20,20 +19,22 @@ from typing import Any
 
 import redis
 from celery import Celery
-from redis.exceptions import NoScriptError
+
+from . import scripts
+from .scripts import Script
 
 QUEUE = "callsync"
 MAX_BATCH = 128
 WAIT_SECONDS = 5.0  # longer than any healthy round trip; then the request answers 503
 
-_DEDUPE_AND_PUSH = """
+_DEDUPE_AND_PUSH = Script("""
 local n = #KEYS
 if n == 2 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
   return 0
 end
 redis.call('LPUSH', KEYS[n], ARGV[1])
 return 1
-"""
+""")
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
@@ -89,7 +90,6 @@ class Enqueuer:
 
     def __init__(self, client: redis.Redis, app: Celery, dedupe_ttl: int, queue: str = QUEUE):
         self._client = client
-        self._sha = hashlib.sha1(_DEDUPE_AND_PUSH.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
         self._template = MessageTemplate(app, queue)
         self._ttl, self._queue = dedupe_ttl, queue
         self._pending: list[_Pending] = []
@@ -134,12 +134,7 @@ class Enqueuer:
 
     def _flush(self, batch: list[_Pending]) -> None:
         try:
-            results = self._run(batch)
-            missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-            if missing:  # a restarted or flushed Redis forgot the script: nothing ran for those
-                self._client.script_load(_DEDUPE_AND_PUSH)
-                for i, result in zip(missing, self._run([batch[i] for i in missing]), strict=True):
-                    results[i] = result
+            results = scripts.run(self._client, [(_DEDUPE_AND_PUSH, item.keys, (item.message, self._ttl)) for item in batch])
         except Exception as exc:  # Redis down, or a bug: fail this batch, but keep the flusher alive
             results = [exc] * len(batch)
         for item, result in zip(batch, results, strict=True):
@@ -148,10 +143,3 @@ class Enqueuer:
             else:
                 item.taken = bool(result)
             item.done.set()
-
-    def _run(self, batch: list[_Pending]) -> list[Any]:
-        # Raw EVALSHA: redis-py's Script in a pipeline adds a SCRIPT EXISTS round trip per call.
-        pipe = self._client.pipeline(transaction=False)
-        for item in batch:
-            pipe.evalsha(self._sha, len(item.keys), *item.keys, item.message, self._ttl)
-        return list(pipe.execute(raise_on_error=False))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import redis
 
+from . import scripts
+from .scripts import Script
 from .settings import Rate
 
 # A sliding log of updates in a sorted set, on the Redis clock so every host agrees. The
@@ -16,7 +19,7 @@ from .settings import Rate
 # until `release` logs the time the answer came. Then no window of `period` seconds at
 # the platform can hold more than `count` updates, however long each request takes.
 HOLD = 30.0  # longer than an update's timeout; a worker killed mid-request frees its grant after this
-_ACQUIRE = """
+_ACQUIRE = Script("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local count, period, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
@@ -29,35 +32,46 @@ end
 local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
 if oldest > now then return '0.05' end -- the window is full of requests in flight: ask again soon
 return tostring(oldest + period - now)
-"""
-_RELEASE = """
+""")
+_RELEASE = Script("""
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
-"""
+""")
+
+
+@dataclass
+class Grant:
+    """One ask for an update: `wait` seconds to wait (0: granted), and whether its release is done."""
+
+    token: str
+    wait: float
+    released: bool = False
 
 
 class RateLimiter:
     def __init__(self, client: redis.Redis, key: str, rate: Rate):
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
-        self._key, self._rate = key, rate
+        self._client, self._key, self._rate = client, key, rate
 
     def acquire(self, token: str) -> float:
         """Take one grant now and return 0, or return the seconds to wait before asking again."""
-        wait = self._acquire(keys=[self._key], args=[self._rate.count, self._rate.period, token, HOLD])
+        wait = _ACQUIRE(self._client, [self._key], [self._rate.count, self._rate.period, token, HOLD])
         return max(float(wait), 0.0)
+
+    def release_call(self, token: str) -> scripts.Call:
+        """`release` as a step for `scripts.run` with others (then mark the grant released)."""
+        return (_RELEASE, [self._key], [token])
 
     def release(self, token: str) -> None:
         """The granted request has been answered (or failed): log it at this time."""
-        self._release(keys=[self._key], args=[token])
+        scripts.run(self._client, [self.release_call(token)])
 
     @contextlib.contextmanager
-    def update(self) -> Iterator[float]:
-        """Ask for a grant; yields the seconds to wait (0: granted, and released on exit)."""
-        token = str(uuid.uuid4())
-        wait = self.acquire(token)
+    def update(self) -> Iterator[Grant]:
+        """Ask for a grant; yields it (wait 0: granted, and released on exit unless already)."""
+        grant = Grant(str(uuid.uuid4()), 0.0)
+        grant.wait = self.acquire(grant.token)
         try:
-            yield wait
+            yield grant
         finally:
-            if wait == 0:
-                self.release(token)
+            if grant.wait == 0 and not grant.released:
+                self.release(grant.token)

@@ -8,14 +8,16 @@ Read-modify-write goes through WATCH/MULTI so the transitions stay in the pure c
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 import redis
 
+from . import scripts
 from .core.events import CallFields, HmsEvent, StreamEvent, cid_of_room
 from .core.reconcile import Call, Channel, claim_since
 from .core.sessions import Session, advance, is_newer, observe
+from .scripts import Script
 
 CLOSED_TTL = 2 * 86400  # a call record outlives its session's end this long: a late open still finds it closed
 CALL_TTL = 14 * 86400  # bindings and channel records unseen this long are forgotten
@@ -78,13 +80,70 @@ end
 return page
 """
 
+# What a reconcile reads, in one round trip: the channel's record, the calls bound to it
+# (with the reference client's `call-<cid>` added) and each call's record; first taking the
+# channel's lock when a token is given (false: someone else holds it). Call ids are ASCII
+# (events.CALL_ID_RE), so Lua's string.lower keys them as call_key does.
+# KEYS: lock, bindings, channel. ARGV: token or '', lock ms, call key prefix, default call id.
+_LOAD_CHANNEL = Script("""
+if ARGV[1] ~= '' and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return false
+end
+local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
+local default, listed = string.lower(ARGV[4]), false
+for _, id in ipairs(ids) do
+  if string.lower(id) == default then listed = true end
+end
+if not listed then ids[#ids + 1] = ARGV[4] end
+local out = {redis.call('HGETALL', KEYS[3]), ids}
+for _, id in ipairs(ids) do
+  out[#out + 1] = redis.call('HGETALL', ARGV[3] .. string.lower(id))
+end
+return out
+""")
+
+_UNLOCK = Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""")
+
+# Replace a hash only if it still holds exactly what was read (compare-and-set, the
+# WATCH/MULTI of one round trip, to be pipelined with other scripts). 1: replaced, 0: it
+# changed meanwhile. ARGV: n, the n field/value pairs read, TTL, the new field/value pairs.
+_REPLACE_IF_SAME = Script("""
+local n = tonumber(ARGV[1])
+if redis.call('HLEN', KEYS[1]) ~= n then return 0 end
+for i = 2, 2 * n, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2 * n + 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2 * n + 2])
+return 1
+""")
+
 T = TypeVar("T")
 Raw = Mapping[Any, Any]  # a hash as redis-py returns it (bytes keys and values)
 
 
 def transact(client: redis.Redis, apply: Callable[[redis.client.Pipeline], T], *keys: str) -> T:
     """Run `apply` under WATCH on `keys`, retrying when they change; return what it returns."""
-    return cast(T, client.transaction(apply, *keys, value_from_callable=True))  # type: ignore[arg-type]
+    return transact_results(client, apply, *keys)[0]
+
+
+def transact_results(client: redis.Redis, apply: Callable[[redis.client.Pipeline], T], *keys: str) -> tuple[T, list[Any]]:
+    """`transact`, also returning the results of the commands `apply` queued after MULTI."""
+    value: list[T] = []
+
+    def run(pipe: redis.client.Pipeline) -> None:
+        value[:] = [apply(pipe)]
+
+    results = client.transaction(run, *keys)  # type: ignore[arg-type]
+    return value[0], list(results or [])
+
+
+def lock_key(cid: str) -> str:
+    return f"cs:lock:{cid}"
 
 
 def call_key(call_id: str) -> str:
@@ -164,6 +223,35 @@ class Observed:
     previous: Channel | None
     current: Channel | None
     applied: bool  # False when the event was older than what is recorded
+    new_binding: bool = False  # the event bound a call to the channel that was not bound before
+
+    @property
+    def changed(self) -> bool:
+        """Whether the event changed anything a reconcile of the channel reads."""
+        return self.new_binding or (self.applied and self.current != self.previous)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a reconcile reads of a channel, as one snapshot."""
+
+    channel: Channel
+    calls: list[Call]
+    raw: Raw  # the channel's record as read: the compare of a write that follows
+
+
+def channel_change(
+    cid: str, raw: Raw, fields: CallFields | None, version: float, exists: bool = True, claimed_since: float | None = None
+) -> tuple[Observed, dict[Any, Any] | None]:
+    """Recording what Stream showed for `cid` at `version` over the record `raw`: the outcome,
+    and the record to write (None when something newer is recorded)."""
+    previous = channel_from_hash(cid, raw) if raw else None
+    if previous is not None and version < (_f(raw.get(b"v")) or 0.0):
+        return Observed(previous, previous, applied=False), None
+    shown = fields if exists and fields is not None else CallFields(False, None)
+    since = claimed_since if claimed_since is not None and shown.active else claim_since(previous, shown, version)
+    current = Channel(cid, shown, exists, since)
+    return Observed(previous, current, applied=True), channel_to_hash(current, version)
 
 
 class State:
@@ -201,8 +289,12 @@ class State:
         Only a room's current session is kept (100ms runs one at a time): a late event of
         an older session changes nothing. Rooms without a call-id name bind no channel.
         """
+        return self.record_hms_event_and_bound(event)[0]
+
+    def record_hms_event_and_bound(self, event: HmsEvent) -> tuple[Session | None, set[str]]:
+        """`record_hms_event`, also returning the channels bound to the room (read in the same step)."""
         if not event.room_name:
-            return None
+            return None, set()
         key = call_key(event.room_name)
 
         def apply(pipe: redis.client.Pipeline) -> Session:
@@ -216,9 +308,11 @@ class State:
             seen_at = event.at or event.started_at
             if room_cid and seen_at is not None:
                 _index_bound(pipe, room_cid, seen_at)
+            pipe.smembers(call_channels_key(event.room_name or ""))  # last: its result is the last one
             return new
 
-        return transact(self.redis, apply, key)
+        session, results = transact_results(self.redis, apply, key)
+        return session, _cids(event.room_name, results[-1])
 
     def begin_ending(self, call_id: str, session_id: str, at: float) -> Session | None:
         """Move the call's open session `session_id` to "ending" (callsync asks 100ms to end it).
@@ -288,21 +382,21 @@ class State:
     # --- bindings ----------------------------------------------------------------
     def bind(self, cid: str, call_id: str, at: float) -> None:
         pipe = self.redis.pipeline(transaction=False)
+        self._bind(pipe, cid, call_id, at)
+        pipe.execute()
+
+    @staticmethod
+    def _bind(pipe: redis.client.Pipeline, cid: str, call_id: str, at: float) -> None:
         pipe.zadd(bindings_key(cid), {call_id: at})
         pipe.zremrangebyrank(bindings_key(cid), 0, -MAX_BINDINGS - 1)
         pipe.expire(bindings_key(cid), CALL_TTL)
         pipe.sadd(call_channels_key(call_id), cid)
         pipe.expire(call_channels_key(call_id), CALL_TTL)
         _index_bound(pipe, cid, at)
-        pipe.execute()
 
     def channels_of_call(self, call_id: str) -> set[str]:
         """Channels bound to `call_id`, including the reference client's `call-<cid>` form."""
-        cids = {_s(m) or "" for m in self.redis.smembers(call_channels_key(call_id))}
-        room_cid = cid_of_room(call_id)
-        if room_cid:
-            cids.add(room_cid)
-        return {cid for cid in cids if cid}
+        return _cids(call_id, self.redis.smembers(call_channels_key(call_id)))
 
     def calls_of_channel(self, cid: str) -> list[Call]:
         """Every call bound to `cid` with its room's current session."""
@@ -320,6 +414,38 @@ class State:
         raw = self.redis.hgetall(channel_key(cid))
         return channel_from_hash(cid, raw)
 
+    def load(self, cid: str, lock: tuple[str, float] | None = None) -> Loaded | None:
+        """The channel, its calls and their sessions in one round trip; with `lock` (token,
+        seconds), take the channel's lock first: None when another holder has it."""
+        token, ms = (lock[0], round(lock[1] * 1000)) if lock else ("", 0)
+        keys = [lock_key(cid), bindings_key(cid), channel_key(cid)]
+        raw = _LOAD_CHANNEL(self.redis, keys, [token, ms, call_key(""), f"call-{cid}"])
+        if raw is None:
+            return None
+        channel_raw, call_ids, *calls = raw
+        record = _hash(channel_raw)
+        ids = [_s(c) or "" for c in call_ids]
+        return Loaded(
+            channel_from_hash(cid, record), [call_from_hash(i, _hash(c)) for i, c in zip(ids, calls, strict=True)], record
+        )
+
+    def unlock_call(self, cid: str, token: str) -> scripts.Call:
+        """Release the channel's lock if `token` still holds it (to run with `scripts.run`)."""
+        return (_UNLOCK, [lock_key(cid)], [token])
+
+    def unlock(self, cid: str, token: str) -> None:
+        scripts.run(self.redis, [self.unlock_call(cid, token)])
+
+    def replace_call(self, cid: str, read: Raw, record: Mapping[Any, Any]) -> scripts.Call:
+        """Write `record` as the channel's record if it still holds `read` (1), else nothing (0)."""
+        args: list[Any] = [len(read)]
+        for field_, value in read.items():
+            args += [field_, value]
+        args.append(CALL_TTL)
+        for field_, value in record.items():
+            args += [field_, value]
+        return (_REPLACE_IF_SAME, [channel_key(cid)], args)
+
     def record_channel(
         self, cid: str, fields: CallFields | None, version: float, exists: bool = True, claimed_since: float | None = None
     ) -> Observed:
@@ -327,32 +453,55 @@ class State:
 
         `claimed_since` dates a claim callsync wrote itself: the start of the session it is for.
         """
+        return self._record_channel(cid, fields, version, exists, claimed_since)
+
+    def _record_channel(
+        self,
+        cid: str,
+        fields: CallFields | None,
+        version: float,
+        exists: bool = True,
+        claimed_since: float | None = None,
+        bind: tuple[str, float] | None = None,
+    ) -> Observed:
+        """record_channel, binding the call `bind` (call id, time) to the channel in the same step."""
         key = channel_key(cid)
 
         def apply(pipe: redis.client.Pipeline) -> Observed:
-            raw = pipe.hgetall(key)
-            previous = channel_from_hash(cid, raw) if raw else None
-            if previous is not None and version < (_f(raw.get(b"v")) or 0.0):
-                return Observed(previous, previous, applied=False)
-            shown = fields if exists and fields is not None else CallFields(False, None)
-            since = claimed_since if claimed_since is not None and shown.active else claim_since(previous, shown, version)
-            current = Channel(cid, shown, exists, since)
+            observed, new = channel_change(cid, pipe.hgetall(key), fields, version, exists, claimed_since)
             pipe.multi()
-            pipe.delete(key)
-            pipe.hset(key, mapping=channel_to_hash(current, version))
-            pipe.expire(key, CALL_TTL)
-            return Observed(previous, current, applied=True)
+            if bind is not None:
+                self._bind(pipe, cid, *bind)  # first: ZADD's count of new members is result 0
+            if new is not None:
+                pipe.delete(key)
+                pipe.hset(key, mapping=new)
+                pipe.expire(key, CALL_TTL)
+            return observed
 
-        return transact(self.redis, apply, key)
+        observed, results = transact_results(self.redis, apply, key)
+        return replace(observed, new_binding=bool(results and results[0])) if bind is not None else observed
 
     def observe_stream_event(self, event: StreamEvent, now: float) -> Observed:
         assert event.cid is not None
-        if event.fields is not None and event.fields.call_id:
-            self.bind(event.cid, event.fields.call_id, now)
         exists = event.type != "channel.deleted"
         if exists and event.fields is None:
             return Observed(None, None, applied=False)
-        return self.record_channel(event.cid, event.fields, event.version or now, exists)
+        bind = (event.fields.call_id, now) if event.fields is not None and event.fields.call_id else None
+        return self._record_channel(event.cid, event.fields, event.version or now, exists, bind=bind)
+
+
+def _cids(call_id: str, members: Any) -> set[str]:
+    """The channels of a call: its bound members and the reference client's `call-<cid>` form."""
+    cids = {_s(m) or "" for m in members or ()}
+    room_cid = cid_of_room(call_id)
+    if room_cid:
+        cids.add(room_cid)
+    return {cid for cid in cids if cid}
+
+
+def _hash(flat: list[Any]) -> dict[Any, Any]:
+    """A hash from Lua's HGETALL reply (a flat list of field, value)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _index_bound(pipe: redis.client.Pipeline, cid: str, at: float) -> None:

@@ -7,12 +7,15 @@ with fakeredis and a fake upstream transport, and Celery only adds retries.
 from __future__ import annotations
 
 import logging
+import uuid
 
+from . import scripts
 from .clients.hms import LiveSession
-from .core.events import HmsEvent, StreamEvent
+from .core.events import CallFields, HmsEvent, StreamEvent
 from .core.reconcile import client_ended_call, live_call, plan_channel
 from .counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from .runtime import Runtime
+from .state import Loaded, channel_change
 
 log = logging.getLogger("callsync.sync")
 
@@ -36,6 +39,11 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
     assert event.cid is not None
     now = rt.clock()
     observed = rt.state.observe_stream_event(event, now)
+    if not observed.changed:
+        # Nothing a reconcile reads changed (the echo of callsync's own write, a duplicate, an
+        # older event): the last reconcile's outcome stands, and whatever changed the state
+        # since scheduled its own.
+        return
     previous, current = observed.previous, observed.current
     if observed.applied and rt.settings.end_room_on_call_end and current is not None and current.fields:
         calls = rt.state.calls_of_channel(event.cid)
@@ -49,9 +57,9 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
 
 def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     """Record the session change and reconcile every channel bound to the room."""
-    session = rt.state.record_hms_event(event)
+    session, cids = rt.state.record_hms_event_and_bound(event)
     if session is not None and session.room_name:
-        for cid in sorted(rt.state.channels_of_call(session.room_name)):
+        for cid in sorted(cids):
             reconcile_channel(rt, cid)
 
 
@@ -66,47 +74,70 @@ def reconcile_call(rt: Runtime, call_id: str) -> None:
 
 
 def reconcile_channel(rt: Runtime, cid: str) -> None:
-    """Make the channel's call fields what recorded state says they should be."""
-    lock = rt.redis.lock(f"cs:lock:{cid}", timeout=LOCK_SECONDS, blocking=False)
-    if not lock.acquire():
+    """Make the channel's call fields what recorded state says they should be.
+
+    Under the channel's lock, taken in the same round trip that reads the channel (a
+    write's bookkeeping releases it in the round trip that records the write).
+    """
+    token = uuid.uuid4().hex
+    loaded = rt.state.load(cid, lock=(token, LOCK_SECONDS))
+    if loaded is None:
         raise Later(0.25, f"channel {cid} is being reconciled")
+    unlocked = False
     try:
-        _reconcile_locked(rt, cid)
+        unlocked = _reconcile_locked(rt, cid, loaded, token)
     finally:
-        lock.release()
+        if not unlocked:
+            rt.state.unlock(cid, token)
 
 
-def _reconcile_locked(rt: Runtime, cid: str) -> None:
+def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> bool:
+    """The reconcile's steps; returns True when it released the lock itself."""
     grace = float(rt.settings.stale_flag_grace_seconds)
-    for _ in range(MAX_STEPS):
+    for step in range(MAX_STEPS):
         now = rt.clock()
-        calls = rt.state.calls_of_channel(cid)
-        plan = plan_channel(rt.state.channel(cid), calls, now, grace)
+        if step:
+            loaded = rt.state.load(cid) or loaded  # without a token the load always answers
+        plan = plan_channel(loaded.channel, loaded.calls, now, grace)
         if plan.read_first:
             fields, version = rt.stream.read_call_fields(cid)
             # Without Stream's `updated_at` the read is the oldest news: any event supersedes it.
             rt.state.record_channel(cid, fields, version or 0.0, exists=fields is not None)
         elif plan.write is not None:
-            with rt.limiter.update() as wait:
-                if wait > 0:
-                    labels = {"api": "stream", "source": "ceiling"}
-                    rt.tally.inc(RATE_LIMIT_WAITS, labels)
-                    rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, wait)
-                    raise Later(wait, "Stream update ceiling reached")
-                fields, version = rt.stream.update_call_fields(cid, plan.write)
-            live = live_call(calls)
-            # The claim callsync writes belongs to the session it is for, whatever the clocks say.
-            since = live.session.started_at if live and live.session else None
-            rt.state.record_channel(cid, fields, version or now, claimed_since=since)
-            log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id)
-            return
+            _write(rt, cid, loaded, plan.write, token, now)
+            return True
         elif plan.verify_call is not None and plan.verify_at is not None:
             if plan.verify_at > now:
                 _schedule_once(rt, cid, plan.verify_at - now)
-                return
+                return False
             verify_call(rt, plan.verify_call)
         else:
-            return
+            return False
+    return False
+
+
+def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str, now: float) -> None:
+    """Write the call fields to Stream, then record what Stream answered, answer the rate
+    limiter and release the channel's lock, all three in one round trip."""
+    with rt.limiter.update() as grant:
+        if grant.wait > 0:
+            labels = {"api": "stream", "source": "ceiling"}
+            rt.tally.inc(RATE_LIMIT_WAITS, labels)
+            rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, grant.wait)
+            raise Later(grant.wait, "Stream update ceiling reached")
+        fields, version = rt.stream.update_call_fields(cid, wanted)
+        live = live_call(loaded.calls)
+        # The claim callsync writes belongs to the session it is for, whatever the clocks say.
+        since = live.session.started_at if live and live.session else None
+        _, record = channel_change(cid, loaded.raw, fields, version or now, claimed_since=since)
+        steps = [rt.limiter.release_call(grant.token), rt.state.unlock_call(cid, token)]
+        if record is not None:
+            steps.insert(0, rt.state.replace_call(cid, loaded.raw, record))
+        results = scripts.run(rt.redis, steps)
+        grant.released = True
+    if record is not None and results[0] != 1:  # the record changed since it was read: record afresh
+        rt.state.record_channel(cid, fields, version or now, claimed_since=since)
+    log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id)
 
 
 def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:

@@ -1,0 +1,53 @@
+"""Lua scripts run by EVALSHA, alone or several in one pipelined round trip.
+
+redis-py's own `Script` costs an extra SCRIPT EXISTS round trip per call inside a
+pipeline; these send EVALSHA only and load a script when Redis answers NOSCRIPT (a
+restarted or flushed Redis forgets its scripts). Calls that failed with NOSCRIPT ran
+nothing, so running them again after the load is safe whatever the script does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError
+
+
+class Script:
+    def __init__(self, source: str):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        [result] = run(client, [(self, keys, args)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+Call = tuple[Script, Sequence[str], Sequence[Any]]
+
+
+def run(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
+    """Run `calls` in one pipelined round trip (not a transaction); a call's error is its result.
+
+    Raises redis.RedisError only when the round trip itself fails (connection lost).
+    """
+    results = _send(client, calls)
+    missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    if missing:
+        for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+            client.script_load(script.source)
+        for i, result in zip(missing, _send(client, [calls[i] for i in missing]), strict=True):
+            results[i] = result
+    return results
+
+
+def _send(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    return list(pipe.execute(raise_on_error=False))
