@@ -130,3 +130,60 @@ def test_open_page_resumes_after_its_cursor_bucket_emptied(state):
     close(state, "call-a:1", "s1", T0, T0 + 60)
     state.claim_overdue(T0 - 1, 10, T0 + 60)  # drops the emptied bucket
     assert state.open_page(cursor, 5) == [(bucket_of(T0 + 3 * BUCKET_SECONDS), "call-a:2")]
+
+
+CID = "messaging:general"
+
+
+def test_load_takes_the_lock_with_the_read_and_sees_the_default_call(state):
+    open_(state, "call-messaging:general", "s1", T0)
+    state.bind(CID, "Other-Room", T0)
+    loaded = state.load(CID, lock=("token-1", 5.0))
+    assert loaded is not None and loaded.raw == {} and loaded.channel.fields is None
+    assert sorted(c.call_id for c in loaded.calls) == ["Other-Room", "call-messaging:general"]
+    assert [c.session.session_id for c in loaded.calls if c.session] == ["s1"]
+    assert state.load(CID, lock=("token-2", 5.0)) is None  # held
+    assert state.load(CID) is not None  # a read without the lock always answers
+    state.unlock(CID, "token-2")  # not the holder: nothing happens
+    assert state.load(CID, lock=("token-3", 5.0)) is None
+    state.unlock(CID, "token-1")
+    assert state.load(CID, lock=("token-3", 5.0)) is not None
+
+
+def test_a_default_call_listed_in_another_case_is_read_once(state):
+    state.bind(CID, "CALL-messaging:general", T0)
+    loaded = state.load(CID)
+    assert loaded is not None and [c.call_id for c in loaded.calls] == ["CALL-messaging:general"]
+
+
+def test_replace_writes_only_over_the_record_it_read(state):
+    from worker import scripts
+    from worker.core.events import CallFields
+    from worker.state import channel_change, channel_key
+
+    state.record_channel(CID, CallFields(False, None), T0)
+    read = state.load(CID).raw
+    _, record = channel_change(CID, read, CallFields(True, "call-x"), T0 + 1, claimed_since=T0)
+    assert scripts.run(state.redis, [state.replace_call(CID, read, record)]) == [1]
+    assert state.channel(CID).fields == CallFields(True, "call-x") and state.channel(CID).claim_since == T0
+    assert state.redis.ttl(channel_key(CID)) > 0
+    # Something else recorded the channel since `read`: the compare fails and nothing is written.
+    _, stale = channel_change(CID, read, CallFields(False, None), T0 + 2)
+    assert scripts.run(state.redis, [state.replace_call(CID, read, stale)]) == [0]
+    assert state.channel(CID).fields == CallFields(True, "call-x")
+
+
+def test_an_event_that_changes_nothing_says_so(state):
+    from worker.core.events import CallFields, StreamEvent
+
+    def event(version: float, active: bool) -> StreamEvent:
+        fields = CallFields(active, "call-x" if active else None)
+        return StreamEvent("channel.updated", CID, fields, version, False, "u1")
+
+    first = state.observe_stream_event(event(T0, True), T0)
+    assert first.changed and first.new_binding
+    again = state.observe_stream_event(event(T0, True), T0)  # the same again (a duplicate)
+    assert again.applied and not again.changed
+    older = state.observe_stream_event(event(T0 - 5, False), T0)
+    assert not older.applied and not older.changed
+    assert state.observe_stream_event(event(T0 + 1, False), T0).changed

@@ -9,7 +9,7 @@ import pytest
 
 from tests.world import CALL, CID, KEY, SECRET, World, open_call
 from worker import sync
-from worker.core.events import parse_hms_event
+from worker.core.events import CallFields, parse_hms_event, parse_time
 from worker.core.upstream import Retry, UpstreamError
 from worker.settings import Rate
 
@@ -207,3 +207,36 @@ def test_dry_run_writes_once_per_change(redis_client):
     state = world.rt.state.channel(CID)
     assert state.fields is not None and state.fields.active and state.fields.call_id == CALL
     assert world.queue.take() == []
+
+
+def test_an_event_that_changes_nothing_reconciles_nothing(world):
+    world.stream.create_channel(CID)
+    open_call(world)
+    [echo] = world.stream.outbox
+    world.deliver_stream_outbox()  # the echo of callsync's own write: its record already
+    calls = len(world.stream.calls)
+    lock = world.rt.redis.lock(f"cs:lock:{CID}", timeout=5)
+    assert lock.acquire()  # a reconcile would be told to wait: none is attempted
+    world.stream.outbox.append(echo)  # delivered again (Stream retries)
+    world.deliver_stream_outbox()
+    lock.release()
+    assert len(world.stream.calls) == calls
+
+
+def test_a_write_over_a_record_changed_since_the_read_records_afresh(world):
+    world.stream.create_channel(CID)
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"], started_at=world.now)
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room))
+    loaded = world.rt.state.load(CID, lock=("t", 5.0))
+    assert loaded is not None
+    world.rt.state.record_channel(CID, CallFields(False, None), 1.0)  # recorded between the read and the write
+    sync._write(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
+    channel = world.rt.state.channel(CID)
+    assert channel.fields == CallFields(True, CALL) and channel.claim_since == pytest.approx(session_start(session), abs=0.001)
+    assert world.rt.state.load(CID, lock=("u", 5.0)) is not None  # the write released the lock
+    assert world.rt.redis.zcard("cs:rate:stream-update") == 1  # and answered its grant
+
+
+def session_start(session: dict) -> float | None:
+    return parse_time(session["created_at"])
