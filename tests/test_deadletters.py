@@ -82,7 +82,12 @@ def test_exhausted_retries_become_a_dead_letter_that_replay_brings_back(stack, l
     assert letter.args[0]["room_name"] == CALL and letter.args[0]["session_id"] == session["id"]
     assert letter.error.startswith("stream 503") and letter.task_id and letter.failed_at > 0
     assert stream.call_fields(CID).get("callActive") is not True
-    samples = metrics(stack)
+
+    def counted() -> dict[Any, float] | None:  # workers write their counters to Redis once a second
+        samples = metrics(stack)
+        return samples if runs(samples, APPLY, "dead_letter") else None
+
+    samples = wait_for(counted, timeout=10)
     assert runs(samples, APPLY, "retry") == 2 and runs(samples, APPLY, "dead_letter") == 1
     assert samples[("callsync_dead_letters", frozenset())] == 1
     assert samples[("callsync_dead_lettered_total", frozenset({("task", APPLY)}))] == 1

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -143,6 +144,29 @@ def test_worker_counters_flushed_to_redis_appear_as_counters_and_histograms(redi
     call = (("api", "stream"), ("endpoint", "/channels/{type}/{id}"), ("method", "PATCH"), ("status", "200"))
     assert samples[("callsync_upstream_calls_total", call)] == 1
     assert samples[("callsync_rate_limit_wait_seconds_total", (("api", "stream"), ("source", "ceiling")))] == 1.5
+
+
+def test_worker_counters_are_flushed_in_the_background_and_at_stop(redis_client):
+    def flushers() -> int:
+        return [t.name for t in threading.enumerate()].count("callsync-tally")
+
+    before = flushers()  # other tests' workers may run in this process
+    tally = counters.Tally()
+    labels = {"task": "callsync.sweep", "outcome": "success"}
+    key = counters.encode(counters.TASK_RUNS, labels)
+    tally.flush_every(redis_client, seconds=0.05)
+    tally.flush_every(redis_client, seconds=0.05)  # one flusher however often asked
+    tally.inc(counters.TASK_RUNS, labels)
+    deadline = time.monotonic() + 5
+    while redis_client.hget(counters.METRICS, key) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert redis_client.hget(counters.METRICS, key) == b"1"
+    assert flushers() == before + 1
+    tally.stop(redis_client)
+    tally.inc(counters.TASK_RUNS, labels)  # after the flusher stopped: written by the next stop
+    tally.stop(redis_client)
+    assert redis_client.hget(counters.METRICS, key) == b"2"
+    assert flushers() == before
 
 
 def test_bucket_labels_match_prometheus_le():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from celery import Celery, signals
 
+from . import broker
 from .heartbeat import Heartbeat
 from .queue import QUEUE
 from .runtime import Runtime, build_runtime
@@ -35,6 +37,7 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
 def create_celery(settings: Settings) -> Celery:
     app = Celery("callsync", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
+        broker_transport=broker.transport_for(settings.redis_url),
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
@@ -70,22 +73,30 @@ def create_celery(settings: Settings) -> Celery:
 
 
 _runtimes: dict[tuple[int, int], Runtime] = {}
+_runtimes_lock = threading.Lock()
 
 
 def runtime_for(app: Celery) -> Runtime:
     """This process's Runtime for `app`, built on first use (after any fork)."""
     key = (id(app), os.getpid())
-    if key not in _runtimes:
-        settings: Settings = app.callsync_settings  # type: ignore[attr-defined]
-
-        def schedule(task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
-            app.send_task(task, args=args, countdown=countdown, queue=QUEUE)
-
-        _runtimes[key] = build_runtime(settings, schedule)
-    return _runtimes[key]
+    with _runtimes_lock:  # the threads pool asks from several threads at once
+        return _runtimes.get(key) or _build_runtime(app, key)
 
 
-@signals.worker_process_shutdown.connect
+def _build_runtime(app: Celery, key: tuple[int, int]) -> Runtime:
+    settings: Settings = app.callsync_settings  # type: ignore[attr-defined]
+
+    def schedule(task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
+        app.send_task(task, args=args, countdown=countdown, queue=QUEUE)
+
+    runtime = _runtimes[key] = build_runtime(settings, schedule)
+    runtime.tally.flush_every(runtime.redis)  # counters reach Redis once a second
+    runtime.closers.append(lambda: runtime.tally.stop(runtime.redis))
+    return runtime
+
+
+@signals.worker_shutdown.connect  # the threads and solo pools
+@signals.worker_process_shutdown.connect  # each process of the prefork pool
 def _close_runtimes(**_: Any) -> None:
     for key in [key for key in _runtimes if key[1] == os.getpid()]:
         _runtimes.pop(key).close()

@@ -4,8 +4,9 @@ Why Redis and not prometheus-client's multiprocess files: workers run "any numbe
 host" (CONTRACT §1) and serve no HTTP, while `/metrics` is served by the web role. A
 directory of mmap files is shared only by processes of one host; a Redis hash is shared by
 all, survives worker restarts, and the web role reads it at scrape time (worker.collector).
-A task's increments are buffered in the process and written in one pipelined round trip
-when the task ends, so the cost is one round trip per task run, none per upstream call.
+Increments are buffered in the process and written in one pipelined round trip a second
+(`flush_every`), not per task: under load that is one round trip a second for hundreds of
+tasks. A killed worker loses at most its last second of counts.
 
 A field is the JSON `[metric, [[label, value], ...]]`; histogram buckets are stored
 non-cumulative (one HINCRBY per observation) and summed into Prometheus' cumulative
@@ -55,12 +56,38 @@ def bucket_label(value: float, buckets: tuple[float, ...]) -> str:
     return repr(buckets[index]) if index < len(buckets) else "+Inf"
 
 
+FLUSH_SECONDS = 1.0
+
+
 class Tally:
     """Increments buffered in this process until `flush`; safe to share between threads."""
 
     def __init__(self) -> None:
         self._pending: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def flush_every(self, client: redis.Redis, seconds: float = FLUSH_SECONDS) -> None:
+        """Flush from a background thread every `seconds` until `stop` (started once)."""
+        with self._lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(
+                target=self._flush_forever, args=(client, seconds), name="callsync-tally", daemon=True
+            )
+        self._flusher.start()
+
+    def _flush_forever(self, client: redis.Redis, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            self.flush(client)
+
+    def stop(self, client: redis.Redis) -> None:
+        """Stop the background flushes and write what is buffered."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(5)
+        self.flush(client)
 
     def inc(self, metric: str, labels: dict[str, str], amount: float = 1.0) -> None:
         key = encode(metric, labels)

@@ -43,7 +43,6 @@ def run_step(task: Task, step: Callable[..., object], *args: Any) -> None:
         labels = {"task": task.name, "outcome": outcome}
         rt.tally.inc(counters.TASK_RUNS, labels)
         rt.tally.observe(counters.TASK_DURATION, labels, seconds)
-        rt.tally.flush(rt.redis)
         level = logging.INFO if outcome in ("success", "deferred") else logging.WARNING
         line = fields(
             task=task.name,
