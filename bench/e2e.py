@@ -3,15 +3,15 @@
 
     .venv/bin/python bench/e2e.py [--rate 100] [--seconds 30] [--steps 100,200,300,400,600,800] [--step-seconds 10]
 
-Runs `callsync web` (gunicorn, 2 x 8 threads) and ONE `callsync worker` (the default prefork
-pool) on a real Redis (BENCH_REDIS_URL, default redis://127.0.0.1:6379/13: the database is
+Runs `callsync web` (gunicorn, 2 x 8 threads) and ONE `callsync worker` (callsync's default
+pool unless --pool) on a real Redis (BENCH_REDIS_URL, default redis://127.0.0.1:6379/13: the database is
 flushed) against the stand-ins, which run in a child process of their own. Every webhook is
 a 100ms session.open.success or session.close.success that needs a channel write: channels
 take turns, each alternating open and close, so each webhook flips one channel. The
 latency of a webhook is the arrival time of its PATCH at the stand-in minus the time just
 before it was POSTed (one clock: same machine). The Stream update ceiling is lifted for
 the bench (the stand-in does not limit); each PATCH's echo `channel.updated` comes back to
-the receiver as in production, so the worker runs four tasks per webhook.
+the receiver as in production, so the worker runs two tasks per webhook.
 
 Phase 1: `--rate` webhooks/s for `--seconds`: p50, p99, max. Phase 2: rates of `--steps`,
 `--step-seconds` each, until the queue grows (depth rising through the step, or not
@@ -277,7 +277,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--steps", default="100,200,300,400,600,800")
     parser.add_argument("--step-seconds", type=float, default=10)
-    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    parser.add_argument("--pool", default=None, choices=["prefork", "threads", "solo"], help="worker pool (default: callsync's)")
     parser.add_argument("--concurrency", type=int, default=None, help="worker concurrency (default: callsync's)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that `finally` stops the processes
@@ -305,7 +305,9 @@ def main() -> None:
         "CALLSYNC_STREAM_UPDATE_RATE": "1000000/s",
     }
     logs = Path(tempfile.mkdtemp(prefix="callsync-bench-"))
-    worker_args: list[Any] = ["--pool", args.pool] + (["--concurrency", args.concurrency] if args.concurrency else [])
+    worker_args: list[Any] = (["--pool", args.pool] if args.pool else []) + (
+        ["--concurrency", args.concurrency] if args.concurrency else []
+    )
     children = [
         launch.start("web", launch.role_argv("web", "--port", port, "--host", "127.0.0.1"), env, logs),
         launch.start("worker", launch.role_argv("worker", *worker_args), env, logs),
@@ -317,7 +319,10 @@ def main() -> None:
         launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver")
         launch.wait_for(lambda: " ready." in (logs / "worker.log").read_text(errors="replace"), 60, "the worker")
         load = Load(web, CHANNELS)
-        print(f"callsync web (2 x 8 threads) + 1 callsync worker ({args.pool}); Redis {redis_url}; logs {logs}", flush=True)
+        print(
+            f"callsync web (2 x 8 threads) + 1 callsync worker ({args.pool or 'default'} pool); Redis {redis_url}; logs {logs}",
+            flush=True,
+        )
         warm = run_phase(load, parent, store, depth, 200, 2 * CHANNELS / 200, groups)  # every channel known, every child warm
         print(f"warm-up, every channel opened and closed once: {line(warm)}", flush=True)
         main_run = run_phase(load, parent, store, depth, args.rate, args.seconds, groups)

@@ -56,3 +56,15 @@ def test_config_errors_stop_a_role_with_one_line(monkeypatch, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["callsync: configuration error: REDIS_URL is required for the worker role"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CALLSYNC_WORKER_POOL", "gevent"), ("CALLSYNC_WORKER_CONCURRENCY", "many"), ("CALLSYNC_WORKER_CONCURRENCY", "0")],
+)
+def test_a_bad_worker_pool_setting_stops_the_worker_with_one_line(monkeypatch, capsys, name, value):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    monkeypatch.setenv(name, value)
+    assert main(["worker"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("callsync: configuration error: ") and name in line

@@ -58,11 +58,26 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
+# The tasks wait on Redis and the platforms far more than they compute: threads overlap
+# those waits in one process (one GIL: scale with processes beyond a core's worth).
+DEFAULT_CONCURRENCY = {"threads": 8, "prefork": 4, "solo": 1}
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from .processes import run_worker
 
-    run_worker(settings_for("worker"), args.concurrency, args.pool)
+    if args.pool not in DEFAULT_CONCURRENCY:
+        return _config_error(f"CALLSYNC_WORKER_POOL must be one of {', '.join(sorted(DEFAULT_CONCURRENCY))}")
+    concurrency = args.concurrency or os.environ.get("CALLSYNC_WORKER_CONCURRENCY") or DEFAULT_CONCURRENCY[args.pool]
+    if not str(concurrency).isdigit() or int(concurrency) < 1:
+        return _config_error("CALLSYNC_WORKER_CONCURRENCY must be a whole number of at least 1")
+    run_worker(settings_for("worker"), int(concurrency), args.pool)
     return 0
+
+
+def _config_error(message: str) -> int:
+    print(f"callsync: configuration error: {message}", file=sys.stderr)
+    return 2
 
 
 def cmd_beat(_: argparse.Namespace) -> int:
@@ -187,8 +202,10 @@ def parser() -> argparse.ArgumentParser:
     web.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the web role serves the network
     web.set_defaults(func=cmd_web)
     worker = sub.add_parser("worker", help="a Celery worker")
-    worker.add_argument("--concurrency", type=int, default=int(os.environ.get("CALLSYNC_WORKER_CONCURRENCY", "4")))
-    worker.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    worker.add_argument(
+        "--concurrency", type=int, help="threads or processes (default: CALLSYNC_WORKER_CONCURRENCY, else by pool)"
+    )
+    worker.add_argument("--pool", default=os.environ.get("CALLSYNC_WORKER_POOL", "threads"), choices=sorted(DEFAULT_CONCURRENCY))
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("beat", help="the periodic scheduler").set_defaults(func=cmd_beat)
     status = sub.add_parser("status", help="queues, sessions, dead letters, last sweep")

@@ -69,7 +69,7 @@ def _celery_logging(settings: Settings) -> None:
 RESTART_PAUSE_SECONDS = 2.0
 
 
-def run_worker(settings: Settings, concurrency: int, pool: str = "prefork") -> None:
+def run_worker(settings: Settings, concurrency: int, pool: str = "threads") -> None:
     """Run a Celery worker; if it stops without being asked to, start this command afresh.
 
     kombu can fail to close its Redis channel after the connection drops (Redis restarted
