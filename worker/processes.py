@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from celery import signals
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from .celery_app import create_celery
@@ -27,6 +28,15 @@ GUNICORN_DEFAULTS: dict[str, Any] = {
     "graceful_timeout": 10,
     "accesslog": None,
 }
+
+
+class NoAccessLog(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logger without access lines: the receiver writes one line per webhook
+    (callsync.webhooks) with more in it. gunicorn writes access lines whenever a logging
+    config is given, whatever `accesslog` says, and formats each before any level check."""
+
+    def access(self, *_: Any, **__: Any) -> None:
+        return None
 
 
 class Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -53,6 +63,7 @@ def run_web(settings: Settings, port: int, host: str = "0.0.0.0") -> None:  # no
         "bind": f"{host}:{port}",
         "child_exit": child_exit,  # prometheus-client multiprocess bookkeeping
         "logconfig_dict": dict_config(settings.secrets),  # gunicorn's own lines in JSON as well
+        "logger_class": NoAccessLog,
     }
     Gunicorn(create_app(settings), options).run()
 
