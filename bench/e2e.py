@@ -21,6 +21,7 @@ draining within 2 s of its end) or p99 passes 1 s: the highest rate held is repo
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -41,6 +42,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from worker import launch
+from worker.processes import freeze_startup_objects
 from worker.queue import QUEUE
 
 KEY, SECRET = "bench-stream-key", "bench-stream-secret-0123456789abcdef"
@@ -67,6 +69,11 @@ def standins(conn: Connection, receiver: str, channels: int) -> None:
             patches.append((at, path.removeprefix("/channels/").replace("/", ":"), bool(body["set"].get("data.callActive"))))
 
     stream.watchers.append(record)
+    # The harness must not add pauses of its own to the figures: a collector pause in the
+    # stand-ins delays the arrival times they record, so no cyclic collection here (a run
+    # makes little cyclic garbage).
+    freeze_startup_objects()
+    gc.disable()
     stream_url, _ = serve(stream.app)
     hms_url, _ = serve(hms.app)
     conn.send((stream_url, hms_url))
@@ -101,6 +108,9 @@ class Load:
         self.turn = [0] * channels  # per channel: even → next is an open, odd → a close
         self.sessions = [""] * channels
         self.next = 0
+        # One client per sender for the whole run: building one costs milliseconds of CPU, and
+        # a phase that began by building 16 and connecting them timed that, not callsync.
+        self.clients = [httpx.Client(base_url=web, headers={"X-Callsync-Secret": HOOK}, timeout=10) for _ in range(SENDERS)]
 
     def plan(self, count: int) -> list[tuple[str, bool, bytes]]:
         """The next `count` webhooks: (cid, active after it, body)."""
@@ -124,19 +134,19 @@ class Load:
         start = time.time() + 0.2
 
         def sender(k: int) -> None:
-            with httpx.Client(base_url=self.web, headers={"X-Callsync-Secret": HOOK}, timeout=10) as client:
-                for i in range(k, len(plan), SENDERS):
-                    due = start + i / rate
-                    pause = due - time.time()
-                    if pause > 0:
-                        time.sleep(pause)
-                    cid, active, body = plan[i]
-                    posted = time.time()
-                    answer = client.post("/webhooks/hms", content=body)
-                    took = time.time() - posted
-                    assert answer.status_code == 202, answer.text
-                    with lock:
-                        sent.append((posted, cid, active, took))
+            client = self.clients[k]
+            for i in range(k, len(plan), SENDERS):
+                due = start + i / rate
+                pause = due - time.time()
+                if pause > 0:
+                    time.sleep(pause)
+                cid, active, body = plan[i]
+                posted = time.time()
+                answer = client.post("/webhooks/hms", content=body)
+                took = time.time() - posted
+                assert answer.status_code == 202, answer.text
+                with lock:
+                    sent.append((posted, cid, active, took))
 
         threads = [threading.Thread(target=sender, args=(k,)) for k in range(SENDERS)]
         for thread in threads:
@@ -235,6 +245,12 @@ def run_phase(
     conn.send("take")
     patches, _ = conn.recv()
     lat, missing = latencies(sent, patches)
+    if os.environ.get("BENCH_DUMP"):  # every webhook's (posted at, answer s, latency s) for a closer look
+        with open(os.environ["BENCH_DUMP"], "a") as dump:
+            json.dump(
+                {"rate": rate, "sent": [s[0] for s in sorted(sent)], "answer": [s[3] for s in sorted(sent)], "latency": lat}, dump
+            )
+            dump.write("\n")
     depths = depth.between(start, end)
     third = max(len(depths) // 3, 1)
     return {
@@ -319,6 +335,8 @@ def main() -> None:
         launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver")
         launch.wait_for(lambda: " ready." in (logs / "worker.log").read_text(errors="replace"), 60, "the worker")
         load = Load(web, CHANNELS)
+        freeze_startup_objects()  # nor in the load generator, which dates each POST
+        gc.disable()
         print(
             f"callsync web (2 x 8 threads) + 1 callsync worker ({args.pool or 'default'} pool); Redis {redis_url}; logs {logs}",
             flush=True,
