@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Webhook POST → upstream PATCH latency, measured at the Stream stand-in, with real processes.
 
-    .venv/bin/python bench/e2e.py [--rate 100] [--seconds 30] [--steps 100,200,300,400,600,800] [--step-seconds 10]
+    .venv/bin/python bench/e2e.py [--rate 100] [--seconds 30] [--steps 100,125,150,175,200,250,300] [--step-seconds 10]
 
 Runs `callsync web` (gunicorn, 2 x 8 threads) and ONE `callsync worker` (callsync's default
 pool unless --pool) on a real Redis (BENCH_REDIS_URL, default redis://127.0.0.1:6379/13: the database is
@@ -291,7 +291,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--steps", default="100,200,300,400,600,800")
+    parser.add_argument("--steps", default="100,125,150,175,200,250,300")
     parser.add_argument("--step-seconds", type=float, default=10)
     parser.add_argument("--pool", default=None, choices=["prefork", "threads", "solo"], help="worker pool (default: callsync's)")
     parser.add_argument("--concurrency", type=int, default=None, help="worker concurrency (default: callsync's)")
