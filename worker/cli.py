@@ -190,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run web, worker and beat here (embedded Redis without REDIS_URL)")
     run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    run.add_argument("--workers", type=int, default=2, help="worker processes")
+    run.add_argument("--workers", type=int, help="the worker's threads (default: as `callsync worker`)")
     run.add_argument("--data-dir", default=".callsync/valkey", help="embedded Redis data directory")
     run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="watch callsync keep channels true, against local stand-ins of Stream and 100ms")

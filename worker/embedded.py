@@ -49,7 +49,7 @@ def dev_environment(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run_all(port: int, workers: int, data_dir: Path) -> int:
+def run_all(port: int, workers: int | None, data_dir: Path) -> int:
     env = dev_environment(dict(os.environ))
     server = None
     if not env.get("REDIS_URL"):
@@ -59,7 +59,7 @@ def run_all(port: int, workers: int, data_dir: Path) -> int:
     command = [sys.executable, "-m", "worker.cli"]
     roles = {
         "web": [*command, "web", "--port", str(port), "--host", "127.0.0.1"],
-        "worker": [*command, "worker", "--concurrency", str(workers)],
+        "worker": [*command, "worker", *(["--concurrency", str(workers)] if workers else [])],
         "beat": [*command, "beat"],
     }
     children = {name: subprocess.Popen(argv, env=env) for name, argv in roles.items()}  # noqa: S603
