@@ -187,3 +187,23 @@ def test_an_event_that_changes_nothing_says_so(state):
     older = state.observe_stream_event(event(T0 - 5, False), T0)
     assert not older.applied and not older.changed
     assert state.observe_stream_event(event(T0 + 1, False), T0).changed
+
+
+def test_a_change_stays_pending_until_a_reconcile_that_read_it_finishes(state):
+    from worker.core.events import CallFields, StreamEvent
+
+    def event(version: float, call_id: str | None) -> StreamEvent:
+        return StreamEvent("channel.updated", CID, CallFields(call_id is not None, call_id), version, False, "u1")
+
+    assert state.observe_stream_event(event(T0, "call-x"), T0).pending
+    again = state.observe_stream_event(event(T0, "call-x"), T0)
+    assert not again.changed and again.pending and again.needs_reconcile  # its reconcile has not run
+    state.record_channel(CID, CallFields(True, "call-x"), T0)  # a reconcile's read of Stream keeps the mark
+    assert state.load(CID).raw.get(b"p") == b"1"
+    seen = state.load(CID, lock=("t", 5.0))
+    state.observe_stream_event(event(T0 + 1, "call-y"), T0)  # a change the reconcile did not read
+    state.finish(CID, "t", seen)
+    assert state.load(CID).raw.get(b"p") == b"1" and state.load(CID, lock=("u", 5.0)) is not None  # kept; unlocked
+    state.finish(CID, "u", state.load(CID))
+    settled = state.observe_stream_event(event(T0 + 1, "call-y"), T0)
+    assert not settled.pending and not settled.needs_reconcile

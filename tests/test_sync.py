@@ -9,7 +9,7 @@ import pytest
 
 from tests.world import CALL, CID, KEY, SECRET, World, open_call
 from worker import sync
-from worker.core.events import CallFields, parse_hms_event, parse_time
+from worker.core.events import CallFields, StreamEvent, parse_hms_event, parse_stream_event, parse_time
 from worker.core.upstream import Retry, UpstreamError
 from worker.settings import Rate
 
@@ -240,3 +240,33 @@ def test_a_write_over_a_record_changed_since_the_read_records_afresh(world):
 
 def session_start(session: dict) -> float | None:
     return parse_time(session["created_at"])
+
+
+@pytest.mark.parametrize("failure", ["429", "busy lock"])
+def test_an_event_whose_reconcile_failed_reconciles_when_its_task_runs_again(world, failure):
+    world.stream.create_channel(CID)
+    open_call(world)
+    world.deliver_stream_outbox()
+    world.stream.client_update(CID, {"data.callId": "call-somewhere-else"})  # a client overwrites the claim
+    [(_, body)] = world.stream.outbox
+    world.stream.outbox.clear()
+    event = StreamEvent.from_json(parse_stream_event(json.loads(body), world.settings.field_path).to_json())
+    lock = world.rt.redis.lock(f"cs:lock:{CID}", timeout=5)
+    if failure == "429":
+        world.stream.fail_next(1, 429, {"Retry-After": "1"})
+    else:
+        assert lock.acquire()
+    with pytest.raises((UpstreamError, sync.Later)):
+        sync.apply_stream_event(world.rt, event)
+    if failure != "429":
+        lock.release()
+    # The task runs again with the same event, which now changes nothing recorded: its change
+    # still waits for a reconcile, so the claim is written back.
+    sync.apply_stream_event(world.rt, event)
+    assert world.fields() == {"callActive": True, "callId": CALL}
+    world.deliver_stream_outbox()  # the echo of that write: settled, nothing more
+    assert not world.rt.redis.hget(f"cs:ch:{CID}", "p")
+    patches = len(world.patches())
+    world.stream.outbox.append(("", body))
+    world.deliver_stream_outbox()  # the client's event delivered once more: older now, nothing to do
+    assert len(world.patches()) == patches

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import redis
 
@@ -224,11 +224,18 @@ class Observed:
     current: Channel | None
     applied: bool  # False when the event was older than what is recorded
     new_binding: bool = False  # the event bound a call to the channel that was not bound before
+    pending: bool = False  # the record holds a change no completed reconcile has seen yet
 
     @property
     def changed(self) -> bool:
         """Whether the event changed anything a reconcile of the channel reads."""
         return self.new_binding or (self.applied and self.current != self.previous)
+
+    @property
+    def needs_reconcile(self) -> bool:
+        """False only for an event that changed nothing (an echo of callsync's own write, a
+        duplicate, an older event) while no earlier change waits for its reconcile."""
+        return self.changed or self.pending
 
 
 @dataclass(frozen=True)
@@ -240,18 +247,35 @@ class Loaded:
     raw: Raw  # the channel's record as read: the compare of a write that follows
 
 
+# A channel record carries a pending mark ("p") from the Stream event that changed it until a
+# reconcile that read the change completes. An event that changes nothing skips its reconcile
+# unless the mark is there: so a task re-run after its reconcile failed (a 429, a busy lock, a
+# killed worker) still reconciles, although its event now changes nothing.
+Pending = Literal["mark", "keep", "clear"]
+
+
 def channel_change(
-    cid: str, raw: Raw, fields: CallFields | None, version: float, exists: bool = True, claimed_since: float | None = None
+    cid: str,
+    raw: Raw,
+    fields: CallFields | None,
+    version: float,
+    exists: bool = True,
+    claimed_since: float | None = None,
+    pending: Pending = "keep",
 ) -> tuple[Observed, dict[Any, Any] | None]:
     """Recording what Stream showed for `cid` at `version` over the record `raw`: the outcome,
-    and the record to write (None when something newer is recorded)."""
+    and the record to write (None when something newer is recorded). `pending`: "mark" for an
+    event (marked if it changed the record), "keep" the mark as it is, "clear" it (a reconcile
+    that read `raw` writes the record)."""
     previous = channel_from_hash(cid, raw) if raw else None
+    was_pending = bool(raw.get(b"p"))
     if previous is not None and version < (_f(raw.get(b"v")) or 0.0):
-        return Observed(previous, previous, applied=False), None
+        return Observed(previous, previous, applied=False, pending=was_pending), None
     shown = fields if exists and fields is not None else CallFields(False, None)
     since = claimed_since if claimed_since is not None and shown.active else claim_since(previous, shown, version)
     current = Channel(cid, shown, exists, since)
-    return Observed(previous, current, applied=True), channel_to_hash(current, version)
+    marked = pending != "clear" and (was_pending or (pending == "mark" and current != previous))
+    return Observed(previous, current, applied=True, pending=marked), channel_to_hash(current, version, marked)
 
 
 class State:
@@ -436,6 +460,15 @@ class State:
     def unlock(self, cid: str, token: str) -> None:
         scripts.run(self.redis, [self.unlock_call(cid, token)])
 
+    def finish(self, cid: str, token: str, loaded: Loaded) -> None:
+        """A reconcile that read `loaded` completed: clear the pending mark it saw (unless the
+        record changed since) and release the lock, in one round trip."""
+        steps = [self.unlock_call(cid, token)]
+        if loaded.raw.get(b"p"):
+            settled = {field_: value for field_, value in loaded.raw.items() if field_ != b"p"}
+            steps.insert(0, self.replace_call(cid, loaded.raw, settled))
+        scripts.run(self.redis, steps)
+
     def replace_call(self, cid: str, read: Raw, record: Mapping[Any, Any]) -> scripts.Call:
         """Write `record` as the channel's record if it still holds `read` (1), else nothing (0)."""
         args: list[Any] = [len(read)]
@@ -463,12 +496,13 @@ class State:
         exists: bool = True,
         claimed_since: float | None = None,
         bind: tuple[str, float] | None = None,
+        pending: Pending = "keep",
     ) -> Observed:
         """record_channel, binding the call `bind` (call id, time) to the channel in the same step."""
         key = channel_key(cid)
 
         def apply(pipe: redis.client.Pipeline) -> Observed:
-            observed, new = channel_change(cid, pipe.hgetall(key), fields, version, exists, claimed_since)
+            observed, new = channel_change(cid, pipe.hgetall(key), fields, version, exists, claimed_since, pending)
             pipe.multi()
             if bind is not None:
                 self._bind(pipe, cid, *bind)  # first: ZADD's count of new members is result 0
@@ -487,7 +521,7 @@ class State:
         if exists and event.fields is None:
             return Observed(None, None, applied=False)
         bind = (event.fields.call_id, now) if event.fields is not None and event.fields.call_id else None
-        return self._record_channel(event.cid, event.fields, event.version or now, exists, bind=bind)
+        return self._record_channel(event.cid, event.fields, event.version or now, exists, bind=bind, pending="mark")
 
 
 def _cids(call_id: str, members: Any) -> set[str]:
@@ -517,9 +551,11 @@ def channel_from_hash(cid: str, raw: Raw) -> Channel:
     return Channel(cid, fields, exists=raw.get(b"x", b"1") == b"1", claim_since=_f(raw.get(b"cl")))
 
 
-def channel_to_hash(channel: Channel, version: float) -> dict[Any, Any]:
+def channel_to_hash(channel: Channel, version: float, pending: bool = False) -> dict[Any, Any]:
     fields = channel.fields or CallFields(False, None)
     raw = {"a": "1" if fields.active else "0", "x": "1" if channel.exists else "0", "v": repr(version)}
+    if pending:
+        raw["p"] = "1"
     if fields.call_id:
         raw["id"] = fields.call_id
     if channel.claim_since is not None:

@@ -39,11 +39,8 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
     assert event.cid is not None
     now = rt.clock()
     observed = rt.state.observe_stream_event(event, now)
-    if not observed.changed:
-        # Nothing a reconcile reads changed (the echo of callsync's own write, a duplicate, an
-        # older event): the last reconcile's outcome stands, and whatever changed the state
-        # since scheduled its own.
-        return
+    if not observed.needs_reconcile:
+        return  # the echo of callsync's own write, a duplicate, an older event: nothing to do
     previous, current = observed.previous, observed.current
     if observed.applied and rt.settings.end_room_on_call_end and current is not None and current.fields:
         calls = rt.state.calls_of_channel(event.cid)
@@ -83,16 +80,18 @@ def reconcile_channel(rt: Runtime, cid: str) -> None:
     loaded = rt.state.load(cid, lock=(token, LOCK_SECONDS))
     if loaded is None:
         raise Later(0.25, f"channel {cid} is being reconciled")
-    unlocked = False
     try:
-        unlocked = _reconcile_locked(rt, cid, loaded, token)
-    finally:
-        if not unlocked:
-            rt.state.unlock(cid, token)
+        finished = _reconcile_locked(rt, cid, loaded, token)
+    except BaseException:
+        rt.state.unlock(cid, token)  # not finished: a pending mark stays for the retry
+        raise
+    if finished is not None:
+        rt.state.finish(cid, token, finished)
 
 
-def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> bool:
-    """The reconcile's steps; returns True when it released the lock itself."""
+def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> Loaded | None:
+    """The reconcile's steps; returns the last snapshot it planned from, or None when its
+    write already recorded the outcome and released the lock."""
     grace = float(rt.settings.stale_flag_grace_seconds)
     for step in range(MAX_STEPS):
         now = rt.clock()
@@ -105,15 +104,15 @@ def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> bool
             rt.state.record_channel(cid, fields, version or 0.0, exists=fields is not None)
         elif plan.write is not None:
             _write(rt, cid, loaded, plan.write, token, now)
-            return True
+            return None
         elif plan.verify_call is not None and plan.verify_at is not None:
             if plan.verify_at > now:
                 _schedule_once(rt, cid, plan.verify_at - now)
-                return False
+                return loaded
             verify_call(rt, plan.verify_call)
         else:
-            return False
-    return False
+            return loaded
+    return loaded
 
 
 def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str, now: float) -> None:
@@ -129,7 +128,7 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
         live = live_call(loaded.calls)
         # The claim callsync writes belongs to the session it is for, whatever the clocks say.
         since = live.session.started_at if live and live.session else None
-        _, record = channel_change(cid, loaded.raw, fields, version or now, claimed_since=since)
+        _, record = channel_change(cid, loaded.raw, fields, version or now, claimed_since=since, pending="clear")
         steps = [rt.limiter.release_call(grant.token), rt.state.unlock_call(cid, token)]
         if record is not None:
             steps.insert(0, rt.state.replace_call(cid, loaded.raw, record))
