@@ -207,3 +207,15 @@ def test_a_change_stays_pending_until_a_reconcile_that_read_it_finishes(state):
     state.finish(CID, "u", state.load(CID))
     settled = state.observe_stream_event(event(T0 + 1, "call-y"), T0)
     assert not settled.pending and not settled.needs_reconcile
+
+
+def test_a_batch_of_several_scripts_runs_whole_and_in_order_after_redis_forgot_them(state):
+    from worker import scripts
+
+    write = scripts.Script("redis.call('SET', KEYS[1], ARGV[1]) return 1")
+    read = scripts.Script("return redis.call('GET', KEYS[1])")
+    state.redis.script_flush()
+    assert read(state.redis, ["cs:test:k"], []) is None  # `read` is known again, `write` is not
+    assert scripts.run(state.redis, [(write, ["cs:test:k"], ["1"]), (read, ["cs:test:k"], [])]) == [1, b"1"]
+    state.redis.script_flush()
+    assert scripts.run(state.redis, [(write, ["cs:test:k"], ["2"])] * 2) == [1, 1]  # one script: EVALSHA, reloaded

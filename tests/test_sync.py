@@ -270,3 +270,22 @@ def test_an_event_whose_reconcile_failed_reconciles_when_its_task_runs_again(wor
     world.stream.outbox.append(("", body))
     world.deliver_stream_outbox()  # the client's event delivered once more: older now, nothing to do
     assert len(world.patches()) == patches
+
+
+def test_an_event_recorded_between_the_read_and_the_write_is_reconciled_after_all(world):
+    world.stream.create_channel(CID)
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"], started_at=world.now)
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room))
+    world.rt.state.record_channel(CID, CallFields(False, None), 1.0)
+    loaded = world.rt.state.load(CID, lock=("t", 5.0))
+    assert loaded is not None
+    # While callsync's PATCH is on its way, a client's update lands at Stream after it: its
+    # event matches the record callsync read (inactive), so by itself it asks for nothing.
+    late = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 3600, False, "alice")
+    assert not world.rt.state.observe_stream_event(late, world.now).needs_reconcile
+    sync._write(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
+    world.stream.client_update(CID, {"data.callActive": False}, ["data.callId"])  # what Stream now shows
+    world.stream.outbox.clear()
+    world.drain()  # the reconcile the failed compare-and-set asked for
+    assert world.fields() == {"callActive": True, "callId": CALL}

@@ -68,9 +68,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if args.pool not in DEFAULT_CONCURRENCY:
         return _config_error(f"CALLSYNC_WORKER_POOL must be one of {', '.join(sorted(DEFAULT_CONCURRENCY))}")
-    concurrency = args.concurrency or os.environ.get("CALLSYNC_WORKER_CONCURRENCY") or DEFAULT_CONCURRENCY[args.pool]
-    if not str(concurrency).isdigit() or int(concurrency) < 1:
-        return _config_error("CALLSYNC_WORKER_CONCURRENCY must be a whole number of at least 1")
+    given = str(args.concurrency) if args.concurrency is not None else os.environ.get("CALLSYNC_WORKER_CONCURRENCY", "")
+    concurrency = given.strip() or str(DEFAULT_CONCURRENCY[args.pool])
+    if not concurrency.isdigit() or int(concurrency) < 1:
+        return _config_error("CALLSYNC_WORKER_CONCURRENCY (or --concurrency) must be a whole number of at least 1")
     run_worker(settings_for("worker"), int(concurrency), args.pool)
     return 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import threading
 from typing import Any
 
@@ -80,7 +81,10 @@ class Tally:
 
     def _flush_forever(self, client: redis.Redis, seconds: float) -> None:
         while not self._stop.wait(seconds):
-            self.flush(client)
+            try:
+                self.flush(client)
+            except Exception:  # a bug must not stop the counting for good
+                logging.getLogger("callsync.counters").exception("flushing the worker counters failed")
 
     def stop(self, client: redis.Redis) -> None:
         """Stop the background flushes and write what is buffered."""

@@ -1,9 +1,10 @@
-"""Lua scripts run by EVALSHA, alone or several in one pipelined round trip.
+"""Lua scripts, alone or several in one pipelined round trip.
 
 redis-py's own `Script` costs an extra SCRIPT EXISTS round trip per call inside a
-pipeline; these send EVALSHA only and load a script when Redis answers NOSCRIPT (a
-restarted or flushed Redis forgets its scripts). Calls that failed with NOSCRIPT ran
-nothing, so running them again after the load is safe whatever the script does.
+pipeline. Calls of one script are sent as EVALSHA, and the script is loaded when Redis
+answers NOSCRIPT (a restarted or flushed Redis forgets its scripts): such a call ran
+nothing, so running it again after the load is safe whatever the script does. A batch of
+several scripts is sent as EVAL, so it always runs whole and in order.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def run(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
 
     Raises redis.RedisError only when the round trip itself fails (connection lost).
     """
+    if len({script.sha for script, _, _ in calls}) > 1:
+        # Several scripts: EVAL with the source (Redis caches it all the same), so a Redis that
+        # forgot some scripts cannot run part of the batch now and the rest after a reload,
+        # out of order (a lock released before the record it guards is written).
+        return _send(client, calls, by_source=True)
     results = _send(client, calls)
     missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
     if missing:
@@ -46,8 +52,11 @@ def run(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
     return results
 
 
-def _send(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
+def _send(client: redis.Redis, calls: Sequence[Call], by_source: bool = False) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        if by_source:
+            pipe.eval(script.source, len(keys), *keys, *args)
+        else:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
     return list(pipe.execute(raise_on_error=False))

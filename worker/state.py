@@ -86,7 +86,8 @@ return page
 # (events.CALL_ID_RE), so Lua's string.lower keys them as call_key does.
 # KEYS: lock, bindings, channel. ARGV: token or '', lock ms, call key prefix, default call id.
 _LOAD_CHANNEL = Script("""
-if ARGV[1] ~= '' and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if ARGV[1] ~= '' and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+   and redis.call('GET', KEYS[1]) ~= ARGV[1] then  -- held by our token: a client's resend of this call
   return false
 end
 local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
@@ -251,7 +252,7 @@ class Loaded:
 # reconcile that read the change completes. An event that changes nothing skips its reconcile
 # unless the mark is there: so a task re-run after its reconcile failed (a 429, a busy lock, a
 # killed worker) still reconciles, although its event now changes nothing.
-Pending = Literal["mark", "keep", "clear"]
+Pending = Literal["mark", "keep", "clear", "force"]
 
 
 def channel_change(
@@ -266,15 +267,17 @@ def channel_change(
     """Recording what Stream showed for `cid` at `version` over the record `raw`: the outcome,
     and the record to write (None when something newer is recorded). `pending`: "mark" for an
     event (marked if it changed the record), "keep" the mark as it is, "clear" it (a reconcile
-    that read `raw` writes the record)."""
+    that read `raw` writes the record), "force" it (what a reconcile read is out of date)."""
     previous = channel_from_hash(cid, raw) if raw else None
     was_pending = bool(raw.get(b"p"))
     if previous is not None and version < (_f(raw.get(b"v")) or 0.0):
+        if pending == "force" and not was_pending:
+            return Observed(previous, previous, applied=False, pending=True), {**raw, b"p": b"1"}
         return Observed(previous, previous, applied=False, pending=was_pending), None
     shown = fields if exists and fields is not None else CallFields(False, None)
     since = claimed_since if claimed_since is not None and shown.active else claim_since(previous, shown, version)
     current = Channel(cid, shown, exists, since)
-    marked = pending != "clear" and (was_pending or (pending == "mark" and current != previous))
+    marked = pending == "force" or (pending != "clear" and (was_pending or (pending == "mark" and current != previous)))
     return Observed(previous, current, applied=True, pending=marked), channel_to_hash(current, version, marked)
 
 
@@ -480,13 +483,19 @@ class State:
         return (_REPLACE_IF_SAME, [channel_key(cid)], args)
 
     def record_channel(
-        self, cid: str, fields: CallFields | None, version: float, exists: bool = True, claimed_since: float | None = None
+        self,
+        cid: str,
+        fields: CallFields | None,
+        version: float,
+        exists: bool = True,
+        claimed_since: float | None = None,
+        pending: Pending = "keep",
     ) -> Observed:
         """Record what Stream showed for `cid` at `version` unless something newer is recorded.
 
         `claimed_since` dates a claim callsync wrote itself: the start of the session it is for.
         """
-        return self._record_channel(cid, fields, version, exists, claimed_since)
+        return self._record_channel(cid, fields, version, exists, claimed_since, pending=pending)
 
     def _record_channel(
         self,

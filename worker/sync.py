@@ -133,10 +133,17 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
         if record is not None:
             steps.insert(0, rt.state.replace_call(cid, loaded.raw, record))
         results = scripts.run(rt.redis, steps)
-        grant.released = True
-    if record is not None and results[0] != 1:  # the record changed since it was read: record afresh
-        rt.state.record_channel(cid, fields, version or now, claimed_since=since)
+        *_, released, unlocked = results
+        grant.released = not isinstance(released, Exception)
+    if isinstance(unlocked, Exception):
+        raise unlocked  # the caller unlocks again
     log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id)
+    if record is not None and results[0] != 1:
+        # An event was recorded between the read and this write, and it judged itself against
+        # a record now out of date: record the write without losing the newer news, keep the
+        # channel pending and reconcile it again.
+        rt.state.record_channel(cid, fields, version or now, claimed_since=since, pending="force")
+        rt.schedule(RECONCILE, (cid,))
 
 
 def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:
