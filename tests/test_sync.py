@@ -289,3 +289,19 @@ def test_an_event_recorded_between_the_read_and_the_write_is_reconciled_after_al
     world.stream.outbox.clear()
     world.drain()  # the reconcile the failed compare-and-set asked for
     assert world.fields() == {"callActive": True, "callId": CALL}
+
+
+def test_a_client_ending_the_call_is_seen_by_a_rerun_after_the_first_try_died_midway(world):
+    world.stream.create_channel(CID)
+    room, _ = open_call(world)
+    world.deliver_stream_outbox()
+    world.stream.client_update(CID, {"data.callActive": False})  # the reference client's "End call"
+    [(_, body)] = world.stream.outbox
+    world.stream.outbox.clear()
+    event = StreamEvent.from_json(parse_stream_event(json.loads(body), world.settings.field_path).to_json())
+    world.rt.state.observe_stream_event(event, world.now)  # the first try recorded it, then its worker died
+    sync.apply_stream_event(world.rt, event)  # the redelivered task
+    world.drain()
+    ends = [p for m, p, b in world.hms.calls if p.endswith("/end-room")]
+    assert ends == [f"/active-rooms/{room['id']}/end-room"]
+    assert world.fields() == {"callActive": False}

@@ -226,6 +226,7 @@ class Observed:
     applied: bool  # False when the event was older than what is recorded
     new_binding: bool = False  # the event bound a call to the channel that was not bound before
     pending: bool = False  # the record holds a change no completed reconcile has seen yet
+    before: CallFields | None = None  # the fields before that change (or before this event)
 
     @property
     def changed(self) -> bool:
@@ -270,15 +271,26 @@ def channel_change(
     that read `raw` writes the record), "force" it (what a reconcile read is out of date)."""
     previous = channel_from_hash(cid, raw) if raw else None
     was_pending = bool(raw.get(b"p"))
+    # What the channel showed before its pending change: what a re-run judges "End call" by.
+    before = _pending_before(raw) if was_pending else (previous.fields if previous else None)
     if previous is not None and version < (_f(raw.get(b"v")) or 0.0):
         if pending == "force" and not was_pending:
             return Observed(previous, previous, applied=False, pending=True), {**raw, b"p": b"1"}
-        return Observed(previous, previous, applied=False, pending=was_pending), None
+        return Observed(previous, previous, applied=False, pending=was_pending, before=before), None
     shown = fields if exists and fields is not None else CallFields(False, None)
     since = claimed_since if claimed_since is not None and shown.active else claim_since(previous, shown, version)
     current = Channel(cid, shown, exists, since)
     marked = pending == "force" or (pending != "clear" and (was_pending or (pending == "mark" and current != previous)))
-    return Observed(previous, current, applied=True, pending=marked), channel_to_hash(current, version, marked)
+    record = channel_to_hash(current, version, marked)
+    if marked and before is not None:
+        record |= {"pa": "1" if before.active else "0", **({"pi": before.call_id} if before.call_id else {})}
+    return Observed(previous, current, applied=True, pending=marked, before=before), record
+
+
+def _pending_before(raw: Raw) -> CallFields | None:
+    """The fields a pending record showed before its change (None: it had none)."""
+    active = raw.get(b"pa")
+    return CallFields(active == b"1", _s(raw.get(b"pi"))) if active is not None else None
 
 
 class State:
@@ -468,7 +480,7 @@ class State:
         record changed since) and release the lock, in one round trip."""
         steps = [self.unlock_call(cid, token)]
         if loaded.raw.get(b"p"):
-            settled = {field_: value for field_, value in loaded.raw.items() if field_ != b"p"}
+            settled = {field_: value for field_, value in loaded.raw.items() if field_ not in (b"p", b"pa", b"pi")}
             steps.insert(0, self.replace_call(cid, loaded.raw, settled))
         scripts.run(self.redis, steps)
 

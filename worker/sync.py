@@ -41,11 +41,12 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
     observed = rt.state.observe_stream_event(event, now)
     if not observed.needs_reconcile:
         return  # the echo of callsync's own write, a duplicate, an older event: nothing to do
-    previous, current = observed.previous, observed.current
+    current = observed.current
     if observed.applied and rt.settings.end_room_on_call_end and current is not None and current.fields:
         calls = rt.state.calls_of_channel(event.cid)
-        before = previous.fields if previous else None
-        ended = client_ended_call(before, current.fields, event.from_server, calls)
+        # Judged against the fields before the pending change, so a re-run of this task after
+        # its first try failed midway still sees the client's flip.
+        ended = client_ended_call(observed.before, current.fields, event.from_server, calls)
         # Mark it first: a reconcile racing the end-room call must not put the flag back.
         if ended is not None and rt.state.begin_ending(ended.room_name or "", ended.session_id, now):
             rt.schedule(END_SESSION, (ended.room_name, ended.session_id, f"call ended in channel {event.cid}"))
