@@ -4,6 +4,7 @@ from worker.core.reconcile import (
     Call,
     Channel,
     Plan,
+    call_ended_by_client,
     claim_since,
     client_ended_call,
     desired_state,
@@ -95,6 +96,8 @@ def test_client_ending_the_call_ends_the_open_session():
     assert client_ended_call(before, CallFields(True, X), False, calls) is None
     assert client_ended_call(before, after, False, [Call(X, session("closed"))]) is None
     assert client_ended_call(None, after, False, calls) is None
+    assert call_ended_by_client(before, after, False) == X  # what is worth reading the calls for
+    assert call_ended_by_client(before, after, True) is None and call_ended_by_client(INACTIVE, after, False) is None
 
 
 def test_clock_skew_between_platforms_is_tolerated_but_bounded():

@@ -254,6 +254,7 @@ class Loaded:
 # unless the mark is there: so a task re-run after its reconcile failed (a 429, a busy lock, a
 # killed worker) still reconciles, although its event now changes nothing.
 Pending = Literal["mark", "keep", "clear", "force"]
+PENDING_FIELDS = (b"p", b"pa", b"pi")  # the mark, and the call fields before its change
 
 
 def channel_change(
@@ -439,14 +440,9 @@ class State:
 
     def calls_of_channel(self, cid: str) -> list[Call]:
         """Every call bound to `cid` with its room's current session."""
-        call_ids = [_s(cast(bytes, m)) or "" for m in self.redis.zrange(bindings_key(cid), 0, -1)]
-        default = f"call-{cid}"
-        if default.lower() not in {c.lower() for c in call_ids}:
-            call_ids.append(default)
-        pipe = self.redis.pipeline(transaction=False)
-        for call_id in call_ids:
-            pipe.hgetall(call_key(call_id))
-        return [call_from_hash(call_id, raw) for call_id, raw in zip(call_ids, pipe.execute(), strict=True)]
+        loaded = self.load(cid)
+        assert loaded is not None  # without a lock to take the load always answers
+        return loaded.calls
 
     # --- channels ------------------------------------------------------------
     def channel(self, cid: str) -> Channel:
@@ -480,7 +476,7 @@ class State:
         record changed since) and release the lock, in one round trip."""
         steps = [self.unlock_call(cid, token)]
         if loaded.raw.get(b"p"):
-            settled = {field_: value for field_, value in loaded.raw.items() if field_ not in (b"p", b"pa", b"pi")}
+            settled = {field_: value for field_, value in loaded.raw.items() if field_ not in PENDING_FIELDS}
             steps.insert(0, self.replace_call(cid, loaded.raw, settled))
         scripts.run(self.redis, steps)
 
@@ -502,24 +498,13 @@ class State:
         exists: bool = True,
         claimed_since: float | None = None,
         pending: Pending = "keep",
+        bind: tuple[str, float] | None = None,
     ) -> Observed:
         """Record what Stream showed for `cid` at `version` unless something newer is recorded.
 
         `claimed_since` dates a claim callsync wrote itself: the start of the session it is for.
+        `bind` (call id, time) binds that call to the channel in the same step.
         """
-        return self._record_channel(cid, fields, version, exists, claimed_since, pending=pending)
-
-    def _record_channel(
-        self,
-        cid: str,
-        fields: CallFields | None,
-        version: float,
-        exists: bool = True,
-        claimed_since: float | None = None,
-        bind: tuple[str, float] | None = None,
-        pending: Pending = "keep",
-    ) -> Observed:
-        """record_channel, binding the call `bind` (call id, time) to the channel in the same step."""
         key = channel_key(cid)
 
         def apply(pipe: redis.client.Pipeline) -> Observed:
@@ -542,7 +527,7 @@ class State:
         if exists and event.fields is None:
             return Observed(None, None, applied=False)
         bind = (event.fields.call_id, now) if event.fields is not None and event.fields.call_id else None
-        return self._record_channel(event.cid, event.fields, event.version or now, exists, bind=bind, pending="mark")
+        return self.record_channel(event.cid, event.fields, event.version or now, exists, bind=bind, pending="mark")
 
 
 def _cids(call_id: str, members: Any) -> set[str]:

@@ -12,7 +12,7 @@ import uuid
 from . import scripts
 from .clients.hms import LiveSession
 from .core.events import CallFields, HmsEvent, StreamEvent
-from .core.reconcile import client_ended_call, live_call, plan_channel
+from .core.reconcile import call_ended_by_client, client_ended_call, live_call, plan_channel
 from .counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from .runtime import Runtime
 from .state import Loaded, channel_change
@@ -41,12 +41,12 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
     observed = rt.state.observe_stream_event(event, now)
     if not observed.needs_reconcile:
         return  # the echo of callsync's own write, a duplicate, an older event: nothing to do
-    current = observed.current
-    if observed.applied and rt.settings.end_room_on_call_end and current is not None and current.fields:
+    shown = observed.current.fields if observed.applied and observed.current is not None else None
+    # Judged against the fields before the pending change, so a re-run of this task after its
+    # first try failed midway still sees the client's flip. The calls are read only for a flip.
+    if shown is not None and rt.settings.end_room_on_call_end and call_ended_by_client(observed.before, shown, event.from_server):
         calls = rt.state.calls_of_channel(event.cid)
-        # Judged against the fields before the pending change, so a re-run of this task after
-        # its first try failed midway still sees the client's flip.
-        ended = client_ended_call(observed.before, current.fields, event.from_server, calls)
+        ended = client_ended_call(observed.before, shown, event.from_server, calls)
         # Mark it first: a reconcile racing the end-room call must not put the flag back.
         if ended is not None and rt.state.begin_ending(ended.room_name or "", ended.session_id, now):
             rt.schedule(END_SESSION, (ended.room_name, ended.session_id, f"call ended in channel {event.cid}"))

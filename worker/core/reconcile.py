@@ -100,14 +100,20 @@ def claim_since(previous: Channel | None, fields: CallFields, version: float) ->
     return version
 
 
+def call_ended_by_client(previous: CallFields | None, new: CallFields, from_server: bool) -> str | None:
+    """The call id whose `callActive` a client turned off, if this change is that; whether
+    its session is open is `client_ended_call`'s question (it needs the calls read)."""
+    if from_server or previous is None or not previous.active or new.active:
+        return None
+    return previous.call_id
+
+
 def client_ended_call(previous: CallFields | None, new: CallFields, from_server: bool, calls: Sequence[Call]) -> Session | None:
     """CONTRACT §4 rule 3: a client turned `callActive` off while the session is open.
 
     Returns the open session to end for everyone, else None.
     """
-    if from_server or previous is None or not previous.active or new.active:
-        return None
-    claim = _find(calls, previous.call_id)
+    claim = _find(calls, call_ended_by_client(previous, new, from_server))
     if claim is None or claim.session is None or not claim.session.is_open:
         return None
     return claim.session
