@@ -1,4 +1,4 @@
-"""CONTRACT §1 and §4 rule 9: any number of beat processes schedule the sweep as one."""
+"""docs/operations.md and docs/behaviour.md, rule 9: any number of beat processes schedule the sweep as one."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CONTRACT §4 end to end: the Procfile's roles as real processes, real Redis, stand-ins over HTTP.
+"""docs/behaviour.md end to end: the Procfile's roles as real processes, real Redis, stand-ins over HTTP.
 
 Two of each role run (`web` twice on two ports, `worker` twice, `beat` twice), so every
 rule below is also checked under rule 9. Rules are judged by what the stand-ins end up

@@ -36,7 +36,7 @@ def clean_environment() -> dict[str, str]:
 def platform_settings(
     *, stream_url: str, stream_key: str, stream_secret: str, hms_url: str, hms_key: str, hms_secret: str, hook_secret: str
 ) -> dict[str, str]:
-    """The settings (CONTRACT §2) that point callsync's roles at a Stream and a 100ms, e.g. the stand-ins."""
+    """The settings (docs/configuration.md) that point callsync's roles at a Stream and a 100ms, e.g. the stand-ins."""
     return {
         "STREAM_BASE_URL": stream_url,
         "STREAM_API_KEY": stream_key,
