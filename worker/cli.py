@@ -52,7 +52,13 @@ def store(url: str) -> redis.Redis:
 
 
 def unreachable(url: str, exc: Exception) -> SystemExit:
-    return fail(f"Redis at {redacted_url(url)} does not answer ({type(exc).__name__}: {exc})")
+    from urllib.parse import unquote, urlsplit
+
+    from .logs import scrub
+
+    password = unquote(urlsplit(url).password or "")
+    said = scrub(str(exc), [password] if password else [])
+    return fail(f"Redis at {redacted_url(url)} does not answer ({type(exc).__name__}: {said})")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
