@@ -66,7 +66,7 @@ TOKENISH = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*|(?i:bearer\s+)[\w.~+/=-]{8,}|a
 # the worker reading the answer, the interval the limiter holds each grant for
 # (worker/ratelimit.py): no window may hold more than the ceiling.
 JITTER_ALLOWANCE = 0
-TOPIC = {"topic": "chaos"}  # a field callsync must never touch (CONTRACT §4 rule 2)
+TOPIC = {"topic": "chaos"}  # a field callsync must never touch (docs/behaviour.md, rule 2)
 
 
 @dataclass

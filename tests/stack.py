@@ -12,7 +12,7 @@ import redis
 from celery.contrib.testing.worker import start_worker
 
 from standins import FakeHms, FakeStream, serve
-from tests.conftest import REAL_URL, real_redis_or_skip
+from tests.conftest import real_redis, real_url
 from webhooks.app import create_app
 from worker.celery_app import create_celery
 from worker.settings import Settings
@@ -45,12 +45,12 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 @contextlib.contextmanager
 def running_stack(**overrides: Any) -> Iterator[Stack]:
-    client = real_redis_or_skip()
+    client = real_redis()
     stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
     stream_url, stop_stream = serve(stream.app)
     hms_url, stop_hms = serve(hms.app)
     settings = Settings(
-        redis_url=REAL_URL,
+        redis_url=real_url(),
         stream_api_key=KEY,
         stream_api_secret=SECRET,
         stream_base_url=stream_url,

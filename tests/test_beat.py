@@ -1,4 +1,4 @@
-"""CONTRACT §1 and §4 rule 9: any number of beat processes schedule the sweep as one."""
+"""docs/operations.md and docs/behaviour.md, rule 9: any number of beat processes schedule the sweep as one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from tests.conftest import REAL_URL, real_redis_or_skip
+from tests.conftest import real_redis, real_url
 from worker.queue import QUEUE
 
 pytestmark = pytest.mark.redis
@@ -21,8 +21,8 @@ def sweeps_queued(client) -> int:
 
 
 def test_two_beat_processes_schedule_the_sweep_once_per_interval():
-    client = real_redis_or_skip()
-    env = {**os.environ, "REDIS_URL": REAL_URL, "CALLSYNC_SWEEP_INTERVAL_SECONDS": "1"}
+    client = real_redis()
+    env = {**os.environ, "REDIS_URL": real_url(), "CALLSYNC_SWEEP_INTERVAL_SECONDS": "1"}
     beats = [
         subprocess.Popen(
             [sys.executable, "-m", "worker.cli", "beat"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -49,7 +49,6 @@ def test_two_beat_processes_schedule_the_sweep_once_per_interval():
 
 def test_beat_processes_outlive_a_redis_restart(tmp_path):
     """Regression (bench/chaos.py): RedBeat's tick raised on the lost connection and both beats exited."""
-    real_redis_or_skip()  # runs with the real-Redis suite; the Redis here is our own, restartable one
     from bench.chaos import RedisServer
     from worker import launch
 

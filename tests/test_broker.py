@@ -2,24 +2,50 @@
 
 from __future__ import annotations
 
+import json
+import ssl
+
 import pytest
 
-from tests.conftest import REAL_URL, real_redis_or_skip
+from tests.conftest import real_redis, real_url
 from worker import broker
-from worker.celery_app import create_celery
+from worker.celery_app import beat_settings, create_celery
 from worker.settings import load_settings
 
 
-def test_plain_redis_urls_get_the_transport_and_tls_urls_keep_kombus():
+def test_redis_and_tls_urls_get_the_transport_with_tls_from_the_url():
     assert broker.transport_for("redis://127.0.0.1:6379/0") == "worker.broker:Transport"
-    assert broker.transport_for("rediss://example:6380/0") is None  # kombu sets up TLS from the scheme
+    assert broker.transport_for("rediss://example:6380/0") == "worker.broker:Transport"
+    assert broker.transport_for("unix:///tmp/redis.sock") is None
     assert broker.transport_for(None) is None
+    assert broker.ssl_options("redis://127.0.0.1:6379/0") is None
+    # Verified unless the URL says otherwise, as redis-py does for the state store.
+    assert broker.ssl_options("rediss://example:6380/0") == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    assert broker.ssl_options("rediss://:pw@example:6380/0?ssl_cert_reqs=none") == {"ssl_cert_reqs": ssl.CERT_NONE}
+    assert broker.ssl_options("rediss://example/0?ssl_cert_reqs=CERT_OPTIONAL&ssl_ca_certs=/ca.pem") == {
+        "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+        "ssl_ca_certs": "/ca.pem",
+    }
+    app = create_celery(load_settings({"REDIS_URL": "rediss://:pw@example:6380/0?ssl_cert_reqs=none"}))
+    assert app.conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_NONE}
+
+
+def test_no_redis_password_in_what_celery_inspect_conf_shows():
+    """`celery inspect conf` (and Flower's config tab) answer with `app.conf.table()`
+    (celery/worker/control.py, `conf`), which masks the broker URL's password only."""
+    url = "rediss://:hunter2-password@redis.example:6380/0?ssl_cert_reqs=none"
+    app = create_celery(load_settings({"REDIS_URL": url}))
+    for with_defaults in (False, True):
+        shown = json.dumps(app.conf.table(with_defaults=with_defaults), default=repr)
+        assert "hunter2" not in shown
+    beat_settings(app, load_settings({"REDIS_URL": url}))  # what the beat role alone adds
+    assert app.conf.redbeat_redis_url == url
 
 
 @pytest.mark.redis
 def test_a_channel_hands_out_one_client_until_its_pool_changes():
-    real_redis_or_skip()
-    app = create_celery(load_settings({"REDIS_URL": REAL_URL}))
+    real_redis()
+    app = create_celery(load_settings({"REDIS_URL": real_url()}))
     with app.connection_for_write() as connection:
         channel = connection.default_channel
         assert isinstance(channel, broker.Channel)
@@ -35,8 +61,8 @@ def test_a_channel_hands_out_one_client_until_its_pool_changes():
 
 @pytest.mark.redis
 def test_messages_go_through_the_transport():
-    real_redis_or_skip()
-    app = create_celery(load_settings({"REDIS_URL": REAL_URL}))
+    real_redis()
+    app = create_celery(load_settings({"REDIS_URL": real_url()}))
     with app.connection_for_write() as connection:
         queue = connection.SimpleQueue("cs-test-broker")
         queue.put({"n": 1})

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from standins import FakeHms, serve
 from tests.world import HMS_KEY, HMS_SECRET
-from worker.cli import main
+from worker.cli import main, parser
+from worker.launch import free_port
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
 
 
 @pytest.fixture
@@ -49,22 +55,120 @@ def test_hms_replay_rejects_bad_times_and_missing_credentials(hms, monkeypatch, 
     assert "HMS_APP_SECRET" in capsys.readouterr().err
 
 
-def test_config_errors_stop_a_role_with_one_line(monkeypatch, capsys):
+def test_every_configuration_problem_is_one_line_then_exit_2(monkeypatch, capsys):
     monkeypatch.delenv("REDIS_URL", raising=False)
+    for name in ("STREAM_API_KEY", "STREAM_API_SECRET", "HMS_ACCESS_KEY", "HMS_APP_SECRET", "CALLSYNC_DRY_RUN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CALLSYNC_MAX_SESSION_SECONDS", "abc")
+    monkeypatch.setenv("CALLSYNC_WORKER_POOL", "gevent")
     with pytest.raises(SystemExit) as stop:
         main(["worker"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["callsync: configuration error: REDIS_URL is required for the worker role"]
+    assert all(line.startswith("callsync: configuration error: ") for line in err)
+    named = [line.split(": ", 2)[2].split()[0] for line in err]
+    assert named == [
+        "CALLSYNC_MAX_SESSION_SECONDS",
+        "CALLSYNC_WORKER_POOL",
+        "REDIS_URL",
+        "STREAM_API_KEY",
+        "STREAM_API_SECRET",
+        "HMS_ACCESS_KEY",
+        "HMS_APP_SECRET",
+    ]
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("CALLSYNC_WORKER_POOL", "gevent"), ("CALLSYNC_WORKER_CONCURRENCY", "many"), ("CALLSYNC_WORKER_CONCURRENCY", "0")],
+    [
+        ("CALLSYNC_WORKER_POOL", "gevent"),
+        ("CALLSYNC_WORKER_CONCURRENCY", "many"),
+        ("CALLSYNC_WORKER_CONCURRENCY", "0"),
+        ("PORT", "http"),
+        ("WEB_CONCURRENCY", "two"),
+    ],
 )
-def test_a_bad_worker_pool_setting_stops_the_worker_with_one_line(monkeypatch, capsys, name, value):
+def test_a_bad_process_setting_stops_the_role_with_one_line(monkeypatch, capsys, name, value):
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    monkeypatch.setenv("CALLSYNC_DRY_RUN", "true")
     monkeypatch.setenv(name, value)
-    assert main(["worker"]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["worker"])
+    assert stop.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("callsync: configuration error: ") and name in line
+
+
+@pytest.fixture
+def nowhere(monkeypatch, tmp_path):
+    """A folder with no `callsync run` in it or above, and no REDIS_URL."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv", [["status"], ["dead-letters", "list"], ["dead-letters", "purge"]])
+def test_without_a_redis_the_commands_say_in_one_line_where_they_looked(nowhere, capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("callsync: no Redis: REDIS_URL is not set and no `callsync run` is going here")
+    assert f"looked for .callsync/run.json in {nowhere} and the folders above" in line
+
+
+def test_a_stopped_run_is_named_as_stopped(nowhere, capsys):
+    record = nowhere / ".callsync" / "run.json"
+    record.parent.mkdir()
+    record.write_text(json.dumps({"pid": _dead_pid(), "redis_url": "redis://127.0.0.1:1/0", "receiver_url": "http://x"}))
+    with pytest.raises(SystemExit):
+        main(["status"])
+    assert f"{record} is from a run that has stopped" in capsys.readouterr().err
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["status"], ["status", "--json"], ["dead-letters", "list"], ["dead-letters", "replay", "--all"], ["dead-letters", "purge"]],
+)
+def test_an_unreachable_redis_is_one_line_and_exit_1(monkeypatch, capsys, argv):
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2-password@127.0.0.1:1/0")
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 1
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("callsync: Redis at redis://:***@127.0.0.1:1/0 does not answer (ConnectionError: ")
+    assert "hunter2" not in captured.out + captured.err and "Traceback" not in captured.err
+
+
+def test_send_without_a_receiver_is_one_line(nowhere, monkeypatch, capsys):
+    monkeypatch.setenv("PORT", str(free_port()))
+    with pytest.raises(SystemExit) as stop:
+        main(["send", "hms", str(SAMPLES / "hms_session_open.json")])
+    assert stop.value.code == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("callsync: no receiver answers at http://127.0.0.1:")
+    assert "no --url and no `callsync run` going here" in line
+
+
+def test_version_and_help_for_every_option(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    from importlib.metadata import version
+
+    assert capsys.readouterr().out.strip() == f"callsync {version('callsync')}"
+    top = parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"callsync {name} {action.dest}: no help text"
+    assert {c.dest for c in commands._choices_actions} == set(commands.choices)
+    assert all(c.help for c in commands._choices_actions)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REAL_URL
+from tests.conftest import real_url
 from tests.stack import CALL, CID, SECRETS, Stack, running_stack, wait_for
 from worker.cli import main
 from worker.deadletters import DeadLetters
@@ -50,7 +50,7 @@ def logs() -> Iterator[Capture]:
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    monkeypatch.setenv("REDIS_URL", REAL_URL)  # for the `callsync` commands
+    monkeypatch.setenv("REDIS_URL", real_url())  # for the `callsync` commands
     with running_stack(task_max_retries=2) as running:
         yield running
 

@@ -38,3 +38,17 @@ def test_the_demo_tells_the_whole_story_within_a_minute(tmp_path) -> None:
     assert out.count("/end-room (end the session for everyone)") == 2
     assert "4 channel writes, 2 end-room; every channel ended as it should." in out
     assert (tmp_path / "worker.log").exists()
+
+
+def test_temporary_logs_go_when_the_story_held_and_stay_when_it_did_not(tmp_path) -> None:
+    from worker.demo import Teller, _forget_unless_failed
+
+    said: list[str] = []
+    held, failed = tmp_path / "held", tmp_path / "failed"
+    for folder in (held, failed):
+        folder.mkdir()
+        (folder / "worker.log").write_text("{}\n")
+    _forget_unless_failed(held, Teller(said.append), lambda: 0)
+    _forget_unless_failed(failed, Teller(said.append), lambda: 1)
+    assert not held.exists() and (failed / "worker.log").exists()
+    assert said == [f"the roles' logs are kept in {failed}"]

@@ -1,4 +1,4 @@
-"""CONTRACT §4 end to end: the Procfile's roles as real processes, real Redis, stand-ins over HTTP.
+"""docs/behaviour.md end to end: the Procfile's roles as real processes, real Redis, stand-ins over HTTP.
 
 Two of each role run (`web` twice on two ports, `worker` twice, `beat` twice), so every
 rule below is also checked under rule 9. Rules are judged by what the stand-ins end up
@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from standins import FakeHms, FakeStream, serve
-from tests.conftest import REAL_URL, real_redis_or_skip
+from tests.conftest import real_redis, real_url
 from worker import launch
 from worker.queue import QUEUE
 
@@ -104,7 +104,7 @@ def procfile() -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    store = real_redis_or_skip()  # flushes the test database before anything starts
+    store = real_redis()  # flushes the test database before anything starts
     logs = tmp_path_factory.mktemp("e2e-logs")
     stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
     stream_url, stop_stream = serve(stream.app)
@@ -114,7 +114,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     stream.webhook_url, hms.webhook_url = f"{webs[0]}/webhooks/stream", f"{webs[0]}/webhooks/hms"
     env = {
         **launch.clean_environment(),
-        "REDIS_URL": REAL_URL,
+        "REDIS_URL": real_url(),
         **launch.platform_settings(
             stream_url=stream_url,
             stream_key=KEY,

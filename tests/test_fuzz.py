@@ -101,7 +101,7 @@ def test_unauthenticated_hms_requests_leave_no_trace(rx: Receiver) -> None:
         assert rx.keyspace() == before
 
 
-# --- authenticated but hostile: 2xx, 400 or 413 as CONTRACT §3 says -------------------------
+# --- authenticated but hostile: 2xx, 400 or 413 as docs/http.md says -------------------------
 
 
 def _authenticated(rx: Receiver, source: str, body: bytes, compress: bool = False) -> int:

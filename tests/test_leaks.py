@@ -1,4 +1,4 @@
-"""CONTRACT §4 rule 10: no secret or token in logs, error bodies or dead letters.
+"""docs/behaviour.md, rule 10: no secret or token in logs, error bodies or dead letters.
 
 Scenarios run with every secret set and the stand-ins refusing calls (401, 400), so errors
 are logged and dead-lettered; then everything produced is scanned.

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REAL_URL, real_redis_or_skip
+from tests.conftest import real_redis, real_url
 from tests.samples import load, stream_headers
 from webhooks.app import create_app
 from worker import counters
@@ -179,11 +179,11 @@ def test_bucket_labels_match_prometheus_le():
 @pytest.mark.redis
 def test_callsync_web_sums_every_gunicorn_process_in_each_scrape(tmp_path):
     """Two gunicorn processes answer; whichever answers a scrape shows every webhook (multiprocess mode)."""
-    real_redis_or_skip()
+    real_redis()
     port = free_port()
     env = {
         **os.environ,
-        "REDIS_URL": REAL_URL,
+        "REDIS_URL": real_url(),
         "STREAM_API_SECRET": SECRET,
         "HMS_WEBHOOK_SECRET": HMS_SECRET,
         "WEB_CONCURRENCY": "2",

@@ -1,4 +1,4 @@
-"""The shared Stream update ceiling (CONTRACT §4 rule 8), on fakeredis and real Redis."""
+"""The shared Stream update ceiling (docs/behaviour.md, rule 8), on fakeredis and real Redis."""
 
 from __future__ import annotations
 

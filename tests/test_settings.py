@@ -69,3 +69,37 @@ def test_task_events_are_off_unless_asked_for():
 
     assert create_celery(load_settings({})).conf.worker_send_task_events is False
     assert create_celery(load_settings({"CALLSYNC_TASK_EVENTS": "true"})).conf.worker_send_task_events is True
+
+
+def test_every_problem_is_found_in_one_pass():
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            {
+                "CALLSYNC_MAX_SESSION_SECONDS": "soon",
+                "CALLSYNC_STREAM_UPDATE_RATE": "300",
+                "REDIS_URL": "localhost:6379",
+                "HMS_WEBHOOK_HEADER": "X Secret",
+                "CALLSYNC_DRY_RUN": "maybe",
+            },
+            "web",
+        )
+    named = [problem.split()[0] for problem in err.value.problems]
+    assert named == [
+        "REDIS_URL",
+        "HMS_WEBHOOK_HEADER",
+        "CALLSYNC_MAX_SESSION_SECONDS",
+        "CALLSYNC_STREAM_UPDATE_RATE",
+        "CALLSYNC_DRY_RUN",
+        "STREAM_API_SECRET",
+        "HMS_WEBHOOK_SECRET",
+    ]
+
+
+def test_the_redis_password_stays_out_of_the_settings_repr():
+    from worker.settings import redacted_url
+
+    url = "rediss://:hunter2-password@redis.example:6380/0?ssl_cert_reqs=none"
+    assert "hunter2" not in repr(load_settings({"REDIS_URL": url}))
+    assert redacted_url(url) == "rediss://:***@redis.example:6380/0?ssl_cert_reqs=none"
+    assert redacted_url("redis://:p@ss@h:1/0") == "redis://:***@h:1/0"  # split at the last "@", as URL parsers do
+    assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

@@ -1,4 +1,4 @@
-"""CONTRACT §4 rules 4, 5 and 9: the 12-hour limit, lost closes, stale flags, concurrent sweeps."""
+"""docs/behaviour.md, rules 4, 5 and 9: the 12-hour limit, lost closes, stale flags, concurrent sweeps."""
 
 from __future__ import annotations
 

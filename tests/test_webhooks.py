@@ -83,7 +83,7 @@ def test_unknown_event_types_are_ignored_and_leave_nothing(client, redis_client)
     assert redis_client.keys("*") == []
 
 
-# --- every rejection of CONTRACT §3, each leaving no trace ---------------------------------
+# --- every rejection of docs/http.md, each leaving no trace ---------------------------------
 
 REJECTIONS = {
     "stream: missing signature": lambda c: c.post("/webhooks/stream", data=b'{"type":"channel.updated"}'),

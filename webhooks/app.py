@@ -1,4 +1,4 @@
-"""The Flask app factory and its views (CONTRACT §3)."""
+"""The Flask app factory and its views (docs/http.md)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     def accept(
         verify: Callable[[bytes], None], parse: Parse, line: dict[str, Any], delivery_id: str | None
     ) -> tuple[Any, str | None]:
-        """Read, verify and parse one delivery (CONTRACT §3's order of checks); Rejected if it fails one."""
+        """Read, verify and parse one delivery (the order of checks of docs/http.md); Rejected if it fails one."""
         limit = settings.max_body_bytes
         bad_body: str | None = None
         try:

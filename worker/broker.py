@@ -9,9 +9,12 @@ channel's connection pool, so this channel keeps one per pool and hands it out a
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from kombu.transport import redis as kombu_redis
+from kombu.utils.url import parse_ssl_cert_reqs
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
@@ -32,6 +35,24 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
 
 
 def transport_for(url: str | None) -> str | None:
-    """The transport for a broker URL: this one for plain `redis://`, kombu's own otherwise
-    (kombu sets up TLS for `rediss://` only when it picks the transport from the URL)."""
-    return f"{__name__}:Transport" if url and url.startswith("redis://") else None
+    """The transport for a broker URL: this one for `redis://` and `rediss://` (TLS comes
+    from `ssl_options`), kombu's own choice otherwise (`unix://`)."""
+    return f"{__name__}:Transport" if url and url.startswith(("redis://", "rediss://")) else None
+
+
+_TLS_QUERY = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def ssl_options(url: str | None) -> dict[str, Any] | None:
+    """TLS for a `rediss://` broker (Celery's `broker_use_ssl`), read from the URL's query as
+    redis-py reads it for the state store: the certificate is verified unless the URL says
+    otherwise (`?ssl_cert_reqs=none`, what Heroku Redis's self-signed certificates need).
+    kombu alone would not verify when the URL names no `ssl_cert_reqs`, nor use TLS at all
+    under a transport it did not pick from the scheme."""
+    if not url or not url.startswith("rediss://"):
+        return None
+    query = {key: values[-1] for key, values in parse_qs(urlsplit(url).query).items()}
+    reqs = parse_ssl_cert_reqs(query["ssl_cert_reqs"]) if "ssl_cert_reqs" in query else ssl.CERT_REQUIRED
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_NONE if reqs is None else reqs}
+    options.update({key: query[key] for key in _TLS_QUERY if key in query})
+    return options

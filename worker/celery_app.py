@@ -38,6 +38,7 @@ def create_celery(settings: Settings) -> Celery:
     app = Celery("callsync", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
         broker_transport=broker.transport_for(settings.redis_url),
+        broker_use_ssl=broker.ssl_options(settings.redis_url),
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
@@ -61,8 +62,10 @@ def create_celery(settings: Settings) -> Celery:
         },
         # RedBeat keeps the schedule in Redis and holds a lock there: any number of beat
         # processes may run, one schedules; a standby takes over within the lock timeout.
+        # Its Redis URL is set by the beat role alone (`beat_settings`): `celery inspect conf`
+        # and Flower show a worker's configuration, masking only the broker URL's password.
         beat_scheduler="worker.beat:SteadyRedBeatScheduler",
-        redbeat_redis_url=settings.redis_url,
+        redbeat_redis_options={"health_check_interval": 30, "socket_connect_timeout": 5, "socket_timeout": 10},
         redbeat_key_prefix="cs:beat:",
         redbeat_lock_timeout=30,
         beat_max_loop_interval=5,
@@ -70,6 +73,11 @@ def create_celery(settings: Settings) -> Celery:
     app.steps["consumer"].add(Heartbeat)  # `callsync status` sees workers without a broadcast
     app.callsync_settings = settings  # type: ignore[attr-defined]
     return app
+
+
+def beat_settings(app: Celery, settings: Settings) -> None:
+    """What only the beat role needs: RedBeat's URL (TLS options follow `broker_use_ssl`)."""
+    app.conf.redbeat_redis_url = settings.redis_url
 
 
 _runtimes: dict[tuple[int, int], Runtime] = {}

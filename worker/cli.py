@@ -11,32 +11,59 @@ from pathlib import Path
 
 import httpx
 import redis
+from kombu.exceptions import OperationalError
 
+from . import runfile
 from .logs import configure_logging
-from .settings import ConfigError, Role, Settings, load_settings
+from .settings import ConfigError, Role, Settings, load_settings, redacted_url
 
 
 def settings_for(role: Role | None) -> Settings:
-    """Settings from the environment, checked for `role`; one clear line and exit 2 if not."""
+    """Settings from the environment, checked for `role`: every problem one line, then exit 2."""
     try:
-        settings = load_settings(os.environ)
-        return settings.require(role) if role else settings
+        return load_settings(os.environ, *([role] if role else []))
     except ConfigError as exc:
-        print(f"callsync: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"callsync: configuration error: {problem}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def store(settings: Settings) -> redis.Redis:
-    if not settings.redis_url:
-        print("callsync: configuration error: REDIS_URL is required for this command", file=sys.stderr)
-        raise SystemExit(2)
-    return redis.Redis.from_url(settings.redis_url)
+def fail(message: str, code: int = 1) -> SystemExit:
+    print(f"callsync: {message}", file=sys.stderr)
+    return SystemExit(code)
+
+
+def redis_url_here(settings: Settings) -> str:
+    """REDIS_URL, else the Redis of a `callsync run` going in this checkout; one line saying
+    where it looked if there is neither."""
+    if settings.redis_url:
+        return settings.redis_url
+    record, stale = runfile.find(Path.cwd())
+    if record is not None:
+        return record.redis_url
+    looked = f"{runfile.NAME} in {Path.cwd()} and the folders above"
+    gone = f"; {stale[0]} is from a run that has stopped" if stale else ""
+    raise fail(f"no Redis: REDIS_URL is not set and no `callsync run` is going here (looked for {looked}{gone})", 2)
+
+
+def store(url: str) -> redis.Redis:
+    # Bounded waits: an unreachable host answers with one line, not a hang.
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=15)
+
+
+def unreachable(url: str, exc: Exception) -> SystemExit:
+    from urllib.parse import unquote, urlsplit
+
+    from .logs import scrub
+
+    password = unquote(urlsplit(url).password or "")
+    said = scrub(str(exc), [password] if password else [])
+    return fail(f"Redis at {redacted_url(url)} does not answer ({type(exc).__name__}: {said})")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .embedded import run_all
 
-    configure_logging()
     return run_all(args.port, args.workers, Path(args.data_dir))
 
 
@@ -54,7 +81,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     prepare_multiprocess_dir()  # before prometheus_client is imported (webhooks.metrics says why)
     from .processes import run_web
 
-    run_web(settings, args.port, args.host)
+    run_web(settings, args.port or settings.port, args.host)
     return 0
 
 
@@ -66,19 +93,12 @@ DEFAULT_CONCURRENCY = {"threads": 8, "prefork": 4, "solo": 1}
 def cmd_worker(args: argparse.Namespace) -> int:
     from .processes import run_worker
 
-    if args.pool not in DEFAULT_CONCURRENCY:
-        return _config_error(f"CALLSYNC_WORKER_POOL must be one of {', '.join(sorted(DEFAULT_CONCURRENCY))}")
-    given = str(args.concurrency) if args.concurrency is not None else os.environ.get("CALLSYNC_WORKER_CONCURRENCY", "")
-    concurrency = given.strip() or str(DEFAULT_CONCURRENCY[args.pool])
-    if not concurrency.isdigit() or int(concurrency) < 1:
-        return _config_error("CALLSYNC_WORKER_CONCURRENCY (or --concurrency) must be a whole number of at least 1")
-    run_worker(settings_for("worker"), int(concurrency), args.pool)
+    settings = settings_for("worker")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise fail("configuration error: --concurrency must be at least 1", 2)
+    pool = args.pool or settings.worker_pool
+    run_worker(settings, args.concurrency or settings.worker_concurrency or DEFAULT_CONCURRENCY[pool], pool)
     return 0
-
-
-def _config_error(message: str) -> int:
-    print(f"callsync: configuration error: {message}", file=sys.stderr)
-    return 2
 
 
 def cmd_beat(_: argparse.Namespace) -> int:
@@ -91,18 +111,32 @@ def cmd_beat(_: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import gather, render
 
-    status = gather(store(settings_for(None)), time.time())
+    url = redis_url_here(settings_for(None))
+    try:
+        status = gather(store(url), time.time())
+    except redis.RedisError as exc:
+        raise unreachable(url, exc) from None
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    settings = settings_for(None)
+    settings = replace(settings, redis_url=redis_url_here(settings))
+    try:
+        return _dead_letters(args, settings)
+    except (redis.RedisError, OperationalError) as exc:
+        raise unreachable(settings.redis_url or "", exc) from None
+
+
+def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     from .celery_app import create_celery
     from .deadletters import DeadLetters
     from .queue import QUEUE
 
-    settings = settings_for(None)
-    letters = DeadLetters(store(settings))
+    letters = DeadLetters(store(settings.redis_url or ""))
     if args.action == "list":
         rows = letters.list(args.limit)
         if args.json:
@@ -172,61 +206,98 @@ def cmd_send(args: argparse.Namespace) -> int:
     from .core.signing import sign_stream
     from .embedded import DEV_HMS_SECRET, DEV_STREAM_SECRET
 
-    body = Path(args.file).read_bytes()
+    try:
+        body = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {args.file}: {exc.strerror}") from None
     if args.source == "stream":
         secret = os.environ.get("STREAM_API_SECRET") or DEV_STREAM_SECRET
         headers = {"X-Signature": sign_stream(body, secret), "X-Webhook-Id": args.id or os.urandom(8).hex()}
     else:
         secrets = os.environ.get("HMS_WEBHOOK_SECRET") or DEV_HMS_SECRET
         headers = {os.environ.get("HMS_WEBHOOK_HEADER") or "X-Callsync-Secret": secrets.split(",")[0].strip()}
-    response = httpx.post(
-        f"{args.url.rstrip('/')}/webhooks/{args.source}", content=body, headers={**headers, "Content-Type": "application/json"}
-    )
+    url, where = receiver_here(args.url)
+    try:
+        response = httpx.post(
+            f"{url}/webhooks/{args.source}", content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+    except httpx.HTTPError as exc:
+        raise fail(f"no receiver answers at {url} ({where}): {type(exc).__name__}: {exc}") from None
     print(response.status_code, response.text.strip())
     return 0 if response.is_success else 1
 
 
+def receiver_here(given: str | None) -> tuple[str, str]:
+    """--url, else the receiver of a `callsync run` going in this checkout, else PORT on this host."""
+    if given:
+        return given.rstrip("/"), "--url"
+    record, _ = runfile.find(Path.cwd())
+    if record is not None:
+        return record.receiver_url, f"the `callsync run` of {record.path}"
+    port = os.environ.get("PORT", "").strip() or "8000"
+    return f"http://127.0.0.1:{port}", "no --url and no `callsync run` going here: PORT on this host"
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("callsync")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="callsync", description=__doc__)
-    sub = top.add_subparsers(dest="command", required=True)
+    top = argparse.ArgumentParser(
+        prog="callsync", description=__doc__, epilog="Settings are environment variables: docs/configuration.md."
+    )
+    top.add_argument("--version", action="version", version=f"callsync {version()}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    port_help = "port to serve on (default: PORT, else 8000)"
     run = sub.add_parser("run", help="run web, worker and beat here (embedded Redis without REDIS_URL)")
-    run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    run.add_argument("--port", type=int, help=port_help)
     run.add_argument("--workers", type=int, help="the worker's threads (default: as `callsync worker`)")
-    run.add_argument("--data-dir", default=".callsync/valkey", help="embedded Redis data directory")
+    run.add_argument("--data-dir", default=".callsync/valkey", help="embedded Redis data directory (default: %(default)s)")
     run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="watch callsync keep channels true, against local stand-ins of Stream and 100ms")
     demo.add_argument("--redis-url", help="a scratch Redis to use (default: an embedded one); never a production one")
-    demo.add_argument("--logs", help="directory for the roles' logs (default: a temporary one)")
+    demo.add_argument("--logs", metavar="DIR", help="keep the roles' logs in DIR (default: a temporary folder, removed)")
     demo.set_defaults(func=cmd_demo)
     web = sub.add_parser("web", help="the webhook receiver (gunicorn)")
-    web.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    web.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the web role serves the network
+    web.add_argument("--port", type=int, help=port_help)
+    web.add_argument("--host", default="0.0.0.0", help="address to bind (default: %(default)s, every interface)")  # noqa: S104
     web.set_defaults(func=cmd_web)
     worker = sub.add_parser("worker", help="a Celery worker")
     worker.add_argument(
-        "--concurrency", type=int, help="threads or processes (default: CALLSYNC_WORKER_CONCURRENCY, else by pool)"
+        "--concurrency", type=int, help="threads or processes (default: CALLSYNC_WORKER_CONCURRENCY, else by pool: 8, 4, 1)"
     )
-    worker.add_argument("--pool", default=os.environ.get("CALLSYNC_WORKER_POOL", "threads"), choices=sorted(DEFAULT_CONCURRENCY))
+    worker.add_argument(
+        "--pool", choices=sorted(DEFAULT_CONCURRENCY), help="Celery pool (default: CALLSYNC_WORKER_POOL, else threads)"
+    )
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("beat", help="the periodic scheduler").set_defaults(func=cmd_beat)
-    status = sub.add_parser("status", help="queues, sessions, dead letters, last sweep")
-    status.add_argument("--json", action="store_true")
+    redis_note = "Reads REDIS_URL, else the Redis of a `callsync run` going in this checkout."
+    status = sub.add_parser("status", help="queues, sessions, dead letters, last sweep", description=redis_note)
+    status.add_argument("--json", action="store_true", help="print JSON, for scripts")
     status.set_defaults(func=cmd_status)
-    dead = sub.add_parser("dead-letters", help="list, replay or purge tasks that could not be done")
-    dead.add_argument("action", choices=["list", "replay", "purge"])
+    dead = sub.add_parser("dead-letters", help="list, replay or purge tasks that could not be done", description=redis_note)
+    dead.add_argument("action", choices=["list", "replay", "purge"], help="list them, enqueue them again, or forget them all")
     dead.add_argument("ids", nargs="*", help="dead letter ids to replay")
     dead.add_argument("--all", action="store_true", help="replay every dead letter")
-    dead.add_argument("--limit", type=int, default=100)
-    dead.add_argument("--json", action="store_true")
+    dead.add_argument("--limit", type=int, default=100, help="list at most this many, oldest first (default: %(default)s)")
+    dead.add_argument("--json", action="store_true", help="list as JSON, for scripts")
     dead.set_defaults(func=cmd_dead_letters)
     replay = sub.add_parser("hms-replay", help="ask 100ms to re-send webhook deliveries that failed in a window")
     replay.add_argument("--since", required=True, help="RFC 3339 start, e.g. 2026-11-20T10:00:00Z")
     replay.add_argument("--until", help="RFC 3339 end (default: now)")
     replay.set_defaults(func=cmd_hms_replay)
     send = sub.add_parser("send", help="sign a sample webhook and POST it to a running receiver")
-    send.add_argument("source", choices=["stream", "hms"])
-    send.add_argument("file")
-    send.add_argument("--url", default="http://127.0.0.1:8000")
+    send.add_argument("source", choices=["stream", "hms"], help="the platform whose signature to put on it")
+    send.add_argument("file", help="the JSON body to send, e.g. tests/samples/hms_session_open.json")
+    send.add_argument(
+        "--url", help="the receiver (default: that of a `callsync run` going here, else http://127.0.0.1:PORT, PORT 8000)"
+    )
     send.add_argument("--id", help="X-Webhook-Id to send (Stream); random by default")
     send.set_defaults(func=cmd_send)
     return top

@@ -1,7 +1,7 @@
 """Worker-side counters and histograms, kept in one Redis hash so `/metrics` can show them.
 
 Why Redis and not prometheus-client's multiprocess files: workers run "any number, any
-host" (CONTRACT §1) and serve no HTTP, while `/metrics` is served by the web role. A
+host" (docs/operations.md) and serve no HTTP, while `/metrics` is served by the web role. A
 directory of mmap files is shared only by processes of one host; a Redis hash is shared by
 all, survives worker restarts, and the web role reads it at scrape time (worker.collector).
 Increments are buffered in the process and written in one pipelined round trip a second

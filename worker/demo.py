@@ -8,6 +8,7 @@ served in this process. Every change of a channel's call fields is printed with 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -68,9 +69,12 @@ def play(redis_url: str | None = None, log_dir: Path | None = None) -> int:
     from standins import FakeHms, FakeStream, serve
 
     teller = Teller(lambda line: print(line, flush=True))
+    outcome = 1
     with ExitStack() as stack:
         url, redis_name = stack.enter_context(redis_for_demo(redis_url))
-        logs = log_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="callsync-demo-")))
+        logs = log_dir or Path(tempfile.mkdtemp(prefix="callsync-demo-"))
+        if log_dir is None:
+            stack.callback(_forget_unless_failed, logs, teller, lambda: outcome)
         port = launch.free_port()
         web = f"http://127.0.0.1:{port}"
         stream = FakeStream(STREAM_KEY, STREAM_SECRET, webhook_url=f"{web}/webhooks/stream")
@@ -81,7 +85,8 @@ def play(redis_url: str | None = None, log_dir: Path | None = None) -> int:
         stack.callback(stop_hms)
         env = demo_environment(url, stream_url, hms_url)
         teller.say(f"callsync demo: Stream stand-in {stream_url}, 100ms stand-in {hms_url}, Redis: {redis_name}")
-        teller.say(f"starting web (port {port}), worker and beat; their logs go to {logs}")
+        where = f"their logs go to {logs}" if log_dir else "their logs are kept only if a step fails (--logs DIR keeps them)"
+        teller.say(f"starting web (port {port}), worker and beat; {where}")
         children = [
             launch.start("web", launch.role_argv("web", "--port", port, "--host", "127.0.0.1"), env, logs),
             launch.start("worker", launch.role_argv("worker", "--concurrency", 2), env, logs),
@@ -91,8 +96,16 @@ def play(redis_url: str | None = None, log_dir: Path | None = None) -> int:
         launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver")
         worker_log = logs / "worker.log"
         launch.wait_for(lambda: " ready." in worker_log.read_text(errors="replace"), 60, "the worker")
-        return Story(teller, stream, hms, web).run()
-    return 1  # pragma: no cover - ExitStack does not swallow exceptions
+        outcome = Story(teller, stream, hms, web).run()
+    return outcome
+
+
+def _forget_unless_failed(logs: Path, teller: Teller, outcome: Callable[[], int]) -> None:
+    """The temporary logs go when every step held; otherwise they stay, and the story says where."""
+    if outcome() == 0:
+        shutil.rmtree(logs, ignore_errors=True)
+    else:
+        teller.say(f"the roles' logs are kept in {logs}")
 
 
 def demo_environment(redis_url: str, stream_url: str, hms_url: str) -> dict[str, str]:

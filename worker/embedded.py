@@ -8,6 +8,7 @@ TCP server manages about a dozen.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -16,12 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import runfile
+from .logs import configure_logging
+from .settings import ConfigError, Settings, load_settings
+
 DEV_STREAM_SECRET = "dev-stream-secret"  # noqa: S105 - a public development value, see README
 DEV_HMS_SECRET = "dev-hms-secret"  # noqa: S105 - a public development value, see README
+log = logging.getLogger("callsync.run")
 
 
 def say(message: str) -> None:
-    print(f"callsync: {message}", flush=True)
+    log.info(message)
 
 
 def start_embedded_redis(data_dir: Path) -> Any:
@@ -33,37 +39,41 @@ def start_embedded_redis(data_dir: Path) -> Any:
     return server
 
 
-def dev_environment(env: dict[str, str]) -> dict[str, str]:
-    """Fill what a laptop lacks: development webhook secrets, and dry run without credentials."""
-    env = dict(env)
+def dev_environment(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Fill what a laptop lacks: development webhook secrets, and dry run without credentials;
+    with a note of each thing filled in."""
+    env, notes = dict(env), []
     if not env.get("STREAM_API_SECRET"):
         env["STREAM_API_SECRET"] = DEV_STREAM_SECRET
-        say("STREAM_API_SECRET unset: Stream webhooks are verified with the development secret (README)")
+        notes.append("STREAM_API_SECRET unset: Stream webhooks are verified with the development secret (README)")
     if not env.get("HMS_WEBHOOK_SECRET"):
         env["HMS_WEBHOOK_SECRET"] = DEV_HMS_SECRET
-        say("HMS_WEBHOOK_SECRET unset: 100ms webhooks are checked against the development secret (README)")
+        notes.append("HMS_WEBHOOK_SECRET unset: 100ms webhooks are checked against the development secret (README)")
     needed = ("STREAM_API_KEY", "STREAM_API_SECRET", "HMS_ACCESS_KEY", "HMS_APP_SECRET")
     if not all(env.get(name) for name in needed) or env.get("STREAM_API_SECRET") == DEV_STREAM_SECRET:
         env.setdefault("CALLSYNC_DRY_RUN", "true")
-        say("no upstream credentials: dry run, the calls callsync would make are logged instead")
-    return env
+        notes.append("no upstream credentials: dry run, the calls callsync would make are logged instead")
+    return env, notes
 
 
-def run_all(port: int, workers: int | None, data_dir: Path) -> int:
-    env = dev_environment(dict(os.environ))
-    server = None
-    if not env.get("REDIS_URL"):
-        server = start_embedded_redis(data_dir)
-        env["REDIS_URL"] = f"redis://127.0.0.1:{server.port}/0"
-        say(f"embedded Valkey on 127.0.0.1:{server.port} (data in {data_dir})")
-    command = [sys.executable, "-m", "worker.cli"]
-    roles = {
-        "web": [*command, "web", "--port", str(port), "--host", "127.0.0.1"],
-        "worker": [*command, "worker", *(["--concurrency", str(workers)] if workers else [])],
-        "beat": [*command, "beat"],
-    }
-    children = {name: subprocess.Popen(argv, env=env) for name, argv in roles.items()}  # noqa: S603
-    say(f"receiver on http://127.0.0.1:{port} (POST /webhooks/stream, /webhooks/hms); Ctrl-C stops")
+def check(env: dict[str, str]) -> Settings:
+    """The settings, checked for every problem the three roles would stop on, before anything starts."""
+    return load_settings({**env, "REDIS_URL": env.get("REDIS_URL") or "redis://embedded"}, "web", "worker", "beat")
+
+
+def run_all(port: int | None, workers: int | None, data_dir: Path) -> int:
+    """Check the settings (one line per problem, exit 2), then log JSON lines and run the roles."""
+    env, notes = dev_environment(dict(os.environ))
+    try:
+        checked = check(env)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"callsync: configuration error: {problem}", file=sys.stderr)
+        return 2
+    configure_logging()
+    for note in notes:
+        say(note)
+    port = port or checked.port
     stopping = False
 
     def stop(*_: Any) -> None:
@@ -72,13 +82,31 @@ def run_all(port: int, workers: int | None, data_dir: Path) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    server, record, children = None, None, {}
+    receiver = f"http://127.0.0.1:{port}"
     code = 0
     try:
+        if not env.get("REDIS_URL"):
+            server = start_embedded_redis(data_dir)
+            env["REDIS_URL"] = f"redis://127.0.0.1:{server.port}/0"
+            say(f"embedded Valkey on 127.0.0.1:{server.port} (data in {data_dir})")
+        record = runfile.write(Path.cwd(), env["REDIS_URL"], receiver)
+        command = [sys.executable, "-m", "worker.cli"]
+        roles = {
+            "web": [*command, "web", "--port", str(port), "--host", "127.0.0.1"],
+            "worker": [*command, "worker", *(["--concurrency", str(workers)] if workers else [])],
+            "beat": [*command, "beat"],
+        }
+        children = {name: subprocess.Popen(argv, env=env) for name, argv in roles.items()}  # noqa: S603
+        serving = False
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:
                     say(f"{name} exited with {child.returncode}; stopping")
                     code, stopping = child.returncode or 1, True
+            if not serving and not stopping and _ready(receiver):
+                serving = True  # said once the receiver answers, not when it was merely started
+                say(f"receiver on {receiver} (POST /webhooks/stream, /webhooks/hms); Ctrl-C stops")
             time.sleep(0.2)
     finally:
         for child in children.values():
@@ -89,6 +117,17 @@ def run_all(port: int, workers: int | None, data_dir: Path) -> int:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
+        if record is not None:
+            runfile.remove(record)
         if server is not None:
             server.stop()
     return code
+
+
+def _ready(receiver: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{receiver}/readyz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False

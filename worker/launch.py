@@ -36,7 +36,7 @@ def clean_environment() -> dict[str, str]:
 def platform_settings(
     *, stream_url: str, stream_key: str, stream_secret: str, hms_url: str, hms_key: str, hms_secret: str, hook_secret: str
 ) -> dict[str, str]:
-    """The settings (CONTRACT §2) that point callsync's roles at a Stream and a 100ms, e.g. the stand-ins."""
+    """The settings (docs/configuration.md) that point callsync's roles at a Stream and a 100ms, e.g. the stand-ins."""
     return {
         "STREAM_BASE_URL": stream_url,
         "STREAM_API_KEY": stream_key,
@@ -55,14 +55,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path | None = None) -> Child:
-    """Start `argv` in its own process group (so its pool children stop with it); output to
-    `log_dir/<name>.log` when given, else to ours."""
+def start(name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path | None = None, cwd: Path | None = None) -> Child:
+    """Start `argv` in its own process group (so its pool children stop with it), in `cwd`
+    when given; output to `log_dir/<name>.log` when given, else to ours."""
     log = log_dir / f"{name}.log" if log_dir else None
     out: IO[bytes] | None = log.open("ab") if log else None
     try:
         process = subprocess.Popen(  # noqa: S603 - our own command line
-            list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+            list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True, cwd=cwd
         )
     finally:
         if out is not None:

@@ -13,7 +13,7 @@ from celery import signals
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from .celery_app import create_celery
+from .celery_app import beat_settings, create_celery
 from .logs import configure_logging, dict_config
 from .queue import QUEUE
 from .settings import Settings
@@ -73,6 +73,7 @@ def run_web(settings: Settings, port: int, host: str = "0.0.0.0") -> None:  # no
 
     options = {
         **GUNICORN_DEFAULTS,
+        "workers": settings.web_concurrency,
         "bind": f"{host}:{port}",
         "child_exit": child_exit,  # prometheus-client multiprocess bookkeeping
         "logconfig_dict": dict_config(settings.secrets),  # gunicorn's own lines in JSON as well
@@ -83,7 +84,9 @@ def run_web(settings: Settings, port: int, host: str = "0.0.0.0") -> None:  # no
 
 
 def _celery_logging(settings: Settings) -> None:
-    """Celery configures logging unless a `setup_logging` receiver does: ours keeps every line JSON."""
+    """Celery configures logging unless a `setup_logging` receiver does: ours keeps every line
+    JSON. Set up now as well, so that what Celery says before that (its warnings) is JSON too."""
+    configure_logging(settings.secrets)
 
     def setup(**_: Any) -> None:
         configure_logging(settings.secrets)
@@ -91,7 +94,16 @@ def _celery_logging(settings: Settings) -> None:
     signals.setup_logging.connect(setup, weak=False)
 
 
+# `--quiet`: no start-up banner. It is not JSON, and the beat's names the RedBeat URL in full.
+CELERY_QUIET = "--quiet"
+
+
 RESTART_PAUSE_SECONDS = 2.0
+
+
+def _say_shutdown(how: str = "", sig: str = "", **_: Any) -> None:
+    """Celery's own notice of this goes to the terminal only (worker/logs.py, LineLog)."""
+    logging.getLogger("callsync.worker").info("%s shutdown (%s): finishing the tasks in hand", how.lower(), sig)
 
 
 def run_worker(settings: Settings, concurrency: int, pool: str = "threads") -> None:
@@ -107,12 +119,14 @@ def run_worker(settings: Settings, concurrency: int, pool: str = "threads") -> N
     _celery_logging(settings)
     asked = []
     signals.worker_shutting_down.connect(lambda **_: asked.append(True), weak=False)
+    signals.worker_shutting_down.connect(_say_shutdown, weak=False)
     signals.worker_ready.connect(freeze_startup_objects, weak=False)  # the threads and solo pools
     signals.worker_process_init.connect(freeze_startup_objects, weak=False)  # each prefork process
     app = create_celery(settings)
     try:
         app.worker_main(
             [
+                CELERY_QUIET,
                 "worker",
                 "--loglevel=INFO",
                 f"--queues={QUEUE}",
@@ -133,4 +147,5 @@ def run_worker(settings: Settings, concurrency: int, pool: str = "threads") -> N
 def run_beat(settings: Settings) -> None:
     _celery_logging(settings)
     app = create_celery(settings)
-    app.start(["beat", "--loglevel=INFO"])
+    beat_settings(app, settings)
+    app.start([CELERY_QUIET, "beat", "--loglevel=INFO"])

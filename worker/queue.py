@@ -2,7 +2,7 @@
 
 The receiver does not use `apply_async` (about 0.9 ms a call here): it pushes a message
 in the shape Celery itself builds onto the queue, in the same Lua call that spends the
-delivery's dedupe key. Either both happen or neither does (CONTRACT §3: nothing
+delivery's dedupe key. Either both happen or neither does (docs/http.md: nothing
 half-recorded). Concurrent requests of one process share a pipelined round trip (group
 commit); each still waits for its own outcome before it answers.
 """

@@ -1,4 +1,4 @@
-"""One ceiling on Stream channel updates shared by every worker (CONTRACT §4 rule 8)."""
+"""One ceiling on Stream channel updates shared by every worker (docs/behaviour.md, rule 8)."""
 
 from __future__ import annotations
 

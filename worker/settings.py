@@ -1,18 +1,28 @@
-"""callsync's configuration: read once from the environment into one typed object."""
+"""callsync's configuration: read once from the environment into one typed object.
+
+Every problem is found in one pass: each reader below records what is wrong with its
+variable and goes on (see `_collected`), so a start that fails names everything to fix,
+one line per variable (docs/configuration.md), instead of one per attempt.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 Role = Literal["web", "worker", "beat"]
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class ConfigError(Exception):
-    """A setting a role needs is missing or malformed; the message names the variable."""
+    """Settings that are missing or malformed: one message per problem, each naming its variable."""
+
+    def __init__(self, *problems: str):
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -26,7 +36,7 @@ class Rate:
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may carry the Redis password
     stream_api_key: str = field(default="", repr=False)
     stream_api_secret: str = field(default="", repr=False)
     stream_base_url: str = "https://chat.stream-io-api.com"
@@ -47,6 +57,10 @@ class Settings:
     task_max_retries: int = 10
     visibility_timeout_seconds: int = 1200
     task_events: bool = False
+    port: int = 8000
+    web_concurrency: int = 2
+    worker_pool: str = "threads"
+    worker_concurrency: int | None = None  # None: as the pool's default (worker/cli.py)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -59,7 +73,14 @@ class Settings:
         return tuple(part for part in self.field_prefix.split(".") if part)
 
     def require(self, role: Role) -> Settings:
-        """Raise ConfigError naming the first variable `role` needs and lacks."""
+        """Raise ConfigError naming every variable `role` needs and lacks."""
+        missing = self.missing(role)
+        if missing:
+            raise ConfigError(*(_required(name, [role]) for name in missing))
+        return self
+
+    def missing(self, role: Role) -> list[str]:
+        """The variables `role` needs and lacks."""
         needed = {"REDIS_URL": self.redis_url}
         if role == "web":
             needed |= {"STREAM_API_SECRET": self.stream_api_secret, "HMS_WEBHOOK_SECRET": ",".join(self.hms_webhook_secrets)}
@@ -70,12 +91,54 @@ class Settings:
                 "HMS_ACCESS_KEY": self.hms_access_key,
                 "HMS_APP_SECRET": self.hms_app_secret,
             }
-        for name, value in needed.items():
-            if not value:
-                raise ConfigError(f"{name} is required for the {role} role")
-        return self
+        return [name for name, value in needed.items() if not value]
 
 
+def _required(name: str, roles: list[Role]) -> str:
+    named = " and ".join(roles) if len(roles) < 3 else f"{', '.join(roles[:-1])} and {roles[-1]}"
+    return f"{name} is required for the {named} role{'s' if len(roles) > 1 else ''}"
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password (`redis://:secret@host` → `redis://:***@host`), for anything shown."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")  # the last "@": where a URL parser splits too
+    if not sep or not at:
+        return url
+    user, colon, _ = userinfo.partition(":")  # without a colon the one value may be a password
+    return f"{scheme}://{user + ':' if colon else ''}***@{host}{slash}{path}"
+
+
+class _Environment(dict[str, str]):
+    """The environment being read, and the problems found in it so far."""
+
+    def __init__(self, env: Mapping[str, str]):
+        super().__init__(env)
+        self.problems: list[str] = []
+
+
+Parsed = TypeVar("Parsed")
+
+
+def _collected(read: Callable[..., Parsed]) -> Callable[..., Parsed]:
+    """A reader that, on an `_Environment`, records its problem and returns the default
+    (its third argument) instead of raising, so that reading goes on to the next variable."""
+
+    @functools.wraps(read)
+    def reader(env: Mapping[str, str], name: str, default: Any, *args: Any, **kwargs: Any) -> Parsed:
+        try:
+            return read(env, name, default, *args, **kwargs)
+        except ConfigError as exc:
+            if not isinstance(env, _Environment):
+                raise
+            env.problems.extend(exc.problems)
+            return default  # type: ignore[no-any-return]
+
+    return reader
+
+
+@_collected
 def _int(env: Mapping[str, str], name: str, default: int, low: int = 1, high: int = 10**12) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -89,6 +152,7 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int = 1, high: in
     return value
 
 
+@_collected
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -100,6 +164,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+@_collected
 def _rate(env: Mapping[str, str], name: str, default: Rate) -> Rate:
     raw = env.get(name, "").strip()
     if not raw:
@@ -110,6 +175,7 @@ def _rate(env: Mapping[str, str], name: str, default: Rate) -> Rate:
     return Rate(int(match.group(1)), _PERIODS[match.group(2)])
 
 
+@_collected
 def _url(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name, "").strip() or default
     if not re.match(r"^https?://[^\s/]+", raw):
@@ -117,6 +183,7 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     return raw.rstrip("/")
 
 
+@_collected
 def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name, default)
     if raw and not re.fullmatch(r"([A-Za-z0-9_]+\.)+", raw):
@@ -124,23 +191,60 @@ def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
-def load_settings(env: Mapping[str, str]) -> Settings:
-    """Parse every CONTRACT §2 variable; raise ConfigError on the first malformed one."""
-    header = env.get("HMS_WEBHOOK_HEADER", "").strip() or "X-Callsync-Secret"
-    if not re.fullmatch(r"[A-Za-z0-9\-]+", header):
-        raise ConfigError("HMS_WEBHOOK_HEADER must be an HTTP header name")
-    redis_url = env.get("REDIS_URL", "").strip() or None
-    if redis_url and not re.match(r"^(rediss?|unix)://", redis_url):
-        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+@_collected
+def _header(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    if not re.fullmatch(r"[A-Za-z0-9\-]+", raw):
+        raise ConfigError(f"{name} must be an HTTP header name")
+    return raw
+
+
+@_collected
+def _redis_url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    raw = env.get(name, "").strip() or default
+    if raw and not re.match(r"^(rediss?|unix)://", raw):
+        raise ConfigError(f"{name} must start with redis://, rediss:// or unix://")
+    return raw
+
+
+@_collected
+def _choice(env: Mapping[str, str], name: str, default: str, choices: Iterable[str]) -> str:
+    raw = env.get(name, "").strip() or default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(sorted(choices))}, got {raw!r}")
+    return raw
+
+
+WORKER_POOLS = ("prefork", "solo", "threads")
+
+
+def load_settings(env: Mapping[str, str], *roles: Role) -> Settings:
+    """Parse every variable of docs/configuration.md, and check that each of `roles` has
+    what it needs; raise one ConfigError listing every problem found."""
+    env = _Environment(env)
+    settings = _parse(env)
+    needed_by: dict[str, list[Role]] = {}
+    for role in roles:
+        for name in settings.missing(role):
+            needed_by.setdefault(name, []).append(role)
+    malformed = {problem.split()[0] for problem in env.problems}  # each line starts with its variable
+    problems = env.problems + [_required(name, who) for name, who in needed_by.items() if name not in malformed]
+    if problems:
+        raise ConfigError(*problems)
+    return settings
+
+
+def _parse(env: _Environment) -> Settings:
+    concurrency = _int(env, "CALLSYNC_WORKER_CONCURRENCY", 0)
     return Settings(
-        redis_url=redis_url,
+        redis_url=_redis_url(env, "REDIS_URL", None),
         stream_api_key=env.get("STREAM_API_KEY", "").strip(),
         stream_api_secret=env.get("STREAM_API_SECRET", "").strip(),
         stream_base_url=_url(env, "STREAM_BASE_URL", Settings.stream_base_url),
         hms_access_key=env.get("HMS_ACCESS_KEY", "").strip(),
         hms_app_secret=env.get("HMS_APP_SECRET", "").strip(),
         hms_base_url=_url(env, "HMS_BASE_URL", Settings.hms_base_url),
-        hms_webhook_header=header,
+        hms_webhook_header=_header(env, "HMS_WEBHOOK_HEADER", "X-Callsync-Secret"),
         hms_webhook_secrets=tuple(s.strip() for s in env.get("HMS_WEBHOOK_SECRET", "").split(",") if s.strip()),
         field_prefix=_prefix(env, "CALLSYNC_FIELD_PREFIX", Settings.field_prefix),
         max_session_seconds=_int(env, "CALLSYNC_MAX_SESSION_SECONDS", 43200),
@@ -154,4 +258,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", 10, low=0, high=100),
         visibility_timeout_seconds=_int(env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS", 1200, low=10),
         task_events=_bool(env, "CALLSYNC_TASK_EVENTS", False),
+        port=_int(env, "PORT", 8000, high=65535),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", 2, high=1024),
+        worker_pool=_choice(env, "CALLSYNC_WORKER_POOL", "threads", WORKER_POOLS),
+        worker_concurrency=concurrency or None,
     )

@@ -26,7 +26,7 @@ REDIS_RETRIES = 20
 
 
 def run_step(task: Task, step: Callable[..., object], *args: Any) -> None:
-    """Run one step under CONTRACT §4 rule 7 (wait, back off, or dead-letter); count and log its outcome."""
+    """Run one step under docs/behaviour.md, rule 7 (wait, back off, or dead-letter); count and log its outcome."""
     rt: Runtime = runtime_for(task.app)
     started = time.perf_counter()
     outcome, retry_in = "error", None

@@ -50,7 +50,7 @@ def parse_time(value: object) -> float | None:
 
 
 def valid_call_id(value: object) -> str | None:
-    """The call id if `value` is one (CONTRACT §4 terms), else None."""
+    """The call id if `value` is one (docs/behaviour.md, terms), else None."""
     if isinstance(value, str) and CALL_ID_RE.fullmatch(value):
         return value
     return None

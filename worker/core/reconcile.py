@@ -51,7 +51,7 @@ def live_call(calls: Sequence[Call]) -> Call | None:
 
 
 def desired_state(calls: Sequence[Call]) -> CallFields:
-    """CONTRACT §4 rule 1: active with the call whose room has the newest open session."""
+    """docs/behaviour.md, rule 1: active with the call whose room has the newest open session."""
     live = live_call(calls)
     return CallFields(active=True, call_id=live.call_id) if live else INACTIVE
 
@@ -83,7 +83,7 @@ def plan_channel(channel: Channel, calls: Sequence[Call], now: float, grace: flo
     known, desired = channel.fields, desired_state(calls)
     if desired.active or not known.active:
         return Plan(write=desired) if known != desired else Plan()
-    # The channel claims a call that has no open session recorded (CONTRACT §4 rule 4).
+    # The channel claims a call that has no open session recorded (docs/behaviour.md, rule 4).
     since = channel.claim_since if channel.claim_since is not None else now
     claim = _find(calls, known.call_id)
     if claim is None or _claim_is_stale(claim, since, grace):
@@ -109,7 +109,7 @@ def call_ended_by_client(previous: CallFields | None, new: CallFields, from_serv
 
 
 def client_ended_call(previous: CallFields | None, new: CallFields, from_server: bool, calls: Sequence[Call]) -> Session | None:
-    """CONTRACT §4 rule 3: a client turned `callActive` off while the session is open.
+    """docs/behaviour.md, rule 3: a client turned `callActive` off while the session is open.
 
     Returns the open session to end for everyone, else None.
     """

@@ -1,7 +1,7 @@
 """The life of a 100ms session as callsync records it, and which one is a room's current.
 
 A session only moves forward: open → ending → closed, or straight to closed. A close
-that arrives before its open keeps the session closed (CONTRACT §4 rule 6).
+that arrives before its open keeps the session closed (docs/behaviour.md, rule 6).
 """
 
 from __future__ import annotations

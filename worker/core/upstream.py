@@ -1,4 +1,4 @@
-"""How to treat an upstream answer that is not a success (CONTRACT §4 rule 7)."""
+"""How to treat an upstream answer that is not a success (docs/behaviour.md, rule 7)."""
 
 from __future__ import annotations
 
