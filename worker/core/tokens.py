@@ -34,9 +34,8 @@ class Unauthenticated(Exception):
 
 def token_of(authorization: str | None) -> str | None:
     """The JWT in an `Authorization` value: bare (as stream-chat sends it) or `Bearer <jwt>`."""
-    value = (authorization or "").strip()
-    if value[:7].lower() == "bearer ":
-        value = value[7:].strip()
+    scheme, _, rest = (authorization or "").strip().partition(" ")
+    value = rest.strip() if scheme.lower() == "bearer" else scheme if not rest else f"{scheme} {rest}"
     return value or None
 
 
