@@ -361,3 +361,13 @@ def test_a_cold_burst_of_joins_asks_stream_once(web: Web) -> None:
         thread.join(10)
     assert answers == [200] * 6
     assert web.stream_calls("/channels") == asked + 1
+
+
+def test_a_no_is_always_asked_afresh_so_a_member_added_just_now_gets_in(web: Web) -> None:
+    web.create("alice")  # the roster is cached without carol
+    asked = web.stream_calls("/channels")
+    assert web.join("carol").status_code == 403
+    web.stream.add_member(CID, "carol")
+    assert web.join("carol").status_code == 200
+    assert web.stream_calls("/channels") == asked + 2  # each "no" was checked with Stream
+    assert web.join("carol").status_code == 200 and web.stream_calls("/channels") == asked + 2  # a "yes" is cached

@@ -195,31 +195,35 @@ class CallsApi:
         return user, call_id, cid, snap
 
     def _require_member(self, cid: str, user: str, cached: Roster | None) -> None:
-        roster = cached or self._roster(cid, user)
-        found = membership(roster, user)
+        """Refused unless `user` may call in `cid`. A "yes" is cached briefly, so a burst of
+        joins costs Stream one call; a "no" is always asked afresh, so a user added to the
+        channel a moment ago is not refused by an answer from before."""
+        if _allows(cached, user):
+            return
+        found = membership(self._roster(cid, user), user)
         if found is Membership.ASK:  # a channel larger than one page of members
             stream, _ = self.upstreams.get()
             allowed = member_of(stream.channel_member(cid, user), user)
-            self.store.save_member(cid, user, allowed)
+            if allowed:
+                self.store.save_member(cid, user)
             found = Membership.MEMBER if allowed else Membership.NOT_MEMBER
         require_member(found, cid)
 
     def _roster(self, cid: str, user: str) -> Roster:
-        """The channel's roster from Stream, asked once for a burst of requests: one request
-        asks while the others wait for its answer in Redis (or ask themselves after a while)."""
-        if not self.store.take_roster_fill(cid):
-            deadline = time.monotonic() + FILL_SECONDS
-            while time.monotonic() < deadline:
-                time.sleep(FILL_POLL_SECONDS)
-                cached = self.store.roster(cid, user)
-                if cached is not None:
-                    return cached
+        """The channel's roster, asked of Stream once for a burst: while one request asks, the
+        others wait for its answer, and ask themselves only if it does not let them in."""
+        holding = self.store.take_roster_fill(cid)
+        if not holding:
+            waited = self.store.await_roster(cid, user, FILL_SECONDS, FILL_POLL_SECONDS)
+            if waited is not None and _allows(waited, user):
+                return waited
         stream, _ = self.upstreams.get()
         try:
             roster = roster_of(stream.channel_roster(cid), cid)
             self.store.save_roster(cid, roster)
         finally:
-            self.store.end_roster_fill(cid)
+            if holding:
+                self.store.end_roster_fill(cid)
         return roster
 
     def _existing_room(self, call_id: str) -> Room | None:
@@ -265,6 +269,10 @@ class CallsApi:
             s.hms_access_key, room.id, user, s.hms_default_role, self.clock(), s.call_token_ttl_seconds, str(uuid.uuid4())
         )
         return sign_call_token(claims, s.hms_app_secret)
+
+
+def _allows(roster: Roster | None, user: str) -> bool:
+    return roster is not None and membership(roster, user) is Membership.MEMBER
 
 
 @contextmanager

@@ -6,6 +6,7 @@ answers are cached costs one round trip (`snapshot`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,8 +77,7 @@ def _roster(meta: Any, answer: Any, user_id: str) -> Roster | None:
     if kind == "missing":
         return Roster(exists=False)
     allowed = frozenset({user_id}) if answer == b"1" else frozenset()
-    refused = frozenset({user_id}) if answer == b"0" else frozenset()
-    return Roster(True, allowed, refused, complete=kind == "complete")
+    return Roster(True, allowed, complete=kind == "complete")
 
 
 class CallsStore:
@@ -110,25 +110,38 @@ class CallsStore:
         return _roster(meta, answer, user_id)
 
     def save_roster(self, cid: str, roster: Roster) -> None:
-        """Cache what Stream said of the channel's members for MEMBERSHIP_TTL, replacing what was."""
+        """Cache who Stream said may call in the channel for MEMBERSHIP_TTL, replacing what was."""
         kind = "missing" if not roster.exists else "complete" if roster.complete else "partial"
-        fields: dict[Any, Any] = {ROSTER_META: kind, **dict.fromkeys(roster.allowed, "1"), **dict.fromkeys(roster.refused, "0")}
+        # Only who may: a "no" is always asked afresh (worker.calls), so it is not kept.
+        fields: dict[Any, Any] = {ROSTER_META: kind, **dict.fromkeys(roster.allowed, "1")}
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(roster_key(cid))
         pipe.hset(roster_key(cid), mapping=fields)
         pipe.expire(roster_key(cid), MEMBERSHIP_TTL)
         pipe.execute()
 
-    def save_member(self, cid: str, user_id: str, allowed: bool) -> None:
-        """Add Stream's answer about one user to a partial roster (it expires with the roster)."""
+    def save_member(self, cid: str, user_id: str) -> None:
+        """Add a user Stream said may call to a partial roster (it expires with the roster)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(roster_key(cid), user_id, "1" if allowed else "0")
+        pipe.hset(roster_key(cid), user_id, "1")
         pipe.expire(roster_key(cid), MEMBERSHIP_TTL, nx=True)
         pipe.execute()
 
     def take_roster_fill(self, cid: str) -> bool:
         """True for the one request that asks Stream for the roster; the others wait for it."""
         return bool(self.redis.set(roster_fill_key(cid), "1", nx=True, px=int(FILL_SECONDS * 1000)))
+
+    def await_roster(self, cid: str, user_id: str, seconds: float, every: float) -> Roster | None:
+        """The roster once the request asking Stream for it is done (or after `seconds`)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.exists(roster_fill_key(cid))
+            pipe.hmget(roster_key(cid), ROSTER_META, user_id)
+            filling, (meta, answer) = pipe.execute()
+            if not filling or time.monotonic() >= deadline:
+                return _roster(meta, answer, user_id)
+            time.sleep(every)
 
     def end_roster_fill(self, cid: str) -> None:
         self.redis.delete(roster_fill_key(cid))

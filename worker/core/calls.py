@@ -25,7 +25,7 @@ CHANNEL_TYPE_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 # browser these make every call a CORS preflight.
 CLIENT_HEADERS = ("authorization", "content-type", "stream-auth-type", "x-stream-client", "x-client-request-id")
 ROSTER_MEMBER_LIMIT = 100  # QueryChannels returns at most this many members of a channel
-MEMBERSHIP_TTL = 30  # seconds a membership answer is trusted: a burst of joins asks Stream once
+MEMBERSHIP_TTL = 30  # seconds a "may call" answer is trusted: a burst of joins asks Stream once
 UPSTREAM_RETRY_AFTER = 5  # seconds a client is told to wait when a platform gave no wait
 
 
