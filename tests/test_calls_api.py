@@ -312,6 +312,8 @@ def test_cors_answers_the_configured_origins_only(
         headers={"Origin": "https://app.example.com", "authorization": user_token("alice"), "stream-auth-type": "jwt"},
     )
     assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    refused = web.client.post(f"/calls/{quote(CALL, safe='')}", headers={"Origin": "https://app.example.com"})
+    assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert (
         "Access-Control-Allow-Origin"
         not in web.client.post("/webhooks/hms", headers={"Origin": "https://app.example.com"}).headers

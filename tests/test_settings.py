@@ -90,6 +90,7 @@ def test_calls_api_settings_are_parsed():
     assert settings.cors_origins == ("https://app.example.com", "http://localhost:3000")
     assert settings.calls_per_user == Rate(5, 1.0)
     assert settings.stream_api_secrets == ("new", "old")
+    assert {"new", "old"} <= set(settings.secrets)  # each secret of a rotation is scrubbed from logs
     defaults = load_settings({})
     assert (defaults.hms_default_role, defaults.call_token_ttl_seconds, defaults.cors_origins) == ("guest", 3600, ())
 

@@ -79,7 +79,8 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for scrubbing logs."""
-        return tuple(s for s in (self.stream_api_secret, self.hms_app_secret, *self.hms_webhook_secrets) if s)
+        values = (self.stream_api_secret, *self.stream_api_secrets, self.hms_app_secret, *self.hms_webhook_secrets)
+        return tuple(s for s in values if s)
 
     @property
     def field_path(self) -> tuple[str, ...]:
