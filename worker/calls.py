@@ -190,8 +190,10 @@ class CallsApi:
         guess = cid_of_room(call_id)
         snap = self._snapshot(user, call_id, guess)
         cid = line["cid"] = channel_of_call(call_id, snap.owner)
+        # The snapshot read the roster of the channel the id's form gives; another owner's is one read more.
+        cached = snap.roster if cid == guess else self.store.roster(cid, user)
         with _platforms_down():
-            self._require_member(cid, user, snap.roster if cid == guess else None)
+            self._require_member(cid, user, cached)
         return user, call_id, cid, snap
 
     def _require_member(self, cid: str, user: str, cached: Roster | None) -> None:
