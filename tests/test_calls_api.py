@@ -1,9 +1,9 @@
 """The calls API in one process: the web app's views and steps, Redis (fakeredis, then real),
 and the stand-ins of Stream and 100ms served on sockets.
 
-Requests are sent as stream-chat 8.61 sends them (shared reference, "What the stream-chat JS
-client sends"): the user's token bare in `authorization`, `stream-auth-type: jwt`, and
-`user_id`, `api_key` in the query.
+Requests are sent as stream-chat 8.61 sends them (GetStream/stream-chat-js v8.61.0,
+src/client.ts `_enrichAxiosOptions`, `getCallToken`; src/channel.ts `createCall`): the user's
+token bare in `authorization`, `stream-auth-type: jwt`, and `user_id`, `api_key` in the query.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The calls API end to end: `callsync web` and `callsync worker` as real processes, real Redis,
-the stand-ins over HTTP. Requests are exactly what stream-chat 8.61 sends (shared reference,
-"What the stream-chat JS client sends": path, query `user_id` and `api_key`, headers).
+the stand-ins over HTTP. Requests are exactly what stream-chat 8.61 sends (path, query `user_id`
+and `api_key`, headers: GetStream/stream-chat-js v8.61.0, src/client.ts `_enrichAxiosOptions`,
+`getCallToken`; src/channel.ts `createCall`).
 Outcomes are judged by the answers and by what the stand-ins end up holding.
 """
 
