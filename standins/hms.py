@@ -37,6 +37,7 @@ class FakeHms(Fake):
         self._started: dict[str, float] = {}
         self.app.add_url_rule("/rooms", view_func=self._list_rooms, methods=["GET"])
         self.app.add_url_rule("/rooms", view_func=self._create_room, methods=["POST"])
+        self.app.add_url_rule("/rooms/<room_id>", view_func=self._get_room, methods=["GET"])
         self.app.add_url_rule("/sessions", view_func=self._list_sessions, methods=["GET"])
         self.app.add_url_rule("/sessions/<session_id>", view_func=self._get_session, methods=["GET"])
         self.app.add_url_rule("/active-rooms/<room_id>", view_func=self._active_room, methods=["GET"])
@@ -83,10 +84,10 @@ class FakeHms(Fake):
             super()._deliver(hook)
         return json_response({"workflow_id": hex_id(), "status": "started", "message": f"replaying {len(replays)} event(s)"})
 
-    def create_room(self, name: str) -> Json:
+    def create_room(self, name: str, template_id: str | None = None) -> Json:
         """Create a room, or return the existing one: names are case-insensitive."""
         with self._lock:
-            return copy.deepcopy(self._room_named(name))
+            return copy.deepcopy(self._room_named(name, template_id))
 
     def open_session(self, room_id: str, started_at: float | None = None) -> Json:
         """Start a live session (maybe in the past); queues session.open.success. ValueError if live or locked."""
@@ -127,11 +128,23 @@ class FakeHms(Fake):
         """100ms error JSON: code, message, details."""
         return json_response({"code": status, "message": message, "details": []}, status, headers)
 
-    def _room_named(self, name: str) -> Json:
+    def _room_named(self, name: str, template_id: str | None = None) -> Json:
+        """The room of that name, created if none; a template given updates an existing room
+        (100ms-docs Rooms/create-via-api.mdx: "the same room will be updated")."""
         for room in self.rooms.values():
             if room["name"].lower() == name.lower():
+                if template_id:
+                    room.update(template_id=template_id, updated_at=rfc3339(time.time()))
                 return room
-        room = {"id": hex_id(), "name": name, "enabled": True, "created_at": rfc3339(time.time())}
+        stamp = rfc3339(time.time())
+        room = {
+            "id": hex_id(),
+            "name": name,
+            "enabled": True,
+            "template_id": template_id or self.template_id,
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
         self.rooms[room["id"]] = room
         return room
 
@@ -186,11 +199,22 @@ class FakeHms(Fake):
         return json_response({"limit": limit, "data": page, "last": page[-1]["id"] if len(items) > limit else None})
 
     def _list_rooms(self) -> Response:
-        """GET /rooms?name=X: names match case-insensitively."""
+        """GET /rooms?name=X&enabled=true|false: names match case-insensitively; only enabled
+        rooms unless `enabled=false` (100ms-docs Rooms/list-rooms.mdx: `enabled` defaults to true)."""
         name = request.args.get("name")
+        enabled = request.args.get("enabled", "true").lower() != "false"
         with self._lock:
-            rooms = [r for r in self.rooms.values() if name is None or r["name"].lower() == name.lower()]
+            rooms = [
+                r for r in self.rooms.values() if (name is None or r["name"].lower() == name.lower()) and r["enabled"] == enabled
+            ]
             return self._page(rooms)
+
+    def _get_room(self, room_id: str) -> Response:
+        """GET /rooms/{room_id}: the room, or 404 (Rooms/retrieve-room.mdx)."""
+        with self._lock:
+            if room_id not in self.rooms:
+                return self._error(404, "room not found")
+            return json_response(copy.deepcopy(self.rooms[room_id]))
 
     def _create_room(self) -> Response:
         """POST /rooms {"name"}: creates or returns the existing room of that name."""
@@ -198,8 +222,9 @@ class FakeHms(Fake):
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str) or not _ROOM_NAME.match(name):
             return self._error(400, "room name may only use a-z A-Z 0-9 . - : _")
+        template_id = body.get("template_id") if isinstance(body, dict) else None
         with self._lock:
-            return json_response(copy.deepcopy(self._room_named(name)))
+            return json_response(copy.deepcopy(self._room_named(name, template_id if isinstance(template_id, str) else None)))
 
     def _list_sessions(self) -> Response:
         """GET /sessions?room_id=..&active=true|false, newest first."""

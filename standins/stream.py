@@ -48,6 +48,7 @@ class FakeStream(Fake):
         super().__init__("fake_stream", webhook_url)
         self.api_key, self.api_secret, self.field_prefix = api_key, api_secret, field_prefix
         self.channels: dict[str, Json] = {}
+        self.members: dict[str, dict[str, Json]] = {}  # cid -> user id -> member record, in joining order
         self.patch_times: list[float] = []  # arrival of each applied partial update
         self._stamps: dict[str, int] = {}  # cid -> last updated_at in microseconds
         # Called with (cid, its call fields, "client" or "server") after every change.
@@ -55,6 +56,7 @@ class FakeStream(Fake):
         self.app.add_url_rule("/channels", view_func=self._query_channels, methods=["POST"])
         self.app.add_url_rule("/channels/<ctype>/<cid_id>", view_func=self._partial_update, methods=["PATCH"])
         self.app.add_url_rule("/channels/<ctype>/<cid_id>", view_func=self._full_update, methods=["POST"])
+        self.app.add_url_rule("/members", view_func=self._query_members, methods=["GET"])
         self.app.after_request(self._rate_limit_headers)
 
     def create_channel(self, cid: str, **custom: Any) -> Json:
@@ -69,9 +71,36 @@ class FakeStream(Fake):
                 "created_at": stamp,
                 "updated_at": stamp,
                 "frozen": False,
+                "member_count": len(self.members.get(cid, {})),
                 **copy.deepcopy(custom),
             }
             return copy.deepcopy(self.channels[cid])
+
+    def add_member(self, cid: str, user_id: str, **record: Any) -> Json:
+        """Make `user_id` a member of the channel; `record` overrides fields of Stream's member
+        record (ChannelMemberResponse: banned, invited, invite_accepted_at, ...)."""
+        with self._lock:
+            stamp = rfc3339(time.time())
+            member: Json = {
+                "user_id": user_id,
+                "user": {"id": user_id},
+                "role": "member",
+                "channel_role": "channel_member",
+                "created_at": stamp,
+                "updated_at": stamp,
+                "banned": False,
+                "shadow_banned": False,
+                "notifications_muted": False,
+                **record,
+            }
+            self.members.setdefault(cid, {})[user_id] = member
+            self.channels[cid]["member_count"] = len(self.members[cid])
+            return copy.deepcopy(member)
+
+    def remove_member(self, cid: str, user_id: str) -> None:
+        with self._lock:
+            self.members.get(cid, {}).pop(user_id, None)
+            self.channels[cid]["member_count"] = len(self.members.get(cid, {}))
 
     def call_fields(self, cid: str) -> Json:
         """The dict holding the call fields (``field_prefix``, e.g. channel["data"]); {} if absent."""
@@ -191,18 +220,55 @@ class FakeStream(Fake):
         return self._error(400, "fake Stream: full channel update is not allowed, use PATCH (partial update)")
 
     def _query_channels(self) -> Response:
-        """QueryChannels filtered on {"cid": cid} or {"cid": {"$in": [...]}}; honours limit/offset."""
+        """QueryChannels filtered on {"cid": cid} or {"cid": {"$in": [...]}}, optionally with
+        {"members": {"$in": [user ids]}} (channels any of them is a member of); honours
+        limit/offset, and member_limit (default and most 100) for each channel's `members`."""
         body = request.get_json(silent=True)
         body = body if isinstance(body, dict) else {}
         filters = body.get("filter_conditions")
-        cond = filters.get("cid") if isinstance(filters, dict) else None
-        if isinstance(cond, dict) and isinstance(cond.get("$in"), list):
-            wanted = list(dict.fromkeys(cond["$in"]))
-        elif isinstance(cond, str):
-            wanted = [cond]
-        else:
-            return self._error(400, "fake Stream only supports cid filters")
+        filters = filters if isinstance(filters, dict) else {}
+        wanted, users = _in(filters.get("cid")), _in(filters.get("members"))
+        if wanted is None or ("members" in filters and users is None):
+            return self._error(400, "fake Stream only supports cid filters, with an optional members $in")
         limit, offset = int(body.get("limit", 10)), int(body.get("offset", 0))
+        member_limit = max(0, min(int(body.get("member_limit", 100)), 100))
         with self._lock:
-            found = [{"channel": copy.deepcopy(self.channels[c]), "members": []} for c in wanted if c in self.channels]
+            found = [
+                {
+                    "channel": copy.deepcopy(self.channels[c]),
+                    "members": copy.deepcopy(list(self.members.get(c, {}).values())[:member_limit]),
+                }
+                for c in wanted
+                if c in self.channels and (users is None or any(u in self.members.get(c, {}) for u in users))
+            ]
         return json_response({"channels": found[offset : offset + limit], "duration": "0.50ms"})
+
+    def _query_members(self) -> Response:
+        """QueryMembers: GET /members?payload=<JSON {"type", "id", "filter_conditions", "limit", "offset"}>;
+        filters on the user id: {"id": "x"}, {"id": {"$in": [...]}} or {} for every member."""
+        try:
+            payload = json.loads(request.args.get("payload", ""))
+        except ValueError:
+            return self._error(400, "payload must be JSON")
+        if not isinstance(payload, dict) or not payload.get("type") or not isinstance(payload.get("filter_conditions"), dict):
+            return self._error(400, "payload needs type and filter_conditions")
+        cid = f"{payload['type']}:{payload.get('id', '')}"
+        condition = payload["filter_conditions"].get("id")
+        users = _in(condition) if condition is not None else None
+        if condition is not None and users is None:
+            return self._error(400, "fake Stream only supports id filters")
+        limit, offset = int(payload.get("limit", 100)), int(payload.get("offset", 0))
+        with self._lock:
+            if cid not in self.channels:
+                return self._error(404, f"Channel '{cid}' not found")
+            members = [m for u, m in self.members.get(cid, {}).items() if users is None or u in users]
+            return json_response({"members": copy.deepcopy(members[offset : offset + limit]), "duration": "0.40ms"})
+
+
+def _in(condition: object) -> list[str] | None:
+    """The values a filter condition allows: a value itself, or {"$in": [...]}; None if neither."""
+    if isinstance(condition, str):
+        return [condition]
+    if isinstance(condition, dict) and isinstance(condition.get("$in"), list):
+        return [str(v) for v in dict.fromkeys(condition["$in"])]
+    return None

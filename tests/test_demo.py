@@ -23,7 +23,15 @@ def test_the_demo_tells_the_whole_story_within_a_minute(tmp_path) -> None:
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert elapsed < 60, elapsed
-    for scene in ("1. A call opens", "2. A duplicate arrives", "3. Someone ends", "4. A tab crashes", "5. A session outlives"):
+    scenes = (
+        "1. A call opens",
+        "2. A duplicate arrives",
+        "3. Someone ends",
+        "4. A tab crashes",
+        "5. A session outlives",
+        "6. The calls API",
+    )
+    for scene in scenes:
         assert scene in out
     changes = re.findall(r"Stream (messaging:\w+) (callActive=\w+).*\(written by (callsync|a client)\)", out)
     assert changes == [
@@ -33,10 +41,18 @@ def test_the_demo_tells_the_whole_story_within_a_minute(tmp_path) -> None:
         ("messaging:random", "callActive=false", "callsync"),
         ("messaging:townhall", "callActive=true", "callsync"),
         ("messaging:townhall", "callActive=false", "callsync"),
+        ("messaging:lobby", "callActive=true", "callsync"),
+        ("messaging:lobby", "callActive=false", "callsync"),
     ]
     assert '200 {"status": "duplicate"}' in out
-    assert out.count("/end-room (end the session for everyone)") == 2
-    assert "4 channel writes, 2 end-room; every channel ended as it should." in out
+    assert out.count("/end-room (end the session for everyone)") == 3
+    assert "6 channel writes, 3 end-room; every channel ended as it should." in out
+    assert re.search(r"alice → callsync +POST /channels/messaging/lobby/call: 200 room \w+, a 100ms token for alice", out)
+    assert re.search(r"bob → callsync +POST /calls/call-messaging:lobby: 200 room \w+, a 100ms token for bob", out)
+    refused = r'mallory → callsync +POST /calls/call-messaging:lobby: 403 \{"error": "not a member of channel messaging:lobby"\}'
+    assert re.search(refused, out)
+    assert 'POST /calls/call-messaging:lobby/end: 200 {"status": "ending"}' in out
+    assert "eyJ" not in out  # no token is shown
     assert (tmp_path / "worker.log").exists()
 
 

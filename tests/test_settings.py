@@ -103,3 +103,55 @@ def test_the_redis_password_stays_out_of_the_settings_repr():
     assert redacted_url(url) == "rediss://:***@redis.example:6380/0?ssl_cert_reqs=none"
     assert redacted_url("redis://:p@ss@h:1/0") == "redis://:***@h:1/0"  # split at the last "@", as URL parsers do
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_calls_api_settings_are_parsed():
+    settings = load_settings(
+        {
+            "HMS_DEFAULT_ROLE": "host",
+            "HMS_TEMPLATE_ID": "63188115d11d6db790c73c60",
+            "CALLSYNC_CALL_TOKEN_TTL_SECONDS": "600",
+            "CALLSYNC_CORS_ORIGINS": "https://App.example.com/, http://localhost:3000,https://app.example.com",
+            "CALLSYNC_CALLS_PER_USER": "5/s",
+            "STREAM_API_SECRET": "new, old ,",
+        }
+    )
+    assert (settings.hms_default_role, settings.hms_template_id, settings.call_token_ttl_seconds) == (
+        "host",
+        "63188115d11d6db790c73c60",
+        600,
+    )
+    assert settings.cors_origins == ("https://app.example.com", "http://localhost:3000")
+    assert settings.calls_per_user == Rate(5, 1.0)
+    assert settings.stream_api_secrets == ("new", "old")
+    assert {"new", "old"} <= set(settings.secrets)  # each secret of a rotation is scrubbed from logs
+    defaults = load_settings({})
+    assert (defaults.hms_default_role, defaults.call_token_ttl_seconds, defaults.cors_origins) == ("guest", 3600, ())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CALLSYNC_CORS_ORIGINS", "*"),
+        ("CALLSYNC_CORS_ORIGINS", "app.example.com"),
+        ("CALLSYNC_CORS_ORIGINS", "https://app.example.com/path"),
+        ("HMS_DEFAULT_ROLE", "a role"),
+        ("CALLSYNC_CALL_TOKEN_TTL_SECONDS", "10"),
+        ("CALLSYNC_CALL_TOKEN_TTL_SECONDS", "864000"),
+        ("CALLSYNC_CALLS_PER_USER", "lots"),
+    ],
+)
+def test_malformed_calls_api_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError) as err:
+        load_settings({name: value})
+    assert name in str(err.value)
+
+
+def test_the_calls_api_says_what_it_lacks_and_the_web_role_starts_without_it():
+    base = {"REDIS_URL": "redis://x", "STREAM_API_SECRET": "s", "HMS_WEBHOOK_SECRET": "h"}
+    web_only = load_settings(base).require("web")
+    assert web_only.calls_api_unavailable == "the calls API is not configured: STREAM_API_KEY is unset"
+    full = {**base, "STREAM_API_KEY": "k", "HMS_ACCESS_KEY": "a", "HMS_APP_SECRET": "b"}
+    assert load_settings(full).calls_api_unavailable is None
+    assert "HMS_APP_SECRET" in (load_settings({**full, "HMS_APP_SECRET": ""}).calls_api_unavailable or "")
+    assert "dry run" in (load_settings({**full, "CALLSYNC_DRY_RUN": "true"}).calls_api_unavailable or "")

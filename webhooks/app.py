@@ -30,6 +30,7 @@ from worker.settings import Settings, load_settings
 from worker.state import DEDUPE_TTL, dedupe_key
 
 from .body import BadBody, BodyTooLarge, inflate_limited, read_limited
+from .calls import calls_blueprint
 from .metrics import WebhookMetrics
 
 log = logging.getLogger("callsync.webhooks")
@@ -170,6 +171,8 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
             why = f"unavailable: {type(exc).__name__}"  # the class only: a message may carry the URL
             return _answer(503, status="not ready", error=f"redis {why}", redis=why, broker=f"{why} (the broker is that Redis)")
         return _answer(200, status="ready", redis="ok", broker="ok")
+
+    app.register_blueprint(calls_blueprint(settings, client, enqueuer, metrics))
 
     @app.errorhandler(405)
     def method_not_allowed(_: Exception) -> Response:

@@ -82,7 +82,16 @@ class WebhookMetrics:
             ["source", "event_type", "outcome", "reason"],
             registry=None if shared else self.registry,
         )
+        self.calls = Counter(
+            "callsync_calls_api_requests",
+            "Calls API requests by route (create, join, end) and HTTP status.",
+            ["route", "status"],
+            registry=None if shared else self.registry,
+        )
         self.registry.register(cluster)
+
+    def count_call(self, route: str, status: int) -> None:
+        self.calls.labels(route, str(status)).inc()
 
     def count(self, source: str, event_type: str, outcome: str, reason: str = "") -> None:
         self.received.labels(source, event_type, outcome, reason).inc()

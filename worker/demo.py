@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
+import jwt
 
 from . import launch
 
@@ -148,13 +150,17 @@ class Story:
         method, path, body = call
         if method == "PATCH":
             self.teller.at("callsync → Stream", f"PATCH {path} {json.dumps(body)}")
+        elif path == "/channels" and body and "member_limit" in body:
+            self.teller.at("callsync → Stream", "POST /channels (QueryChannels: who are the channel's members?)")
 
     def _hms_call(self, _: float, call: tuple[str, str, dict[str, Any] | None]) -> None:
-        path = call[1]
+        method, path, body = call
         if path.endswith("/end-room"):
             self.teller.at("callsync → 100ms", f"POST {path} (end the session for everyone)")
+        elif path == "/rooms" and method == "POST":
+            self.teller.at("callsync → 100ms", f"POST /rooms {json.dumps(body)}  (create the call's room)")
         elif path == "/rooms":
-            self.teller.at("callsync → 100ms", "GET /rooms?name=…  (is that call live?)")
+            self.teller.at("callsync → 100ms", "GET /rooms?name=…  (which room is that call?)")
 
     def expect(self, what: str, condition: Callable[[], object], timeout: float = 15.0) -> None:
         try:
@@ -172,12 +178,15 @@ class Story:
         return dict(self.stream.call_fields(cid))
 
     def run(self) -> int:
-        for cid in ("messaging:general", "messaging:random", "messaging:townhall"):
+        for cid in ("messaging:general", "messaging:random", "messaging:townhall", "messaging:lobby"):
             self.stream.create_channel(cid)
+        for user in ("alice", "bob"):
+            self.stream.add_member("messaging:lobby", user)
         self.teller.start = time.monotonic()
         self.call_opens()
         self.tab_crashes()
         self.session_outlives_its_limit()
+        self.calls_api()
         writes = sum(1 for method, _, _ in self.stream.calls if method == "PATCH")
         ends = sum(1 for _, path, _ in self.hms.calls if path.endswith("/end-room"))
         self.teller.say()
@@ -229,3 +238,41 @@ class Story:
         self.hms.open_session(room["id"])
         self.expect("the town hall to show", lambda: self.fields(cid).get("callActive") is True)
         self.expect("the town hall to end", lambda: self.fields(cid).get("callActive") is False, MAX_SESSION + SWEEP + 15)
+
+    def calls_api(self) -> None:
+        cid, call = "messaging:lobby", "call-messaging:lobby"
+        self.scene(
+            "6. The calls API",
+            "Members of messaging:lobby start and join its call through callsync, as stream-chat's\n"
+            "  channel.createCall() and client.getCallToken() ask for it; an outsider is refused; a member ends it.",
+        )
+        created = self.calls_request("alice", "/channels/messaging/lobby/call", {"id": call, "type": "video"})
+        room_id = created.get("call", {}).get("hms", {}).get("room_id")
+        self.calls_request("bob", f"/calls/{quote(call, safe='')}", {})
+        self.calls_request("mallory", f"/calls/{quote(call, safe='')}", {})
+        if room_id is None:
+            self.failures.append("the calls API created no call")
+            return
+        self.hms.open_session(room_id)  # alice's client joins the room with its token
+        self.expect("the lobby call to show", lambda: self.fields(cid).get("callActive") is True)
+        self.calls_request("bob", f"/calls/{quote(call, safe='')}/end", {})
+        self.expect("the lobby call to end", lambda: self.fields(cid).get("callActive") is False)
+
+    def calls_request(self, user: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST as the stream-chat JS client does, and tell the answer (never its token)."""
+        token = jwt.encode({"user_id": user}, STREAM_SECRET, algorithm="HS256")
+        answer = httpx.post(
+            f"{self.web}{path}",
+            params={"user_id": user, "api_key": STREAM_KEY},
+            json=body,
+            headers={"authorization": token, "stream-auth-type": "jwt"},
+            timeout=10,
+        )
+        shown = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
+        if "token" in shown:
+            room = shown.get("call", {}).get("hms", {}).get("room_id")
+            told = f"room {room}, a 100ms token for {user}"
+        else:
+            told = json.dumps(shown)
+        self.teller.at(f"{user} → callsync", f"POST {unquote(path)}: {answer.status_code} {told}")
+        return dict(shown)

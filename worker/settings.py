@@ -61,11 +61,40 @@ class Settings:
     web_concurrency: int = 2
     worker_pool: str = "threads"
     worker_concurrency: int | None = None  # None: as the pool's default (worker/cli.py)
+    # The calls API (docs/calls-api.md): optional; see `calls_api_unavailable`.
+    hms_default_role: str = "guest"
+    hms_template_id: str = ""
+    call_token_ttl_seconds: int = 3600
+    cors_origins: tuple[str, ...] = ()
+    calls_per_user: Rate = Rate(30, 60.0)
+
+    @property
+    def stream_api_secrets(self) -> tuple[str, ...]:
+        """STREAM_API_SECRET as a list (a key rotation): the first signs, any one verifies."""
+        return tuple(s.strip() for s in self.stream_api_secret.split(",") if s.strip())
+
+    @property
+    def calls_api_unavailable(self) -> str | None:
+        """Why the web role cannot serve the calls API (it then answers 503), or None.
+
+        The calls API is optional: a web role for webhooks alone starts without its settings.
+        """
+        if self.dry_run:
+            return "the calls API is off in dry run (CALLSYNC_DRY_RUN)"
+        for name, value in (
+            ("STREAM_API_KEY", self.stream_api_key),
+            ("HMS_ACCESS_KEY", self.hms_access_key),
+            ("HMS_APP_SECRET", self.hms_app_secret),
+        ):
+            if not value:
+                return f"the calls API is not configured: {name} is unset"
+        return None
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for scrubbing logs."""
-        return tuple(s for s in (self.stream_api_secret, self.hms_app_secret, *self.hms_webhook_secrets) if s)
+        values = (self.stream_api_secret, *self.stream_api_secrets, self.hms_app_secret, *self.hms_webhook_secrets)
+        return tuple(s for s in values if s)
 
     @property
     def field_path(self) -> tuple[str, ...]:
@@ -192,6 +221,28 @@ def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 @_collected
+def _origins(env: Mapping[str, str], name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Browser origins as a browser sends them (scheme://host[:port], no path); no wildcard."""
+    origins = []
+    for raw in env.get(name, "").split(","):
+        origin = raw.strip().rstrip("/")
+        if not origin:
+            continue
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?", origin):
+            raise ConfigError(f"{name} must be comma-separated origins such as https://app.example.com, got {origin!r}")
+        origins.append(origin.lower())
+    return tuple(dict.fromkeys(origins))
+
+
+@_collected
+def _name(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    if raw and not re.fullmatch(r"[A-Za-z0-9_\-]{1,100}", raw):
+        raise ConfigError(f"{name} must be letters, digits, '-' or '_', got {raw!r}")
+    return raw
+
+
+@_collected
 def _header(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name, "").strip() or default
     if not re.fullmatch(r"[A-Za-z0-9\-]+", raw):
@@ -262,4 +313,9 @@ def _parse(env: _Environment) -> Settings:
         web_concurrency=_int(env, "WEB_CONCURRENCY", 2, high=1024),
         worker_pool=_choice(env, "CALLSYNC_WORKER_POOL", "threads", WORKER_POOLS),
         worker_concurrency=concurrency or None,
+        hms_default_role=_name(env, "HMS_DEFAULT_ROLE", "guest"),
+        hms_template_id=_name(env, "HMS_TEMPLATE_ID", ""),
+        call_token_ttl_seconds=_int(env, "CALLSYNC_CALL_TOKEN_TTL_SECONDS", 3600, low=60, high=86400),
+        cors_origins=_origins(env, "CALLSYNC_CORS_ORIGINS", ()),
+        calls_per_user=_rate(env, "CALLSYNC_CALLS_PER_USER", Rate(30, 60.0)),
     )

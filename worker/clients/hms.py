@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import jwt
 
+from ..core.calls import Room
 from ..core.events import parse_time
-from ..core.upstream import UpstreamError
+from ..core.upstream import Retry, UpstreamError
 from .http import Observe, call, segment, unobserved
 
 API = "hms"
@@ -115,14 +116,43 @@ class HmsClient:
         return None
 
     def room_id_by_name(self, name: str) -> str | None:
-        """The id of the room called `name` (case-insensitive), without creating it
-        (`GET /rooms?name=`, 100ms-docs Rooms/list-rooms.mdx)."""
+        """The id of the room called `name` (case-insensitive), without creating it."""
+        room = self.room_by_name(name)
+        return room.id if room else None
+
+    def room_by_name(self, name: str) -> Room | None:
+        """The enabled room called `name` (case-insensitive), without creating it
+        (`GET /rooms?name=`; 100ms lists enabled rooms unless asked otherwise, 100ms-docs
+        Rooms/list-rooms.mdx)."""
         response = call(self._http, API, "GET", "/rooms", endpoint="/rooms", observe=self._observe, params={"name": name})
-        for room in _dict(response.json()).get("data") or []:
-            room = _dict(room)
-            if str(room.get("name", "")).lower() == name.lower() and room.get("id"):
-                return str(room["id"])
+        for found in _dict(response.json()).get("data") or []:
+            room = _room(found)
+            if room is not None and room.name.lower() == name.lower():
+                return room
         return None
+
+    def room(self, room_id: str) -> Room | None:
+        """The room `room_id`, or None when 100ms knows none (`GET /rooms/{id}`, Rooms/retrieve-room.mdx)."""
+        try:
+            response = call(
+                self._http, API, "GET", f"/rooms/{segment(room_id)}", endpoint="/rooms/{room_id}", observe=self._observe
+            )
+        except UpstreamError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _room(response.json())
+
+    def create_room(self, name: str, template_id: str = "") -> Room:
+        """The room called `name`, created if there is none (`POST /rooms` returns the existing
+        room of that name, names case-insensitive; Rooms/create-via-api.mdx). That call also
+        updates an existing room with what it is given, so callers look the room up first."""
+        body = {"name": name, **({"template_id": template_id} if template_id else {})}
+        response = call(self._http, API, "POST", "/rooms", endpoint="/rooms", observe=self._observe, json=body)
+        room = _room(response.json())
+        if room is None:
+            raise UpstreamError(API, response.status_code, "room creation answered no room id", Retry.BACKOFF)
+        return room
 
     def replay_failed_webhooks(self, start: str, end: str) -> dict[str, Any]:
         """Ask 100ms to re-send the webhook deliveries that failed between `start` and `end`."""
@@ -140,3 +170,9 @@ class HmsClient:
 
 def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _room(value: object) -> Room | None:
+    room = _dict(value)
+    room_id, name = room.get("id"), room.get("name")
+    return Room(room_id, name) if isinstance(room_id, str) and room_id and isinstance(name, str) else None

@@ -1,0 +1,64 @@
+"""worker/calls_store.py on fakeredis and on a real Redis."""
+
+from __future__ import annotations
+
+import redis
+
+from worker.calls_store import CallsStore, owner_key, roster_key
+from worker.core.calls import MEMBERSHIP_TTL, Room, Roster
+from worker.core.events import HmsEvent
+from worker.state import CALL_TTL, State
+
+CID, CALL = "messaging:general", "call-messaging:general"
+
+
+def test_a_snapshot_counts_the_request_and_reads_what_is_cached(redis_client: redis.Redis) -> None:
+    store = CallsStore(redis_client)
+    empty = store.snapshot("alice", 7, 60.0, CALL, CID)
+    assert (empty.requests, empty.owner, empty.room, empty.roster) == (1, None, None, None)
+    assert 0 < redis_client.ttl("cs:callrate:7:alice") <= 61
+    store.save_roster(CID, Roster(True, frozenset({"alice"}), frozenset({"eve"}), complete=True))
+    store.save_room(CALL, Room("room-1", CALL))
+    assert store.claim("Call-Messaging:General", CID) == CID
+    snap = store.snapshot("alice", 7, 60.0, CALL, CID)
+    assert (snap.requests, snap.owner, snap.room) == (2, CID, Room("room-1", CALL))
+    assert snap.roster == Roster(True, frozenset({"alice"}), complete=True)
+    assert store.snapshot("eve", 7, 60.0, CALL, CID).roster == Roster(True, complete=True)  # a "no" is not kept
+    assert store.snapshot("alice", 8, 60.0, CALL, None).requests == 1  # a new window, no roster asked
+
+
+def test_a_room_callsync_saw_a_session_of_counts_as_known(redis_client: redis.Redis) -> None:
+    State(redis_client).record_hms_event(
+        HmsEvent("e1", "session.open.success", "room-9", "Call-Messaging:General", "s1", 1.0, 1.0, False)
+    )
+    assert CallsStore(redis_client).snapshot("alice", 1, 60.0, CALL, None).room == Room("room-9", "Call-Messaging:General")
+
+
+def test_the_first_channel_to_claim_a_call_owns_it(redis_client: redis.Redis) -> None:
+    store = CallsStore(redis_client)
+    assert store.claim("standup", CID) == CID
+    redis_client.expire(owner_key("standup"), 5)
+    assert store.claim("STANDUP", "messaging:random") == CID  # case-insensitive, like room names
+    assert redis_client.ttl(owner_key("standup")) <= 5  # another channel's claim refreshes nothing
+    assert store.claim("standup", CID) == CID and redis_client.ttl(owner_key("standup")) > CALL_TTL - 5
+
+
+def test_rosters_expire_and_partial_ones_take_single_answers(redis_client: redis.Redis) -> None:
+    store = CallsStore(redis_client)
+    store.save_roster(CID, Roster(True, frozenset({"alice"}), complete=False))
+    assert 0 < redis_client.ttl(roster_key(CID)) <= MEMBERSHIP_TTL
+    assert store.roster(CID, "zoe") == Roster(True, complete=False)
+    store.save_member(CID, "zoe")
+    assert store.roster(CID, "zoe") == Roster(True, frozenset({"zoe"}), complete=False)
+    store.save_roster(CID, Roster(exists=False))
+    assert store.roster(CID, "alice") == Roster(exists=False)
+
+
+def test_one_request_fills_a_roster_and_the_others_wait_for_it(redis_client: redis.Redis) -> None:
+    store = CallsStore(redis_client)
+    assert store.take_roster_fill(CID) and not store.take_roster_fill(CID)
+    assert store.await_roster(CID, "alice", 0.05, 0.01) is None  # still filling: gave up waiting
+    store.save_roster(CID, Roster(True, frozenset({"alice"})))
+    store.end_roster_fill(CID)
+    assert store.await_roster(CID, "alice", 1.0, 0.01) == Roster(True, frozenset({"alice"}))
+    assert store.take_roster_fill(CID)

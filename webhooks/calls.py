@@ -1,0 +1,135 @@
+"""The calls API's HTTP views (docs/calls-api.md): a blueprint the web app factory registers.
+
+The routes and answers of Stream's retired built-in 100ms integration, so that stream-chat-js
+8.x's `channel.createCall()` and `client.getCallToken()` work against callsync unchanged.
+The steps are worker.calls'; this module reads the request and writes the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, request
+from flask_cors import CORS
+
+from worker.calls import Caller, CallsApi, Upstreams
+from worker.calls_store import CallsStore
+from worker.core.calls import Refused, channel_of_path, cors_options
+from worker.logs import fields
+from worker.queue import Enqueuer
+from worker.settings import Settings
+from worker.state import State
+
+from .body import BodyTooLarge, read_limited
+from .metrics import WebhookMetrics
+
+log = logging.getLogger("callsync.calls")
+MAX_BODY_BYTES = 16 * 1024  # a create body is `{"id", "type"}`
+Step = Callable[[CallsApi, dict[str, Any]], dict[str, Any]]
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    # Answers carry tokens: no cache may keep them.
+    return Response(
+        json.dumps(body), status=status, headers={"Cache-Control": "no-store", **(headers or {})}, mimetype="application/json"
+    )
+
+
+def _caller() -> Caller:
+    return Caller(
+        authorization=request.headers.get("Authorization"),
+        auth_type=request.headers.get("stream-auth-type"),
+        user_id=request.args.get("user_id"),
+        api_key=request.args.get("api_key"),
+    )
+
+
+def _create_body() -> object:
+    try:
+        raw = read_limited(request.stream, MAX_BODY_BYTES, request.content_length)
+    except BodyTooLarge:
+        raise Refused(413, f"body exceeds {MAX_BODY_BYTES} bytes") from None
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        return None  # the core answers 400 for anything but a JSON object
+
+
+def calls_blueprint(
+    settings: Settings,
+    client: redis.Redis,
+    enqueuer: Enqueuer,
+    metrics: WebhookMetrics,
+) -> Blueprint:
+    """The calls API. Without its settings (or in dry run) every route answers 503 naming why."""
+    blueprint = Blueprint("calls", __name__)
+    why_not = settings.calls_api_unavailable
+    api: CallsApi | None = None
+    if why_not is None:
+
+        def enqueue(task: str, args: tuple[Any, ...]) -> None:
+            enqueuer.enqueue_once(None, task, args)
+
+        api = CallsApi(settings, CallsStore(client), State(client), Upstreams(settings), enqueue)
+    else:
+        log.warning("calls API unavailable: %s", why_not, extra=fields(reason=why_not))
+
+    def answer(route: str, step: Step) -> Response:
+        line: dict[str, Any] = {"route": route}
+        started = time.perf_counter()
+        headers: dict[str, str] = {}
+        try:
+            if api is None:
+                raise Refused(503, why_not or "calls API unavailable")
+            status, body = 200, step(api, line)
+        except Refused as refused:
+            status, body = refused.status, {"error": refused.error}
+            if refused.retry_after is not None:
+                headers["Retry-After"] = str(refused.retry_after)
+        except redis.RedisError as exc:
+            status, body = 503, {"error": "state store unavailable; retry later"}
+            headers["Retry-After"] = "1"
+            line["redis"] = type(exc).__name__  # the class only: a message may carry the URL
+        metrics.count_call(route, status)
+        level = logging.WARNING if status >= 500 else logging.INFO
+        outcome = body.get("status", "ok") if status == 200 else "refused"
+        extra = fields(
+            **line,
+            status=status,
+            outcome=outcome,
+            error=body.get("error"),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        log.log(level, "calls api %s %s", route, status, extra=extra)
+        return _json(status, body, headers)
+
+    @blueprint.post("/channels/<channel_type>/<channel_id>/call")
+    def create_call(channel_type: str, channel_id: str) -> Response:
+        return answer(
+            "create", lambda api, line: api.create(_caller(), channel_of_path(channel_type, channel_id), _create_body(), line)
+        )
+
+    @blueprint.post("/calls/<call_id>")
+    def join_call(call_id: str) -> Response:
+        return answer("join", lambda api, line: api.join(_caller(), call_id, line))
+
+    @blueprint.post("/calls/<call_id>/end")
+    def end_call(call_id: str) -> Response:
+        return answer("end", lambda api, line: api.end(_caller(), call_id, line))
+
+    options = cors_options(settings.cors_origins)
+    if options is not None:
+        CORS(blueprint, **options)
+
+        @blueprint.after_request
+        def vary_by_origin(response: Response) -> Response:
+            # The answer differs by Origin even with one allowed origin (flask-cors adds Vary only for several).
+            response.vary.add("Origin")
+            return response
+
+    return blueprint

@@ -1,0 +1,286 @@
+"""The calls API's steps: authenticate, read what is cached, ask the platforms the rest, answer.
+
+Decisions are the pure core's (`core.calls`, `core.tokens`); this module only carries them
+out against Redis (`CallsStore`, `State`) and the platforms, for the web role's views.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .calls_store import FILL_SECONDS, CallsStore, Snapshot
+from .clients.hms import HmsClient, ManagementAuth
+from .clients.http import Observe, unobserved
+from .clients.stream import StreamAuth, StreamClient
+from .core.calls import (
+    Membership,
+    Refused,
+    Room,
+    Roster,
+    call_answer,
+    call_of_path,
+    channel_of_call,
+    check_owner,
+    check_rate,
+    create_request,
+    end_step,
+    member_of,
+    membership,
+    rate_window,
+    require_member,
+    roster_of,
+    unavailable,
+)
+from .core.events import HmsEvent, cid_of_room
+from .core.sessions import Session
+from .core.tokens import Unauthenticated, call_token_claims, sign_call_token, verify_user_token
+from .core.upstream import UpstreamError
+from .settings import Settings
+from .state import State
+from .sync import END_SESSION
+
+log = logging.getLogger("callsync.calls")
+# A browser waits on these calls: shorter than the workers' timeouts, and no retry here
+# (the answer is a 503 with Retry-After, and the client tries again).
+TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+FILL_POLL_SECONDS = 0.02
+
+Enqueue = Callable[[str, tuple[Any, ...]], None]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What a request says about who sends it, as the stream-chat client sends it."""
+
+    authorization: str | None
+    auth_type: str | None  # the `stream-auth-type` header
+    user_id: str | None  # the query's `user_id`
+    api_key: str | None  # the query's `api_key`
+
+
+class Upstreams:
+    """One Stream and one 100ms client per process, built on first use in the serving process
+    (gunicorn forks after the app is built: a client from before the fork would share sockets)."""
+
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None, observe: Observe = unobserved):
+        self._settings, self._transport, self._observe = settings, transport, observe
+        self._built: tuple[int, StreamClient, HmsClient] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> tuple[StreamClient, HmsClient]:
+        built = self._built
+        if built is None or built[0] != os.getpid():
+            with self._lock:
+                built = self._built
+                if built is None or built[0] != os.getpid():
+                    built = self._built = (os.getpid(), *self._build())
+        return built[1], built[2]
+
+    def _build(self) -> tuple[StreamClient, HmsClient]:
+        s = self._settings
+        secret = s.stream_api_secrets[0] if s.stream_api_secrets else "unset"
+        stream = httpx.Client(
+            base_url=s.stream_base_url, auth=StreamAuth(s.stream_api_key, secret), timeout=TIMEOUT, transport=self._transport
+        )
+        hms = httpx.Client(
+            base_url=s.hms_base_url,
+            auth=ManagementAuth(s.hms_access_key, s.hms_app_secret or "unset"),
+            timeout=TIMEOUT,
+            transport=self._transport,
+        )
+        return StreamClient(stream, s.field_path, self._observe), HmsClient(hms, self._observe)
+
+
+class CallsApi:
+    """Create, join and end a channel's call. Each method returns the JSON answer or raises
+    Refused; `line` collects the request's log fields (user, call, channel; never a token)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: CallsStore,
+        state: State,
+        upstreams: Upstreams,
+        enqueue: Enqueue,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.settings, self.store, self.state, self.upstreams = settings, store, state, upstreams
+        self.enqueue, self.clock = enqueue, clock
+
+    def create(self, caller: Caller, cid: str, body: object, line: dict[str, Any]) -> dict[str, Any]:
+        user = self._authenticate(caller, line)
+        call_id, _kind = create_request(body)
+        line.update(call_id=call_id, cid=cid)
+        check_owner(call_id, cid, None)
+        snap = self._snapshot(user, call_id, cid)
+        with _platforms_down():
+            self._require_member(cid, user, snap.roster)
+            check_owner(call_id, cid, snap.owner)  # after membership: outsiders learn nothing of calls
+            room = snap.room or self._find_or_create_room(call_id)
+        check_owner(call_id, cid, self.store.claim(call_id, cid))
+        # Bound whatever the id's form: the session's open then shows in this channel (rule 11).
+        self.state.bind(cid, call_id, self.clock())
+        return call_answer(call_id, room, self._token(room, user))
+
+    def join(self, caller: Caller, call_id: str, line: dict[str, Any]) -> dict[str, Any]:
+        user, call_id, _, snap = self._member_of_call(caller, call_id, line)
+        with _platforms_down():
+            room = snap.room or self._existing_room(call_id)
+        if room is None:
+            raise Refused(404, "no such call")
+        return call_answer(call_id, room, self._token(room, user))
+
+    def end(self, caller: Caller, call_id: str, line: dict[str, Any]) -> dict[str, str]:
+        """End the call for everyone the way a client's End call does (rule 3): mark the session
+        ending, then the worker's end_session ends the room and clears the channel."""
+        user, call_id, cid, snap = self._member_of_call(caller, call_id, line)
+        session = self.state.call(call_id).session
+        if end_step(session) == "ask":
+            with _platforms_down():
+                session = self._adopt_live_session(call_id, snap.room)
+        step = end_step(session)
+        if session is None or step == "ask":
+            return {"status": "no active session"}
+        if step == "end" and self.state.begin_ending(call_id, session.session_id, self.clock()):
+            reason = f"call ended by {user} in channel {cid}"
+            self.enqueue(END_SESSION, (session.room_name or call_id, session.session_id, reason))
+            log.info("call %s: session %s ending at the request of %s", call_id, session.session_id, user)
+        return {"status": "ending"}
+
+    # --- steps --------------------------------------------------------------------------
+
+    def _authenticate(self, caller: Caller, line: dict[str, Any]) -> str:
+        s = self.settings
+        try:
+            user = verify_user_token(
+                caller.authorization,
+                caller.auth_type,
+                caller.user_id,
+                caller.api_key,
+                s.stream_api_key,
+                s.stream_api_secrets,
+                self.clock(),
+            )
+        except Unauthenticated as exc:
+            raise Refused(401, str(exc)) from None
+        line["user_id"] = user
+        return user
+
+    def _snapshot(self, user: str, call_id: str, cid: str | None) -> Snapshot:
+        rate = self.settings.calls_per_user
+        window, retry_after = rate_window(self.clock(), rate.period)
+        snap = self.store.snapshot(user, window, rate.period, call_id, cid)
+        check_rate(snap.requests, rate.count, retry_after)
+        return snap
+
+    def _member_of_call(self, caller: Caller, path_call_id: str, line: dict[str, Any]) -> tuple[str, str, str, Snapshot]:
+        call_id = call_of_path(path_call_id)
+        line["call_id"] = call_id
+        user = self._authenticate(caller, line)
+        guess = cid_of_room(call_id)
+        snap = self._snapshot(user, call_id, guess)
+        cid = line["cid"] = channel_of_call(call_id, snap.owner)
+        # The snapshot read the roster of the channel the id's form gives; another owner's is one read more.
+        cached = snap.roster if cid == guess else self.store.roster(cid, user)
+        with _platforms_down():
+            self._require_member(cid, user, cached)
+        return user, call_id, cid, snap
+
+    def _require_member(self, cid: str, user: str, cached: Roster | None) -> None:
+        """Refused unless `user` may call in `cid`. A "yes" is cached briefly, so a burst of
+        joins costs Stream one call; a "no" is always asked afresh, so a user added to the
+        channel a moment ago is not refused by an answer from before."""
+        if _allows(cached, user):
+            return
+        found = membership(self._roster(cid, user), user)
+        if found is Membership.ASK:  # a channel larger than one page of members
+            stream, _ = self.upstreams.get()
+            allowed = member_of(stream.channel_member(cid, user), user)
+            if allowed:
+                self.store.save_member(cid, user)
+            found = Membership.MEMBER if allowed else Membership.NOT_MEMBER
+        require_member(found, cid)
+
+    def _roster(self, cid: str, user: str) -> Roster:
+        """The channel's roster, asked of Stream once for a burst: while one request asks, the
+        others wait for its answer, and ask themselves only if it does not let them in."""
+        holding = self.store.take_roster_fill(cid)
+        if not holding:
+            waited = self.store.await_roster(cid, user, FILL_SECONDS, FILL_POLL_SECONDS)
+            if waited is not None and _allows(waited, user):
+                return waited
+        stream, _ = self.upstreams.get()
+        try:
+            roster = roster_of(stream.channel_roster(cid), cid)
+            self.store.save_roster(cid, roster)
+        finally:
+            if holding:
+                self.store.end_roster_fill(cid)
+        return roster
+
+    def _existing_room(self, call_id: str) -> Room | None:
+        _, hms = self.upstreams.get()
+        room = hms.room_by_name(call_id)
+        if room is not None:
+            self.store.save_room(call_id, room)
+        return room
+
+    def _find_or_create_room(self, call_id: str) -> Room:
+        # Looked up first: POST /rooms would also reset an existing room's template.
+        room = self._existing_room(call_id)
+        if room is None:
+            _, hms = self.upstreams.get()
+            room = hms.create_room(call_id, self.settings.hms_template_id)
+            self.store.save_room(call_id, room)
+            log.info("created 100ms room %s for call %s", room.id, call_id)
+        return room
+
+    def _adopt_live_session(self, call_id: str, room: Room | None) -> Session | None:
+        """A session 100ms runs in the call's room that callsync never heard of, recorded (rule 4)."""
+        room = room or self._existing_room(call_id)
+        _, hms = self.upstreams.get()
+        live = hms.live_session(room.id) if room else None
+        if live is None:
+            return None
+        now = self.clock()
+        adopted = HmsEvent(
+            f"adopt:{live.session_id}",
+            "session.open.success",
+            live.room_id,
+            call_id,
+            live.session_id,
+            live.started_at,
+            now,
+            False,
+        )
+        return self.state.record_hms_event(adopted)
+
+    def _token(self, room: Room, user: str) -> str:
+        s = self.settings
+        claims = call_token_claims(
+            s.hms_access_key, room.id, user, s.hms_default_role, self.clock(), s.call_token_ttl_seconds, str(uuid.uuid4())
+        )
+        return sign_call_token(claims, s.hms_app_secret)
+
+
+def _allows(roster: Roster | None, user: str) -> bool:
+    return roster is not None and membership(roster, user) is Membership.MEMBER
+
+
+@contextmanager
+def _platforms_down() -> Iterator[None]:
+    """A platform's failure becomes the calls API's 503 with Retry-After."""
+    try:
+        yield
+    except UpstreamError as error:
+        raise unavailable(error) from None

@@ -1,0 +1,243 @@
+"""The calls API's decisions (docs/calls-api.md, docs/behaviour.md rule 11), over plain values with `now` passed in.
+
+Which channel a call belongs to, whether a user may join it (from Stream's answers), how a
+user's request rate is counted, what an end request does, and the answers' shapes. The
+request shape is that of Stream's retired built-in 100ms integration, which stream-chat-js
+8.x still speaks (`channel.createCall()`, `client.getCallToken()`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal
+
+from .events import CID_RE, cid_of_room, valid_call_id
+from .sessions import Session
+from .upstream import UpstreamError
+
+CALL_TYPES = frozenset({"video", "audio"})
+CHANNEL_TYPE_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+# What the stream-chat JS client sends (GetStream/stream-chat-js v8.61.0 src/client.ts `_enrichAxiosOptions`): from a
+# browser these make every call a CORS preflight.
+CLIENT_HEADERS = ("authorization", "content-type", "stream-auth-type", "x-stream-client", "x-client-request-id")
+ROSTER_MEMBER_LIMIT = 100  # QueryChannels returns at most this many members of a channel
+MEMBERSHIP_TTL = 30  # seconds a "may call" answer is trusted: a burst of joins asks Stream once
+UPSTREAM_RETRY_AFTER = 5  # seconds a client is told to wait when a platform gave no wait
+
+
+class Refused(Exception):
+    """A calls API request that gets no token: the HTTP status and a message for the JSON body."""
+
+    def __init__(self, status: int, error: str, retry_after: int | None = None):
+        super().__init__(error)
+        self.status, self.error, self.retry_after = status, error, retry_after
+
+
+@dataclass(frozen=True)
+class Room:
+    """A 100ms room: the call's room has the call id as its name."""
+
+    id: str
+    name: str
+
+
+# --- which call, which channel ---------------------------------------------------------------
+
+
+def channel_of_path(channel_type: str, channel_id: str) -> str:
+    """The cid named by `/channels/{type}/{id}/call`, or Refused 404."""
+    cid = f"{channel_type}:{channel_id}"
+    if not CHANNEL_TYPE_RE.fullmatch(channel_type) or not CID_RE.fullmatch(cid):
+        raise Refused(404, "no such channel")
+    return cid
+
+
+def call_of_path(call_id: str) -> str:
+    """The call id named by `/calls/{id}`, or Refused 404: no room can have another name."""
+    valid = valid_call_id(call_id)
+    if valid is None:
+        raise Refused(404, "no such call")
+    return valid
+
+
+def create_request(body: object) -> tuple[str, str]:
+    """The call id and type of a create body `{"id", "type"}`, or Refused 400."""
+    if not isinstance(body, dict):
+        raise Refused(400, 'the body must be a JSON object {"id": <call id>, "type": "video" | "audio"}')
+    call_id = valid_call_id(body.get("id"))
+    if call_id is None:
+        raise Refused(400, "id must be a call id: 1 to 256 of a-z A-Z 0-9 . - : _")
+    kind = body.get("type", "video")
+    if kind not in CALL_TYPES:
+        raise Refused(400, 'type must be "video" or "audio"')
+    return call_id, str(kind)
+
+
+def check_owner(call_id: str, cid: str, owner: str | None) -> None:
+    """A call belongs to one channel: Refused 409 when `call_id` is another channel's.
+
+    Its owner is the channel that created it through the calls API, else the channel its
+    name gives in the reference client's form `call-<type>:<id>`.
+    """
+    named = cid_of_room(call_id)
+    if named is not None and named != cid:
+        raise Refused(409, f"call {call_id} names another channel")
+    if owner is not None and owner != cid:
+        raise Refused(409, f"call {call_id} belongs to another channel")
+
+
+def channel_of_call(call_id: str, owner: str | None) -> str:
+    """The channel whose members may join or end `call_id`, or Refused 404 (a call nobody created)."""
+    cid = owner or cid_of_room(call_id)
+    if cid is None:
+        raise Refused(404, "no such call")
+    return cid
+
+
+# --- who may ----------------------------------------------------------------------------------
+
+
+class Membership(Enum):
+    MEMBER = "member"
+    NOT_MEMBER = "not a member"
+    NO_CHANNEL = "no such channel"
+    ASK = "ask"  # the roster is partial and does not list the user: ask Stream about them
+
+
+@dataclass(frozen=True)
+class Roster:
+    """What Stream said of a channel's members: who may call, who may not, and whether that is all."""
+
+    exists: bool
+    allowed: frozenset[str] = frozenset()
+    refused: frozenset[str] = frozenset()
+    complete: bool = True
+
+
+def may_call(member: dict[str, Any]) -> bool:
+    """A member record (Stream's ChannelMemberResponse) of someone who may join the call:
+    not banned or shadow-banned, not removed, not an invitation still pending or declined."""
+    if member.get("banned") is True or member.get("shadow_banned") is True or member.get("deleted_at"):
+        return False
+    if member.get("invite_rejected_at"):
+        return False
+    return not (member.get("invited") is True and not member.get("invite_accepted_at"))
+
+
+def _member_ids(members: Iterable[object]) -> tuple[set[str], set[str]]:
+    allowed: set[str] = set()
+    refused: set[str] = set()
+    for member in members:
+        if isinstance(member, dict) and isinstance(member.get("user_id"), str):
+            (allowed if may_call(member) else refused).add(member["user_id"])
+    return allowed, refused
+
+
+def roster_of(answer: object, cid: str) -> Roster:
+    """The roster in a QueryChannels answer for `{"cid": cid}` (`channels[].members`, at most
+    ROSTER_MEMBER_LIMIT of them, and `channel.member_count`; GetStream/protocol
+    openapi/chat-openapi.json ChannelStateResponseFields, ChannelResponse)."""
+    channels = answer.get("channels") if isinstance(answer, dict) else None
+    for state in channels if isinstance(channels, list) else []:
+        channel = state.get("channel") if isinstance(state, dict) else None
+        if not isinstance(channel, dict) or channel.get("cid") != cid:
+            continue
+        members = state.get("members")
+        members = members if isinstance(members, list) else []
+        allowed, refused = _member_ids(members)
+        count = channel.get("member_count")
+        complete = isinstance(count, int) and not isinstance(count, bool) and count <= len(members)
+        return Roster(True, frozenset(allowed), frozenset(refused), complete)
+    return Roster(exists=False)
+
+
+def membership(roster: Roster, user_id: str) -> Membership:
+    if not roster.exists:
+        return Membership.NO_CHANNEL
+    if user_id in roster.allowed:
+        return Membership.MEMBER
+    if user_id in roster.refused or roster.complete:
+        return Membership.NOT_MEMBER
+    return Membership.ASK
+
+
+def member_of(answer: object, user_id: str) -> bool:
+    """Whether a QueryMembers answer (`{"members": [...]}`, filtered on the user) lets `user_id` call."""
+    members = answer.get("members") if isinstance(answer, dict) else None
+    allowed, _ = _member_ids(members if isinstance(members, list) else [])
+    return user_id in allowed
+
+
+def require_member(found: Membership, cid: str) -> None:
+    if found is Membership.NO_CHANNEL:
+        raise Refused(404, "no such channel")
+    if found is not Membership.MEMBER:
+        raise Refused(403, f"not a member of channel {cid}")
+
+
+# --- how often --------------------------------------------------------------------------------
+
+
+def rate_window(now: float, period: float) -> tuple[int, int]:
+    """The fixed window `now` falls in (its index) and the whole seconds until it ends."""
+    index = int(now // period)
+    return index, max(1, math.ceil((index + 1) * period - now))
+
+
+def check_rate(count: int, limit: int, retry_after: int) -> None:
+    """Refused 429 once a user's `count` of requests in the window passes `limit`."""
+    if count > limit:
+        raise Refused(429, "too many calls API requests from this user; retry later", retry_after)
+
+
+def unavailable(error: UpstreamError) -> Refused:
+    """A platform that failed a request the answer needs: 503, with the platform's wait if it gave one."""
+    name = "Stream" if error.api == "stream" else "100ms"
+    wait = error.retry_after if error.retry_after is not None else UPSTREAM_RETRY_AFTER
+    return Refused(503, f"{name} is unavailable ({error.status or 'no answer'}); retry later", max(1, math.ceil(wait)))
+
+
+# --- ending -----------------------------------------------------------------------------------
+
+EndStep = Literal["end", "ending", "ask"]
+
+
+def end_step(session: Session | None) -> EndStep:
+    """What an end request does with the call's recorded session: end it ("end"), report the
+    end already under way ("ending"), or ask 100ms whether a session runs that callsync
+    never heard of ("ask")."""
+    if session is not None and session.is_open:
+        return "end"
+    if session is not None and session.status == "ending":
+        return "ending"
+    return "ask"
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+def call_answer(call_id: str, room: Room, token: str) -> dict[str, Any]:
+    """The create and join answer, as Stream's integration gave it (stream-chat-js 8.x
+    `CreateCallResponse`: `call: {id, provider, hms: {room_id, room_name}}`, `token`)."""
+    return {"call": {"id": call_id, "provider": "hms", "hms": {"room_id": room.id, "room_name": room.name}}, "token": token}
+
+
+def cors_options(origins: tuple[str, ...]) -> dict[str, Any] | None:
+    """flask-cors options for the calls API: these origins only, preflights with the client's
+    headers; None (no CORS at all) without origins. No CORS headers without an Origin."""
+    if not origins:
+        return None
+    return {
+        "origins": list(origins),
+        "methods": ["POST"],
+        "allow_headers": list(CLIENT_HEADERS),
+        "expose_headers": ["Retry-After"],
+        "max_age": 600,
+        "always_send": False,
+        "vary_header": True,
+        "supports_credentials": False,
+    }
