@@ -68,3 +68,15 @@ def test_a_bad_worker_pool_setting_stops_the_worker_with_one_line(monkeypatch, c
     assert main(["worker"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("callsync: configuration error: ") and name in line
+
+
+def test_a_platform_url_in_the_clear_stops_a_role_with_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    monkeypatch.setenv("STREAM_BASE_URL", "http://chat.stream-io-api.com")
+    with pytest.raises(SystemExit) as stop:
+        main(["worker"])
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "callsync: configuration error: STREAM_BASE_URL must use https (http only to a loopback host such as 127.0.0.1)"
+    )

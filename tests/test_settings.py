@@ -41,6 +41,10 @@ def test_values_are_parsed():
         ("CALLSYNC_MAX_BODY_BYTES", "-1"),
         ("REDIS_URL", "localhost:6379"),
         ("HMS_BASE_URL", "api.100ms.live"),
+        ("HMS_BASE_URL", "http://api.100ms.live/v2"),  # http only to loopback: credentials go in the clear
+        ("STREAM_BASE_URL", "http://10.0.0.5:8080"),
+        ("STREAM_BASE_URL", "http://127.0.0.1.example.com"),
+        ("STREAM_BASE_URL", "http://[::1"),
         ("HMS_WEBHOOK_HEADER", "X Secret"),
     ],
 )
@@ -69,3 +73,8 @@ def test_task_events_are_off_unless_asked_for():
 
     assert create_celery(load_settings({})).conf.worker_send_task_events is False
     assert create_celery(load_settings({"CALLSYNC_TASK_EVENTS": "true"})).conf.worker_send_task_events is True
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000", "http://127.8.0.1", "http://localhost:8080/v2", "http://[::1]:80"])
+def test_http_is_accepted_to_loopback_hosts_only(url):
+    assert load_settings({"STREAM_BASE_URL": url, "HMS_BASE_URL": url}).hms_base_url == url.rstrip("/")

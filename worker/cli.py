@@ -139,7 +139,7 @@ def cmd_hms_replay(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
     from .clients.hms import HmsClient, ManagementAuth
-    from .clients.http import DEFAULT_TIMEOUT
+    from .clients.http import upstream_client
     from .core.events import parse_time
     from .core.upstream import UpstreamError
 
@@ -157,7 +157,7 @@ def cmd_hms_replay(args: argparse.Namespace) -> int:
         print("callsync: the window must run forward and span at most 14 days (100ms's limit)", file=sys.stderr)
         return 2
     auth = ManagementAuth(settings.hms_access_key, settings.hms_app_secret)
-    with httpx.Client(base_url=settings.hms_base_url, auth=auth, timeout=DEFAULT_TIMEOUT) as http:
+    with upstream_client(settings.hms_base_url, auth) as http:
         try:
             answer = HmsClient(http).replay_failed_webhooks(start, end)
         except UpstreamError as exc:

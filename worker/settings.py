@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 Role = Literal["web", "worker", "beat"]
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -111,10 +113,27 @@ def _rate(env: Mapping[str, str], name: str, default: Rate) -> Rate:
 
 
 def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    """A platform's base URL: https, or http to a loopback host (the stand-ins, a local proxy),
+    so credentials and answers never cross a network in the clear."""
     raw = env.get(name, "").strip() or default
-    if not re.match(r"^https?://[^\s/]+", raw):
+    try:
+        host = urlsplit(raw).hostname or ""
+    except ValueError:
+        host = ""
+    if not re.match(r"^https?://[^\s/]+", raw) or not host:
         raise ConfigError(f"{name} must be an http(s) URL")
+    if raw.startswith("http://") and not _is_loopback(host):
+        raise ConfigError(f"{name} must use https (http only to a loopback host such as 127.0.0.1)")
     return raw.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _prefix(env: Mapping[str, str], name: str, default: str) -> str:

@@ -14,7 +14,7 @@ import jwt
 
 from ..core.events import parse_time
 from ..core.upstream import UpstreamError
-from .http import Observe, call, segment, unobserved
+from .http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
 
 API = "hms"
 TOKEN_LIFETIME = 24 * 3600  # as the official SDK
@@ -70,8 +70,8 @@ class LiveSession:
 
 
 class HmsClient:
-    def __init__(self, client: httpx.Client, observe: Observe = unobserved):
-        self._http, self._observe = client, observe
+    def __init__(self, client: httpx.Client, observe: Observe = unobserved, deadline: float = CALL_DEADLINE_SECONDS):
+        self._http, self._observe, self._deadline = client, observe, deadline
 
     def end_room(self, room_id: str, reason: str) -> bool:
         """End the room's active session for everyone; False if there was none (404)."""
@@ -83,6 +83,7 @@ class HmsClient:
                 f"/active-rooms/{segment(room_id)}/end-room",
                 endpoint="/active-rooms/{room_id}/end-room",
                 observe=self._observe,
+                deadline=self._deadline,
                 json={"reason": reason, "lock": False},
             )
         except UpstreamError as exc:
@@ -104,6 +105,7 @@ class HmsClient:
             "/sessions",
             endpoint="/sessions",
             observe=self._observe,
+            deadline=self._deadline,
             params={"room_id": room_id, "active": "true", "limit": 10},
         )
         for session in _dict(response.json()).get("data") or []:
@@ -117,7 +119,16 @@ class HmsClient:
     def room_id_by_name(self, name: str) -> str | None:
         """The id of the room called `name` (case-insensitive), without creating it
         (`GET /rooms?name=`, 100ms-docs Rooms/list-rooms.mdx)."""
-        response = call(self._http, API, "GET", "/rooms", endpoint="/rooms", observe=self._observe, params={"name": name})
+        response = call(
+            self._http,
+            API,
+            "GET",
+            "/rooms",
+            endpoint="/rooms",
+            observe=self._observe,
+            deadline=self._deadline,
+            params={"name": name},
+        )
         for room in _dict(response.json()).get("data") or []:
             room = _dict(room)
             if str(room.get("name", "")).lower() == name.lower() and room.get("id"):
@@ -133,6 +144,7 @@ class HmsClient:
             "/analytics/webhooks/replay",
             endpoint="/analytics/webhooks/replay",
             observe=self._observe,
+            deadline=self._deadline,
             json={"start_time": start, "end_time": end, "status": "failed"},
         )
         return _dict(response.json())
