@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from celery.exceptions import Retry
+import os
+from collections.abc import Iterator
+from typing import Any
 
-from worker import tasks
-from worker.celery_app import create_celery
-from worker.settings import load_settings
+import fakeredis
+import pytest
+from celery import Celery
+from celery.exceptions import Reject, Retry
+
+from tests.world import CALL, CID, World
+from worker import sync, tasks
+from worker.celery_app import _runtimes, create_celery
+from worker.runtime import build_runtime
+from worker.settings import Settings, load_settings
 
 
 def test_celery_never_caps_the_retries_callsync_allows():
@@ -28,3 +37,69 @@ def test_a_tenth_retry_is_still_a_retry():
         task.pop_request()
     assert isinstance(retry, Retry)
     assert tasks.REDIS_RETRIES > 3
+
+
+# --- a next run that cannot be published (issue 12, item 4) ----------------------------------
+# The broker is a closed port: Celery cannot publish a retry or a deferred run. The worker's
+# Runtime (state, dead letters) is the test world's, on fakeredis, handed to the app as
+# `runtime_for` would build it.
+
+
+@pytest.fixture
+def unpublishable() -> Iterator[tuple[Celery, World]]:
+    app = create_celery(Settings(redis_url="redis://127.0.0.1:1/0"))
+    # Fail at once instead of after Celery's and kombu's reconnection attempts.
+    app.conf.task_publish_retry = False
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "max_retries": 0}
+    world = World(fakeredis.FakeRedis())
+    key = (id(app), os.getpid())
+    _runtimes[key] = world.rt
+    yield app, world
+    _runtimes.pop(key, None)
+
+
+def run_task(app: Celery, name: str, *args: Any) -> None:
+    task = app.tasks[name]
+    task.push_request(retries=0, called_directly=False, is_eager=False, id="task-1", args=list(args), kwargs={})
+    try:
+        task.run(*args)
+    finally:
+        task.pop_request()
+
+
+def channel_to_write(world: World) -> None:
+    """A session recorded open whose channel does not show it yet: a reconcile writes."""
+    world.stream.create_channel(CID)
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"], started_at=world.now)
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room))
+
+
+def test_a_retry_that_cannot_be_published_is_a_dead_letter(unpublishable):
+    app, world = unpublishable
+    channel_to_write(world)
+    world.stream.fail_next(1, 503)
+    run_task(app, sync.RECONCILE, CID)  # Celery would have rejected the message without requeue: lost
+    [letter] = world.rt.dead_letters.list()
+    assert letter.task == sync.RECONCILE and letter.args == [CID] and letter.attempts == 1
+    assert letter.error.startswith("stream 503") and "its retry could not be published" in letter.error
+
+
+def test_a_deferred_run_that_cannot_be_published_is_a_dead_letter(unpublishable):
+    app, world = unpublishable
+    channel_to_write(world)
+    assert world.rt.state.load(CID, lock=("someone-else", 60)) is not None  # busy: the task defers
+    run_task(app, sync.RECONCILE, CID)
+    [letter] = world.rt.dead_letters.list()
+    assert "being reconciled" in letter.error and "could not be published" in letter.error
+
+
+def test_when_not_even_the_dead_letter_can_be_written_the_broker_keeps_the_message(unpublishable):
+    app, world = unpublishable
+    server = fakeredis.FakeServer()
+    world.rt = build_runtime(world.settings, world.queue, redis_client=fakeredis.FakeRedis(server=server))
+    _runtimes[(id(app), os.getpid())] = world.rt
+    server.connected = False  # Redis gone: the step, its retry and the dead letter all fail
+    with pytest.raises(Reject) as rejected:
+        run_task(app, sync.RECONCILE, CID)
+    assert rejected.value.requeue is True

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 from celery import Task, shared_task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 
 from . import counters, sweeps, sync
 from .celery_app import runtime_for
@@ -65,7 +65,11 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
         step(rt, *args)
     except sync.Later as later:
         # Not a failure: a fresh message, so it does not spend the retry budget.
-        task.apply_async(args=args, countdown=later.seconds)
+        try:
+            task.apply_async(args=args, countdown=later.seconds)
+        except Exception as unpublished:
+            failure.append(f"not deferred: {type(unpublished).__name__}")
+            return _unpublished(rt, task, args, f"{later}; its deferred run could not be published", unpublished, attempt + 1)
         return "deferred"
     except UpstreamError as error:
         failure.append(str(error))
@@ -77,20 +81,42 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
             wait = {"api": error.api, "source": "upstream_429"}
             rt.tally.inc(counters.RATE_LIMIT_WAITS, wait)
             rt.tally.inc(counters.RATE_LIMIT_WAIT_SECONDS, wait, delay)
-        raise task.retry(exc=error, countdown=delay) from None
+        return _retry(rt, task, args, error, str(error), delay, attempt + 1)
     except redis.RedisError as error:
         failure.append(f"redis: {type(error).__name__}")
         if attempt >= REDIS_RETRIES:
             _dead_letter(rt, task, args, f"redis: {type(error).__name__}: {error}", attempt + 1)
             return "dead_letter"
         delay = backoff_seconds(attempt, random.random(), cap=60)
-        raise task.retry(exc=error, countdown=delay) from error
+        return _retry(rt, task, args, error, f"redis: {type(error).__name__}: {error}", delay, attempts=attempt + 1)
     except Exception as error:  # a bug or a hostile-but-authenticated event: keep it, do not loop
         log.exception("%s failed", task.name, extra=fields(task=task.name, task_id=task.request.id))
         failure.append(type(error).__name__)
         _dead_letter(rt, task, args, f"{type(error).__name__}: {error}", attempt + 1)
         return "dead_letter"
     return "success"
+
+
+def _retry(rt: Runtime, task: Task, args: tuple[Any, ...], error: Exception, text: str, delay: float, attempts: int) -> str:
+    """Publish the retry and raise Celery's Retry. A retry Celery cannot publish (the broker
+    gone, a countdown it cannot encode) is a Reject without requeue there: the task would be
+    acknowledged and lost, so it becomes a dead letter instead."""
+    try:
+        retry = task.retry(exc=error, countdown=delay, throw=False)
+    except Reject as rejected:
+        cause = rejected.reason if isinstance(rejected.reason, BaseException) else rejected
+        return _unpublished(rt, task, args, f"{text}; its retry could not be published", cause, attempts)
+    raise retry
+
+
+def _unpublished(rt: Runtime, task: Task, args: tuple[Any, ...], text: str, cause: BaseException, attempts: int) -> str:
+    """Dead-letter a task whose next run could not be published; if even that fails, give the
+    message back to the broker (requeued, or redelivered after the visibility timeout)."""
+    try:
+        _dead_letter(rt, task, args, f"{text} ({type(cause).__name__})", attempts)
+    except Exception as lost:
+        raise Reject(lost, requeue=True) from cause
+    return "dead_letter"
 
 
 def _dead_letter(rt: Runtime, task: Task, args: tuple[Any, ...], error: str, attempts: int) -> None:
