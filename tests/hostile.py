@@ -174,8 +174,9 @@ def assert_well_formed(answer: TestResponse) -> dict[str, Any]:
 
 
 class HostileUpstream:
-    """A platform gone bad, on loopback: answers that never end, inflate without bound, or
-    drip a byte at a time. The path picks the behaviour; `sent` counts body bytes written.
+    """A platform gone bad, on loopback: answers that never end, inflate without bound, drip a
+    byte at a time, or carry terminal control sequences. The path picks the behaviour; `sent`
+    counts body bytes written.
 
     Every behaviour stops by itself (`give_up_bytes`, `give_up_seconds`), so a client
     without bounds fails its test instead of hanging it.
@@ -185,6 +186,7 @@ class HostileUpstream:
 
     def __init__(self, give_up_bytes: int = 48 * 1024 * 1024, drip_every: float = 0.25, give_up_seconds: float = 6.0):
         self.give_up_bytes, self.drip_every, self.give_up_seconds = give_up_bytes, drip_every, give_up_seconds
+        self.message = "\x1b]0;owned\x07\x1b[2J\x1b[31mredder than red\u202e"  # terminal control sequences
         self.sent = 0
         self.closed_by_client = threading.Event()
         upstream = self
@@ -226,6 +228,10 @@ class HostileUpstream:
                     self.sent += len(part)
             tail = squeeze.flush()
             sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+        elif path.startswith("/hostile-message"):  # a 400 whose `message` is what `self.message` says
+            body = json.dumps({"message": self.message}).encode()
+            head = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            sock.sendall(head + body)
         elif path.startswith("/drip"):
             head, body = b"HTTP/1.1 200 OK\r\nContent-Length: 116\r\n\r\n", b'{"channels": []}' + b" " * 100
             if path.startswith("/drip-body"):  # headers at once, then the body a byte at a time

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from standins import FakeHms, serve
+from tests.hostile import HostileUpstream
 from tests.world import HMS_KEY, HMS_SECRET
-from worker.cli import main
+from worker.cli import main, render_letters
+from worker.deadletters import DeadLetter
 
 
 @pytest.fixture
@@ -80,3 +83,50 @@ def test_a_platform_url_in_the_clear_stops_a_role_with_one_line(monkeypatch, cap
     assert line == (
         "callsync: configuration error: STREAM_BASE_URL must use https (http only to a loopback host such as 127.0.0.1)"
     )
+
+
+# --- printing what platforms and tasks wrote (issue 12, item 5) ------------------------------
+CONTROL = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\u202e\ud800\r\n"
+
+
+def letter(**overrides: object) -> DeadLetter:
+    fields: dict[str, Any] = {
+        "id": "id-1",
+        "task": "callsync.apply_hms_event",
+        "args": [{"room_name": f"call-{CONTROL}"}],
+        "error": f"hms 400: {CONTROL} key hms-app-secret-value-1234",
+        "attempts": 1,
+        "failed_at": 1_800_000_000.0,
+        "task_id": "t-1",
+    }
+    return DeadLetter(**{**fields, **overrides})
+
+
+def test_dead_letters_print_escaped_and_scrubbed():
+    text = render_letters([letter(), letter(id="id-2")], as_json=False, secrets=("hms-app-secret-value-1234",))
+    lines = text.split("\n")
+    assert len(lines) == 2 and all(line.isprintable() for line in lines)
+    assert "\\x1b]0;owned\\x07" in lines[0] and "\\u202e" in lines[0] and "\\ud800" in lines[0]
+    assert "hms-app-secret-value-1234" not in text and "[redacted]" in text
+
+
+def test_dead_letters_json_is_valid_ascii_json_with_the_values_intact():
+    text = render_letters([letter()], as_json=True, secrets=("hms-app-secret-value-1234",))
+    assert text.isascii() and all(char.isprintable() or char == "\n" for char in text)
+    [parsed] = json.loads(text)
+    assert parsed["args"] == [{"room_name": f"call-{CONTROL}"}]
+    assert parsed["error"] == f"hms 400: {CONTROL} key [redacted]"
+
+
+def test_hms_replay_prints_a_platform_message_escaped(monkeypatch, capsys):
+    upstream = HostileUpstream()
+    try:
+        monkeypatch.setenv("HMS_ACCESS_KEY", HMS_KEY)
+        monkeypatch.setenv("HMS_APP_SECRET", HMS_SECRET)
+        monkeypatch.setenv("HMS_BASE_URL", f"{upstream.url}/hostile-message")
+        assert main(["hms-replay", "--since", hms_now_minus_hours(1)]) == 1
+    finally:
+        upstream.close()
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\u202e" not in err
+    assert "100ms refused the replay: hms 400: \\x1b]0;owned\\x07" in err

@@ -4,6 +4,7 @@ against a hostile upstream served on loopback (tests/hostile.py HostileUpstream)
 from __future__ import annotations
 
 import gzip
+import json
 import time
 import tracemalloc
 import zlib
@@ -17,6 +18,7 @@ from worker.clients.http import (
     CALL_DEADLINE_SECONDS,
     DEFAULT_TIMEOUT,
     MAX_RESPONSE_BYTES,
+    error_message,
     upstream_client,
 )
 from worker.clients.stream import StreamClient
@@ -120,3 +122,12 @@ def test_the_deadline_ends_calls_before_the_holds_that_assume_they_end():
     assert MAX_STEPS * 2 * CALL_DEADLINE_SECONDS < LOCK_SECONDS
     assert CALL_DEADLINE_SECONDS < HOLD  # one Stream update under one grant
     assert DEFAULT_TIMEOUT.read == DEFAULT_TIMEOUT.write == CALL_DEADLINE_SECONDS
+
+
+def test_a_long_platform_message_is_cut_between_words_never_inside_a_secret():
+    secret = "s3cr3t-" + "k" * 30
+    for pad in range(170, 205):
+        message = error_message(json.dumps({"message": "x" * pad + " " + secret + " tail"}).encode(), "Bad Request")
+        assert len(message) <= 202 and (secret in message or secret[:4] not in message), (pad, message)
+    assert error_message(json.dumps({"message": "y" * 500}).encode(), "Bad Request") == "…"
+    assert error_message(b"not json", "Bad Request") == "Bad Request"

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
+import httpx
 import pytest
 from celery import Celery
 from celery.exceptions import Reject, Retry
 
-from tests.world import CALL, CID, World
+from tests.world import CALL, CID, HMS_SECRET, SECRET, World
 from worker import sync, tasks
 from worker.celery_app import _runtimes, create_celery
 from worker.runtime import build_runtime
@@ -56,6 +57,9 @@ def unpublishable() -> Iterator[tuple[Celery, World]]:
     _runtimes[key] = world.rt
     yield app, world
     _runtimes.pop(key, None)
+
+
+ROOM = {"id": "room-1", "name": CALL}
 
 
 def run_task(app: Celery, name: str, *args: Any) -> None:
@@ -103,3 +107,20 @@ def test_when_not_even_the_dead_letter_can_be_written_the_broker_keeps_the_messa
     with pytest.raises(Reject) as rejected:
         run_task(app, sync.RECONCILE, CID)
     assert rejected.value.requeue is True
+
+
+def test_a_dead_letter_keeps_no_configured_secret_a_platform_quoted(unpublishable):
+    # A platform's message quoting a configured secret stayed in Redis (issue 12, item 5).
+    app, world = unpublishable
+    quoted = f'{{"message": "app secret {HMS_SECRET} is not valid for key {SECRET}"}}'
+    refusing = httpx.MockTransport(lambda _: httpx.Response(400, content=quoted.encode()))
+    world.rt = build_runtime(world.settings, world.queue, redis_client=world.rt.redis, transport=refusing)
+    _runtimes[(id(app), os.getpid())] = world.rt
+    run_task(app, sync.CHECK_SESSION, CALL, "s-1")
+    assert world.rt.state.call(CALL).session is None  # nothing recorded: the check is a no-op...
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", {"id": "s-1", "created_at": None}, ROOM))
+    run_task(app, sync.CHECK_SESSION, CALL, "s-1")  # ...until a session is: then 100ms refuses
+    [letter] = world.rt.dead_letters.list()
+    assert letter.error.startswith("hms 400: app secret [redacted] is not valid for key [redacted]"), letter.error
+    stored = b"".join(world.rt.redis.hvals("cs:dl"))
+    assert HMS_SECRET.encode() not in stored and SECRET.encode() not in stored

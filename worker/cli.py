@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from .deadletters import DeadLetter
 from .logs import configure_logging
 from .settings import ConfigError, Role, Settings, load_settings
 
@@ -102,14 +103,11 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     from .queue import QUEUE
 
     settings = settings_for(None)
-    letters = DeadLetters(store(settings))
+    letters = DeadLetters(store(settings), settings.secrets)
     if args.action == "list":
-        rows = letters.list(args.limit)
-        if args.json:
-            print(json.dumps([vars(letter) for letter in rows], indent=2))
-        for letter in [] if args.json else rows:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.failed_at))
-            print(f"{letter.id}  {when}Z  {letter.task}{tuple(letter.args)!r:.80}  attempts={letter.attempts}  {letter.error}")
+        output = render_letters(letters.list(args.limit), args.json, settings.secrets)
+        if output:
+            print(output)
         return 0
     if args.action == "purge":
         print(f"purged {letters.purge()} dead letter(s)")
@@ -121,7 +119,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     found = {i: letters.get(i) for i in args.ids}
     missing = [i for i, letter in found.items() if letter is None]
     for letter_id in missing:
-        print(f"no dead letter {letter_id}", file=sys.stderr)
+        print(printable(f"no dead letter {letter_id}"), file=sys.stderr)
     chosen = letters.list(10**6) if args.all else [letter for letter in found.values() if letter]
     if not chosen:
         print("nothing to replay", file=sys.stderr)
@@ -130,8 +128,34 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         # Enqueue first, remove after: a failed enqueue (Redis down) keeps the letter.
         app.send_task(letter.task, args=letter.args, queue=QUEUE)
         letters.remove(letter.id)
-        print(f"replayed {letter.id} ({letter.task})")
+        print(printable(f"replayed {letter.id} ({letter.task})"))
     return 1 if missing else 0
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: control and other non-printable characters (ANSI
+    escapes, title changes, bidi overrides, lone surrogates) shown as Python escapes."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def render_letters(rows: list[DeadLetter], as_json: bool, secrets: tuple[str, ...] = ()) -> str:
+    """`dead-letters list` output: JSON (every non-ASCII character escaped, so always valid and
+    inert on a terminal) or one escaped line per letter; errors scrubbed again with the
+    configured secrets (letters written before the scrub existed)."""
+    from .logs import scrub
+
+    letters = [{**vars(letter), "error": scrub(letter.error, secrets)} for letter in rows]
+    if as_json:
+        return json.dumps(letters, indent=2, ensure_ascii=True)
+    lines = []
+    for letter in letters:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter["failed_at"]))
+        args = f"{tuple(letter['args'])!r:.80}"
+        line = f"{letter['id']}  {when}Z  {letter['task']}{args}  attempts={letter['attempts']}  {letter['error']}"
+        lines.append(printable(line))
+    return "\n".join(lines)
 
 
 def cmd_hms_replay(args: argparse.Namespace) -> int:
@@ -161,9 +185,9 @@ def cmd_hms_replay(args: argparse.Namespace) -> int:
         try:
             answer = HmsClient(http).replay_failed_webhooks(start, end)
         except UpstreamError as exc:
-            print(f"callsync: 100ms refused the replay: {exc}", file=sys.stderr)
+            print(printable(f"callsync: 100ms refused the replay: {exc}"), file=sys.stderr)
             return 1
-    print(f"100ms replays failed deliveries from {start} to {end}: {json.dumps(answer)}")
+    print(printable(f"100ms replays failed deliveries from {start} to {end}: {json.dumps(answer)}"))
     return 0
 
 

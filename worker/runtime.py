@@ -118,7 +118,7 @@ def build_runtime(
         stream=StreamClient(stream_http, settings.field_path, observe),
         hms=HmsClient(hms_http, observe),
         limiter=RateLimiter(client, "cs:rate:stream-update", settings.stream_update_rate),
-        dead_letters=DeadLetters(client),
+        dead_letters=DeadLetters(client, settings.secrets),
         schedule=schedule,
         tally=tally,
         clock=clock,

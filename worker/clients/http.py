@@ -148,4 +148,14 @@ def error_message(body: bytes | None, reason: str) -> str:
     except (ValueError, RecursionError):
         parsed = None
     message = parsed.get("message") if isinstance(parsed, dict) else None
-    return str(message)[:200] if message else (reason or "error")
+    return _shortened(str(message), 200) if message else (reason or "error")
+
+
+def _shortened(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters between words: a secret or token the platform quoted
+    is kept whole, for the scrubbers to find, or left out, never cut into a fragment."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit + 1]
+    cut = max(head.rfind(" "), head.rfind("\t"), head.rfind("\n"))
+    return text[:cut].rstrip() + " …" if cut > 0 else "…"
