@@ -78,3 +78,24 @@ def test_task_events_are_off_unless_asked_for():
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9000", "http://127.8.0.1", "http://localhost:8080/v2", "http://[::1]:80"])
 def test_http_is_accepted_to_loopback_hosts_only(url):
     assert load_settings({"STREAM_BASE_URL": url, "HMS_BASE_URL": url}).hms_base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "needed"),
+    [
+        ({"CALLSYNC_STREAM_UPDATE_RATE": "1/h", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "60"}, "CALLSYNC_STREAM_UPDATE_RATE", 120),
+        ({"CALLSYNC_STALE_FLAG_GRACE_SECONDS": "3600", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "30"}, "GRACE", 120),
+    ],
+)
+def test_waits_too_long_for_the_visibility_timeout_are_refused(env, named, needed):
+    # Served in hops of half the timeout; more than 60 hops would keep the workers hopping.
+    with pytest.raises(ConfigError) as err:
+        load_settings(env)
+    assert named in str(err.value) and "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS" in str(err.value)
+    assert f"at least {needed}" in str(err.value)
+    assert load_settings({**env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": str(needed)}).longest_countdown_seconds == needed / 2
+
+
+def test_the_issues_short_timeout_and_slow_ceiling_are_served_in_hops():
+    settings = load_settings({"CALLSYNC_STREAM_UPDATE_RATE": "1/m", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "10"})
+    assert settings.longest_countdown_seconds == 5.0

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import fakeredis
 import httpx
 import pytest
+import redis
 from celery import Celery
 from celery.exceptions import Reject, Retry
 
+from tests.stack import running_stack
 from tests.world import CALL, CID, HMS_SECRET, SECRET, World
 from worker import sync, tasks
 from worker.celery_app import _runtimes, create_celery
+from worker.queue import QUEUE
 from worker.runtime import build_runtime
-from worker.settings import Settings, load_settings
+from worker.settings import Rate, Settings, load_settings
 
 
 def test_celery_never_caps_the_retries_callsync_allows():
@@ -124,3 +130,111 @@ def test_a_dead_letter_keeps_no_configured_secret_a_platform_quoted(unpublishabl
     assert letter.error.startswith("hms 400: app secret [redacted] is not valid for key [redacted]"), letter.error
     stored = b"".join(world.rt.redis.hvals("cs:dl"))
     assert HMS_SECRET.encode() not in stored and SECRET.encode() not in stored
+
+
+# --- countdowns below the visibility timeout (issue 12, item 6) ------------------------------
+# kombu's in-memory broker: what the task publishes is read back with its eta and retry count.
+
+
+@pytest.fixture
+def hopping() -> Iterator[tuple[Celery, World]]:
+    app = create_celery(Settings(redis_url="memory://", visibility_timeout_seconds=20))
+    world = World(fakeredis.FakeRedis(), visibility_timeout_seconds=20)
+    key = (id(app), os.getpid())
+    _runtimes[key] = world.rt
+    published(app)  # the in-memory broker is the process's: start empty
+    yield app, world
+    _runtimes.pop(key, None)
+
+
+def published(app: Celery) -> list[dict[str, Any]]:
+    """Every message on the queue, taken off it: id, retries, args, seconds until its eta."""
+    out = []
+    with app.connection_for_read() as connection:
+        queue = connection.SimpleQueue(QUEUE)
+        while queue.qsize():
+            message = queue.get(timeout=1)
+            eta = message.headers.get("eta")
+            wait = datetime.fromisoformat(eta).timestamp() - time.time() if eta else 0.0
+            out.append({"id": message.headers["id"], "retries": message.headers["retries"], "wait": wait})
+            message.ack()
+        queue.close()
+    return out
+
+
+def run_as(app: Celery, name: str, task_id: str, retries: int, *args: Any) -> None:
+    task = app.tasks[name]
+    task.push_request(retries=retries, called_directly=False, is_eager=False, id=task_id, args=list(args), kwargs={})
+    try:
+        task.run(*args)
+    except Retry:
+        pass
+    finally:
+        task.pop_request()
+
+
+def test_a_long_retry_wait_is_served_in_hops_without_spending_retries(hopping):
+    app, world = hopping
+    channel_to_write(world)
+    world.stream.fail_next(1, 429, {"Retry-After": "300"})
+    run_as(app, sync.RECONCILE, "t-429", 0, CID)
+    [retry] = published(app)
+    assert retry["id"] == "t-429" and retry["retries"] == 1 and retry["wait"] <= 10.5  # not 300 s
+    calls = len(world.stream.calls)
+    for _ in range(3):  # hops before the 429's time: nothing is called, the retry count stays
+        world.now += 10
+        run_as(app, sync.RECONCILE, "t-429", 1, CID)
+        [hop] = published(app)
+        assert hop["id"] == "t-429" and hop["retries"] == 1 and hop["wait"] <= 10.5
+    assert len(world.stream.calls) == calls
+    world.now += 271  # past the 300 s and the jitter
+    run_as(app, sync.RECONCILE, "t-429", 1, CID)
+    assert published(app) == [] and world.fields() == {"callActive": True, "callId": CALL}
+    assert not world.rt.redis.exists("cs:wait:t-429")
+
+
+def test_a_deferred_run_is_at_most_a_hop_ahead(hopping):
+    app, world = hopping
+    world = World(world.rt.redis, visibility_timeout_seconds=20, stream_update_rate=Rate(1, 60.0))
+    _runtimes[(id(app), os.getpid())] = world.rt
+    channel_to_write(world)
+    assert world.rt.limiter.acquire("someone-else") == 0  # the minute's one update...
+    world.rt.limiter.release("someone-else")  # ...answered just now
+    run_as(app, sync.RECONCILE, "t-ceiling", 0, CID)  # the ceiling says wait ~60 s
+    [deferred] = published(app)
+    assert deferred["id"] != "t-ceiling" and deferred["retries"] == 0 and 9 <= deferred["wait"] <= 10.5
+
+
+@pytest.mark.redis
+def test_a_short_visibility_timeout_and_a_slow_ceiling_do_not_multiply_tasks():
+    # The issue's shape: with a 10 s timeout and a 1/m ceiling, 3 deferred writes became 142
+    # runs. Here 4 s and 1 per 6 s: three channels' writes take 12 s, every message held by the
+    # worker is watched, and none may wait past the timeout or be handed out again.
+    with running_stack(visibility_timeout_seconds=4, stream_update_rate=Rate(1, 6.0)) as stack:
+        cids = [f"messaging:hop-{n}" for n in range(3)]
+        for cid in cids:
+            stack.stream.create_channel(cid)
+        started = time.time()
+        for cid in cids:
+            stack.hms.open_session(stack.hms.create_room(f"call-{cid}")["id"])
+        held, redelivered = 0.0, []
+        while time.time() - started < 20 and not all(stack.stream.call_fields(cid).get("callActive") for cid in cids):
+            for payload in messages(stack.redis):
+                eta = payload["headers"].get("eta")
+                if eta:
+                    held = max(held, datetime.fromisoformat(eta).timestamp() - time.time())
+                if payload["headers"].get("redelivered") or payload["properties"]["delivery_info"].get("redelivered"):
+                    redelivered.append(payload["headers"]["id"])
+            time.sleep(0.1)
+        assert all(stack.stream.call_fields(cid).get("callActive") for cid in cids)
+        assert time.time() - started >= 11  # the ceiling held: 1 per 6 s
+        assert held <= 2.5 and not redelivered, (held, redelivered)
+        patches = [path for method, path, _ in stack.stream.calls if method == "PATCH"]
+        assert sorted(patches) == sorted("/channels/" + cid.replace(":", "/") for cid in cids)  # one write each
+
+
+def messages(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every task message waiting on the queue or held by a worker (kombu's `unacked` hash)."""
+    waiting = [json.loads(raw) for raw in client.lrange(QUEUE, 0, -1)]
+    held = [json.loads(raw)[0] for raw in client.hvals("unacked")]
+    return waiting + held

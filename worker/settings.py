@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for scrubbing logs."""
         return tuple(s for s in (self.stream_api_secret, self.hms_app_secret, *self.hms_webhook_secrets) if s)
+
+    @property
+    def longest_countdown_seconds(self) -> float:
+        """The longest countdown callsync gives a task: half the visibility timeout, so a
+        waiting task is never handed out twice (worker/tasks.py RETRY_WAIT); longer waits hop."""
+        return self.visibility_timeout_seconds / 2
 
     @property
     def field_path(self) -> tuple[str, ...]:
@@ -143,6 +150,30 @@ def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
+# A wait longer than a countdown may be is served in hops (Settings.longest_countdown_seconds),
+# each one a task run; a wait of more hops than this would mostly keep workers hopping. The
+# longest retry wait (300 s, worker/core/upstream.py) takes at most 60 hops of the shortest
+# timeout allowed (10 s); the two waits that settings choose are checked here.
+MAX_HOPS = 60
+
+
+def _countdowns_fit(settings: Settings) -> Settings:
+    """Refuse waits the visibility timeout cannot serve in at most MAX_HOPS hops."""
+    hop = settings.longest_countdown_seconds
+    waits = {
+        "CALLSYNC_STREAM_UPDATE_RATE's period": settings.stream_update_rate.period,
+        "CALLSYNC_STALE_FLAG_GRACE_SECONDS": float(settings.stale_flag_grace_seconds),
+    }
+    for name, seconds in waits.items():
+        if seconds > MAX_HOPS * hop:
+            needed = math.ceil(2 * seconds / MAX_HOPS)
+            raise ConfigError(
+                f"{name} ({seconds:.0f} s) is too long for CALLSYNC_VISIBILITY_TIMEOUT_SECONDS "
+                f"({settings.visibility_timeout_seconds} s): set the timeout to at least {needed}"
+            )
+    return settings
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Parse every CONTRACT §2 variable; raise ConfigError on the first malformed one."""
     header = env.get("HMS_WEBHOOK_HEADER", "").strip() or "X-Callsync-Secret"
@@ -151,26 +182,28 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     redis_url = env.get("REDIS_URL", "").strip() or None
     if redis_url and not re.match(r"^(rediss?|unix)://", redis_url):
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
-    return Settings(
-        redis_url=redis_url,
-        stream_api_key=env.get("STREAM_API_KEY", "").strip(),
-        stream_api_secret=env.get("STREAM_API_SECRET", "").strip(),
-        stream_base_url=_url(env, "STREAM_BASE_URL", Settings.stream_base_url),
-        hms_access_key=env.get("HMS_ACCESS_KEY", "").strip(),
-        hms_app_secret=env.get("HMS_APP_SECRET", "").strip(),
-        hms_base_url=_url(env, "HMS_BASE_URL", Settings.hms_base_url),
-        hms_webhook_header=header,
-        hms_webhook_secrets=tuple(s.strip() for s in env.get("HMS_WEBHOOK_SECRET", "").split(",") if s.strip()),
-        field_prefix=_prefix(env, "CALLSYNC_FIELD_PREFIX", Settings.field_prefix),
-        max_session_seconds=_int(env, "CALLSYNC_MAX_SESSION_SECONDS", 43200),
-        sweep_interval_seconds=_int(env, "CALLSYNC_SWEEP_INTERVAL_SECONDS", 60),
-        stale_flag_grace_seconds=_int(env, "CALLSYNC_STALE_FLAG_GRACE_SECONDS", 60, low=0),
-        end_room_on_call_end=_bool(env, "CALLSYNC_END_ROOM_ON_CALL_END", True),
-        session_checks_per_minute=_int(env, "CALLSYNC_SESSION_CHECKS_PER_MINUTE", 60),
-        stream_update_rate=_rate(env, "CALLSYNC_STREAM_UPDATE_RATE", Rate(300, 60.0)),
-        max_body_bytes=_int(env, "CALLSYNC_MAX_BODY_BYTES", 1048576, low=64),
-        dry_run=_bool(env, "CALLSYNC_DRY_RUN", False),
-        task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", 10, low=0, high=100),
-        visibility_timeout_seconds=_int(env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS", 1200, low=10),
-        task_events=_bool(env, "CALLSYNC_TASK_EVENTS", False),
+    return _countdowns_fit(
+        Settings(
+            redis_url=redis_url,
+            stream_api_key=env.get("STREAM_API_KEY", "").strip(),
+            stream_api_secret=env.get("STREAM_API_SECRET", "").strip(),
+            stream_base_url=_url(env, "STREAM_BASE_URL", Settings.stream_base_url),
+            hms_access_key=env.get("HMS_ACCESS_KEY", "").strip(),
+            hms_app_secret=env.get("HMS_APP_SECRET", "").strip(),
+            hms_base_url=_url(env, "HMS_BASE_URL", Settings.hms_base_url),
+            hms_webhook_header=header,
+            hms_webhook_secrets=tuple(s.strip() for s in env.get("HMS_WEBHOOK_SECRET", "").split(",") if s.strip()),
+            field_prefix=_prefix(env, "CALLSYNC_FIELD_PREFIX", Settings.field_prefix),
+            max_session_seconds=_int(env, "CALLSYNC_MAX_SESSION_SECONDS", 43200),
+            sweep_interval_seconds=_int(env, "CALLSYNC_SWEEP_INTERVAL_SECONDS", 60),
+            stale_flag_grace_seconds=_int(env, "CALLSYNC_STALE_FLAG_GRACE_SECONDS", 60, low=0),
+            end_room_on_call_end=_bool(env, "CALLSYNC_END_ROOM_ON_CALL_END", True),
+            session_checks_per_minute=_int(env, "CALLSYNC_SESSION_CHECKS_PER_MINUTE", 60),
+            stream_update_rate=_rate(env, "CALLSYNC_STREAM_UPDATE_RATE", Rate(300, 60.0)),
+            max_body_bytes=_int(env, "CALLSYNC_MAX_BODY_BYTES", 1048576, low=64),
+            dry_run=_bool(env, "CALLSYNC_DRY_RUN", False),
+            task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", 10, low=0, high=100),
+            visibility_timeout_seconds=_int(env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS", 1200, low=10),
+            task_events=_bool(env, "CALLSYNC_TASK_EVENTS", False),
+        )
     )

@@ -62,11 +62,15 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
     """One attempt: returns its outcome or raises Celery's Retry; appends what failed to `failure`."""
     attempt = task.request.retries
     try:
+        waiting = _wait_goes_on(rt, task, args) if attempt else None
+        if waiting is not None:
+            return waiting
         step(rt, *args)
     except sync.Later as later:
-        # Not a failure: a fresh message, so it does not spend the retry budget.
+        # Not a failure: a fresh message, so it does not spend the retry budget. The step asks
+        # again when it runs, so a wait longer than a hop is simply asked for again then.
         try:
-            task.apply_async(args=args, countdown=later.seconds)
+            task.apply_async(args=args, countdown=min(later.seconds, rt.settings.longest_countdown_seconds))
         except Exception as unpublished:
             failure.append(f"not deferred: {type(unpublished).__name__}")
             return _unpublished(rt, task, args, f"{later}; its deferred run could not be published", unpublished, attempt + 1)
@@ -97,16 +101,48 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
     return "success"
 
 
+# A task waiting on a countdown is held unacknowledged by a worker, and Redis hands it out
+# again once it has been held CALLSYNC_VISIBILITY_TIMEOUT_SECONDS: each copy would then run,
+# and a copy that defers itself again multiplies (3 deferred writes became 142 runs). So no
+# countdown is longer than Settings.longest_countdown_seconds (half the timeout): a longer
+# retry wait is a hop of that length, its end kept here under the task id (a retry keeps its
+# id), and each hop is re-published until the wait is over, without spending a retry.
+RETRY_WAIT = "cs:wait:"
+
+
 def _retry(rt: Runtime, task: Task, args: tuple[Any, ...], error: Exception, text: str, delay: float, attempts: int) -> str:
     """Publish the retry and raise Celery's Retry. A retry Celery cannot publish (the broker
     gone, a countdown it cannot encode) is a Reject without requeue there: the task would be
     acknowledged and lost, so it becomes a dead letter instead."""
+    hop = rt.settings.longest_countdown_seconds
+    if delay > hop:
+        rt.redis.set(RETRY_WAIT + task.request.id, repr(rt.clock() + delay), ex=int(delay + 2 * hop) + 1)
     try:
-        retry = task.retry(exc=error, countdown=delay, throw=False)
+        retry = task.retry(exc=error, countdown=min(delay, hop), throw=False)
     except Reject as rejected:
         cause = rejected.reason if isinstance(rejected.reason, BaseException) else rejected
         return _unpublished(rt, task, args, f"{text}; its retry could not be published", cause, attempts)
     raise retry
+
+
+def _wait_goes_on(rt: Runtime, task: Task, args: tuple[Any, ...]) -> str | None:
+    """None when this retry's wait is over (run it); otherwise publish the next hop (the same
+    retry: same id, same count) and return this run's outcome."""
+    key = RETRY_WAIT + task.request.id
+    raw = rt.redis.get(key)
+    left = float(raw) - rt.clock() if raw is not None else 0.0
+    if left <= 0:
+        if raw is not None:
+            rt.redis.delete(key)
+        return None
+    countdown = min(left, rt.settings.longest_countdown_seconds)
+    hop = task.signature_from_request(task.request, args, task.request.kwargs, countdown=countdown, retries=task.request.retries)
+    try:
+        hop.apply_async()
+    except Exception as unpublished:
+        why = f"waiting {left:.0f} s more before a retry; its next hop could not be published"
+        return _unpublished(rt, task, args, why, unpublished, task.request.retries)
+    return "deferred"
 
 
 def _unpublished(rt: Runtime, task: Task, args: tuple[Any, ...], text: str, cause: BaseException, attempts: int) -> str:
