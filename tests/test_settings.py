@@ -21,8 +21,10 @@ def test_values_are_parsed():
             "CALLSYNC_DRY_RUN": "yes",
             "CALLSYNC_END_ROOM_ON_CALL_END": "false",
             "STREAM_BASE_URL": "http://127.0.0.1:9000/",
+            "CALLSYNC_MAX_QUEUE_DEPTH": "5000",
         }
     )
+    assert settings.max_queue_depth == 5000
     assert settings.hms_webhook_secrets == ("old", "new")
     assert settings.field_path == ()
     assert settings.stream_update_rate == Rate(5, 1.0)
@@ -39,6 +41,8 @@ def test_values_are_parsed():
         ("CALLSYNC_DRY_RUN", "maybe"),
         ("CALLSYNC_FIELD_PREFIX", "data"),
         ("CALLSYNC_MAX_BODY_BYTES", "-1"),
+        ("CALLSYNC_MAX_QUEUE_DEPTH", "0"),
+        ("CALLSYNC_MAX_QUEUE_DEPTH", "lots"),
         ("REDIS_URL", "localhost:6379"),
         ("HMS_BASE_URL", "api.100ms.live"),
         ("HMS_BASE_URL", "http://api.100ms.live/v2"),  # http only to loopback: credentials go in the clear

@@ -46,6 +46,7 @@ class Settings:
     session_checks_per_minute: int = 60
     stream_update_rate: Rate = Rate(300, 60.0)
     max_body_bytes: int = 1048576
+    max_queue_depth: int = 100_000
     dry_run: bool = False
     task_max_retries: int = 10
     visibility_timeout_seconds: int = 1200
@@ -201,6 +202,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             session_checks_per_minute=_int(env, "CALLSYNC_SESSION_CHECKS_PER_MINUTE", 60),
             stream_update_rate=_rate(env, "CALLSYNC_STREAM_UPDATE_RATE", Rate(300, 60.0)),
             max_body_bytes=_int(env, "CALLSYNC_MAX_BODY_BYTES", 1048576, low=64),
+            max_queue_depth=_int(env, "CALLSYNC_MAX_QUEUE_DEPTH", 100_000),
             dry_run=_bool(env, "CALLSYNC_DRY_RUN", False),
             task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", 10, low=0, high=100),
             visibility_timeout_seconds=_int(env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS", 1200, low=10),
