@@ -130,3 +130,32 @@ def test_hms_replay_prints_a_platform_message_escaped(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err and "\u202e" not in err
     assert "100ms refused the replay: hms 400: \\x1b]0;owned\\x07" in err
+
+
+def test_the_web_role_refuses_a_development_secret_with_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    monkeypatch.setenv("STREAM_API_SECRET", "a-stream-secret-long-enough")
+    monkeypatch.setenv("HMS_WEBHOOK_SECRET", "dev-hms-secret")
+    monkeypatch.delenv("CALLSYNC_DRY_RUN", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["web"])
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "callsync: configuration error: HMS_WEBHOOK_SECRET is a public development value; "
+        "set your own secret (or CALLSYNC_DRY_RUN=true for development)"
+    )
+
+
+def test_run_with_real_credentials_and_no_webhook_secret_stops_before_starting(monkeypatch, capsys, tmp_path):
+    # It filled in dev-hms-secret and, credentials being real, left dry run off: deliveries
+    # signed with a public value were accepted and acted on.
+    real = {"STREAM_API_KEY": "key", "STREAM_API_SECRET": "a-real-stream-secret", "HMS_ACCESS_KEY": "ak"}
+    for name, value in {**real, "HMS_APP_SECRET": "a-real-hms-app-secret-value"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("HMS_WEBHOOK_SECRET", "CALLSYNC_DRY_RUN", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["run", "--data-dir", str(tmp_path / "valkey")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("callsync: configuration error: HMS_WEBHOOK_SECRET is a public development value")
+    assert not (tmp_path / "valkey").exists()  # nothing was started

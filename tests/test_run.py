@@ -13,7 +13,7 @@ import redis
 from tests.conftest import REAL_URL, real_redis_or_skip
 from worker import launch
 from worker.core.signing import sign_stream
-from worker.embedded import DEV_HMS_SECRET, DEV_STREAM_SECRET
+from worker.settings import DEV_HMS_SECRET, DEV_STREAM_SECRET
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 PATCH_LINE = '"dry_run": true, "method": "PATCH"'

@@ -59,10 +59,10 @@ def test_malformed_values_name_the_variable(name, value):
 
 
 def test_roles_require_what_they_need_and_never_echo_secrets():
-    base = {"REDIS_URL": "redis://x", "STREAM_API_SECRET": "topsecret"}
+    base = {"REDIS_URL": "redis://x", "STREAM_API_SECRET": "topsecret-for-stream"}
     with pytest.raises(ConfigError, match="HMS_WEBHOOK_SECRET"):
         load_settings(base).require("web")
-    load_settings({**base, "HMS_WEBHOOK_SECRET": "h"}).require("web")
+    load_settings({**base, "HMS_WEBHOOK_SECRET": "hms-webhook-secret-value"}).require("web")
     with pytest.raises(ConfigError, match="STREAM_API_KEY") as err:
         load_settings(base).require("worker")
     assert "topsecret" not in str(err.value)
@@ -70,6 +70,38 @@ def test_roles_require_what_they_need_and_never_echo_secrets():
     with pytest.raises(ConfigError, match="REDIS_URL"):
         load_settings({}).require("beat")
     assert "topsecret" not in repr(load_settings(base))
+
+
+WORKER = {"REDIS_URL": "redis://x", "STREAM_API_KEY": "k", "HMS_ACCESS_KEY": "a"}
+LONG = "a-secret-of-twenty-chars"
+
+
+@pytest.mark.parametrize(
+    ("role", "env", "named"),
+    [
+        ("web", {"STREAM_API_SECRET": "dev-stream-secret", "HMS_WEBHOOK_SECRET": LONG}, "STREAM_API_SECRET"),
+        ("web", {"STREAM_API_SECRET": LONG, "HMS_WEBHOOK_SECRET": "dev-hms-secret"}, "HMS_WEBHOOK_SECRET"),
+        ("web", {"STREAM_API_SECRET": LONG, "HMS_WEBHOOK_SECRET": f"{LONG},dev-hms-secret"}, "HMS_WEBHOOK_SECRET"),
+        ("web", {"STREAM_API_SECRET": "x", "HMS_WEBHOOK_SECRET": LONG}, "STREAM_API_SECRET"),
+        ("web", {"STREAM_API_SECRET": LONG, "HMS_WEBHOOK_SECRET": f"{LONG},short-fifteen15"}, "HMS_WEBHOOK_SECRET"),
+        ("worker", {**WORKER, "STREAM_API_SECRET": LONG, "HMS_APP_SECRET": "dev-hms-secret"}, "HMS_APP_SECRET"),
+        ("worker", {**WORKER, "STREAM_API_SECRET": "dev-stream-secret", "HMS_APP_SECRET": LONG}, "STREAM_API_SECRET"),
+        ("worker", {**WORKER, "STREAM_API_SECRET": LONG, "HMS_APP_SECRET": "0123456789"}, "HMS_APP_SECRET"),
+    ],
+)
+def test_public_or_short_secrets_are_refused_outside_dry_run(role, env, named):
+    # `callsync run` with real credentials silently accepted deliveries signed with
+    # dev-hms-secret, and `callsync web` one-character secrets (issue 12, item 10).
+    with pytest.raises(ConfigError) as err:
+        load_settings({"REDIS_URL": "redis://x", **env}).require(role)
+    message = str(err.value)
+    assert message.startswith(named) and "\n" not in message
+    assert not any(len(value) > 3 and value in message for value in env.values() if value not in ("k", "a", "redis://x"))
+    load_settings({"REDIS_URL": "redis://x", **env, "CALLSYNC_DRY_RUN": "true"}).require(role)  # development
+
+
+def test_sixteen_characters_are_enough():
+    load_settings({"REDIS_URL": "redis://x", "STREAM_API_SECRET": "s" * 16, "HMS_WEBHOOK_SECRET": "h" * 16}).require("web")
 
 
 def test_task_events_are_off_unless_asked_for():

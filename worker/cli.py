@@ -194,7 +194,7 @@ def cmd_hms_replay(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     """Sign a sample payload as the platform would and POST it to a running receiver."""
     from .core.signing import sign_stream
-    from .embedded import DEV_HMS_SECRET, DEV_STREAM_SECRET
+    from .settings import DEV_HMS_SECRET, DEV_STREAM_SECRET
 
     body = Path(args.file).read_bytes()
     if args.source == "stream":

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEV_STREAM_SECRET = "dev-stream-secret"  # noqa: S105 - a public development value, see README
-DEV_HMS_SECRET = "dev-hms-secret"  # noqa: S105 - a public development value, see README
+from .settings import DEV_HMS_SECRET, DEV_STREAM_SECRET, ConfigError, Role, load_settings
 
 
 def say(message: str) -> None:
@@ -51,6 +50,14 @@ def dev_environment(env: dict[str, str]) -> dict[str, str]:
 
 def run_all(port: int, workers: int | None, data_dir: Path) -> int:
     env = dev_environment(dict(os.environ))
+    try:  # every role's settings, before anything starts (the embedded Redis comes later)
+        settings = load_settings({**env, "REDIS_URL": env.get("REDIS_URL") or "redis://embedded"})
+        every_role: tuple[Role, ...] = ("web", "worker", "beat")
+        for role in every_role:
+            settings.require(role)
+    except ConfigError as exc:
+        print(f"callsync: configuration error: {exc}", file=sys.stderr)
+        return 2
     server = None
     if not env.get("REDIS_URL"):
         server = start_embedded_redis(data_dir)

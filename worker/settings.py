@@ -69,21 +69,43 @@ class Settings:
         return tuple(part for part in self.field_prefix.split(".") if part)
 
     def require(self, role: Role) -> Settings:
-        """Raise ConfigError naming the first variable `role` needs and lacks."""
+        """Raise ConfigError naming the first variable `role` needs and lacks, or whose secret
+        anyone could know (a public development value, or shorter than MIN_SECRET_LENGTH)."""
         needed = {"REDIS_URL": self.redis_url}
+        secrets: dict[str, str] = {}
         if role == "web":
-            needed |= {"STREAM_API_SECRET": self.stream_api_secret, "HMS_WEBHOOK_SECRET": ",".join(self.hms_webhook_secrets)}
+            secrets = {"STREAM_API_SECRET": self.stream_api_secret, "HMS_WEBHOOK_SECRET": ",".join(self.hms_webhook_secrets)}
         if role == "worker" and not self.dry_run:
-            needed |= {
-                "STREAM_API_KEY": self.stream_api_key,
-                "STREAM_API_SECRET": self.stream_api_secret,
-                "HMS_ACCESS_KEY": self.hms_access_key,
-                "HMS_APP_SECRET": self.hms_app_secret,
-            }
-        for name, value in needed.items():
+            needed |= {"STREAM_API_KEY": self.stream_api_key, "HMS_ACCESS_KEY": self.hms_access_key}
+            secrets = {"STREAM_API_SECRET": self.stream_api_secret, "HMS_APP_SECRET": self.hms_app_secret}
+        for name, value in (needed | secrets).items():
             if not value:
                 raise ConfigError(f"{name} is required for the {role} role")
+        for name, value in secrets.items():
+            if not self.dry_run:
+                _guessable(name, value)
         return self
+
+
+# The values `callsync run` fills in on a laptop (README): public, so they authenticate nothing.
+DEV_STREAM_SECRET = "dev-stream-secret"  # noqa: S105 - a public development value, see README
+DEV_HMS_SECRET = "dev-hms-secret"  # noqa: S105 - a public development value, see README
+DEVELOPMENT_SECRETS = frozenset({DEV_STREAM_SECRET, DEV_HMS_SECRET})
+MIN_SECRET_LENGTH = 16
+
+
+def _guessable(name: str, value: str) -> None:
+    """Refuse a secret (or any value of a comma-separated list) that anyone could know or guess."""
+    for part in (part.strip() for part in value.split(",")):
+        if part in DEVELOPMENT_SECRETS:
+            raise ConfigError(
+                f"{name} is a public development value; set your own secret (or CALLSYNC_DRY_RUN=true for development)"
+            )
+        if part and len(part) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"{name} must be at least {MIN_SECRET_LENGTH} characters, got a value of {len(part)} "
+                "(or CALLSYNC_DRY_RUN=true for development)"
+            )
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int = 1, high: int = 10**12) -> int:
