@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import fakeredis
 import pytest
 
 from standins import FakeHms, serve
 from tests.hostile import HostileUpstream
 from tests.world import HMS_KEY, HMS_SECRET
 from worker.cli import main, render_letters
-from worker.deadletters import DeadLetter
+from worker.deadletters import DeadLetter, DeadLetters
 
 
 @pytest.fixture
@@ -159,3 +160,23 @@ def test_run_with_real_credentials_and_no_webhook_secret_stops_before_starting(m
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("callsync: configuration error: HMS_WEBHOOK_SECRET is a public development value")
     assert not (tmp_path / "valkey").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "few"])
+def test_dead_letters_list_refuses_a_limit_below_one(monkeypatch, capsys, limit):
+    # `--limit 0` listed every dead letter (ZRANGE 0 -1; issue 12, item 12).
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    with pytest.raises(SystemExit) as stop:
+        main(["dead-letters", "list", "--limit", limit])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --limit: must be" in err and ("at least 1" in err or "whole number" in err)
+
+
+def test_dead_letters_list_is_bounded_by_its_limit():
+    letters = DeadLetters(fakeredis.FakeRedis())
+    for n in range(3):
+        letters.add("callsync.reconcile_channel", [f"messaging:{n}"], "stream 400: no", 1, 1000.0 + n)
+    assert [letter.args for letter in letters.list(2)] == [["messaging:0"], ["messaging:1"]]
+    with pytest.raises(ValueError, match="at least 1"):
+        letters.list(0)

@@ -210,6 +210,17 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0 if response.is_success else 1
 
 
+def at_least_one(raw: str) -> int:
+    """A count of at least 1 (`--limit 0` used to mean "all": Redis reads ZRANGE 0 -1 so)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="callsync", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -240,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=["list", "replay", "purge"])
     dead.add_argument("ids", nargs="*", help="dead letter ids to replay")
     dead.add_argument("--all", action="store_true", help="replay every dead letter")
-    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--limit", type=at_least_one, default=100, help="how many to list, oldest first (at least 1)")
     dead.add_argument("--json", action="store_true")
     dead.set_defaults(func=cmd_dead_letters)
     replay = sub.add_parser("hms-replay", help="ask 100ms to re-send webhook deliveries that failed in a window")

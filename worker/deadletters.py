@@ -54,6 +54,9 @@ class DeadLetters:
             self.redis.zrem(INDEX, *oldest)
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
+        """The `limit` oldest letters; `limit` < 1 is an error (ZRANGE 0 -1 would be all of them)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
         ids = cast(list[bytes], self.redis.zrange(INDEX, 0, limit - 1))
         raws = self.redis.hmget(RECORDS, ids) if ids else []
         return [DeadLetter(**json.loads(raw)) for raw in raws if raw]
