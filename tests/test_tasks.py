@@ -1,9 +1,10 @@
-"""The Celery tasks' retry settings (worker/tasks.py)."""
+"""The Celery tasks (worker/tasks.py): retries, dead letters, hops below the visibility timeout, redeliveries."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,13 +17,18 @@ import redis
 from celery import Celery
 from celery.exceptions import Reject, Retry
 
+from standins import FakeHms, FakeStream, serve
+from tests.conftest import REAL_URL, real_redis_or_skip
 from tests.stack import running_stack
-from tests.world import CALL, CID, HMS_SECRET, SECRET, World
-from worker import sync, tasks
+from tests.world import CALL, CID, HMS_KEY, HMS_SECRET, KEY, SECRET, World
+from worker import launch, sync, tasks
 from worker.celery_app import _runtimes, create_celery
+from worker.core.events import HmsEvent
+from worker.deadletters import DeadLetters
 from worker.queue import QUEUE
 from worker.runtime import build_runtime
 from worker.settings import Rate, Settings, load_settings
+from worker.state import State
 
 
 def test_celery_never_caps_the_retries_callsync_allows():
@@ -202,7 +208,8 @@ def test_a_deferred_run_is_at_most_a_hop_ahead(hopping):
     world.rt.limiter.release("someone-else")  # ...answered just now
     run_as(app, sync.RECONCILE, "t-ceiling", 0, CID)  # the ceiling says wait ~60 s
     [deferred] = published(app)
-    assert deferred["id"] != "t-ceiling" and deferred["retries"] == 0 and 9 <= deferred["wait"] <= 10.5
+    assert deferred["retries"] == 0 and 9 <= deferred["wait"] <= 10.5
+    assert deferred["id"] == "t-ceiling"  # the same task: a redelivery count follows it
 
 
 @pytest.mark.redis
@@ -238,3 +245,86 @@ def messages(client: redis.Redis) -> list[dict[str, Any]]:
     waiting = [json.loads(raw) for raw in client.lrange(QUEUE, 0, -1)]
     held = [json.loads(raw)[0] for raw in client.hvals("unacked")]
     return waiting + held
+
+
+# --- a task that kills its worker (issue 12, "also reasoned") --------------------------------
+def redelivered(app: Celery, name: str, task_id: str, *args: Any) -> None:
+    """Run a task as a worker runs a message Redis handed out again (kombu marks it `redelivered`)."""
+    task = app.tasks[name]
+    info = {"exchange": "", "routing_key": QUEUE, "priority": 0, "redelivered": True}
+    task.push_request(
+        retries=0, called_directly=False, is_eager=False, id=task_id, args=list(args), kwargs={}, delivery_info=info
+    )
+    try:
+        task.run(*args)
+    finally:
+        task.pop_request()
+
+
+def test_a_task_redelivered_past_the_bound_is_a_dead_letter_not_run(unpublishable):
+    app, world = unpublishable
+    channel_to_write(world)
+    world.stream.create_channel("messaging:other")
+    run_task(app, sync.RECONCILE, "messaging:other")  # a first delivery counts nothing
+    assert not world.rt.redis.keys("cs:redeliveries:*")
+    for _ in range(world.settings.max_redeliveries):  # its worker died each time, after the work
+        redelivered(app, sync.RECONCILE, "killer", CID)
+    assert world.rt.dead_letters.list() == [] and world.fields() == {"callActive": True, "callId": CALL}
+    world.stream.fail_next(1, 400)  # were it run once more, this would be its dead letter
+    calls = len(world.stream.calls)
+    redelivered(app, sync.RECONCILE, "killer", CID)
+    [letter] = world.rt.dead_letters.list()
+    assert letter.task_id == "killer" and letter.args == [CID] and letter.attempts == 6
+    assert letter.error == "redelivered 6 times: its worker died (or was stopped) each time it ran"
+    assert len(world.stream.calls) == calls  # not run
+    assert 0 < world.rt.redis.ttl("cs:redeliveries:killer") <= 2 * 6 * world.settings.visibility_timeout_seconds
+
+
+@pytest.mark.redis
+def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path):
+    # Real `callsync worker` processes, SIGKILLed while the task runs (its Stream call is held
+    # open), as a task that kills its worker would have them; Redis hands it out again after the
+    # visibility timeout, each time to a fresh worker.
+    client = real_redis_or_skip()
+    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET)
+    stream_url, stop_stream = serve(stream.app)
+    hms_url, stop_hms = serve(hms.app)
+    env = {
+        **launch.clean_environment(),
+        "REDIS_URL": REAL_URL,
+        **launch.platform_settings(
+            stream_url=stream_url,
+            stream_key=KEY,
+            stream_secret=SECRET,
+            hms_url=hms_url,
+            hms_key=HMS_KEY,
+            hms_secret=HMS_SECRET,
+            hook_secret="hms-webhook-secret-value",
+        ),
+        "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "10",
+        "CALLSYNC_MAX_REDELIVERIES": "1",
+        "CALLSYNC_WORKER_CONCURRENCY": "1",
+    }
+    room = hms.create_room(CALL)
+    session = hms.open_session(room["id"])
+    opened = HmsEvent("d-1", "session.open.success", room["id"], CALL, session["id"], time.time(), time.time(), False)
+    State(client).record_hms_event(opened)  # a session recorded open: the check asks 100ms about it
+    create_celery(load_settings(env)).send_task(sync.CHECK_SESSION, args=[CALL, session["id"]], queue=QUEUE, task_id="killer")
+    workers: list[launch.Child] = []
+    try:
+        for run in range(2):  # the first delivery, then the one redelivery allowed
+            hms.timeout_next(1, 30)
+            workers.append(launch.start(f"worker{run}", launch.role_argv("worker"), env, tmp_path))
+            launch.wait_for(lambda run=run: len(hms.calls) > run, 40, f"run {run + 1} of the task")
+            os.killpg(workers[-1].process.pid, signal.SIGKILL)
+            workers[-1].process.wait(10)
+        workers.append(launch.start("worker2", launch.role_argv("worker"), env, tmp_path))
+        [letter] = launch.wait_for(DeadLetters(client).list, 40, "the dead letter")
+        assert letter.task_id == "killer" and letter.args == [CALL, session["id"]]
+        assert letter.error == "redelivered 2 times: its worker died (or was stopped) each time it ran"
+        assert len(hms.calls) == 2  # the third delivery was not run
+    finally:
+        launch.stop(workers)
+        stop_stream()
+        stop_hms()
+        client.flushdb()

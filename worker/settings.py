@@ -49,6 +49,7 @@ class Settings:
     max_queue_depth: int = 100_000
     dry_run: bool = False
     task_max_retries: int = 10
+    max_redeliveries: int = 5
     visibility_timeout_seconds: int = 1200
     task_events: bool = False
 
@@ -227,6 +228,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             max_queue_depth=_int(env, "CALLSYNC_MAX_QUEUE_DEPTH", 100_000),
             dry_run=_bool(env, "CALLSYNC_DRY_RUN", False),
             task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", 10, low=0, high=100),
+            max_redeliveries=_int(env, "CALLSYNC_MAX_REDELIVERIES", 5, low=0, high=100),
             visibility_timeout_seconds=_int(env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS", 1200, low=10),
             task_events=_bool(env, "CALLSYNC_TASK_EVENTS", False),
         )

@@ -62,15 +62,19 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
     """One attempt: returns its outcome or raises Celery's Retry; appends what failed to `failure`."""
     attempt = task.request.retries
     try:
+        if (task.request.delivery_info or {}).get("redelivered") and _redelivered_too_often(rt, task, args):
+            return "dead_letter"
         waiting = _wait_goes_on(rt, task, args) if attempt else None
         if waiting is not None:
             return waiting
         step(rt, *args)
     except sync.Later as later:
         # Not a failure: a fresh message, so it does not spend the retry budget. The step asks
-        # again when it runs, so a wait longer than a hop is simply asked for again then.
+        # again when it runs, so a wait longer than a hop is simply asked for again then. Same
+        # task id: a redelivered task that defers (its dead worker's channel lock) keeps its count.
         try:
-            task.apply_async(args=args, countdown=min(later.seconds, rt.settings.longest_countdown_seconds))
+            countdown = min(later.seconds, rt.settings.longest_countdown_seconds)
+            task.apply_async(args=args, countdown=countdown, task_id=task.request.id)
         except Exception as unpublished:
             failure.append(f"not deferred: {type(unpublished).__name__}")
             return _unpublished(rt, task, args, f"{later}; its deferred run could not be published", unpublished, attempt + 1)
@@ -143,6 +147,27 @@ def _wait_goes_on(rt: Runtime, task: Task, args: tuple[Any, ...]) -> str | None:
         why = f"waiting {left:.0f} s more before a retry; its next hop could not be published"
         return _unpublished(rt, task, args, why, unpublished, task.request.retries)
     return "deferred"
+
+
+# Redis hands a task out again when its worker died holding it (task_acks_late): a task that
+# kills its worker (memory, a crash in a C extension) would be handed out forever. kombu marks
+# such a message `redelivered` (kombu/transport/redis.py, _do_restore_message); each run of
+# one is counted under its task id, and past CALLSYNC_MAX_REDELIVERIES it is a dead letter.
+REDELIVERIES = "cs:redeliveries:"
+
+
+def _redelivered_too_often(rt: Runtime, task: Task, args: tuple[Any, ...]) -> bool:
+    key = REDELIVERIES + task.request.id
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.incr(key)
+    # Each redelivery comes a visibility timeout after the last: keep the count across all of them.
+    pipe.expire(key, 2 * (rt.settings.max_redeliveries + 1) * rt.settings.visibility_timeout_seconds)
+    count = int(pipe.execute()[0])
+    if count <= rt.settings.max_redeliveries:
+        return False
+    why = f"redelivered {count} times: its worker died (or was stopped) each time it ran"
+    _dead_letter(rt, task, args, why, count)
+    return True
 
 
 def _unpublished(rt: Runtime, task: Task, args: tuple[Any, ...], text: str, cause: BaseException, attempts: int) -> str:
