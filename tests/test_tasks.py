@@ -121,6 +121,18 @@ def test_when_not_even_the_dead_letter_can_be_written_the_broker_keeps_the_messa
     assert rejected.value.requeue is True
 
 
+def test_a_dead_letter_that_cannot_be_written_gives_the_message_back(unpublishable):
+    app, world = unpublishable
+    channel_to_write(world)
+    world.stream.fail_next(1, 400)  # a dead letter at once...
+    gone = fakeredis.FakeServer()
+    gone.connected = False
+    world.rt.dead_letters = DeadLetters(fakeredis.FakeRedis(server=gone))  # ...where none can be written
+    with pytest.raises(Reject) as rejected:
+        run_task(app, sync.RECONCILE, CID)
+    assert rejected.value.requeue is True  # not acknowledged and lost
+
+
 def test_a_dead_letter_keeps_no_configured_secret_a_platform_quoted(unpublishable):
     # A platform's message quoting a configured secret stayed in Redis (issue 12, item 5).
     app, world = unpublishable

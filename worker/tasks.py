@@ -119,13 +119,15 @@ def _retry(rt: Runtime, task: Task, args: tuple[Any, ...], error: Exception, tex
     gone, a countdown it cannot encode) is a Reject without requeue there: the task would be
     acknowledged and lost, so it becomes a dead letter instead."""
     hop = rt.settings.longest_countdown_seconds
-    if delay > hop:
-        rt.redis.set(RETRY_WAIT + task.request.id, repr(rt.clock() + delay), ex=int(delay + 2 * hop) + 1)
     try:
+        if delay > hop:
+            rt.redis.set(RETRY_WAIT + task.request.id, repr(rt.clock() + delay), ex=int(delay + 2 * hop) + 1)
         retry = task.retry(exc=error, countdown=min(delay, hop), throw=False)
     except Reject as rejected:
         cause = rejected.reason if isinstance(rejected.reason, BaseException) else rejected
         return _unpublished(rt, task, args, f"{text}; its retry could not be published", cause, attempts)
+    except redis.RedisError as lost:  # the wait could not be kept: nor could its hops be served
+        return _unpublished(rt, task, args, f"{text}; its retry could not be published", lost, attempts)
     raise retry
 
 
@@ -171,17 +173,19 @@ def _redelivered_too_often(rt: Runtime, task: Task, args: tuple[Any, ...]) -> bo
 
 
 def _unpublished(rt: Runtime, task: Task, args: tuple[Any, ...], text: str, cause: BaseException, attempts: int) -> str:
-    """Dead-letter a task whose next run could not be published; if even that fails, give the
-    message back to the broker (requeued, or redelivered after the visibility timeout)."""
-    try:
-        _dead_letter(rt, task, args, f"{text} ({type(cause).__name__})", attempts)
-    except Exception as lost:
-        raise Reject(lost, requeue=True) from cause
+    """Dead-letter a task whose next run could not be published."""
+    _dead_letter(rt, task, args, f"{text} ({type(cause).__name__})", attempts)
     return "dead_letter"
 
 
 def _dead_letter(rt: Runtime, task: Task, args: tuple[Any, ...], error: str, attempts: int) -> None:
-    letter = rt.dead_letters.add(task.name, list(args), error, attempts, rt.clock(), task.request.id)
+    """Keep the task as a dead letter; if even that fails (Redis gone), give the message back to
+    the broker (requeued, or redelivered after the visibility timeout): never a silent loss."""
+    try:
+        letter = rt.dead_letters.add(task.name, list(args), error, attempts, rt.clock(), task.request.id)
+    except Exception as lost:
+        log.error("%s could not be dead-lettered (%s); given back to the broker", task.name, type(lost).__name__)
+        raise Reject(lost, requeue=True) from None
     rt.tally.inc(counters.DEAD_LETTERED, {"task": task.name})
     log.error(
         "%s dead-lettered as %s after %d attempt(s)",
