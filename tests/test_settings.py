@@ -119,12 +119,12 @@ def test_http_is_accepted_to_loopback_hosts_only(url):
 @pytest.mark.parametrize(
     ("env", "named", "needed"),
     [
-        ({"CALLSYNC_STREAM_UPDATE_RATE": "1/h", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "60"}, "CALLSYNC_STREAM_UPDATE_RATE", 120),
-        ({"CALLSYNC_STALE_FLAG_GRACE_SECONDS": "3600", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "30"}, "GRACE", 120),
+        ({"CALLSYNC_STREAM_UPDATE_RATE": "1/h", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "60"}, "CALLSYNC_STREAM_UPDATE_RATE", 113),
+        ({"CALLSYNC_STALE_FLAG_GRACE_SECONDS": "3600", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "30"}, "GRACE", 113),
     ],
 )
 def test_waits_too_long_for_the_visibility_timeout_are_refused(env, named, needed):
-    # Served in hops of half the timeout; more than 60 hops would keep the workers hopping.
+    # Served in hops of half the timeout; more than 64 hops would keep the workers hopping.
     with pytest.raises(ConfigError) as err:
         load_settings(env)
     assert named in str(err.value) and "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS" in str(err.value)
@@ -135,3 +135,12 @@ def test_waits_too_long_for_the_visibility_timeout_are_refused(env, named, neede
 def test_the_issues_short_timeout_and_slow_ceiling_are_served_in_hops():
     settings = load_settings({"CALLSYNC_STREAM_UPDATE_RATE": "1/m", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "10"})
     assert settings.longest_countdown_seconds == 5.0
+
+
+def test_the_fixed_retry_waits_fit_the_hops_of_the_shortest_timeout():
+    from worker.core.upstream import MAX_WAIT_SECONDS, backoff_seconds
+    from worker.settings import MAX_HOPS
+
+    shortest = load_settings({"CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "10"}).longest_countdown_seconds
+    longest_retry = max(MAX_WAIT_SECONDS + 1, backoff_seconds(30, 0.999999) + 1)  # a 429's wait and jitter, the backoff cap
+    assert longest_retry <= MAX_HOPS * shortest

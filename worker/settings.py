@@ -176,9 +176,10 @@ def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
 
 # A wait longer than a countdown may be is served in hops (Settings.longest_countdown_seconds),
 # each one a task run; a wait of more hops than this would mostly keep workers hopping. The
-# longest retry wait (300 s, worker/core/upstream.py) takes at most 60 hops of the shortest
-# timeout allowed (10 s); the two waits that settings choose are checked here.
-MAX_HOPS = 60
+# longest fixed wait, a retry's (301 s: worker/core/upstream.py MAX_WAIT_SECONDS and its jitter),
+# takes 61 hops of the shortest timeout allowed (10 s); the waits that settings choose are
+# checked here.
+MAX_HOPS = 64
 
 
 def _countdowns_fit(settings: Settings) -> Settings:
