@@ -71,7 +71,9 @@ def noop_app(redis_url: str | None = None):
 def receiver_app(redis_url: str):
     from webhooks.app import create_app
 
-    return create_app(Settings(redis_url=redis_url, stream_api_secret=SECRET, hms_webhook_secrets=("x",)))
+    # No worker drains the queue here: no ceiling either (CALLSYNC_MAX_QUEUE_DEPTH), or rounds would meet it.
+    settings = Settings(redis_url=redis_url, stream_api_secret=SECRET, hms_webhook_secrets=("x",), max_queue_depth=10**9)
+    return create_app(settings)
 
 
 def serve(kind: str, port: int, redis_url: str, shape: dict[str, object]) -> None:

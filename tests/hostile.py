@@ -5,6 +5,11 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import socket
+import socketserver
+import threading
+import time
+import zlib
 from typing import Any
 
 import redis
@@ -166,3 +171,80 @@ def assert_well_formed(answer: TestResponse) -> dict[str, Any]:
     for secret in SECRETS:
         assert secret not in answer.text
     return body
+
+
+class HostileUpstream:
+    """A platform gone bad, on loopback: answers that never end, inflate without bound, drip a
+    byte at a time, or carry terminal control sequences. The path picks the behaviour; `sent`
+    counts body bytes written.
+
+    Every behaviour stops by itself (`give_up_bytes`, `give_up_seconds`), so a client
+    without bounds fails its test instead of hanging it.
+    """
+
+    CHUNK = b"x" * 65536
+
+    def __init__(self, give_up_bytes: int = 48 * 1024 * 1024, drip_every: float = 0.25, give_up_seconds: float = 6.0):
+        self.give_up_bytes, self.drip_every, self.give_up_seconds = give_up_bytes, drip_every, give_up_seconds
+        self.message = "\x1b]0;owned\x07\x1b[2J\x1b[31mredder than red\u202e"  # terminal control sequences
+        self.sent = 0
+        self.closed_by_client = threading.Event()
+        upstream = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = self.request.recv(65536)
+                    if not data:
+                        return
+                    request += data
+                path = request.split(b" ", 2)[1].split(b"?")[0].decode()
+                try:
+                    upstream.behave(self.request, path)
+                except OSError:  # the client hung up: what a bounded client does
+                    upstream.closed_by_client.set()
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def behave(self, sock: socket.socket, path: str) -> None:
+        if path.startswith("/endless"):
+            status = b"500 Internal Server Error" if "error" in path else b"200 OK"
+            sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while self.sent < self.give_up_bytes:
+                sock.sendall(b"10000\r\n" + self.CHUNK + b"\r\n")
+                self.sent += len(self.CHUNK)
+            sock.sendall(b"0\r\n\r\n")
+        elif path.startswith("/gzip-bomb"):
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
+            squeeze, zeros = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16), bytes(1024 * 1024)
+            for _ in range(self.give_up_bytes // len(zeros)):  # inflates to give_up_bytes
+                part = squeeze.compress(zeros)
+                if part:
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.sent += len(part)
+            tail = squeeze.flush()
+            sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+        elif path.startswith("/hostile-message"):  # a 400 whose `message` is what `self.message` says
+            body = json.dumps({"message": self.message}).encode()
+            head = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            sock.sendall(head + body)
+        elif path.startswith("/drip"):
+            head, body = b"HTTP/1.1 200 OK\r\nContent-Length: 116\r\n\r\n", b'{"channels": []}' + b" " * 100
+            if path.startswith("/drip-body"):  # headers at once, then the body a byte at a time
+                sock.sendall(head)
+                head = b""
+            started = time.monotonic()
+            for byte in head + body:
+                if time.monotonic() - started > self.give_up_seconds:
+                    return
+                sock.sendall(bytes([byte]))
+                self.sent += 1
+                time.sleep(self.drip_every)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -6,12 +6,16 @@ import argparse
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import fakeredis
 import pytest
 
 from standins import FakeHms, serve
+from tests.hostile import HostileUpstream
 from tests.world import HMS_KEY, HMS_SECRET
-from worker.cli import main, parser
+from worker.cli import main, parser, render_letters
+from worker.deadletters import DeadLetter, DeadLetters
 from worker.launch import free_port
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -172,3 +176,113 @@ def test_version_and_help_for_every_option(capsys):
                 assert action.help, f"callsync {name} {action.dest}: no help text"
     assert {c.dest for c in commands._choices_actions} == set(commands.choices)
     assert all(c.help for c in commands._choices_actions)
+
+
+def test_a_platform_url_in_the_clear_stops_a_role_with_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    for name in ("STREAM_API_KEY", "STREAM_API_SECRET", "HMS_ACCESS_KEY", "HMS_APP_SECRET"):
+        monkeypatch.setenv(name, f"{name.lower()}-long-enough-value")  # only the URL is wrong
+    monkeypatch.setenv("STREAM_BASE_URL", "http://chat.stream-io-api.com")
+    with pytest.raises(SystemExit) as stop:
+        main(["worker"])
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "callsync: configuration error: STREAM_BASE_URL must use https (http only to a loopback host such as 127.0.0.1)"
+    )
+
+
+# --- printing what platforms and tasks wrote (issue 12, item 5) ------------------------------
+CONTROL = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\u202e\ud800\r\n"
+
+
+def letter(**overrides: object) -> DeadLetter:
+    fields: dict[str, Any] = {
+        "id": "id-1",
+        "task": "callsync.apply_hms_event",
+        "args": [{"room_name": f"call-{CONTROL}"}],
+        "error": f"hms 400: {CONTROL} key hms-app-secret-value-1234",
+        "attempts": 1,
+        "failed_at": 1_800_000_000.0,
+        "task_id": "t-1",
+    }
+    return DeadLetter(**{**fields, **overrides})
+
+
+def test_dead_letters_print_escaped_and_scrubbed():
+    text = render_letters([letter(), letter(id="id-2")], as_json=False, secrets=("hms-app-secret-value-1234",))
+    lines = text.split("\n")
+    assert len(lines) == 2 and all(line.isprintable() for line in lines)
+    assert "\\x1b]0;owned\\x07" in lines[0] and "\\u202e" in lines[0] and "\\ud800" in lines[0]
+    assert "hms-app-secret-value-1234" not in text and "[redacted]" in text
+
+
+def test_dead_letters_json_is_valid_ascii_json_with_the_values_intact():
+    text = render_letters([letter()], as_json=True, secrets=("hms-app-secret-value-1234",))
+    assert text.isascii() and all(char.isprintable() or char == "\n" for char in text)
+    [parsed] = json.loads(text)
+    assert parsed["args"] == [{"room_name": f"call-{CONTROL}"}]
+    assert parsed["error"] == f"hms 400: {CONTROL} key [redacted]"
+
+
+def test_hms_replay_prints_a_platform_message_escaped(monkeypatch, capsys):
+    upstream = HostileUpstream()
+    try:
+        monkeypatch.setenv("HMS_ACCESS_KEY", HMS_KEY)
+        monkeypatch.setenv("HMS_APP_SECRET", HMS_SECRET)
+        monkeypatch.setenv("HMS_BASE_URL", f"{upstream.url}/hostile-message")
+        assert main(["hms-replay", "--since", hms_now_minus_hours(1)]) == 1
+    finally:
+        upstream.close()
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\u202e" not in err
+    assert "100ms refused the replay: hms 400: \\x1b]0;owned\\x07" in err
+
+
+def test_the_web_role_refuses_a_development_secret_with_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    monkeypatch.setenv("STREAM_API_SECRET", "a-stream-secret-long-enough")
+    monkeypatch.setenv("HMS_WEBHOOK_SECRET", "dev-hms-secret")
+    monkeypatch.delenv("CALLSYNC_DRY_RUN", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["web"])
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "callsync: configuration error: HMS_WEBHOOK_SECRET is a public development value; "
+        "set your own secret (or CALLSYNC_DRY_RUN=true for development)"
+    )
+
+
+def test_run_with_real_credentials_and_no_webhook_secret_stops_before_starting(monkeypatch, capsys, tmp_path):
+    # It filled in dev-hms-secret and, credentials being real, left dry run off: deliveries
+    # signed with a public value were accepted and acted on.
+    real = {"STREAM_API_KEY": "key", "STREAM_API_SECRET": "a-real-stream-secret", "HMS_ACCESS_KEY": "ak"}
+    for name, value in {**real, "HMS_APP_SECRET": "a-real-hms-app-secret-value"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("HMS_WEBHOOK_SECRET", "CALLSYNC_DRY_RUN", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["run", "--data-dir", str(tmp_path / "valkey")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("callsync: configuration error: HMS_WEBHOOK_SECRET is a public development value")
+    assert not (tmp_path / "valkey").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "few"])
+def test_dead_letters_list_refuses_a_limit_below_one(monkeypatch, capsys, limit):
+    # `--limit 0` listed every dead letter (ZRANGE 0 -1; issue 12, item 12).
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    with pytest.raises(SystemExit) as stop:
+        main(["dead-letters", "list", "--limit", limit])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --limit: must be" in err and ("at least 1" in err or "whole number" in err)
+
+
+def test_dead_letters_list_is_bounded_by_its_limit():
+    letters = DeadLetters(fakeredis.FakeRedis())
+    for n in range(3):
+        letters.add("callsync.reconcile_channel", [f"messaging:{n}"], "stream 400: no", 1, 1000.0 + n)
+    assert [letter.args for letter in letters.list(2)] == [["messaging:0"], ["messaging:1"]]
+    with pytest.raises(ValueError, match="at least 1"):
+        letters.list(0)

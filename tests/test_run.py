@@ -15,7 +15,7 @@ import redis
 from tests.conftest import real_redis, real_url
 from worker import launch
 from worker.core.signing import sign_stream
-from worker.embedded import DEV_STREAM_SECRET
+from worker.settings import DEV_STREAM_SECRET
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 PATCH_LINE = '"dry_run": true, "method": "PATCH"'

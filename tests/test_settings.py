@@ -21,8 +21,10 @@ def test_values_are_parsed():
             "CALLSYNC_DRY_RUN": "yes",
             "CALLSYNC_END_ROOM_ON_CALL_END": "false",
             "STREAM_BASE_URL": "http://127.0.0.1:9000/",
+            "CALLSYNC_MAX_QUEUE_DEPTH": "5000",
         }
     )
+    assert settings.max_queue_depth == 5000
     assert settings.hms_webhook_secrets == ("old", "new")
     assert settings.field_path == ()
     assert settings.stream_update_rate == Rate(5, 1.0)
@@ -39,8 +41,14 @@ def test_values_are_parsed():
         ("CALLSYNC_DRY_RUN", "maybe"),
         ("CALLSYNC_FIELD_PREFIX", "data"),
         ("CALLSYNC_MAX_BODY_BYTES", "-1"),
+        ("CALLSYNC_MAX_QUEUE_DEPTH", "0"),
+        ("CALLSYNC_MAX_QUEUE_DEPTH", "lots"),
         ("REDIS_URL", "localhost:6379"),
         ("HMS_BASE_URL", "api.100ms.live"),
+        ("HMS_BASE_URL", "http://api.100ms.live/v2"),  # http only to loopback: credentials go in the clear
+        ("STREAM_BASE_URL", "http://10.0.0.5:8080"),
+        ("STREAM_BASE_URL", "http://127.0.0.1.example.com"),
+        ("STREAM_BASE_URL", "http://[::1"),
         ("HMS_WEBHOOK_HEADER", "X Secret"),
     ],
 )
@@ -51,10 +59,10 @@ def test_malformed_values_name_the_variable(name, value):
 
 
 def test_roles_require_what_they_need_and_never_echo_secrets():
-    base = {"REDIS_URL": "redis://x", "STREAM_API_SECRET": "topsecret"}
+    base = {"REDIS_URL": "redis://x", "STREAM_API_SECRET": "topsecret-for-stream"}
     with pytest.raises(ConfigError, match="HMS_WEBHOOK_SECRET"):
         load_settings(base).require("web")
-    load_settings({**base, "HMS_WEBHOOK_SECRET": "h"}).require("web")
+    load_settings({**base, "HMS_WEBHOOK_SECRET": "hms-webhook-secret-value"}).require("web")
     with pytest.raises(ConfigError, match="STREAM_API_KEY") as err:
         load_settings(base).require("worker")
     assert "topsecret" not in str(err.value)
@@ -62,6 +70,38 @@ def test_roles_require_what_they_need_and_never_echo_secrets():
     with pytest.raises(ConfigError, match="REDIS_URL"):
         load_settings({}).require("beat")
     assert "topsecret" not in repr(load_settings(base))
+
+
+WORKER = {"REDIS_URL": "redis://x", "STREAM_API_KEY": "k", "HMS_ACCESS_KEY": "a"}
+LONG = "a-secret-of-twenty-chars"
+
+
+@pytest.mark.parametrize(
+    ("role", "env", "named"),
+    [
+        ("web", {"STREAM_API_SECRET": "dev-stream-secret", "HMS_WEBHOOK_SECRET": LONG}, "STREAM_API_SECRET"),
+        ("web", {"STREAM_API_SECRET": LONG, "HMS_WEBHOOK_SECRET": "dev-hms-secret"}, "HMS_WEBHOOK_SECRET"),
+        ("web", {"STREAM_API_SECRET": LONG, "HMS_WEBHOOK_SECRET": f"{LONG},dev-hms-secret"}, "HMS_WEBHOOK_SECRET"),
+        ("web", {"STREAM_API_SECRET": "x", "HMS_WEBHOOK_SECRET": LONG}, "STREAM_API_SECRET"),
+        ("web", {"STREAM_API_SECRET": LONG, "HMS_WEBHOOK_SECRET": f"{LONG},short-fifteen15"}, "HMS_WEBHOOK_SECRET"),
+        ("worker", {**WORKER, "STREAM_API_SECRET": LONG, "HMS_APP_SECRET": "dev-hms-secret"}, "HMS_APP_SECRET"),
+        ("worker", {**WORKER, "STREAM_API_SECRET": "dev-stream-secret", "HMS_APP_SECRET": LONG}, "STREAM_API_SECRET"),
+        ("worker", {**WORKER, "STREAM_API_SECRET": LONG, "HMS_APP_SECRET": "0123456789"}, "HMS_APP_SECRET"),
+    ],
+)
+def test_public_or_short_secrets_are_refused_outside_dry_run(role, env, named):
+    # `callsync run` with real credentials silently accepted deliveries signed with
+    # dev-hms-secret, and `callsync web` one-character secrets (issue 12, item 10).
+    with pytest.raises(ConfigError) as err:
+        load_settings({"REDIS_URL": "redis://x", **env}).require(role)
+    message = str(err.value)
+    assert message.startswith(named) and "\n" not in message
+    assert not any(len(value) > 3 and value in message for value in env.values() if value not in ("k", "a", "redis://x"))
+    load_settings({"REDIS_URL": "redis://x", **env, "CALLSYNC_DRY_RUN": "true"}).require(role)  # development
+
+
+def test_sixteen_characters_are_enough():
+    load_settings({"REDIS_URL": "redis://x", "STREAM_API_SECRET": "s" * 16, "HMS_WEBHOOK_SECRET": "h" * 16}).require("web")
 
 
 def test_task_events_are_off_unless_asked_for():
@@ -148,10 +188,45 @@ def test_malformed_calls_api_values_name_the_variable(name, value):
 
 
 def test_the_calls_api_says_what_it_lacks_and_the_web_role_starts_without_it():
-    base = {"REDIS_URL": "redis://x", "STREAM_API_SECRET": "s", "HMS_WEBHOOK_SECRET": "h"}
+    base = {"REDIS_URL": "redis://x", "STREAM_API_SECRET": "s" * 16, "HMS_WEBHOOK_SECRET": "h" * 16}
     web_only = load_settings(base).require("web")
     assert web_only.calls_api_unavailable == "the calls API is not configured: STREAM_API_KEY is unset"
     full = {**base, "STREAM_API_KEY": "k", "HMS_ACCESS_KEY": "a", "HMS_APP_SECRET": "b"}
     assert load_settings(full).calls_api_unavailable is None
     assert "HMS_APP_SECRET" in (load_settings({**full, "HMS_APP_SECRET": ""}).calls_api_unavailable or "")
     assert "dry run" in (load_settings({**full, "CALLSYNC_DRY_RUN": "true"}).calls_api_unavailable or "")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000", "http://127.8.0.1", "http://localhost:8080/v2", "http://[::1]:80"])
+def test_http_is_accepted_to_loopback_hosts_only(url):
+    assert load_settings({"STREAM_BASE_URL": url, "HMS_BASE_URL": url}).hms_base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "needed"),
+    [
+        ({"CALLSYNC_STREAM_UPDATE_RATE": "1/h", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "60"}, "CALLSYNC_STREAM_UPDATE_RATE", 113),
+        ({"CALLSYNC_STALE_FLAG_GRACE_SECONDS": "3600", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "30"}, "GRACE", 113),
+    ],
+)
+def test_waits_too_long_for_the_visibility_timeout_are_refused(env, named, needed):
+    # Served in hops of half the timeout; more than 64 hops would keep the workers hopping.
+    with pytest.raises(ConfigError) as err:
+        load_settings(env)
+    assert named in str(err.value) and "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS" in str(err.value)
+    assert f"at least {needed}" in str(err.value)
+    assert load_settings({**env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": str(needed)}).longest_countdown_seconds == needed / 2
+
+
+def test_the_issues_short_timeout_and_slow_ceiling_are_served_in_hops():
+    settings = load_settings({"CALLSYNC_STREAM_UPDATE_RATE": "1/m", "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "10"})
+    assert settings.longest_countdown_seconds == 5.0
+
+
+def test_the_fixed_retry_waits_fit_the_hops_of_the_shortest_timeout():
+    from worker.core.upstream import MAX_WAIT_SECONDS, backoff_seconds
+    from worker.settings import MAX_HOPS
+
+    shortest = load_settings({"CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "10"}).longest_countdown_seconds
+    longest_retry = max(MAX_WAIT_SECONDS + 1, backoff_seconds(30, 0.999999) + 1)  # a 429's wait and jitter, the backoff cap
+    assert longest_retry <= MAX_HOPS * shortest

@@ -305,3 +305,23 @@ def test_a_client_ending_the_call_is_seen_by_a_rerun_after_the_first_try_died_mi
     ends = [p for m, p, b in world.hms.calls if p.endswith("/end-room")]
     assert ends == [f"/active-rooms/{room['id']}/end-room"]
     assert world.fields() == {"callActive": False}
+
+
+def test_a_grace_longer_than_a_hop_is_waited_in_hops_never_cut_short(redis_client):
+    # visibility timeout 20 s: no countdown over 10 s, or a waiting task is handed out twice.
+    world = World(redis_client, visibility_timeout_seconds=20, stale_flag_grace_seconds=60)
+    world.stream.create_channel(CID)
+    world.stream.client_update(CID, {"data.callActive": True, "data.callId": CALL})
+    claimed_at = world.now
+    world.deliver_stream_outbox()
+    hops = []
+    while not world.patches() and len(hops) < 20:
+        [(task, args, countdown)] = world.queue.tasks
+        assert task == sync.RECONCILE and args == (CID,) and 0 < countdown <= 10
+        assert 0 < redis_client.pttl(f"cs:later:{CID}") <= 10_000
+        hops.append(countdown)
+        world.now += countdown
+        redis_client.delete(f"cs:later:{CID}")  # it expires with its hop (on Redis's clock, not the world's)
+        sync.reconcile_channel(world.rt, *world.queue.take()[0][1])
+    assert world.patches() == [{"set": {"data.callActive": False}, "unset": ["data.callId"]}]
+    assert world.now - claimed_at >= 60 and len(hops) <= 7, hops  # six of 10 s and the rest

@@ -3,6 +3,7 @@ import pytest
 from worker.core.upstream import (
     MAX_ATTEMPTS,
     Retry,
+    UpstreamError,
     backoff_seconds,
     classify,
     retry_delay,
@@ -67,3 +68,26 @@ def test_a_5xx_backs_off_whatever_the_rate_limit_reset_says():
     assert error.retry_after is None
     assert retry_delay(error, 0, 0.5) == 0.5
     assert classify("stream", 503, {**headers, "Retry-After": "3"}, "unavailable", NOW).retry_after == 3.0
+
+
+@pytest.mark.parametrize("junk", ["nan", "NaN", "inf", "-inf", "1e999", "-5", "-0.5", "soon", ""])
+def test_junk_waits_are_treated_as_absent(junk):
+    # Retry-After: nan lost the task: a NaN countdown cannot be published (issue 12, item 4).
+    assert wait_from_headers({"Retry-After": junk}, NOW) is None
+    assert wait_from_headers({"X-RateLimit-Reset": junk}, NOW) is None
+    limited = classify("stream", 429, {"Retry-After": junk, "X-RateLimit-Reset": junk}, "slow down", NOW)
+    assert limited.retry_after == 1.0 and retry_delay(limited, 0, 0.5) == 1.5
+    failing = classify("hms", 503, {"Retry-After": junk}, "unavailable", NOW)
+    assert failing.retry_after is None and retry_delay(failing, 3, 0.5) == 4.0
+
+
+def test_a_junk_wait_falls_back_to_the_reset_and_a_past_date_means_now():
+    assert wait_from_headers({"Retry-After": "nan", "X-RateLimit-Reset": str(int(NOW) + 9)}, NOW) == 9.0
+    assert wait_from_headers({"Retry-After": "Mon, 12 Jan 1970 13:00:00 GMT"}, NOW) == 0.0
+
+
+def test_a_retry_delay_is_finite_whatever_the_error_carries():
+    for told in (float("nan"), float("inf"), -3.0):
+        for retry in (Retry.AFTER, Retry.BACKOFF):
+            delay = retry_delay(UpstreamError("stream", 429, "m", retry, told), 0, 0.5)
+            assert delay is not None and 0 <= delay <= 300.5

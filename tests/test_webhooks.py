@@ -1,6 +1,7 @@
 import base64
 import gzip
 import json
+from dataclasses import replace
 
 import fakeredis
 import pytest
@@ -181,3 +182,29 @@ def test_not_ready_says_why_without_echoing_the_redis_url():
     assert answer.status_code == 503 and answer.json["status"] == "not ready"
     assert answer.json["redis"] == "unavailable: ConnectionError" and answer.json["broker"].startswith("unavailable")
     assert "error" in answer.json and "a-redis-password" not in answer.get_data(as_text=True)
+
+
+# --- the queue's ceiling (CALLSYNC_MAX_QUEUE_DEPTH; issue 12, item 8) -------------------------
+def test_a_full_queue_answers_503_with_retry_after_and_leaves_no_trace(redis_client):
+    client = create_app(replace(SETTINGS, max_queue_depth=2), redis_client).test_client()
+    first = load("stream_channel_updated")
+    assert post_stream(client, first).status_code == 202
+    assert post_stream(client, first, **{"X-Webhook-Id": "wh-2"}).status_code == 202
+    before = {key: redis_client.dump(key) for key in redis_client.keys("*")}
+    full = post_stream(client, first, **{"X-Webhook-Id": "wh-3"})
+    hms = post_hms(client, {"id": "d-1", "type": "session.open.success", "data": {"room_id": "r", "session_id": "s"}})
+    for answer in (full, hms):
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "10"
+        assert answer.json == {"error": "too many deliveries waiting; retry later"}
+    assert {key: redis_client.dump(key) for key in redis_client.keys("*")} == before  # no key spent, nothing queued
+    assert post_stream(client, first).json == {"status": "duplicate"}  # a duplicate is still one, full or not
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.headers["Retry-After"] == "10"
+    assert ready.json["queue"] == "full: 2 messages waiting, CALLSYNC_MAX_QUEUE_DEPTH is 2"
+    assert ready.json["status"] == "not ready" and ready.json["redis"] == "ok"
+    assert 'reason="queue_full"' in client.get("/metrics").get_data(as_text=True)
+
+    redis_client.rpop(QUEUE)  # a worker takes one
+    assert post_stream(client, first, **{"X-Webhook-Id": "wh-3"}).json == {"status": "accepted"}  # the retry is new
+    redis_client.rpop(QUEUE)
+    assert client.get("/readyz").json == {"status": "ready", "redis": "ok", "broker": "ok", "queue": "ok"}

@@ -25,7 +25,7 @@ from worker.core.events import (
 )
 from worker.core.signing import AuthenticationError, verify_hms, verify_stream
 from worker.logs import fields
-from worker.queue import Enqueuer
+from worker.queue import QUEUE, Enqueuer, QueueFull
 from worker.settings import Settings, load_settings
 from worker.state import DEDUPE_TTL, dedupe_key
 
@@ -38,8 +38,13 @@ KNOWN_TYPES = frozenset(STREAM_TYPES) | frozenset(HMS_TYPES)
 Parse = Callable[[object, str | None], tuple[Any, str | None]]
 
 
-def _answer(code: int, **body: str) -> Response:
-    return Response(json.dumps(body), status=code, mimetype="application/json")
+# Both platforms retry a 5xx within seconds (Stream: 3 attempts; 100ms: after 1, 3 and 10 s);
+# Retry-After says the same to any other sender.
+RETRY_AFTER_SECONDS = 10
+
+
+def _answer(code: int, headers: dict[str, str] | None = None, **body: str) -> Response:
+    return Response(json.dumps(body), status=code, mimetype="application/json", headers=headers)
 
 
 def _event_type(obj: object) -> str:
@@ -63,15 +68,15 @@ def _ids(event: Any) -> dict[str, Any]:
 
 
 class Rejected(Exception):
-    def __init__(self, code: int, reason: str, error: str):
+    def __init__(self, code: int, reason: str, error: str, headers: dict[str, str] | None = None):
         super().__init__(error)
-        self.code, self.reason, self.error = code, reason, error
+        self.code, self.reason, self.error, self.headers = code, reason, error, headers
 
 
 def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
     settings = settings or load_settings(os.environ).require("web")
     client = redis_client or redis.Redis.from_url(settings.redis_url or "", health_check_interval=30)
-    enqueuer = Enqueuer(client, create_celery(settings), DEDUPE_TTL)
+    enqueuer = Enqueuer(client, create_celery(settings), DEDUPE_TTL, max_depth=settings.max_queue_depth)
     metrics = WebhookMetrics(RedisCollector(client))
     app = Flask("callsync")
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, after inflating
@@ -90,11 +95,15 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
                     taken = enqueuer.enqueue_once(key, task, (event.to_json(),))
                 except redis.RedisError:
                     raise Rejected(503, "unavailable", "state store unavailable; retry later") from None
+                except QueueFull:
+                    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+                    raise Rejected(503, "queue_full", "too many deliveries waiting; retry later", retry) from None
                 outcome = "accepted" if taken else "duplicate"
                 response = _answer(202 if taken else 200, status=outcome)
             reason = ""
         except Rejected as rejected:
-            outcome, reason, response = "rejected", rejected.reason, _answer(rejected.code, error=rejected.error)
+            outcome, reason = "rejected", rejected.reason
+            response = _answer(rejected.code, rejected.headers, error=rejected.error)
         metrics.count(source, line["event_type"], outcome, reason)
         log.info("webhook %s", outcome, extra=fields(**line, outcome=outcome, reason=reason or None, status=response.status_code))
         return response
@@ -164,13 +173,17 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
 
     @app.get("/readyz")
     def readyz() -> Response:
-        # Redis is both the broker and the state store: one PING answers for both.
+        # Redis is both the broker and the state store: one answer (the queue's depth) for both.
         try:
-            client.ping()
+            depth = int(client.llen(QUEUE))
         except redis.RedisError as exc:
             why = f"unavailable: {type(exc).__name__}"  # the class only: a message may carry the URL
             return _answer(503, status="not ready", error=f"redis {why}", redis=why, broker=f"{why} (the broker is that Redis)")
-        return _answer(200, status="ready", redis="ok", broker="ok")
+        if depth >= settings.max_queue_depth:
+            full = f"full: {depth} messages waiting, CALLSYNC_MAX_QUEUE_DEPTH is {settings.max_queue_depth}"
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            return _answer(503, retry, status="not ready", error=f"queue {full}", redis="ok", broker="ok", queue=full)
+        return _answer(200, status="ready", redis="ok", broker="ok", queue="ok")
 
     app.register_blueprint(calls_blueprint(settings, client, enqueuer, metrics))
 

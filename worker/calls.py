@@ -20,7 +20,7 @@ import httpx
 
 from .calls_store import FILL_SECONDS, CallsStore, Snapshot
 from .clients.hms import HmsClient, ManagementAuth
-from .clients.http import Observe, unobserved
+from .clients.http import Observe, unobserved, upstream_client
 from .clients.stream import StreamAuth, StreamClient
 from .core.calls import (
     Membership,
@@ -50,9 +50,9 @@ from .state import State
 from .sync import END_SESSION
 
 log = logging.getLogger("callsync.calls")
-# A browser waits on these calls: shorter than the workers' timeouts, and no retry here
+# A browser waits on these calls: a shorter deadline than the workers', and no retry here
 # (the answer is a 503 with Retry-After, and the client tries again).
-TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+DEADLINE_SECONDS = 5.0
 FILL_POLL_SECONDS = 0.02
 
 Enqueue = Callable[[str, tuple[Any, ...]], None]
@@ -89,16 +89,12 @@ class Upstreams:
     def _build(self) -> tuple[StreamClient, HmsClient]:
         s = self._settings
         secret = s.stream_api_secrets[0] if s.stream_api_secrets else "unset"
-        stream = httpx.Client(
-            base_url=s.stream_base_url, auth=StreamAuth(s.stream_api_key, secret), timeout=TIMEOUT, transport=self._transport
+        stream = upstream_client(s.stream_base_url, StreamAuth(s.stream_api_key, secret), self._transport)
+        hms = upstream_client(s.hms_base_url, ManagementAuth(s.hms_access_key, s.hms_app_secret or "unset"), self._transport)
+        return (
+            StreamClient(stream, s.field_path, self._observe, deadline=DEADLINE_SECONDS),
+            HmsClient(hms, self._observe, deadline=DEADLINE_SECONDS),
         )
-        hms = httpx.Client(
-            base_url=s.hms_base_url,
-            auth=ManagementAuth(s.hms_access_key, s.hms_app_secret or "unset"),
-            timeout=TIMEOUT,
-            transport=self._transport,
-        )
-        return StreamClient(stream, s.field_path, self._observe), HmsClient(hms, self._observe)
 
 
 class CallsApi:

@@ -21,10 +21,9 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     Redis redelivers such a task `CALLSYNC_VISIBILITY_TIMEOUT_SECONDS` after the worker
     took it: that bounds how long a killed worker's tasks wait for another worker. A task
     waiting on a countdown (backoff, a 429's wait, the stale-flag grace) is also held
-    unacknowledged, so a countdown longer than the timeout is redelivered too and runs
-    twice: harmless (tasks are level-triggered and lock the channel), only extra work.
-    Workers look for such tasks every tenth of the timeout (at most every 10 s); kombu's
-    default, every 100 s, would add up to 100 s to a short timeout.
+    unacknowledged, so no countdown is longer than half the timeout: longer waits hop
+    (worker/tasks.py RETRY_WAIT). Workers look for such tasks every tenth of the timeout
+    (at most every 10 s); kombu's default, every 100 s, would add up to 100 s to a short timeout.
     """
     timeout = settings.visibility_timeout_seconds
     return {

@@ -14,6 +14,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from . import runfile
+from .deadletters import DeadLetter
 from .logs import configure_logging
 from .settings import ConfigError, Role, Settings, load_settings, redacted_url
 
@@ -136,14 +137,11 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     from .deadletters import DeadLetters
     from .queue import QUEUE
 
-    letters = DeadLetters(store(settings.redis_url or ""))
+    letters = DeadLetters(store(settings.redis_url or ""), settings.secrets)
     if args.action == "list":
-        rows = letters.list(args.limit)
-        if args.json:
-            print(json.dumps([vars(letter) for letter in rows], indent=2))
-        for letter in [] if args.json else rows:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.failed_at))
-            print(f"{letter.id}  {when}Z  {letter.task}{tuple(letter.args)!r:.80}  attempts={letter.attempts}  {letter.error}")
+        output = render_letters(letters.list(args.limit), args.json, settings.secrets)
+        if output:
+            print(output)
         return 0
     if args.action == "purge":
         print(f"purged {letters.purge()} dead letter(s)")
@@ -155,7 +153,7 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     found = {i: letters.get(i) for i in args.ids}
     missing = [i for i, letter in found.items() if letter is None]
     for letter_id in missing:
-        print(f"no dead letter {letter_id}", file=sys.stderr)
+        print(printable(f"no dead letter {letter_id}"), file=sys.stderr)
     chosen = letters.list(10**6) if args.all else [letter for letter in found.values() if letter]
     if not chosen:
         print("nothing to replay", file=sys.stderr)
@@ -164,8 +162,34 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         # Enqueue first, remove after: a failed enqueue (Redis down) keeps the letter.
         app.send_task(letter.task, args=letter.args, queue=QUEUE)
         letters.remove(letter.id)
-        print(f"replayed {letter.id} ({letter.task})")
+        print(printable(f"replayed {letter.id} ({letter.task})"))
     return 1 if missing else 0
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: control and other non-printable characters (ANSI
+    escapes, title changes, bidi overrides, lone surrogates) shown as Python escapes."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def render_letters(rows: list[DeadLetter], as_json: bool, secrets: tuple[str, ...] = ()) -> str:
+    """`dead-letters list` output: JSON (every non-ASCII character escaped, so always valid and
+    inert on a terminal) or one escaped line per letter; errors scrubbed again with the
+    configured secrets (letters written before the scrub existed)."""
+    from .logs import scrub
+
+    letters = [{**vars(letter), "error": scrub(letter.error, secrets)} for letter in rows]
+    if as_json:
+        return json.dumps(letters, indent=2, ensure_ascii=True)
+    lines = []
+    for letter in letters:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter["failed_at"]))
+        args = f"{tuple(letter['args'])!r:.80}"
+        line = f"{letter['id']}  {when}Z  {letter['task']}{args}  attempts={letter['attempts']}  {letter['error']}"
+        lines.append(printable(line))
+    return "\n".join(lines)
 
 
 def cmd_hms_replay(args: argparse.Namespace) -> int:
@@ -173,7 +197,7 @@ def cmd_hms_replay(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
     from .clients.hms import HmsClient, ManagementAuth
-    from .clients.http import DEFAULT_TIMEOUT
+    from .clients.http import upstream_client
     from .core.events import parse_time
     from .core.upstream import UpstreamError
 
@@ -191,20 +215,20 @@ def cmd_hms_replay(args: argparse.Namespace) -> int:
         print("callsync: the window must run forward and span at most 14 days (100ms's limit)", file=sys.stderr)
         return 2
     auth = ManagementAuth(settings.hms_access_key, settings.hms_app_secret)
-    with httpx.Client(base_url=settings.hms_base_url, auth=auth, timeout=DEFAULT_TIMEOUT) as http:
+    with upstream_client(settings.hms_base_url, auth) as http:
         try:
             answer = HmsClient(http).replay_failed_webhooks(start, end)
         except UpstreamError as exc:
-            print(f"callsync: 100ms refused the replay: {exc}", file=sys.stderr)
+            print(printable(f"callsync: 100ms refused the replay: {exc}"), file=sys.stderr)
             return 1
-    print(f"100ms replays failed deliveries from {start} to {end}: {json.dumps(answer)}")
+    print(printable(f"100ms replays failed deliveries from {start} to {end}: {json.dumps(answer)}"))
     return 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     """Sign a sample payload as the platform would and POST it to a running receiver."""
     from .core.signing import sign_stream
-    from .embedded import DEV_HMS_SECRET, DEV_STREAM_SECRET
+    from .settings import DEV_HMS_SECRET, DEV_STREAM_SECRET
 
     try:
         body = Path(args.file).read_bytes()
@@ -248,6 +272,17 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def at_least_one(raw: str) -> int:
+    """A count of at least 1 (`--limit 0` used to mean "all": Redis reads ZRANGE 0 -1 so)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="callsync", description=__doc__, epilog="Settings are environment variables: docs/configuration.md."
@@ -285,7 +320,9 @@ def parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=["list", "replay", "purge"], help="list them, enqueue them again, or forget them all")
     dead.add_argument("ids", nargs="*", help="dead letter ids to replay")
     dead.add_argument("--all", action="store_true", help="replay every dead letter")
-    dead.add_argument("--limit", type=int, default=100, help="list at most this many, oldest first (default: %(default)s)")
+    dead.add_argument(
+        "--limit", type=at_least_one, default=100, help="list at most this many, oldest first (at least 1; default: %(default)s)"
+    )
     dead.add_argument("--json", action="store_true", help="list as JSON, for scripts")
     dead.set_defaults(func=cmd_dead_letters)
     replay = sub.add_parser("hms-replay", help="ask 100ms to re-send webhook deliveries that failed in a window")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -28,13 +29,16 @@ class DeadLetter:
 
 
 class DeadLetters:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, secrets: Iterable[str] = ()):
         self.redis = client
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
     def add(self, task: str, args: list[Any], error: str, attempts: int, now: float, task_id: str | None = None) -> DeadLetter:
         """Keep a failed task. Its arguments are ids and parsed events (no secrets by
-        construction); the error text is scrubbed of anything token-shaped all the same."""
-        letter = DeadLetter(str(uuid.uuid4()), task, args, scrub(error)[:500], attempts, now, task_id)
+        construction); the error text, which may quote a platform's message, is scrubbed of
+        the configured secrets and anything token-shaped (before it is cut short, so no part
+        of a secret stays)."""
+        letter = DeadLetter(str(uuid.uuid4()), task, args, scrub(error, self._secrets)[:500], attempts, now, task_id)
         pipe = self.redis.pipeline()
         pipe.hset(RECORDS, letter.id, json.dumps(asdict(letter)))
         pipe.zadd(INDEX, {letter.id: now})
@@ -50,6 +54,9 @@ class DeadLetters:
             self.redis.zrem(INDEX, *oldest)
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
+        """The `limit` oldest letters; `limit` < 1 is an error (ZRANGE 0 -1 would be all of them)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
         ids = cast(list[bytes], self.redis.zrange(INDEX, 0, limit - 1))
         raws = self.redis.hmget(RECORDS, ids) if ids else []
         return [DeadLetter(**json.loads(raw)) for raw in raws if raw]

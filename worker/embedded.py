@@ -19,10 +19,8 @@ from typing import Any
 
 from . import runfile
 from .logs import configure_logging
-from .settings import ConfigError, Settings, load_settings
+from .settings import DEV_HMS_SECRET, DEV_STREAM_SECRET, ConfigError, Settings, load_settings
 
-DEV_STREAM_SECRET = "dev-stream-secret"  # noqa: S105 - a public development value, see README
-DEV_HMS_SECRET = "dev-hms-secret"  # noqa: S105 - a public development value, see README
 log = logging.getLogger("callsync.run")
 
 

@@ -3,7 +3,9 @@
 The receiver does not use `apply_async` (about 0.9 ms a call here): it pushes a message
 in the shape Celery itself builds onto the queue, in the same Lua call that spends the
 delivery's dedupe key. Either both happen or neither does (docs/http.md: nothing
-half-recorded). Concurrent requests of one process share a pipelined round trip (group
+half-recorded). The same call refuses a delivery while the queue holds its ceiling
+(CALLSYNC_MAX_QUEUE_DEPTH; LLEN is O(1)): with no worker draining it, each accepted webhook
+would add about 1.8 KB to Redis for good. Concurrent requests of one process share a pipelined round trip (group
 commit); each still waits for its own outcome before it answers.
 """
 
@@ -29,12 +31,18 @@ WAIT_SECONDS = 5.0  # longer than any healthy round trip; then the request answe
 
 _DEDUPE_AND_PUSH = Script("""
 local n = #KEYS
+if redis.call('LLEN', KEYS[n]) >= tonumber(ARGV[3]) then
+  -- full: a duplicate is still answered as one; anything else leaves no trace
+  if n == 2 and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  return -1
+end
 if n == 2 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
   return 0
 end
 redis.call('LPUSH', KEYS[n], ARGV[1])
 return 1
 """)
+DEFAULT_MAX_DEPTH = 100_000  # about 180 MB of Redis, minutes of a platform's peak
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
@@ -76,6 +84,10 @@ class MessageTemplate:
         return json.dumps(envelope, separators=(",", ":"))
 
 
+class QueueFull(Exception):
+    """The queue holds CALLSYNC_MAX_QUEUE_DEPTH messages: nothing was recorded (answer 503)."""
+
+
 @dataclass
 class _Pending:
     keys: list[str]
@@ -88,10 +100,10 @@ class _Pending:
 class Enqueuer:
     """Dedupe-and-enqueue for the webhook receiver, group-committed per process."""
 
-    def __init__(self, client: redis.Redis, app: Celery, dedupe_ttl: int, queue: str = QUEUE):
+    def __init__(self, client: redis.Redis, app: Celery, dedupe_ttl: int, queue: str = QUEUE, max_depth: int = DEFAULT_MAX_DEPTH):
         self._client = client
         self._template = MessageTemplate(app, queue)
-        self._ttl, self._queue = dedupe_ttl, queue
+        self._ttl, self._queue, self._max_depth = dedupe_ttl, queue, max_depth
         self._pending: list[_Pending] = []
         self._start_lock = threading.Lock()
         self._wake = threading.Condition()
@@ -100,7 +112,8 @@ class Enqueuer:
     def enqueue_once(self, dedupe_key: str | None, task_name: str, args: tuple[Any, ...]) -> bool:
         """Enqueue unless `dedupe_key` was already spent; False means duplicate.
 
-        Raises redis.RedisError when Redis cannot take it (the caller answers 503).
+        Raises redis.RedisError when Redis cannot take it and QueueFull when the queue is at
+        its ceiling (the caller answers 503 to both).
         """
         item = _Pending([dedupe_key, self._queue] if dedupe_key else [self._queue], self._template.render(task_name, args))
         if self._flusher_pid != os.getpid():
@@ -134,12 +147,15 @@ class Enqueuer:
 
     def _flush(self, batch: list[_Pending]) -> None:
         try:
-            results = scripts.run(self._client, [(_DEDUPE_AND_PUSH, item.keys, (item.message, self._ttl)) for item in batch])
+            calls = [(_DEDUPE_AND_PUSH, item.keys, (item.message, self._ttl, self._max_depth)) for item in batch]
+            results = scripts.run(self._client, calls)
         except Exception as exc:  # Redis down, or a bug: fail this batch, but keep the flusher alive
             results = [exc] * len(batch)
         for item, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 item.error = result
+            elif result == -1:
+                item.error = QueueFull(f"the queue holds {self._max_depth} messages")
             else:
                 item.taken = bool(result)
             item.done.set()

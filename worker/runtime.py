@@ -17,7 +17,7 @@ import jwt.warnings
 import redis
 
 from .clients.hms import HmsClient, ManagementAuth
-from .clients.http import DEFAULT_TIMEOUT
+from .clients.http import upstream_client
 from .clients.stream import StreamAuth, StreamClient
 from .counters import UPSTREAM_CALLS, Tally
 from .deadletters import DeadLetters
@@ -100,17 +100,11 @@ def build_runtime(
     client = redis_client or redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0", health_check_interval=30)
     if settings.dry_run:
         transport = DryRunTransport()
-    stream_http = httpx.Client(
-        base_url=settings.stream_base_url,
-        auth=StreamAuth(settings.stream_api_key, settings.stream_api_secret or "unset"),
-        timeout=DEFAULT_TIMEOUT,
-        transport=transport,
+    stream_http = upstream_client(
+        settings.stream_base_url, StreamAuth(settings.stream_api_key, settings.stream_api_secret or "unset"), transport
     )
-    hms_http = httpx.Client(
-        base_url=settings.hms_base_url,
-        auth=ManagementAuth(settings.hms_access_key, settings.hms_app_secret or "unset"),  # tokens live in wall time
-        timeout=DEFAULT_TIMEOUT,
-        transport=transport,
+    hms_http = upstream_client(  # management tokens live in wall time
+        settings.hms_base_url, ManagementAuth(settings.hms_access_key, settings.hms_app_secret or "unset"), transport
     )
     tally = Tally()
 
@@ -124,7 +118,7 @@ def build_runtime(
         stream=StreamClient(stream_http, settings.field_path, observe),
         hms=HmsClient(hms_http, observe),
         limiter=RateLimiter(client, "cs:rate:stream-update", settings.stream_update_rate),
-        dead_letters=DeadLetters(client),
+        dead_letters=DeadLetters(client, settings.secrets),
         schedule=schedule,
         tally=tally,
         clock=clock,

@@ -8,10 +8,13 @@ one line per variable (docs/configuration.md), instead of one per attempt.
 from __future__ import annotations
 
 import functools
+import ipaddress
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 Role = Literal["web", "worker", "beat"]
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -53,8 +56,10 @@ class Settings:
     session_checks_per_minute: int = 60
     stream_update_rate: Rate = Rate(300, 60.0)
     max_body_bytes: int = 1048576
+    max_queue_depth: int = 100_000
     dry_run: bool = False
     task_max_retries: int = 10
+    max_redeliveries: int = 5
     visibility_timeout_seconds: int = 1200
     task_events: bool = False
     port: int = 8000
@@ -97,30 +102,64 @@ class Settings:
         return tuple(s for s in values if s)
 
     @property
+    def longest_countdown_seconds(self) -> float:
+        """The longest countdown callsync gives a task: half the visibility timeout, so a
+        waiting task is never handed out twice (worker/tasks.py RETRY_WAIT); longer waits hop."""
+        return self.visibility_timeout_seconds / 2
+
+    @property
     def field_path(self) -> tuple[str, ...]:
         """The prefix as path parts: "data." → ("data",); "" → ()."""
         return tuple(part for part in self.field_prefix.split(".") if part)
 
     def require(self, role: Role) -> Settings:
-        """Raise ConfigError naming every variable `role` needs and lacks."""
-        missing = self.missing(role)
-        if missing:
-            raise ConfigError(*(_required(name, [role]) for name in missing))
+        """Raise ConfigError naming every variable `role` needs and lacks, or whose secret
+        anyone could know (a public development value, or shorter than MIN_SECRET_LENGTH)."""
+        problems = [_required(name, [role]) for name in self.missing(role)] + self.guessable_secrets(role)
+        if problems:
+            raise ConfigError(*problems)
         return self
+
+    def _secrets_of(self, role: Role) -> dict[str, str]:
+        if role == "web":
+            return {"STREAM_API_SECRET": self.stream_api_secret, "HMS_WEBHOOK_SECRET": ",".join(self.hms_webhook_secrets)}
+        if role == "worker" and not self.dry_run:
+            return {"STREAM_API_SECRET": self.stream_api_secret, "HMS_APP_SECRET": self.hms_app_secret}
+        return {}
 
     def missing(self, role: Role) -> list[str]:
         """The variables `role` needs and lacks."""
-        needed = {"REDIS_URL": self.redis_url}
-        if role == "web":
-            needed |= {"STREAM_API_SECRET": self.stream_api_secret, "HMS_WEBHOOK_SECRET": ",".join(self.hms_webhook_secrets)}
+        needed: dict[str, str | None] = {"REDIS_URL": self.redis_url}
         if role == "worker" and not self.dry_run:
-            needed |= {
-                "STREAM_API_KEY": self.stream_api_key,
-                "STREAM_API_SECRET": self.stream_api_secret,
-                "HMS_ACCESS_KEY": self.hms_access_key,
-                "HMS_APP_SECRET": self.hms_app_secret,
-            }
-        return [name for name, value in needed.items() if not value]
+            needed |= {"STREAM_API_KEY": self.stream_api_key, "STREAM_API_SECRET": self.stream_api_secret}
+            needed |= {"HMS_ACCESS_KEY": self.hms_access_key, "HMS_APP_SECRET": self.hms_app_secret}
+        return [name for name, value in (needed | self._secrets_of(role)).items() if not value]
+
+    def guessable_secrets(self, role: Role) -> list[str]:
+        """A problem line for each secret of `role` that anyone could know or guess (outside dry run)."""
+        if self.dry_run:
+            return []
+        return [problem for name, value in self._secrets_of(role).items() if (problem := _guessable(name, value))]
+
+
+# The values `callsync run` fills in on a laptop (README): public, so they authenticate nothing.
+DEV_STREAM_SECRET = "dev-stream-secret"  # noqa: S105 - a public development value, see README
+DEV_HMS_SECRET = "dev-hms-secret"  # noqa: S105 - a public development value, see README
+DEVELOPMENT_SECRETS = frozenset({DEV_STREAM_SECRET, DEV_HMS_SECRET})
+MIN_SECRET_LENGTH = 16
+
+
+def _guessable(name: str, value: str) -> str | None:
+    """Why a secret (or any value of a comma-separated list) is one anyone could know or guess, or None."""
+    for part in (part.strip() for part in value.split(",")):
+        if part in DEVELOPMENT_SECRETS:
+            return f"{name} is a public development value; set your own secret (or CALLSYNC_DRY_RUN=true for development)"
+        if part and len(part) < MIN_SECRET_LENGTH:
+            return (
+                f"{name} must be at least {MIN_SECRET_LENGTH} characters, got a value of {len(part)} "
+                "(or CALLSYNC_DRY_RUN=true for development)"
+            )
+    return None
 
 
 def _required(name: str, roles: list[Role]) -> str:
@@ -206,10 +245,27 @@ def _rate(env: Mapping[str, str], name: str, default: Rate) -> Rate:
 
 @_collected
 def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    """A platform's base URL: https, or http to a loopback host (the stand-ins, a local proxy),
+    so credentials and answers never cross a network in the clear."""
     raw = env.get(name, "").strip() or default
-    if not re.match(r"^https?://[^\s/]+", raw):
+    try:
+        host = urlsplit(raw).hostname or ""
+    except ValueError:
+        host = ""
+    if not re.match(r"^https?://[^\s/]+", raw) or not host:
         raise ConfigError(f"{name} must be an http(s) URL")
+    if raw.startswith("http://") and not _is_loopback(host):
+        raise ConfigError(f"{name} must use https (http only to a loopback host such as 127.0.0.1)")
     return raw.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @_collected
@@ -218,6 +274,29 @@ def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
     if raw and not re.fullmatch(r"([A-Za-z0-9_]+\.)+", raw):
         raise ConfigError(f"{name} must be empty or dotted field names ending in '.', e.g. data.")
     return raw
+
+
+# A wait longer than a countdown may be is served in hops (Settings.longest_countdown_seconds),
+# each one a task run; a wait of more hops than this would mostly keep workers hopping. The
+# longest fixed wait, a retry's (301 s: worker/core/upstream.py MAX_WAIT_SECONDS and its jitter),
+# takes 61 hops of the shortest timeout allowed (10 s); the waits that settings choose are
+# checked here.
+MAX_HOPS = 64
+
+
+def _countdowns_unfit(settings: Settings) -> list[str]:
+    """A problem line for each wait the visibility timeout cannot serve in at most MAX_HOPS hops."""
+    hop = settings.longest_countdown_seconds
+    waits = {
+        "CALLSYNC_STREAM_UPDATE_RATE's period": settings.stream_update_rate.period,
+        "CALLSYNC_STALE_FLAG_GRACE_SECONDS": float(settings.stale_flag_grace_seconds),
+    }
+    return [
+        f"{name} ({seconds:.0f} s) is too long for CALLSYNC_VISIBILITY_TIMEOUT_SECONDS "
+        f"({settings.visibility_timeout_seconds} s): set the timeout to at least {math.ceil(2 * seconds / MAX_HOPS)}"
+        for name, seconds in waits.items()
+        if seconds > MAX_HOPS * hop
+    ]
 
 
 @_collected
@@ -280,6 +359,9 @@ def load_settings(env: Mapping[str, str], *roles: Role) -> Settings:
             needed_by.setdefault(name, []).append(role)
     malformed = {problem.split()[0] for problem in env.problems}  # each line starts with its variable
     problems = env.problems + [_required(name, who) for name, who in needed_by.items() if name not in malformed]
+    weak = dict.fromkeys(problem for role in roles for problem in settings.guessable_secrets(role))
+    problems += [problem for problem in weak if problem.split()[0] not in malformed]
+    problems += _countdowns_unfit(settings)
     if problems:
         raise ConfigError(*problems)
     return settings
@@ -305,8 +387,10 @@ def _parse(env: _Environment) -> Settings:
         session_checks_per_minute=_int(env, "CALLSYNC_SESSION_CHECKS_PER_MINUTE", 60),
         stream_update_rate=_rate(env, "CALLSYNC_STREAM_UPDATE_RATE", Rate(300, 60.0)),
         max_body_bytes=_int(env, "CALLSYNC_MAX_BODY_BYTES", 1048576, low=64),
+        max_queue_depth=_int(env, "CALLSYNC_MAX_QUEUE_DEPTH", 100_000),
         dry_run=_bool(env, "CALLSYNC_DRY_RUN", False),
         task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", 10, low=0, high=100),
+        max_redeliveries=_int(env, "CALLSYNC_MAX_REDELIVERIES", 5, low=0, high=100),
         visibility_timeout_seconds=_int(env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS", 1200, low=10),
         task_events=_bool(env, "CALLSYNC_TASK_EVENTS", False),
         port=_int(env, "PORT", 8000, high=65535),

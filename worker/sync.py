@@ -148,7 +148,11 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
 
 
 def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:
-    """One delayed reconcile per channel at a time, however many events ask for it."""
+    """One delayed reconcile per channel at a time, however many events ask for it.
+
+    At most a hop ahead (worker/tasks.py RETRY_WAIT says why): a reconcile that runs before
+    its time plans again and schedules the next hop."""
+    delay = min(delay, rt.settings.longest_countdown_seconds)
     if rt.redis.set(f"cs:later:{cid}", "1", nx=True, px=max(int(delay * 1000), 1)):
         rt.schedule(RECONCILE, (cid,), countdown=delay)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 from celery import Task, shared_task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 
 from . import counters, sweeps, sync
 from .celery_app import runtime_for
@@ -62,10 +62,22 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
     """One attempt: returns its outcome or raises Celery's Retry; appends what failed to `failure`."""
     attempt = task.request.retries
     try:
+        if (task.request.delivery_info or {}).get("redelivered") and _redelivered_too_often(rt, task, args):
+            return "dead_letter"
+        waiting = _wait_goes_on(rt, task, args) if attempt else None
+        if waiting is not None:
+            return waiting
         step(rt, *args)
     except sync.Later as later:
-        # Not a failure: a fresh message, so it does not spend the retry budget.
-        task.apply_async(args=args, countdown=later.seconds)
+        # Not a failure: a fresh message, so it does not spend the retry budget. The step asks
+        # again when it runs, so a wait longer than a hop is simply asked for again then. Same
+        # task id: a redelivered task that defers (its dead worker's channel lock) keeps its count.
+        try:
+            countdown = min(later.seconds, rt.settings.longest_countdown_seconds)
+            task.apply_async(args=args, countdown=countdown, task_id=task.request.id)
+        except Exception as unpublished:
+            failure.append(f"not deferred: {type(unpublished).__name__}")
+            return _unpublished(rt, task, args, f"{later}; its deferred run could not be published", unpublished, attempt + 1)
         return "deferred"
     except UpstreamError as error:
         failure.append(str(error))
@@ -77,14 +89,14 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
             wait = {"api": error.api, "source": "upstream_429"}
             rt.tally.inc(counters.RATE_LIMIT_WAITS, wait)
             rt.tally.inc(counters.RATE_LIMIT_WAIT_SECONDS, wait, delay)
-        raise task.retry(exc=error, countdown=delay) from None
+        return _retry(rt, task, args, error, str(error), delay, attempt + 1)
     except redis.RedisError as error:
         failure.append(f"redis: {type(error).__name__}")
         if attempt >= REDIS_RETRIES:
             _dead_letter(rt, task, args, f"redis: {type(error).__name__}: {error}", attempt + 1)
             return "dead_letter"
         delay = backoff_seconds(attempt, random.random(), cap=60)
-        raise task.retry(exc=error, countdown=delay) from error
+        return _retry(rt, task, args, error, f"redis: {type(error).__name__}: {error}", delay, attempts=attempt + 1)
     except Exception as error:  # a bug or a hostile-but-authenticated event: keep it, do not loop
         log.exception("%s failed", task.name, extra=fields(task=task.name, task_id=task.request.id))
         failure.append(type(error).__name__)
@@ -93,8 +105,87 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
     return "success"
 
 
+# A task waiting on a countdown is held unacknowledged by a worker, and Redis hands it out
+# again once it has been held CALLSYNC_VISIBILITY_TIMEOUT_SECONDS: each copy would then run,
+# and a copy that defers itself again multiplies (3 deferred writes became 142 runs). So no
+# countdown is longer than Settings.longest_countdown_seconds (half the timeout): a longer
+# retry wait is a hop of that length, its end kept here under the task id (a retry keeps its
+# id), and each hop is re-published until the wait is over, without spending a retry.
+RETRY_WAIT = "cs:wait:"
+
+
+def _retry(rt: Runtime, task: Task, args: tuple[Any, ...], error: Exception, text: str, delay: float, attempts: int) -> str:
+    """Publish the retry and raise Celery's Retry. A retry Celery cannot publish (the broker
+    gone, a countdown it cannot encode) is a Reject without requeue there: the task would be
+    acknowledged and lost, so it becomes a dead letter instead."""
+    hop = rt.settings.longest_countdown_seconds
+    try:
+        if delay > hop:
+            rt.redis.set(RETRY_WAIT + task.request.id, repr(rt.clock() + delay), ex=int(delay + 2 * hop) + 1)
+        retry = task.retry(exc=error, countdown=min(delay, hop), throw=False)
+    except Reject as rejected:
+        cause = rejected.reason if isinstance(rejected.reason, BaseException) else rejected
+        return _unpublished(rt, task, args, f"{text}; its retry could not be published", cause, attempts)
+    except redis.RedisError as lost:  # the wait could not be kept: nor could its hops be served
+        return _unpublished(rt, task, args, f"{text}; its retry could not be published", lost, attempts)
+    raise retry
+
+
+def _wait_goes_on(rt: Runtime, task: Task, args: tuple[Any, ...]) -> str | None:
+    """None when this retry's wait is over (run it); otherwise publish the next hop (the same
+    retry: same id, same count) and return this run's outcome."""
+    key = RETRY_WAIT + task.request.id
+    raw = rt.redis.get(key)
+    left = float(raw) - rt.clock() if raw is not None else 0.0
+    if left <= 0:
+        if raw is not None:
+            rt.redis.delete(key)
+        return None
+    countdown = min(left, rt.settings.longest_countdown_seconds)
+    hop = task.signature_from_request(task.request, args, task.request.kwargs, countdown=countdown, retries=task.request.retries)
+    try:
+        hop.apply_async()
+    except Exception as unpublished:
+        why = f"waiting {left:.0f} s more before a retry; its next hop could not be published"
+        return _unpublished(rt, task, args, why, unpublished, task.request.retries)
+    return "deferred"
+
+
+# Redis hands a task out again when its worker died holding it (task_acks_late): a task that
+# kills its worker (memory, a crash in a C extension) would be handed out forever. kombu marks
+# such a message `redelivered` (kombu/transport/redis.py, _do_restore_message); each run of
+# one is counted under its task id, and past CALLSYNC_MAX_REDELIVERIES it is a dead letter.
+REDELIVERIES = "cs:redeliveries:"
+
+
+def _redelivered_too_often(rt: Runtime, task: Task, args: tuple[Any, ...]) -> bool:
+    key = REDELIVERIES + task.request.id
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.incr(key)
+    # Each redelivery comes a visibility timeout after the last: keep the count across all of them.
+    pipe.expire(key, 2 * (rt.settings.max_redeliveries + 1) * rt.settings.visibility_timeout_seconds)
+    count = int(pipe.execute()[0])
+    if count <= rt.settings.max_redeliveries:
+        return False
+    why = f"redelivered {count} times: its worker died (or was stopped) each time it ran"
+    _dead_letter(rt, task, args, why, count)
+    return True
+
+
+def _unpublished(rt: Runtime, task: Task, args: tuple[Any, ...], text: str, cause: BaseException, attempts: int) -> str:
+    """Dead-letter a task whose next run could not be published."""
+    _dead_letter(rt, task, args, f"{text} ({type(cause).__name__})", attempts)
+    return "dead_letter"
+
+
 def _dead_letter(rt: Runtime, task: Task, args: tuple[Any, ...], error: str, attempts: int) -> None:
-    letter = rt.dead_letters.add(task.name, list(args), error, attempts, rt.clock(), task.request.id)
+    """Keep the task as a dead letter; if even that fails (Redis gone), give the message back to
+    the broker (requeued, or redelivered after the visibility timeout): never a silent loss."""
+    try:
+        letter = rt.dead_letters.add(task.name, list(args), error, attempts, rt.clock(), task.request.id)
+    except Exception as lost:
+        log.error("%s could not be dead-lettered (%s); given back to the broker", task.name, type(lost).__name__)
+        raise Reject(lost, requeue=True) from None
     rt.tally.inc(counters.DEAD_LETTERED, {"task": task.name})
     log.error(
         "%s dead-lettered as %s after %d attempt(s)",

@@ -15,7 +15,7 @@ import jwt
 from ..core.calls import Room
 from ..core.events import parse_time
 from ..core.upstream import Retry, UpstreamError
-from .http import Observe, call, segment, unobserved
+from .http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
 
 API = "hms"
 TOKEN_LIFETIME = 24 * 3600  # as the official SDK
@@ -71,8 +71,8 @@ class LiveSession:
 
 
 class HmsClient:
-    def __init__(self, client: httpx.Client, observe: Observe = unobserved):
-        self._http, self._observe = client, observe
+    def __init__(self, client: httpx.Client, observe: Observe = unobserved, deadline: float = CALL_DEADLINE_SECONDS):
+        self._http, self._observe, self._deadline = client, observe, deadline
 
     def end_room(self, room_id: str, reason: str) -> bool:
         """End the room's active session for everyone; False if there was none (404)."""
@@ -84,6 +84,7 @@ class HmsClient:
                 f"/active-rooms/{segment(room_id)}/end-room",
                 endpoint="/active-rooms/{room_id}/end-room",
                 observe=self._observe,
+                deadline=self._deadline,
                 json={"reason": reason, "lock": False},
             )
         except UpstreamError as exc:
@@ -105,6 +106,7 @@ class HmsClient:
             "/sessions",
             endpoint="/sessions",
             observe=self._observe,
+            deadline=self._deadline,
             params={"room_id": room_id, "active": "true", "limit": 10},
         )
         for session in _dict(response.json()).get("data") or []:
@@ -124,7 +126,16 @@ class HmsClient:
         """The enabled room called `name` (case-insensitive), without creating it
         (`GET /rooms?name=`; 100ms lists enabled rooms unless asked otherwise, 100ms-docs
         Rooms/list-rooms.mdx)."""
-        response = call(self._http, API, "GET", "/rooms", endpoint="/rooms", observe=self._observe, params={"name": name})
+        response = call(
+            self._http,
+            API,
+            "GET",
+            "/rooms",
+            endpoint="/rooms",
+            observe=self._observe,
+            deadline=self._deadline,
+            params={"name": name},
+        )
         for found in _dict(response.json()).get("data") or []:
             room = _room(found)
             if room is not None and room.name.lower() == name.lower():
@@ -135,7 +146,13 @@ class HmsClient:
         """The room `room_id`, or None when 100ms knows none (`GET /rooms/{id}`, Rooms/retrieve-room.mdx)."""
         try:
             response = call(
-                self._http, API, "GET", f"/rooms/{segment(room_id)}", endpoint="/rooms/{room_id}", observe=self._observe
+                self._http,
+                API,
+                "GET",
+                f"/rooms/{segment(room_id)}",
+                endpoint="/rooms/{room_id}",
+                observe=self._observe,
+                deadline=self._deadline,
             )
         except UpstreamError as exc:
             if exc.status == 404:
@@ -148,10 +165,12 @@ class HmsClient:
         room of that name, names case-insensitive; Rooms/create-via-api.mdx). That call also
         updates an existing room with what it is given, so callers look the room up first."""
         body = {"name": name, **({"template_id": template_id} if template_id else {})}
-        response = call(self._http, API, "POST", "/rooms", endpoint="/rooms", observe=self._observe, json=body)
+        response = call(
+            self._http, API, "POST", "/rooms", endpoint="/rooms", json=body, observe=self._observe, deadline=self._deadline
+        )
         room = _room(response.json())
         if room is None:
-            raise UpstreamError(API, response.status_code, "room creation answered no room id", Retry.BACKOFF)
+            raise UpstreamError(API, response.status, "room creation answered no room id", Retry.BACKOFF)
         return room
 
     def replay_failed_webhooks(self, start: str, end: str) -> dict[str, Any]:
@@ -163,6 +182,7 @@ class HmsClient:
             "/analytics/webhooks/replay",
             endpoint="/analytics/webhooks/replay",
             observe=self._observe,
+            deadline=self._deadline,
             json={"start_time": start, "end_time": end, "status": "failed"},
         )
         return _dict(response.json())

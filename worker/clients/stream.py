@@ -11,7 +11,7 @@ import jwt
 
 from ..core.calls import ROSTER_MEMBER_LIMIT
 from ..core.events import CallFields, parse_time, read_fields
-from .http import Observe, call, segment, unobserved
+from .http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
 
 API = "stream"
 
@@ -39,8 +39,14 @@ def call_field_update(fields: CallFields, prefix: str) -> dict[str, Any]:
 
 
 class StreamClient:
-    def __init__(self, client: httpx.Client, field_path: tuple[str, ...], observe: Observe = unobserved):
-        self._http, self._observe = client, observe
+    def __init__(
+        self,
+        client: httpx.Client,
+        field_path: tuple[str, ...],
+        observe: Observe = unobserved,
+        deadline: float = CALL_DEADLINE_SECONDS,
+    ):
+        self._http, self._observe, self._deadline = client, observe, deadline
         self._path = field_path
         self._prefix = "".join(f"{part}." for part in field_path)
 
@@ -54,6 +60,7 @@ class StreamClient:
             f"/channels/{segment(kind)}/{segment(ident)}",
             endpoint="/channels/{type}/{id}",
             observe=self._observe,
+            deadline=self._deadline,
             json=call_field_update(fields, self._prefix),
         )
         channel = _dict(response.json().get("channel"))
@@ -62,7 +69,9 @@ class StreamClient:
     def read_call_fields(self, cid: str) -> tuple[CallFields | None, float | None]:
         """The channel's call fields through QueryChannels (no side effects); None if it does not exist."""
         body = {"filter_conditions": {"cid": cid}, "state": True, "watch": False, "presence": False, "limit": 1}
-        response = call(self._http, API, "POST", "/channels", endpoint="/channels", observe=self._observe, json=body)
+        response = call(
+            self._http, API, "POST", "/channels", endpoint="/channels", observe=self._observe, deadline=self._deadline, json=body
+        )
         channels = response.json().get("channels") or []
         if not channels:
             return None, None
@@ -81,7 +90,9 @@ class StreamClient:
             "member_limit": ROSTER_MEMBER_LIMIT,
             "message_limit": 0,
         }
-        response = call(self._http, API, "POST", "/channels", endpoint="/channels", observe=self._observe, json=body)
+        response = call(
+            self._http, API, "POST", "/channels", endpoint="/channels", observe=self._observe, deadline=self._deadline, json=body
+        )
         return _dict(response.json())
 
     def channel_member(self, cid: str, user_id: str) -> dict[str, Any]:
@@ -90,7 +101,9 @@ class StreamClient:
         kind, _, ident = cid.partition(":")
         payload = {"type": kind, "id": ident, "filter_conditions": {"id": {"$in": [user_id]}}, "limit": 1}
         params = {"payload": json.dumps(payload, separators=(",", ":"))}
-        response = call(self._http, API, "GET", "/members", endpoint="/members", observe=self._observe, params=params)
+        response = call(
+            self._http, API, "GET", "/members", endpoint="/members", observe=self._observe, deadline=self._deadline, params=params
+        )
         return _dict(response.json())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -26,26 +27,38 @@ class UpstreamError(Exception):
 
 def wait_from_headers(headers: Mapping[str, str], now: float, rate_limit_reset: bool = True) -> float | None:
     """Seconds to wait from `Retry-After` (seconds or HTTP date) or, when `rate_limit_reset`,
-    `X-RateLimit-Reset` (unix seconds)."""
+    `X-RateLimit-Reset` (unix seconds); None when neither says something usable.
+
+    RFC 9110 §10.2.3 allows only a non-negative number of seconds or a date: `nan`, `inf` or a
+    negative count is junk and treated as absent (a NaN countdown cannot even be published).
+    A date or a reset time already past means "now".
+    """
     lowered = {key.lower(): value for key, value in headers.items()}
     value = lowered.get("retry-after", "").strip()
     wait: float | None = None
     if value:
-        try:
-            wait = float(value)
-        except ValueError:
+        wait = _seconds(value)
+        if wait is None:
             try:
-                wait = parsedate_to_datetime(value).timestamp() - now
+                wait = max(parsedate_to_datetime(value).timestamp() - now, 0.0)
             except (TypeError, ValueError, IndexError, OverflowError):
                 wait = None
-    if wait is None and rate_limit_reset and lowered.get("x-ratelimit-reset", "").strip():
-        try:
-            wait = float(lowered["x-ratelimit-reset"]) - now
-        except ValueError:
-            wait = None
-    if wait is None:
+    reset = lowered.get("x-ratelimit-reset", "").strip()
+    if wait is None and rate_limit_reset and reset:
+        at = _seconds(reset)
+        wait = None if at is None else max(at - now, 0.0)
+    if wait is None or not math.isfinite(wait):
         return None
-    return min(max(wait, 0.0), MAX_WAIT_SECONDS)
+    return min(wait, MAX_WAIT_SECONDS)
+
+
+def _seconds(value: str) -> float | None:
+    """A finite, non-negative number, or None."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def classify(api: str, status: int, headers: Mapping[str, str], message: str, now: float) -> UpstreamError:
@@ -80,7 +93,8 @@ def retry_delay(error: UpstreamError, attempt: int, jitter: float, max_retries: 
     """Seconds until the next try after `attempt` failed ones, or None: dead letter."""
     if error.retry is Retry.NEVER or attempt >= max_retries:
         return None
+    told = error.retry_after if error.retry_after is not None and math.isfinite(error.retry_after) else None
     if error.retry is Retry.AFTER:
         # Spread the herd a little past the reset instead of all at once on it.
-        return (error.retry_after or 1.0) + jitter
-    return max(error.retry_after or 0.0, backoff_seconds(attempt, jitter))
+        return min(max(told or 1.0, 0.0), MAX_WAIT_SECONDS) + jitter
+    return max(min(told or 0.0, MAX_WAIT_SECONDS), backoff_seconds(attempt, jitter))
