@@ -527,7 +527,7 @@ class State:
         if exists and event.fields is None:
             return Observed(None, None, applied=False)
         bind = (event.fields.call_id, now) if event.fields is not None and event.fields.call_id else None
-        return self.record_channel(event.cid, event.fields, event.version or now, exists, bind=bind, pending="mark")
+        return self.record_channel(event.cid, event.fields, event.created_at or now, exists, bind=bind, pending="mark")
 
 
 def _cids(call_id: str, members: Any) -> set[str]:

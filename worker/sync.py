@@ -100,9 +100,9 @@ def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> Load
             loaded = rt.state.load(cid) or loaded  # without a token the load always answers
         plan = plan_channel(loaded.channel, loaded.calls, now, grace)
         if plan.read_first:
-            fields, version = rt.stream.read_call_fields(cid)
-            # Without Stream's `updated_at` the read is the oldest news: any event supersedes it.
-            rt.state.record_channel(cid, fields, version or 0.0, exists=fields is not None)
+            fields = rt.stream.read_call_fields(cid)
+            # Dated like a write (see _write): Stream showed this at or after `now`.
+            rt.state.record_channel(cid, fields, now, exists=fields is not None)
         elif plan.write is not None:
             _write(rt, cid, loaded, plan.write, token, now)
             return None
@@ -125,11 +125,20 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
             rt.tally.inc(RATE_LIMIT_WAITS, labels)
             rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, grant.wait)
             raise Later(grant.wait, "Stream update ceiling reached")
-        fields, version = rt.stream.update_call_fields(cid, wanted)
+        fields = rt.stream.update_call_fields(cid, wanted)
         live = live_call(loaded.calls)
         # The claim callsync writes belongs to the session it is for, whatever the clocks say.
         since = live.session.started_at if live and live.session else None
-        _, record = channel_change(cid, loaded.raw, fields, version or now, claimed_since=since, pending="clear")
+        # The write's version. Stream's answer carries no event time (`updated_at` does not move
+        # on a partial update), so the write is dated `now`, read before the PATCH left: Stream
+        # applied it after that, and stamps its `channel.updated` echo, and every change made
+        # after it, with a `created_at` at or after `now` (its clock and ours agree to NTP's
+        # accuracy). So the echo applies (the same fields: nothing changes) and any later change
+        # is news, while a change Stream applied before `now`, delivered late, is older and
+        # ignored. A change in between (after `now`, before our write landed) still applies: the
+        # record then shows it until our echo, newer, puts our fields back; at worst one write
+        # more, never a change lost.
+        _, record = channel_change(cid, loaded.raw, fields, now, claimed_since=since, pending="clear")
         steps = [rt.limiter.release_call(grant.token), rt.state.unlock_call(cid, token)]
         if record is not None:
             steps.insert(0, rt.state.replace_call(cid, loaded.raw, record))
@@ -143,7 +152,7 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
         # An event was recorded between the read and this write, and it judged itself against
         # a record now out of date: record the write without losing the newer news, keep the
         # channel pending and reconcile it again.
-        rt.state.record_channel(cid, fields, version or now, claimed_since=since, pending="force")
+        rt.state.record_channel(cid, fields, now, claimed_since=since, pending="force")
         rt.schedule(RECONCILE, (cid,))
 
 

@@ -77,7 +77,12 @@ class StreamEvent:
     type: str
     cid: str | None
     fields: CallFields | None  # None when the event carries no channel object
-    version: float | None  # channel.updated_at, else the event's created_at
+    # The event's own top-level `created_at` (Stream's clock): what orders and dates Stream
+    # events. Never `channel.updated_at`: live partial updates leave it as it was (an event
+    # recorded from the live API in GetStream/stream-chat-test-mock-server,
+    # src/jsons/ws_events_channel.json, and the example in GetStream/stream-chat-python,
+    # docs/webhooks/webhook_events.md, both show it equal to the channel's `created_at`).
+    created_at: float | None
     from_server: bool  # request_info.type == "server"
     user_id: str | None
 
@@ -87,7 +92,7 @@ class StreamEvent:
             "type": self.type,
             "cid": self.cid,
             "fields": {"active": fields.active, "call_id": fields.call_id} if fields else None,
-            "version": self.version,
+            "created_at": self.created_at,
             "from_server": self.from_server,
             "user_id": self.user_id,
         }
@@ -95,7 +100,15 @@ class StreamEvent:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StreamEvent:
         fields = raw.get("fields")
-        return cls(**{**raw, "fields": CallFields(**fields) if fields else None})
+        # A task queued before `created_at` replaced `version` (updated_at: no clock) runs undated.
+        return cls(
+            type=raw["type"],
+            cid=raw["cid"],
+            fields=CallFields(**fields) if fields else None,
+            created_at=raw.get("created_at"),
+            from_server=raw["from_server"],
+            user_id=raw.get("user_id"),
+        )
 
 
 @dataclass(frozen=True)
@@ -182,7 +195,7 @@ def parse_stream_event(body: object, prefix: tuple[str, ...]) -> StreamEvent | N
         type=kind,
         cid=cid,
         fields=fields,
-        version=parse_time(channel.get("updated_at")) or parse_time(body.get("created_at")),
+        created_at=parse_time(body.get("created_at")),
         from_server=isinstance(request_info, dict) and request_info.get("type") == "server",
         user_id=_str(user, "id") if isinstance(user, dict) else None,
     )
