@@ -100,7 +100,13 @@ def test_client_ending_the_call_ends_the_open_session():
     assert call_ended_by_client(before, after, True) is None and call_ended_by_client(INACTIVE, after, False) is None
 
 
-def test_clock_skew_between_platforms_is_tolerated_but_bounded():
-    calls = [Call(X, session("closed", ended=200.0))]
-    assert plan_channel(channel(True, X, since=201.5), calls, 202.0, GRACE) == Plan(write=INACTIVE)
-    assert plan_channel(channel(True, X, since=205.0), calls, 206.0, GRACE).verify_call == X
+def test_a_claim_within_the_clocks_disagreement_of_an_end_is_asked_about_not_cleared():
+    calls = [Call(X, session("closed", started=100.0, ended=200.0))]
+    assert plan_channel(channel(True, X, since=197.5), calls, 202.0, GRACE) == Plan(write=INACTIVE)  # clearly before
+    for since in (198.5, 200.0, 201.5):  # maybe a member's new call, its open not here yet
+        assert plan_channel(channel(True, X, since=since), calls, 202.0, GRACE) == Plan(verify_call=X, verify_at=since + GRACE)
+
+
+def test_callsyncs_own_claim_of_a_session_is_stale_once_it_ended_however_short():
+    calls = [Call(X, session("closed", started=100.0, ended=100.5))]  # dated by the session's own start
+    assert plan_channel(channel(True, X, since=100.0), calls, 101.0, GRACE) == Plan(write=INACTIVE)
