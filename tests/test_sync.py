@@ -305,3 +305,20 @@ def test_a_client_ending_the_call_is_seen_by_a_rerun_after_the_first_try_died_mi
     ends = [p for m, p, b in world.hms.calls if p.endswith("/end-room")]
     assert ends == [f"/active-rooms/{room['id']}/end-room"]
     assert world.fields() == {"callActive": False}
+
+
+def test_a_channel_found_missing_is_read_again_when_a_session_of_its_call_opens(world):
+    room, first = open_call(world)  # the room names messaging:general, which Stream does not have yet
+    reads = lambda: [p for m, p, _ in world.stream.calls if (m, p) == ("POST", "/channels")]  # noqa: E731
+    assert len(reads()) == 1 and world.patches() == []
+    world.stream.create_channel(CID)  # created now; its channel.created never reached callsync
+    world.stream.outbox.clear()
+    world.deliver_hms(world.hms_event("peer.join.success", first, room, peer_id="p2"))
+    assert len(reads()) == 1  # the same session: not read again
+    world.hms.close_session(first["id"])
+    world.deliver_hms(world.hms_event("session.close.success", first, room))
+    world.now += 60
+    second = world.hms.open_session(room["id"], started_at=world.now)
+    world.deliver_hms(world.hms_event("session.open.success", second, room))
+    assert len(reads()) == 2
+    assert world.fields() == {"callActive": True, "callId": CALL}

@@ -100,3 +100,33 @@ def test_the_echo_of_callsyncs_write_changes_nothing_whichever_comes_first(world
     assert world.fields() == {"callActive": False}
     assert len(world.patches()) == 2
     assert world.rt.state.channel(CID).fields == CallFields(False, None)
+
+
+def test_a_member_claiming_the_next_call_before_the_last_ones_close_is_here_keeps_the_flag(world):
+    """The member re-writes the same claim for a new session while callsync still shows the
+    last one (its close not yet delivered): the claim is the member's, not the last session's."""
+    world.stream.create_channel(CID)
+    room = world.hms.create_room(CALL)
+    first = world.hms.open_session(room["id"])
+    deliver_hms_outbox(world)
+    world.deliver_stream_outbox()
+    world.now += 600
+    world.hms.close_session(first["id"])
+    [held_close] = world.hms.outbox
+    world.hms.outbox.clear()
+    cleared = server_clears(world)
+    world.now += 2.5
+    world.hms.open_session(room["id"])  # the next call; its open comes late too
+    [held_open] = world.hms.outbox
+    world.hms.outbox.clear()
+    world.stream.client_update(CID, {"data.callActive": True, "data.callId": CALL})
+    world.deliver_stream_outbox()
+    world.now += 0.5
+    world.hms.outbox[:] = [held_close]
+    deliver_hms_outbox(world)  # the last session's close, after the member's claim
+    world.now += 0.5
+    world.hms.outbox[:] = [held_open]
+    deliver_hms_outbox(world)
+    world.now += 120
+    world.drain(until=world.now)
+    assert cleared == [] and world.fields() == {"callActive": True, "callId": CALL}

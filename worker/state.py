@@ -265,11 +265,15 @@ def channel_change(
     exists: bool = True,
     claimed_since: float | None = None,
     pending: Pending = "keep",
+    by_member: bool = False,
+    missing_for: str | None = None,
 ) -> tuple[Observed, dict[Any, Any] | None]:
     """Recording what Stream showed for `cid` at `version` over the record `raw`: the outcome,
     and the record to write (None when something newer is recorded). `pending`: "mark" for an
     event (marked if it changed the record), "keep" the mark as it is, "clear" it (a reconcile
-    that read `raw` writes the record), "force" it (what a reconcile read is out of date)."""
+    that read `raw` writes the record), "force" it (what a reconcile read is out of date).
+    `by_member`: the news is a member's event (not a server-side request). `missing_for`: the
+    live session a read that found no channel was made for."""
     previous = channel_from_hash(cid, raw) if raw else None
     was_pending = bool(raw.get(b"p"))
     # What the channel showed before its pending change: what a re-run judges "End call" by.
@@ -279,8 +283,8 @@ def channel_change(
             return Observed(previous, previous, applied=False, pending=True), {**raw, b"p": b"1"}
         return Observed(previous, previous, applied=False, pending=was_pending, before=before), None
     shown = fields if exists and fields is not None else CallFields(False, None)
-    since = claimed_since if claimed_since is not None and shown.active else claim_since(previous, shown, version)
-    current = Channel(cid, shown, exists, since)
+    since = claimed_since if claimed_since is not None and shown.active else claim_since(previous, shown, version, by_member)
+    current = Channel(cid, shown, exists, since, None if exists else missing_for)
     marked = pending == "force" or (pending != "clear" and (was_pending or (pending == "mark" and current != previous)))
     record = channel_to_hash(current, version, marked)
     if marked and before is not None:
@@ -499,6 +503,8 @@ class State:
         claimed_since: float | None = None,
         pending: Pending = "keep",
         bind: tuple[str, float] | None = None,
+        by_member: bool = False,
+        missing_for: str | None = None,
     ) -> Observed:
         """Record what Stream showed for `cid` at `version` unless something newer is recorded.
 
@@ -508,7 +514,8 @@ class State:
         key = channel_key(cid)
 
         def apply(pipe: redis.client.Pipeline) -> Observed:
-            observed, new = channel_change(cid, pipe.hgetall(key), fields, version, exists, claimed_since, pending)
+            raw = pipe.hgetall(key)
+            observed, new = channel_change(cid, raw, fields, version, exists, claimed_since, pending, by_member, missing_for)
             pipe.multi()
             if bind is not None:
                 self._bind(pipe, cid, *bind)  # first: ZADD's count of new members is result 0
@@ -527,7 +534,9 @@ class State:
         if exists and event.fields is None:
             return Observed(None, None, applied=False)
         bind = (event.fields.call_id, now) if event.fields is not None and event.fields.call_id else None
-        return self.record_channel(event.cid, event.fields, event.created_at or now, exists, bind=bind, pending="mark")
+        return self.record_channel(
+            event.cid, event.fields, event.created_at or now, exists, bind=bind, pending="mark", by_member=not event.from_server
+        )
 
 
 def _cids(call_id: str, members: Any) -> set[str]:
@@ -554,7 +563,9 @@ def channel_from_hash(cid: str, raw: Raw) -> Channel:
     if not raw:
         return Channel(cid, None)
     fields = CallFields(active=raw.get(b"a") == b"1", call_id=_s(raw.get(b"id")))
-    return Channel(cid, fields, exists=raw.get(b"x", b"1") == b"1", claim_since=_f(raw.get(b"cl")))
+    return Channel(
+        cid, fields, exists=raw.get(b"x", b"1") == b"1", claim_since=_f(raw.get(b"cl")), missing_for=_s(raw.get(b"mf"))
+    )
 
 
 def channel_to_hash(channel: Channel, version: float, pending: bool = False) -> dict[Any, Any]:
@@ -566,4 +577,6 @@ def channel_to_hash(channel: Channel, version: float, pending: bool = False) -> 
         raw["id"] = fields.call_id
     if channel.claim_since is not None:
         raw["cl"] = repr(channel.claim_since)
+    if channel.missing_for:
+        raw["mf"] = channel.missing_for
     return raw

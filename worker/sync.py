@@ -101,8 +101,10 @@ def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> Load
         plan = plan_channel(loaded.channel, loaded.calls, now, grace)
         if plan.read_first:
             fields = rt.stream.read_call_fields(cid)
+            live = live_call(loaded.calls)
             # Dated like a write (see _write): Stream showed this at or after `now`.
-            rt.state.record_channel(cid, fields, now, exists=fields is not None)
+            missing_for = live.session.session_id if fields is None and live and live.session else None
+            rt.state.record_channel(cid, fields, now, exists=fields is not None, missing_for=missing_for)
         elif plan.write is not None:
             _write(rt, cid, loaded, plan.write, token, now)
             return None

@@ -34,6 +34,7 @@ class Channel:
     fields: CallFields | None  # None: never seen, read it first
     exists: bool = True
     claim_since: float | None = None  # when its current `callActive: true` claim began
+    missing_for: str | None = None  # the live session it was last found missing (QueryChannels) for
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,11 @@ def plan_channel(channel: Channel, calls: Sequence[Call], now: float, grace: flo
     if channel.fields is None:
         return Plan(read_first=True)
     if not channel.exists:
-        return Plan()
+        # Read again once per session of its call: a channel created since, whose
+        # channel.created was lost, still shows the call.
+        live = live_call(calls)
+        fresh = live is not None and live.session is not None and live.session.session_id != channel.missing_for
+        return Plan(read_first=True) if fresh else Plan()
     known, desired = channel.fields, desired_state(calls)
     if desired.active or not known.active:
         return Plan(write=desired) if known != desired else Plan()
@@ -101,10 +106,20 @@ def plan_channel(channel: Channel, calls: Sequence[Call], now: float, grace: flo
     return Plan(verify_call=claim.call_id, verify_at=max(since + grace, now))
 
 
-def claim_since(previous: Channel | None, fields: CallFields, version: float) -> float | None:
-    """When the claim in `fields` began: kept while the same call stays claimed."""
+def claim_since(previous: Channel | None, fields: CallFields, version: float, by_member: bool = False) -> float | None:
+    """When the claim in `fields` began: kept while the same call stays claimed by server-side
+    writes (callsync's own and their echoes), restarted by a member's event showing it.
+
+    A member's event may be the member starting a new call under the same call id (the
+    reference client writes the claim again right after joining), so the claim is judged from
+    then on: a session that ended before it is not its session, and 100ms's "no live session"
+    clears it only one grace after it. A claim no session backs is still cleared one grace
+    after the last member event that showed it.
+    """
     if not fields.active:
         return None
+    if by_member:
+        return version
     if previous is not None and previous.fields == fields and previous.claim_since is not None:
         return previous.claim_since
     return version
