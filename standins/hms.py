@@ -103,6 +103,12 @@ class FakeHms(Fake):
         self._deliver(hook)
         return result
 
+    def live_session_id(self, room_id: str) -> str | None:
+        """The id of the room's live session, if one runs."""
+        with self._lock:
+            session = self._active(room_id)
+            return str(session["id"]) if session else None
+
     def close_session(self, session_id: str) -> None:
         """End a session; queues session.close.success (no-op if already closed)."""
         with self._lock:

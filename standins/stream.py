@@ -97,13 +97,16 @@ class FakeStream(Fake):
                 node = node.get(key) if isinstance(node, dict) else None
             return copy.deepcopy(node) if isinstance(node, dict) else {}
 
-    def client_update(self, cid: str, set: Json, unset: list[str] | None = None, user_id: str = "alice") -> None:
-        """Apply an update as a chat client would; queues channel.updated with request_info type client."""
+    def client_update(self, cid: str, set: Json, unset: list[str] | None = None, user_id: str = "alice") -> Json:
+        """Apply an update as a chat client would; queues channel.updated with request_info type
+        client, and returns that event."""
         with self._lock:
             self._update(cid, set, unset or [])
             hook = self._channel_updated(cid, {"type": "client"}, {"id": user_id})
         self._changed(cid, "client")
         self._deliver(hook)
+        event: Json = json.loads(hook[1])
+        return event
 
     def _changed(self, cid: str, by: str) -> None:
         if self.change_watchers:
