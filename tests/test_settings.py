@@ -24,6 +24,7 @@ def test_values_are_parsed():
         }
     )
     assert settings.hms_webhook_secrets == ("old", "new")
+    assert settings.stream_api_secret == "" and settings.stream_webhook_secrets == ()
     assert settings.field_path == ()
     assert settings.stream_update_rate == Rate(5, 1.0)
     assert settings.dry_run and not settings.end_room_on_call_end
@@ -69,3 +70,14 @@ def test_task_events_are_off_unless_asked_for():
 
     assert create_celery(load_settings({})).conf.worker_send_task_events is False
     assert create_celery(load_settings({"CALLSYNC_TASK_EVENTS": "true"})).conf.worker_send_task_events is True
+
+
+def test_a_stream_secret_list_signs_with_the_first_and_verifies_with_any():
+    settings = load_settings({"STREAM_API_SECRET": " new-secret , old-secret ,,"})
+    assert settings.stream_api_secret == "new-secret"
+    assert settings.stream_webhook_secrets == ("new-secret", "old-secret")
+    assert set(settings.secrets) >= {"new-secret", "old-secret"}  # both scrubbed from logs
+    assert "secret" not in repr(settings)
+    assert load_settings({"STREAM_API_SECRET": "one"}).stream_webhook_secrets == ("one",)
+    with pytest.raises(ConfigError, match="STREAM_API_SECRET"):
+        load_settings({"REDIS_URL": "redis://x", "STREAM_API_SECRET": " , "}).require("web")

@@ -61,6 +61,19 @@ def test_retry_with_a_new_webhook_id_is_a_new_delivery(client, redis_client):
     assert len(queued(redis_client)) == 2
 
 
+def test_a_stream_key_rotation_verifies_with_any_secret_and_logs_none(redis_client, caplog):
+    new, old = "new-stream-secret", "old-stream-secret"
+    rotating = Settings(redis_url="redis://unused", stream_api_secret=new, stream_rotation_secrets=(old,))
+    client = create_app(rotating, redis_client).test_client()
+    with caplog.at_level("DEBUG"):
+        for n, secret in enumerate((new, old, SECRET)):
+            body = json.dumps({**load("stream_channel_updated"), "cid": f"messaging:c{n}"}).encode()
+            answer = client.post("/webhooks/stream", data=body, headers=stream_headers(body, secret, webhook_id=f"wh-{n}"))
+            assert answer.status_code == (202 if secret != SECRET else 401), secret
+    assert [event["cid"] for _, event in queued(redis_client)] == ["messaging:c1", "messaging:c0"]  # LPUSH: newest first
+    assert new not in caplog.text and old not in caplog.text
+
+
 def test_gzip_body_is_verified_after_inflating(client, redis_client):
     body = json.dumps(load("stream_channel_updated")).encode()
     answer = client.post(

@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     @app.post("/webhooks/stream")
     def stream_webhook() -> Response:
         def verify(body: bytes) -> None:
-            verify_stream(body, request.headers.get("X-Signature"), settings.stream_api_secret)
+            verify_stream(body, request.headers.get("X-Signature"), settings.stream_webhook_secrets)
 
         def parse(obj: object, webhook_id: str | None) -> tuple[Any, str | None]:
             return parse_stream_event(obj, prefix), webhook_id

@@ -174,7 +174,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     body = Path(args.file).read_bytes()
     if args.source == "stream":
-        secret = os.environ.get("STREAM_API_SECRET") or DEV_STREAM_SECRET
+        secret = (os.environ.get("STREAM_API_SECRET") or DEV_STREAM_SECRET).split(",")[0].strip()  # as Stream: the first
         headers = {"X-Signature": sign_stream(body, secret), "X-Webhook-Id": args.id or os.urandom(8).hex()}
     else:
         secrets = os.environ.get("HMS_WEBHOOK_SECRET") or DEV_HMS_SECRET

@@ -28,7 +28,10 @@ class Rate:
 class Settings:
     redis_url: str | None = None
     stream_api_key: str = field(default="", repr=False)
-    stream_api_secret: str = field(default="", repr=False)
+    stream_api_secret: str = field(default="", repr=False)  # signs API calls and server tokens
+    # During a key rotation: more secrets a webhook's signature may be made with (the rest of
+    # STREAM_API_SECRET's comma-separated list); never used to sign.
+    stream_rotation_secrets: tuple[str, ...] = field(default=(), repr=False)
     stream_base_url: str = "https://chat.stream-io-api.com"
     hms_access_key: str = field(default="", repr=False)
     hms_app_secret: str = field(default="", repr=False)
@@ -51,7 +54,12 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for scrubbing logs."""
-        return tuple(s for s in (self.stream_api_secret, self.hms_app_secret, *self.hms_webhook_secrets) if s)
+        return tuple(s for s in (*self.stream_webhook_secrets, self.hms_app_secret, *self.hms_webhook_secrets) if s)
+
+    @property
+    def stream_webhook_secrets(self) -> tuple[str, ...]:
+        """The secrets a Stream webhook's `X-Signature` may be made with: any of them verifies."""
+        return tuple(s for s in (self.stream_api_secret, *self.stream_rotation_secrets) if s)
 
     @property
     def field_path(self) -> tuple[str, ...]:
@@ -132,10 +140,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     redis_url = env.get("REDIS_URL", "").strip() or None
     if redis_url and not re.match(r"^(rediss?|unix)://", redis_url):
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    stream_secrets = [s.strip() for s in env.get("STREAM_API_SECRET", "").split(",") if s.strip()] or [""]
     return Settings(
         redis_url=redis_url,
         stream_api_key=env.get("STREAM_API_KEY", "").strip(),
-        stream_api_secret=env.get("STREAM_API_SECRET", "").strip(),
+        stream_api_secret=stream_secrets[0],
+        stream_rotation_secrets=tuple(stream_secrets[1:]),
         stream_base_url=_url(env, "STREAM_BASE_URL", Settings.stream_base_url),
         hms_access_key=env.get("HMS_ACCESS_KEY", "").strip(),
         hms_app_secret=env.get("HMS_APP_SECRET", "").strip(),
