@@ -217,16 +217,33 @@ def parse_hms_event(body: object) -> HmsEvent | None:
     room_id, session_id = _str(data, "room_id", 128), _str(data, "session_id", 128)
     if room_id is None or session_id is None:
         raise InvalidEvent(f"{kind} lacks data.room_id or data.session_id")
-    at = None
-    for key in ("session_stopped_at", "left_at", "joined_at"):
-        at = at or parse_time(data.get(key))
+    started_at = parse_time(data.get("session_started_at"))
     return HmsEvent(
         id=event_id,
         type=kind,
         room_id=room_id,
         room_name=valid_call_id(data.get("room_name")),
         session_id=session_id,
-        started_at=parse_time(data.get("session_started_at")),
-        at=at or parse_time(body.get("timestamp")),
+        started_at=started_at,
+        at=_hms_event_time(body, data, started_at),
         is_replay=body.get("is_replay") is True,
     )
+
+
+def _hms_event_time(body: dict[str, Any], data: dict[str, Any], started_at: float | None) -> float | None:
+    """When an event happened: its own time (`session_stopped_at`, `left_at`, `joined_at`), else
+    the start plus `session_duration`, else the envelope's `timestamp`, never before the start.
+
+    100ms's webhook page (100mslive/100ms-docs) of 2022 shows `session.close.success` without
+    `session_stopped_at`, and its samples date `room.end.success` and that close by a `timestamp`
+    in whole seconds, before the session's start with nanoseconds.
+    """
+    for key in ("session_stopped_at", "left_at", "joined_at"):
+        at = parse_time(data.get(key))
+        if at is not None:
+            return at
+    duration = data.get("session_duration")
+    if started_at is not None and isinstance(duration, int | float) and not isinstance(duration, bool) and 0 < duration < 10**7:
+        return started_at + float(duration)
+    at = parse_time(body.get("timestamp"))
+    return max(at, started_at) if at is not None and started_at is not None else at
