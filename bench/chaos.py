@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from standins import FakeHms, FakeStream, serve
 from standins.base import Fake
 from worker import launch
+from worker.core.events import parse_time
 from worker.deadletters import DeadLetters
 from worker.queue import QUEUE
 from worker.settings import Rate, load_settings
@@ -179,7 +180,6 @@ class Courier:
         self.lost: list[Delivery] = []
         self.slow_opens: set[str] = set()  # rooms whose next session.open.success comes `claim_lag` later
         self.told: dict[str, float] = {}  # session id -> when callsync first took its open (monotonic)
-        self.claims_told: dict[tuple[str, str], float] = {}  # (cid, created_at) of a member's claim -> when taken
         self.stop = threading.Event()
         self.http = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=64))
         self.pool = ThreadPoolExecutor(48, thread_name_prefix="courier")
@@ -229,10 +229,6 @@ class Courier:
         with self.lock:
             return self.told.get(session_id, float("inf"))
 
-    def claim_told_at(self, cid: str, created_at: str) -> float:
-        with self.lock:
-            return self.claims_told.get((cid, created_at), float("inf"))
-
     def _push(self, at: float, delivery: Delivery) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (at, self.seq, delivery))
@@ -278,8 +274,6 @@ class Courier:
                 with self.lock:
                     if event["type"] == "session.open.success":
                         self.told.setdefault(event["data"]["session_id"], now)
-                    elif event.get("request_info", {}).get("type") == "client":
-                        self.claims_told.setdefault((event["cid"], event["created_at"]), now)
             else:
                 self.stats[f"answered {status}"] += 1
                 self.error_bodies.append(text)
@@ -349,7 +343,7 @@ class Report:
     wrong: list[str] = field(default_factory=list)
     claims: int = 0  # lifecycles whose member wrote the claim
     live_cleared: list[str] = field(default_factory=list)  # flags cleared while the session they were raised for was live
-    raced: list[str] = field(default_factory=list)  # ... by a write sent before callsync had the member's claim
+    raced: list[str] = field(default_factory=list)  # ... by a clear decided before callsync had the member's claim
     dead_letters: list[tuple[str, str, str]] = field(default_factory=list)  # (class, task, error)
     writes: int = 0
     unshown: Counter[str] = field(default_factory=Counter)  # lifecycles never shown active, by fault under way
@@ -412,7 +406,7 @@ class Report:
             *(f"  WRONG {line}" for line in self.wrong[:20]),
             f"flags cleared while the session they were raised for was live: {len(self.live_cleared)} (target 0; "
             f"{self.claims} lifecycles claimed by the member right after joining); and {len(self.raced)} by a clear "
-            "sent before callsync had the member's claim, landing after it",
+            "decided before callsync had the member's claim, landing after it",
             *(f"  CLEARED {line}" for line in self.live_cleared[:20]),
             *(f"  raced {line}" for line in self.raced[:10]),
             f"dead letters: {len(self.dead_letters)}" + (f" ({len(self.unexplained)} unexplained)" if self.dead_letters else ""),
@@ -526,7 +520,7 @@ class Chaos:
                     stream.create_channel(cid_of(n), data=dict(TOPIC))
                     rooms[n] = hms.create_room(room_of(n))["id"]
                 courier = Courier(web, stream, hms, cfg)
-                self.watch_clears(stream, hms, rooms, courier)
+                self.watch_clears(stream, hms, rooms, courier, client)
                 stream.fail_randomly(cfg.seed + 2, cfg.p_5xx, cfg.p_429)
                 hms.fail_randomly(cfg.seed + 3, cfg.p_5xx, cfg.p_429)
                 courier.start()
@@ -554,24 +548,37 @@ class Chaos:
         self.report.seconds = time.monotonic() - self.started
         return self.report
 
-    def watch_clears(self, stream: FakeStream, hms: FakeHms, rooms: dict[int, str], courier: Courier) -> None:
+    def watch_clears(
+        self, stream: FakeStream, hms: FakeHms, rooms: dict[int, str], courier: Courier, client: redis.Redis
+    ) -> None:
         """Watch the Stream stand-in: count callsync's writes that changed nothing, note when each
         channel showed a call, and count every flag cleared while the session it was raised for is
         still live. A flag is raised for the room's live session when a member raises it, or when
         callsync does and had taken that session's open at least a second before (callsync's late
         write for the last session, landing a moment after the next one began, is not for it).
-        A member's flag cleared by a PATCH sent before callsync had taken the member's claim is the
-        race of two unconditional partial updates (Stream has none conditional), counted apart:
-        callsync could not know, and the session's open puts the flag back."""
+
+        Such a clear counts against callsync if, as its PATCH arrived, callsync's own records (read
+        from the run's Redis) already held the member's claim (the channel record's version, the
+        Stream time of its newest news, at or after the claim's `created_at`) or the session open
+        (the room's call record). Otherwise callsync decided before it had either, and its clear
+        landed after the member's claim: the race of two unconditional partial updates (Stream has
+        no conditional one), counted apart; the session's open puts the flag back."""
         shown: dict[str, dict[str, Any]] = {}
         raised: dict[str, tuple[str, str, float]] = {}  # cid -> (session, "client" | "server", when)
-        sent: dict[str, float] = {}  # cid -> when callsync's latest clearing PATCH arrived
+        knew: dict[str, tuple[float | None, Any, Any]] = {}  # cid -> its records at the PATCH
         room_of_cid = {cid_of(n): room for n, room in rooms.items()}
+        call_of_cid = {cid_of(n): room_of(n) for n in rooms}
 
         def on_call(arrived: float, call: Any) -> None:
             method, path, body = call
             if method == "PATCH" and body and body.get("set", {}).get("data.callActive") is False:
-                sent[path.removeprefix("/channels/").replace("/", ":", 1)] = time.monotonic()
+                cid = path.removeprefix("/channels/").replace("/", ":", 1)
+                try:
+                    version = client.hget(f"cs:ch:{cid}", "v")
+                    session, status = client.hmget(f"cs:c:{call_of_cid[cid]}", "s", "st")
+                except redis.RedisError:  # restarting: callsync read nothing newer either
+                    version = session = status = None
+                knew[cid] = (float(version) if version else None, session, status)
 
         def on_change(cid: str, fields: dict[str, Any], by: str) -> None:
             now = time.monotonic()
@@ -590,9 +597,11 @@ class Chaos:
                         f"{cid}: raised by {who} at t={when - self.started:.1f} s, cleared at t={now - self.started:.1f} s "
                         f"while session {live} was live"
                     )
-                    claim = self.member_claims.get(cid, "")
-                    unknown = raiser == "client" and courier.claim_told_at(cid, claim) > sent.get(cid, now)
-                    (self.report.raced if unknown else self.report.live_cleared).append(line)
+                    version, recorded, status = knew.get(cid, (None, None, None))
+                    claim = parse_time(self.member_claims.get(cid))
+                    had_claim = raiser == "client" and version is not None and claim is not None and version >= claim - 1e-6
+                    had_session = recorded == live.encode() and status == b"open"
+                    (self.report.live_cleared if had_claim or had_session else self.report.raced).append(line)
             shown[cid] = fields
 
         stream.watchers.append(on_call)

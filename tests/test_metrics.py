@@ -105,7 +105,7 @@ def test_state_gauges_are_read_from_redis_at_scrape(redis_client):
     data = {"room_id": "r1", "room_name": "call-messaging:general", "session_id": "s1", "session_started_at": started}
     event = parse_hms_event({"id": "e1", "type": "session.open.success", "timestamp": started, "data": data})
     assert event is not None
-    state.record_hms_event(event)
+    state.record_hms_event(event, now)
     state.bind("messaging:other", "team-call", now)
     DeadLetters(redis_client).add("callsync.reconcile_channel", ["messaging:general"], "stream 400: bad", 1, now)
     redis_client.set(LAST_SWEEP, repr(now - 5))

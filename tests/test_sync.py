@@ -116,12 +116,15 @@ def test_client_ending_the_call_ends_the_room_for_everyone(world):
     assert len(world.patches()) == 1
 
 
-def test_end_room_without_an_active_session_counts_as_done(world):
+def test_a_session_100ms_no_longer_runs_is_recorded_closed_not_ended(world):
     world.stream.create_channel(CID)
     _, session = open_call(world)
     world.hms.close_session(session["id"])  # it ended meanwhile; its webhook not yet here
     sync.end_session(world.rt, CALL, session["id"], "test")
-    assert world.rt.state.call(CALL).session.status == "ending"
+    assert world.rt.state.call(CALL).session.status == "closed"
+    assert not [p for m, p, _ in world.hms.calls if p.endswith("/end-room")]  # 100ms was asked, nothing ended
+    world.drain()
+    assert world.fields() == {"callActive": False}
 
 
 def test_rate_limited_stream_answer_says_how_long_to_wait(world):
@@ -227,7 +230,7 @@ def test_a_write_over_a_record_changed_since_the_read_records_afresh(world):
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room))
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
     loaded = world.rt.state.load(CID, lock=("t", 5.0))
     assert loaded is not None
     world.rt.state.record_channel(CID, CallFields(False, None), 1.0)  # recorded between the read and the write
@@ -276,13 +279,13 @@ def test_an_event_recorded_between_the_read_and_the_write_is_reconciled_after_al
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room))
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
     world.rt.state.record_channel(CID, CallFields(False, None), 1.0)
     loaded = world.rt.state.load(CID, lock=("t", 5.0))
     assert loaded is not None
     # While callsync's PATCH is on its way, a client's update lands at Stream after it: its
     # event matches the record callsync read (inactive), so by itself it asks for nothing.
-    late = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 3600, False, "alice")
+    late = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 1, False, "alice")
     assert not world.rt.state.observe_stream_event(late, world.now).needs_reconcile
     sync._write(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
     world.stream.client_update(CID, {"data.callActive": False}, ["data.callId"])  # what Stream now shows

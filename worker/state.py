@@ -17,9 +17,12 @@ from . import scripts
 from .core.events import CallFields, HmsEvent, StreamEvent, cid_of_room
 from .core.reconcile import Call, Channel, claim_since
 from .core.sessions import Session, advance, is_newer, observe
+from .core.timebounds import REPLAY_WINDOW_SECONDS, stream_event_time
 from .scripts import Script
 
-CLOSED_TTL = 2 * 86400  # a call record outlives its session's end this long: a late open still finds it closed
+# A call record outlives its session's end by 100ms's replay window (and a day): a replayed or late
+# open, even 30 days on, still finds its session closed (core/timebounds.py refuses older ones).
+CLOSED_TTL = REPLAY_WINDOW_SECONDS + 86400
 CALL_TTL = 14 * 86400  # bindings and channel records unseen this long are forgotten
 DEDUPE_TTL = 86400  # Stream retries within 15 s, 100ms within ~15 s: a day is ample
 MAX_BINDINGS = 8  # call ids remembered per channel
@@ -327,15 +330,16 @@ class State:
         else:
             pipe.expire(key, CLOSED_TTL)
 
-    def record_hms_event(self, event: HmsEvent) -> Session | None:
-        """Apply `event` to its room's call record; returns the session as observed.
+    def record_hms_event(self, event: HmsEvent, now: float) -> Session | None:
+        """Apply `event` (admitted by core.timebounds) to its room's call record at `now`; returns
+        the session as observed.
 
         Only a room's current session is kept (100ms runs one at a time): a late event of
         an older session changes nothing. Rooms without a call-id name bind no channel.
         """
-        return self.record_hms_event_and_bound(event)[0]
+        return self.record_hms_event_and_bound(event, now)[0]
 
-    def record_hms_event_and_bound(self, event: HmsEvent) -> tuple[Session | None, set[str]]:
+    def record_hms_event_and_bound(self, event: HmsEvent, now: float) -> tuple[Session | None, set[str]]:
         """`record_hms_event`, also returning the channels bound to the room (read in the same step)."""
         if not event.room_name:
             return None, set()
@@ -349,9 +353,8 @@ class State:
             if is_newer(new, current):
                 self._store(pipe, key, current, new)
             room_cid = cid_of_room(event.room_name)
-            seen_at = event.at or event.started_at
-            if room_cid and seen_at is not None:
-                _index_bound(pipe, room_cid, seen_at)
+            if room_cid:
+                _index_bound(pipe, room_cid, now)  # our clock: an event's own time may be anything
             pipe.smembers(call_channels_key(event.room_name or ""))  # last: its result is the last one
             return new
 
@@ -534,8 +537,9 @@ class State:
         if exists and event.fields is None:
             return Observed(None, None, applied=False)
         bind = (event.fields.call_id, now) if event.fields is not None and event.fields.call_id else None
+        version = stream_event_time(event.created_at, now)
         return self.record_channel(
-            event.cid, event.fields, event.created_at or now, exists, bind=bind, pending="mark", by_member=not event.from_server
+            event.cid, event.fields, version, exists, bind=bind, pending="mark", by_member=not event.from_server
         )
 
 
@@ -554,7 +558,8 @@ def _hash(flat: list[Any]) -> dict[Any, Any]:
 
 
 def _index_bound(pipe: redis.client.Pipeline, cid: str, at: float) -> None:
-    """Keep the index of bound channels; bindings unseen for CALL_TTL are forgotten, as their keys are."""
+    """Keep the index of bound channels at `at` (callsync's clock, never an event's); bindings
+    unseen for CALL_TTL are forgotten, as their keys are."""
     pipe.zadd(BOUND_CHANNELS, {cid: at}, gt=True)
     pipe.zremrangebyscore(BOUND_CHANNELS, "-inf", at - CALL_TTL)
 

@@ -99,7 +99,8 @@ def plan_channel(channel: Channel, calls: Sequence[Call], now: float, grace: flo
     if desired.active or not known.active:
         return Plan(write=desired) if known != desired else Plan()
     # The channel claims a call that has no open session recorded (CONTRACT §4 rule 4).
-    since = channel.claim_since if channel.claim_since is not None else now
+    # Never later than now: no claim, whatever clock dated it, defers its check past one grace.
+    since = min(channel.claim_since, now) if channel.claim_since is not None else now
     claim = _find(calls, known.call_id)
     if claim is None or _claim_is_stale(claim, since, grace):
         return Plan(write=INACTIVE)
