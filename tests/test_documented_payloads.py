@@ -28,11 +28,14 @@ def documented(name: str) -> bytes:
     return re.sub(rb"\s//[^\n\"]*$", b"", (DOCUMENTED / name).read_bytes(), flags=re.M)
 
 
-def receive(name: str) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
-    """Post the sample to a receiver of its own; its answer and the events it queued."""
+def receive(name: str, at: float | None = None) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+    """Post the sample to a receiver of its own, whose clock reads `at` (by default a second after
+    the sample happened); its answer and the events it queued."""
     store = fakeredis.FakeRedis()
-    client = create_app(SETTINGS, store).test_client()
     body = documented(name)
+    sample = json.loads(body)
+    happened = parse_time(sample.get("created_at") or sample.get("timestamp")) or 0.0
+    client = create_app(SETTINGS, store, clock=lambda: happened + 1.0 if at is None else at).test_client()
     if name.startswith("stream_"):
         answer = client.post("/webhooks/stream", data=body, headers=stream_headers(body, SECRET))
     else:
@@ -115,6 +118,12 @@ def test_documented_stream_channel_events_are_taken_and_dated_by_their_created_a
     assert event.created_at == pytest.approx(when(created_at))
     # A deleted channel shows nothing; the others carry no call fields: no call.
     assert event.fields == (None if event.type == "channel.deleted" else CallFields(False, None))
+
+
+@pytest.mark.parametrize("name", sorted(STREAM_ACTED_ON))
+def test_documented_stream_events_an_hour_old_are_ignored(name: str) -> None:
+    created_at = when(json.loads(documented(name))["created_at"])
+    assert receive(name, at=created_at + 3601.0) == (200, {"status": "ignored"}, [])
 
 
 @pytest.mark.parametrize("name", ["stream_channel_updated.json", "stream_channel_updated_recorded.json"])

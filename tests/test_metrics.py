@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REAL_URL, real_redis_or_skip
-from tests.samples import load, stream_headers
+from tests.samples import load, samples_clock, stream_headers
 from webhooks.app import create_app
 from worker import counters
 from worker.core.events import parse_hms_event
@@ -63,12 +63,12 @@ def post_hms(client: Any, payload: Any, secret: str = HMS_SECRET) -> Any:
 
 
 def test_webhook_counters_move_with_each_outcome(redis_client):
-    client = create_app(SETTINGS, redis_client).test_client()
+    client = create_app(SETTINGS, redis_client, clock=samples_clock).test_client()
     before = scrape(client)
     assert webhooks(before, source="stream") == 0
     post_stream(client, load("stream_channel_updated"), "a")
     post_stream(client, load("stream_channel_updated"), "a")  # duplicate
-    post_stream(client, load("stream_channel_updated"), "b")
+    post_stream(client, {**load("stream_channel_updated"), "created_at": "2026-11-20T10:00:00.2Z"}, "b")  # another event
     post_stream(client, {"type": "message.new", "cid": "messaging:general"}, "c")  # ignored
     post_stream(client, load("stream_channel_updated"), "d", secret="wrong")
     post_stream(client, b"not json", "e")
@@ -89,7 +89,7 @@ def test_webhook_counters_move_with_each_outcome(redis_client):
 
 def test_a_store_that_cannot_take_it_is_counted_unavailable():
     server = fakeredis.FakeServer()
-    client = create_app(SETTINGS, fakeredis.FakeRedis(server=server)).test_client()
+    client = create_app(SETTINGS, fakeredis.FakeRedis(server=server), clock=samples_clock).test_client()
     server.connected = False
     assert post_stream(client, load("stream_channel_updated")).status_code == 503
     samples = scrape(client)  # Redis is still down: the scrape answers, without the Redis numbers
@@ -110,7 +110,7 @@ def test_state_gauges_are_read_from_redis_at_scrape(redis_client):
     DeadLetters(redis_client).add("callsync.reconcile_channel", ["messaging:general"], "stream 400: bad", 1, now)
     redis_client.set(LAST_SWEEP, repr(now - 5))
     beat(redis_client, "celery@host-1", {"pid": 1, "concurrency": 4}, now)
-    samples = scrape(create_app(SETTINGS, redis_client).test_client())
+    samples = scrape(create_app(SETTINGS, redis_client, clock=samples_clock).test_client())
     assert samples[("callsync_redis_up", ())] == 1
     assert samples[("callsync_open_sessions", ())] == 1
     assert 600 <= samples[("callsync_oldest_open_session_age_seconds", ())] < 700
@@ -131,7 +131,7 @@ def test_worker_counters_flushed_to_redis_appear_as_counters_and_histograms(redi
     tally.inc(counters.RATE_LIMIT_WAIT_SECONDS, {"api": "stream", "source": "ceiling"}, 1.5)
     tally.flush(redis_client)
     tally.flush(redis_client)  # nothing buffered: nothing written twice
-    samples = scrape(create_app(SETTINGS, redis_client).test_client())
+    samples = scrape(create_app(SETTINGS, redis_client, clock=samples_clock).test_client())
     task = (("outcome", "success"), ("task", "callsync.reconcile_channel"))
     assert samples[("callsync_task_runs_total", task)] == 2
     assert samples[("callsync_task_duration_seconds_count", task)] == 2

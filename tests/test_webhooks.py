@@ -6,7 +6,7 @@ import fakeredis
 import pytest
 import redis
 
-from tests.samples import load, stream_headers
+from tests.samples import SAMPLES_AT, load, samples_clock, stream_headers
 from webhooks.app import create_app
 from worker.core.signing import sign_stream
 from worker.queue import QUEUE
@@ -20,7 +20,7 @@ SETTINGS = Settings(
 
 @pytest.fixture
 def client(redis_client):
-    return create_app(SETTINGS, redis_client).test_client()
+    return create_app(SETTINGS, redis_client, clock=samples_clock).test_client()
 
 
 def queued(redis_client):
@@ -55,16 +55,30 @@ def test_signed_stream_event_is_accepted_and_queued_once(client, redis_client):
     assert event["cid"] == "messaging:general" and event["fields"] == {"active": True, "call_id": "call-messaging:general"}
 
 
-def test_retry_with_a_new_webhook_id_is_a_new_delivery(client, redis_client):
+def test_a_body_taken_once_is_a_duplicate_under_any_webhook_id(client, redis_client):
+    """X-Webhook-Id is not signed: a captured body replayed under new ids is the same delivery."""
     post_stream(client, load("stream_channel_updated"))
-    assert post_stream(client, load("stream_channel_updated"), **{"X-Webhook-Id": "wh-2"}).json == {"status": "accepted"}
+    for webhook_id in ("wh-2", None):
+        headers = {"X-Webhook-Id": webhook_id} if webhook_id else {"X-Webhook-Id": ""}
+        assert post_stream(client, load("stream_channel_updated"), **headers).json == {"status": "duplicate"}
+    other = {**load("stream_channel_updated"), "created_at": "2026-11-20T10:00:00.2Z"}  # another event, the same id
+    assert post_stream(client, other, **{"X-Webhook-Id": "wh-1"}).json == {"status": "duplicate"}
+    assert post_stream(client, other, **{"X-Webhook-Id": "wh-3"}).json == {"status": "accepted"}
     assert len(queued(redis_client)) == 2
+
+
+@pytest.mark.parametrize("offset", [-3601.0, 3600.0])
+def test_a_stream_event_outside_the_window_is_ignored_and_leaves_no_trace(redis_client, offset):
+    client = create_app(SETTINGS, redis_client, clock=lambda: SAMPLES_AT - offset).test_client()
+    answer = post_stream(client, load("stream_channel_updated"))
+    assert (answer.status_code, answer.json) == (200, {"status": "ignored"})
+    assert redis_client.keys("*") == []  # no task, no dedupe key spent
 
 
 def test_a_stream_key_rotation_verifies_with_any_secret_and_logs_none(redis_client, caplog):
     new, old = "new-stream-secret", "old-stream-secret"
     rotating = Settings(redis_url="redis://unused", stream_api_secret=new, stream_rotation_secrets=(old,))
-    client = create_app(rotating, redis_client).test_client()
+    client = create_app(rotating, redis_client, clock=samples_clock).test_client()
     with caplog.at_level("DEBUG"):
         for n, secret in enumerate((new, old, SECRET)):
             body = json.dumps({**load("stream_channel_updated"), "cid": f"messaging:c{n}"}).encode()
@@ -163,7 +177,7 @@ def test_order_of_checks_size_before_auth_before_parse(client):
 def test_redis_down_answers_503_and_spends_no_dedupe_key():
     server = fakeredis.FakeServer()
     store = fakeredis.FakeRedis(server=server)
-    client = create_app(SETTINGS, store).test_client()
+    client = create_app(SETTINGS, store, clock=samples_clock).test_client()
     server.connected = False
     answer = post_stream(client, load("stream_channel_updated"))
     assert answer.status_code == 503 and "error" in answer.json
@@ -183,7 +197,7 @@ def test_health_and_readiness():
 
 
 def test_unreachable_redis_is_503_not_500():
-    client = create_app(SETTINGS, redis.Redis(port=1, socket_connect_timeout=0.2)).test_client()
+    client = create_app(SETTINGS, redis.Redis(port=1, socket_connect_timeout=0.2), clock=samples_clock).test_client()
     assert post_stream(client, load("stream_channel_updated")).status_code == 503
 
 

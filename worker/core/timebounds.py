@@ -40,6 +40,12 @@ def admit_hms_event(event: HmsEvent, now: float) -> HmsEvent | None:
     return replace(event, started_at=started, at=now)
 
 
+def stream_delivery_is_current(created_at: float | None, now: float) -> bool:
+    """Whether a Stream delivery is one Stream could be making at `now` (it retries for 15 s):
+    a captured body replayed once its dedupe keys expired is not, nor one dated ahead of us."""
+    return created_at is None or in_bounds(created_at, now, STREAM_WINDOW_SECONDS)
+
+
 def stream_event_time(created_at: float | None, now: float) -> float:
     """The time that orders a Stream event: its own `created_at`, unless that is missing or
     later than our clock allows (then it is dated `now`, when callsync saw it)."""
