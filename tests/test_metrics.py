@@ -21,6 +21,7 @@ from tests.conftest import REAL_URL, real_redis_or_skip
 from tests.samples import load, samples_clock, stream_headers
 from webhooks.app import create_app
 from worker import counters
+from worker.cli import redated
 from worker.core.events import parse_hms_event
 from worker.deadletters import DeadLetters
 from worker.heartbeat import beat
@@ -206,8 +207,9 @@ def test_callsync_web_sums_every_gunicorn_process_in_each_scrape(tmp_path):
 def serve_and_scrape(web: subprocess.Popen[bytes], base: str, tmp_path: Any) -> None:
     try:
         wait_until_serving(base)
-        body = json.dumps(load("stream_channel_updated")).encode()
+        now = time.time()
         for n in range(40):  # a fresh connection each: the kernel spreads them over both processes
+            body = json.dumps(redated(load("stream_channel_updated"), now + n / 1e6)).encode()  # current, each its own
             answer = httpx.post(f"{base}/webhooks/stream", content=body, headers=stream_headers(body, SECRET, f"mp-{n}"))
             assert answer.status_code == 202
         httpx.post(f"{base}/webhooks/stream", content=body, headers=stream_headers(body, "wrong", "mp-x"))
