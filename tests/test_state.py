@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from worker.core.events import HmsEvent
-from worker.state import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, State, bucket_key, bucket_of, call_key
+from worker.records import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, bucket_key, bucket_of, call_key
+from worker.state import State
 
 T0 = 1_800_000_000.0
 
@@ -159,7 +160,7 @@ def test_a_default_call_listed_in_another_case_is_read_once(state):
 def test_replace_writes_only_over_the_record_it_read(state):
     from worker import scripts
     from worker.core.events import CallFields
-    from worker.state import channel_change, channel_key
+    from worker.records import channel_change, channel_key
 
     state.record_channel(CID, CallFields(False, None), T0)
     read = state.load(CID).raw

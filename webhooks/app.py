@@ -29,8 +29,8 @@ from worker.core.signing import AuthenticationError, verify_hms, verify_stream
 from worker.core.timebounds import stream_delivery_is_current
 from worker.logs import fields
 from worker.queue import Enqueuer
+from worker.records import DEDUPE_TTL, dedupe_key
 from worker.settings import Settings, load_settings
-from worker.state import DEDUPE_TTL, dedupe_key
 
 from .body import BadBody, BodyTooLarge, inflate_limited, read_limited
 from .metrics import WebhookMetrics

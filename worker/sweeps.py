@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 
 from .core.timebounds import FUTURE_SKEW_SECONDS
+from .records import BOUND_CHANNELS
 from .runtime import Runtime
-from .state import BOUND_CHANNELS
 from .sync import CHECK_SESSION, END_SESSION
 
 log = logging.getLogger("callsync.sweep")

@@ -17,8 +17,8 @@ from .core.reconcile import call_ended_by_client, client_ended_call, live_call, 
 from .core.sessions import Session, is_live
 from .core.timebounds import admit_hms_event, in_bounds
 from .counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
+from .records import Loaded, channel_change
 from .runtime import Runtime
-from .state import Loaded, channel_change
 
 log = logging.getLogger("callsync.sync")
 
