@@ -10,14 +10,19 @@ Real `callsync web` (1), `worker` (2) and `beat` (2) processes run against the S
 their webhooks: a courier here takes them from their outboxes (100ms session open/close,
 and Stream's `channel.updated` echoes of callsync's own writes) and delivers each after a
 random 0-2 s delay, so deliveries are shuffled within 2-second windows; 20% are delivered
-twice; a 503 or a refused connection is retried as the platforms do. Upstream, 5% of API
+twice; a 503 or a refused connection is retried as the platforms do. In a fifth of the
+lifecycles a member writes the claim (`callActive`/`callId`) right after joining, as the
+reference client does, and that session's `session.open.success` reaches the courier a second
+later. The Stream stand-in behaves as the live API: partial updates leave `channel.updated_at`
+unchanged, events carry their own `created_at`. Upstream, 5% of API
 calls answer a 5xx and 2% a 429 with the platform's wait headers. In the middle one worker's
 whole process group is SIGKILLed (a process manager starts a replacement), then Redis is
 SIGKILLed and started again on the same port and append-only file.
 
 Afterwards, once the queue is drained and nothing is delivered or written any more, it
 prints: channels right (the Stream stand-in's fields against the 100ms stand-in's sessions),
-every dead letter classified, Stream writes against the minimum in-order delivery needs, the
+every flag cleared while the session it was raised for was live (must be none), every dead
+letter classified, Stream writes against the minimum in-order delivery needs, the
 busiest window of successful Stream updates against `CALLSYNC_STREAM_UPDATE_RATE`, and a
 secret scan of everything the run produced (process logs, dead letters, /metrics, error bodies).
 """
@@ -53,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from standins import FakeHms, FakeStream, serve
 from standins.base import Fake
 from worker import launch
+from worker.core.events import parse_time
 from worker.deadletters import DeadLetters
 from worker.queue import QUEUE
 from worker.settings import Rate, load_settings
@@ -79,6 +85,8 @@ class Config:
     window: float = 2.0
     p_5xx: float = 0.05
     p_429: float = 0.02
+    client_claims: float = 0.2  # lifecycles whose member writes the claim right after joining
+    claim_lag: float = 1.0  # seconds more before their session.open.success reaches the courier
     seed: int = 6
     visibility_timeout: int = 30
     settle_deadline: float = 240.0
@@ -170,6 +178,8 @@ class Courier:
         self.stats: Counter[str] = Counter()
         self.error_bodies: list[str] = []
         self.lost: list[Delivery] = []
+        self.slow_opens: set[str] = set()  # rooms whose next session.open.success comes `claim_lag` later
+        self.told: dict[str, float] = {}  # session id -> when callsync first took its open (monotonic)
         self.stop = threading.Event()
         self.http = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=64))
         self.pool = ThreadPoolExecutor(48, thread_name_prefix="courier")
@@ -198,10 +208,26 @@ class Courier:
             with self.lock:
                 for headers, body in new:
                     copies = 2 if self.rng.random() < self.cfg.duplicate else 1
+                    lag = self._lag(source, body)
                     for copy in range(copies):
-                        self._push(now + self.rng.uniform(0, self.cfg.window), Delivery(source, headers, body, copy))
+                        self._push(now + lag + self.rng.uniform(0, self.cfg.window), Delivery(source, headers, body, copy))
                     self.stats[f"{source} webhooks"] += 1
                     self.stats["duplicated"] += copies - 1
+
+    def _lag(self, source: str, body: bytes) -> float:
+        """`claim_lag` for the session.open.success of a room marked slow (lock held), else 0."""
+        if source != "hms" or not self.slow_opens:
+            return 0.0
+        event = json.loads(body)
+        room = event["data"]["room_id"]
+        if event["type"] != "session.open.success" or room not in self.slow_opens:
+            return 0.0
+        self.slow_opens.discard(room)
+        return self.cfg.claim_lag
+
+    def told_at(self, session_id: str) -> float:
+        with self.lock:
+            return self.told.get(session_id, float("inf"))
 
     def _push(self, at: float, delivery: Delivery) -> None:
         self.seq += 1
@@ -244,6 +270,10 @@ class Courier:
                 pause = min(pause * 2, 4.0)
             if 200 <= status < 300:
                 self.stats[f"answered {json.loads(text).get('status')}"] += 1
+                event, now = json.loads(delivery.body), time.monotonic()
+                with self.lock:
+                    if event["type"] == "session.open.success":
+                        self.told.setdefault(event["data"]["session_id"], now)
             else:
                 self.stats[f"answered {status}"] += 1
                 self.error_bodies.append(text)
@@ -257,7 +287,7 @@ class Courier:
 
 @dataclass
 class Plan:
-    events: list[tuple[float, int, str]]  # (offset seconds, channel index, "open" | "close")
+    events: list[tuple[float, int, str]]  # (offset seconds, channel index, "open" | "claimed open" | "close")
     left_open: set[int]  # channels whose last session stays open
     minimum_writes: int  # state changes of the channels that in-order delivery requires
 
@@ -265,22 +295,34 @@ class Plan:
 def plan_workload(cfg: Config) -> Plan:
     """Each channel runs its share of lifecycles one after another. A third of the channels
     open their first session within the same second (the 9 o'clock stand-up: a burst over the
-    Stream update ceiling); a quarter keep a last session open at the end."""
-    rng = random.Random(cfg.seed)
+    Stream update ceiling); a quarter keep a last session open at the end. In a "claimed open"
+    the member writes the claim: in-order delivery then needs no write for the open."""
+    rng, claims = random.Random(cfg.seed), random.Random(cfg.seed + 4)
+    minimum = 0
     events: list[tuple[float, int, str]] = []
     per_channel = [cfg.lifecycles // cfg.channels + (1 if n < cfg.lifecycles % cfg.channels else 0) for n in range(cfg.channels)]
     left_open = {n for n in range(cfg.channels) if rng.random() < 0.25}
     for n, count in enumerate(per_channel):
         slot = cfg.seconds * 0.75 / max(count + (n in left_open), 1)
         t = rng.uniform(0.5, 1.5) if rng.random() < 1 / 3 else rng.uniform(0, cfg.seconds * 0.2)
-        for _ in range(count):
+        for k, last in enumerate([False] * count + [True] * (n in left_open)):
+            claimed = claims.random() < cfg.client_claims
+            if claimed and k:
+                # The member starts the next call once callsync has had the last one's close
+                # (deliveries lag up to `window`): calls in a channel are minutes apart, and a
+                # claim made while callsync's clear of the last call is still on its way is the
+                # race of two unconditional partial updates, which Stream offers no way around.
+                t += cfg.window + 1.0
+            events.append((t, n, "claimed open" if claimed else "open"))
+            minimum += 0 if claimed else 1
+            if last:
+                break
             hold = rng.uniform(0.6, 0.85) * slot
-            events += [(t, n, "open"), (t + hold, n, "close")]
+            events.append((t + hold, n, "close"))
+            minimum += 1
             t += hold + rng.uniform(0.1, 0.25) * slot
-        if n in left_open:
-            events.append((t, n, "open"))
     events.sort()
-    return Plan(events, left_open, 2 * cfg.lifecycles + len(left_open))
+    return Plan(events, left_open, minimum)
 
 
 def cid_of(n: int) -> str:
@@ -299,6 +341,9 @@ class Report:
     cfg: Config
     channels_right: int = 0
     wrong: list[str] = field(default_factory=list)
+    claims: int = 0  # lifecycles whose member wrote the claim
+    live_cleared: list[str] = field(default_factory=list)  # flags cleared while the session they were raised for was live
+    raced: list[str] = field(default_factory=list)  # ... by a clear decided before callsync had the member's claim
     dead_letters: list[tuple[str, str, str]] = field(default_factory=list)  # (class, task, error)
     writes: int = 0
     unshown: Counter[str] = field(default_factory=Counter)  # lifecycles never shown active, by fault under way
@@ -332,6 +377,7 @@ class Report:
         return (
             self.settled
             and not self.wrong
+            and not self.live_cleared
             and not self.unexplained
             and self.ratio <= 1.05
             and self.busiest <= self.ceiling.count + JITTER_ALLOWANCE
@@ -358,6 +404,11 @@ class Report:
             ),
             f"channels right: {self.channels_right}/{n} ({100 * self.channels_right / n:.0f}%)",
             *(f"  WRONG {line}" for line in self.wrong[:20]),
+            f"flags cleared while the session they were raised for was live: {len(self.live_cleared)} (target 0; "
+            f"{self.claims} lifecycles claimed by the member right after joining); and {len(self.raced)} by a clear "
+            "decided before callsync had the member's claim, landing after it",
+            *(f"  CLEARED {line}" for line in self.live_cleared[:20]),
+            *(f"  raced {line}" for line in self.raced[:10]),
             f"dead letters: {len(self.dead_letters)}" + (f" ({len(self.unexplained)} unexplained)" if self.dead_letters else ""),
             *(f"  [{kind}] {task}: {error}" for kind, task, error in self.dead_letters[:50]),
             f"Stream writes: {self.writes} successful PATCHes; minimum in-order delivery needs {self.minimum_writes}; "
@@ -397,9 +448,10 @@ class Chaos:
         self.children: dict[str, launch.Child] = {}
         self.killed: set[str] = set()
         self.redis_url = ""
-        self.shown_active: dict[str, list[float]] = {}  # cid -> when callsync wrote callActive true
+        self.shown_active: dict[str, list[float]] = {}  # cid -> when the channel came to show callActive true
         self.begin = 0.0  # when the sessions started (monotonic)
         self.faults_at: list[tuple[str, float]] = []  # (what, monotonic time)
+        self.member_claims: dict[str, str] = {}  # cid -> created_at of the member's latest claim
 
     def note(self, what: str) -> None:
         line = f"t={time.monotonic() - self.started:6.1f} s  {what}"
@@ -467,23 +519,14 @@ class Chaos:
                 for n in range(cfg.channels):
                     stream.create_channel(cid_of(n), data=dict(TOPIC))
                     rooms[n] = hms.create_room(room_of(n))["id"]
-                shown: dict[str, Any] = {}
-
-                def watch(cid: str, fields: dict[str, Any], by: str) -> None:
-                    if by == "server" and shown.get(cid) == fields:
-                        self.report.redundant_writes += 1
-                    if by == "server" and fields.get("callActive") is True:
-                        self.shown_active.setdefault(cid, []).append(time.monotonic())
-                    shown[cid] = fields
-
-                stream.change_watchers.append(watch)
+                courier = Courier(web, stream, hms, cfg)
+                self.watch_clears(stream, hms, rooms, courier, client)
                 stream.fail_randomly(cfg.seed + 2, cfg.p_5xx, cfg.p_429)
                 hms.fail_randomly(cfg.seed + 3, cfg.p_5xx, cfg.p_429)
-                courier = Courier(web, stream, hms, cfg)
                 courier.start()
                 self.note("processes up; sessions start")
                 try:
-                    self.drive(plan, hms, rooms, env, store)
+                    self.drive(plan, stream, hms, rooms, env, store, courier)
                     self.note("all sessions opened and closed; waiting for the system to settle")
                     self.report.settled = self.settle(client, courier, stream)
                     self.note("settled" if self.report.settled else "did not settle")
@@ -505,7 +548,75 @@ class Chaos:
         self.report.seconds = time.monotonic() - self.started
         return self.report
 
-    def drive(self, plan: Plan, hms: FakeHms, rooms: dict[int, str], env: dict[str, str], store: RedisServer) -> None:
+    def watch_clears(
+        self, stream: FakeStream, hms: FakeHms, rooms: dict[int, str], courier: Courier, client: redis.Redis
+    ) -> None:
+        """Watch the Stream stand-in: count callsync's writes that changed nothing, note when each
+        channel showed a call, and count every flag cleared while the session it was raised for is
+        still live. A flag is raised for the room's live session when a member raises it, or when
+        callsync does and had taken that session's open at least a second before (callsync's late
+        write for the last session, landing a moment after the next one began, is not for it).
+
+        Such a clear counts against callsync if, as its PATCH arrived, callsync's own records (read
+        from the run's Redis) already held the member's claim (the channel record's version, the
+        Stream time of its newest news, at or after the claim's `created_at`) or the session open
+        (the room's call record). Otherwise callsync decided before it had either, and its clear
+        landed after the member's claim: the race of two unconditional partial updates (Stream has
+        no conditional one), counted apart; the session's open puts the flag back."""
+        shown: dict[str, dict[str, Any]] = {}
+        raised: dict[str, tuple[str, str, float]] = {}  # cid -> (session, "client" | "server", when)
+        knew: dict[str, tuple[float | None, Any, Any]] = {}  # cid -> its records at the PATCH
+        room_of_cid = {cid_of(n): room for n, room in rooms.items()}
+        call_of_cid = {cid_of(n): room_of(n) for n in rooms}
+
+        def on_call(arrived: float, call: Any) -> None:
+            method, path, body = call
+            if method == "PATCH" and body and body.get("set", {}).get("data.callActive") is False:
+                cid = path.removeprefix("/channels/").replace("/", ":", 1)
+                try:
+                    version = client.hget(f"cs:ch:{cid}", "v")
+                    session, status = client.hmget(f"cs:c:{call_of_cid[cid]}", "s", "st")
+                except redis.RedisError:  # restarting: callsync read nothing newer either
+                    version = session = status = None
+                knew[cid] = (float(version) if version else None, session, status)
+
+        def on_change(cid: str, fields: dict[str, Any], by: str) -> None:
+            now = time.monotonic()
+            live = hms.live_session_id(room_of_cid[cid])
+            if by == "server" and shown.get(cid) == fields:
+                self.report.redundant_writes += 1
+            if fields.get("callActive") is True:
+                self.shown_active.setdefault(cid, []).append(now)
+                if live is not None and (by == "client" or courier.told_at(live) <= now - 1.0):
+                    raised[cid] = (live, by, now)
+            elif by == "server":
+                session, raiser, when = raised.pop(cid, ("", "", 0.0))
+                if live is not None and live == session:
+                    who = "the member" if raiser == "client" else "callsync"
+                    line = (
+                        f"{cid}: raised by {who} at t={when - self.started:.1f} s, cleared at t={now - self.started:.1f} s "
+                        f"while session {live} was live"
+                    )
+                    version, recorded, status = knew.get(cid, (None, None, None))
+                    claim = parse_time(self.member_claims.get(cid))
+                    had_claim = raiser == "client" and version is not None and claim is not None and version >= claim - 1e-6
+                    had_session = recorded == live.encode() and status == b"open"
+                    (self.report.live_cleared if had_claim or had_session else self.report.raced).append(line)
+            shown[cid] = fields
+
+        stream.watchers.append(on_call)
+        stream.change_watchers.append(on_change)
+
+    def drive(
+        self,
+        plan: Plan,
+        stream: FakeStream,
+        hms: FakeHms,
+        rooms: dict[int, str],
+        env: dict[str, str],
+        store: RedisServer,
+        courier: Courier,
+    ) -> None:
         """Play the sessions in time; kill a worker at 40% and restart Redis at 60% of the way."""
         begin = self.begin = time.monotonic()
         live: dict[int, str] = {}
@@ -520,10 +631,17 @@ class Chaos:
             delay = begin + offset - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            if what == "open":
-                live[n] = hms.open_session(rooms[n])["id"]
-            else:
+            if what == "close":
                 hms.close_session(live.pop(n))
+                continue
+            if what == "claimed open":
+                with courier.lock:
+                    courier.slow_opens.add(rooms[n])
+            live[n] = hms.open_session(rooms[n])["id"]
+            if what == "claimed open":  # the member joined, and writes the claim as the reference client does
+                claim = stream.client_update(cid_of(n), {"data.callActive": True, "data.callId": room_of(n)})
+                self.member_claims[cid_of(n)] = claim["created_at"]
+                self.report.claims += 1
 
     def kill_worker(self, env: dict[str, str]) -> None:
         victim = self.children["worker1"]
@@ -570,7 +688,7 @@ class Chaos:
         channel's next open), by the fault under way at their open, if any."""
         opens: dict[int, list[float]] = {}
         for offset, n, what in plan.events:
-            if what == "open":
+            if what != "close":
                 opens.setdefault(n, []).append(self.begin + offset)
         missed: Counter[str] = Counter()
         for n, times in opens.items():

@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from worker import sweeps
 from worker.core.sessions import Session
+from worker.records import CLOSED_TTL, call_key
 from worker.runtime import build_runtime
 from worker.settings import Settings
-from worker.state import CLOSED_TTL, State, call_key
+from worker.state import State
 
 HOUR = 3600.0
 

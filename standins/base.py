@@ -35,6 +35,20 @@ def rfc3339_us(us: int) -> str:
     return (EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def rfc3339_ns(ns: int) -> str:
+    """UTC time with up to nine fractional digits, trailing zeros dropped, as both platforms
+    stamp events (Go's RFC3339Nano: `2024-10-15T10:12:00.402858186Z` in Stream's webhook docs,
+    `2021-11-30T12:58:49.97291247Z` in 100ms's)."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    whole = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    digits = f"{fraction:09d}".rstrip("0")
+    return f"{whole}.{digits}Z" if digits else f"{whole}Z"
+
+
+def rfc3339_nano(ts: float) -> str:
+    return rfc3339_ns(round(ts * 1_000_000_000))
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
 
@@ -86,6 +100,8 @@ class Fake:
         self._in_flight = 0
         self._random_faults: tuple[random.Random, float, float] | None = None  # rng, P(5xx), P(429)
         self.faults_injected: dict[int, int] = {}  # status -> how many calls were answered with it
+        # The platform's clock, for the times in its payloads (tests move it by hand).
+        self.clock: Callable[[], float] = time.time
         # Called with (arrival time, call) for every authenticated API call, before any
         # injected fault: the demo prints them, bench/e2e.py times them.
         self.watchers: list[Callable[[float, Call], None]] = []

@@ -12,7 +12,7 @@ from datetime import datetime
 import jwt
 from flask import Response, request
 
-from .base import Fake, Json, Webhook, decode_hs256, hex_id, json_response, rfc3339
+from .base import Fake, Json, Webhook, decode_hs256, hex_id, json_response, rfc3339, rfc3339_nano
 
 _ROOM_NAME = re.compile(r"^[A-Za-z0-9.\-:_]+$")
 
@@ -95,13 +95,20 @@ class FakeHms(Fake):
             room = self.rooms[room_id]
             if not room["enabled"] or self._active(room_id) is not None:
                 raise ValueError(f"room {room_id} is locked or already live")
-            start = time.time() if started_at is None else started_at
-            session: Json = {"id": hex_id(), "room_id": room_id, "active": True, "created_at": rfc3339(start), "peers": {}}
+            start = self.clock() if started_at is None else started_at
+            # 100ms stamps times with nanoseconds (100ms-docs, webhook.md and retrieve-active-room.mdx).
+            session: Json = {"id": hex_id(), "room_id": room_id, "active": True, "created_at": rfc3339_nano(start), "peers": {}}
             self.sessions[session["id"]], self._started[session["id"]] = session, start
             hook = self._webhook("session.open.success", self._session_data(session))
             result = copy.deepcopy(session)
         self._deliver(hook)
         return result
+
+    def live_session_id(self, room_id: str) -> str | None:
+        """The id of the room's live session, if one runs."""
+        with self._lock:
+            session = self._active(room_id)
+            return str(session["id"]) if session else None
 
     def close_session(self, session_id: str) -> None:
         """End a session; queues session.close.success (no-op if already closed)."""
@@ -136,7 +143,7 @@ class FakeHms(Fake):
                 if template_id:
                     room.update(template_id=template_id, updated_at=rfc3339(time.time()))
                 return room
-        stamp = rfc3339(time.time())
+        stamp = rfc3339(self.clock())
         room = {
             "id": hex_id(),
             "name": name,
@@ -165,10 +172,10 @@ class FakeHms(Fake):
         session = self.sessions[session_id]
         if not session["active"]:
             return None
-        session["active"], stopped = False, time.time()
+        session["active"], stopped = False, self.clock()
         data = {
             **self._session_data(session),
-            "session_stopped_at": rfc3339(stopped),
+            "session_stopped_at": rfc3339_nano(stopped),
             "session_duration": round(stopped - self._started[session_id]),
         }
         return self._webhook("session.close.success", data)
@@ -180,7 +187,7 @@ class FakeHms(Fake):
             "id": str(uuid.uuid4()),
             "account_id": self.account_id,
             "app_id": self.app_id,
-            "timestamp": rfc3339(time.time(), micro=False),
+            "timestamp": rfc3339(self.clock(), micro=False),
             "type": kind,
             "data": data,
         }
@@ -254,6 +261,7 @@ class FakeHms(Fake):
                 {
                     "id": room_id,
                     "name": self.rooms[room_id]["name"],
+                    "customer_id": self.account_id,
                     "session": {"id": session["id"], "created_at": session["created_at"], "peers": []},
                 }
             )

@@ -1,4 +1,12 @@
-"""Stream Chat stand-in: server auth, partial updates with dotted paths, QueryChannels, signed channel.updated."""
+"""Stream Chat stand-in: server auth, partial updates with dotted paths, QueryChannels, signed channel.updated.
+
+As the live API does, a partial update leaves `channel.updated_at` as it was (an event recorded
+from the live API, GetStream/stream-chat-test-mock-server src/jsons/ws_events_channel.json, and
+the channel.updated example of GetStream/stream-chat-python docs/webhooks/webhook_events.md both
+show it equal to the channel's `created_at` after the update); every event carries its own
+`created_at`. `bump_updated_at=True` restores the stand-in's earlier behaviour (each update
+stamps `updated_at`), for comparing the two.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ from typing import Any
 import jwt
 from flask import Response, g, request
 
-from .base import Fake, Json, Webhook, decode_hs256, json_response, rfc3339, rfc3339_us
+from .base import Fake, Json, Webhook, decode_hs256, json_response, rfc3339_ns, rfc3339_us
 
 _STREAM_CODES = {400: 4, 401: 5, 404: 16, 429: 9}  # Stream error codes by HTTP status
 
@@ -44,13 +52,21 @@ def _apply(obj: Json, sets: Json, unsets: list[str]) -> None:
 class FakeStream(Fake):
     """Stream Chat server-side REST API: partial update, QueryChannels, channel.updated webhooks."""
 
-    def __init__(self, api_key: str, api_secret: str, webhook_url: str | None = None, field_prefix: str = "data.") -> None:
+    def __init__(
+        self,
+        api_key: str,
+        api_secret: str,
+        webhook_url: str | None = None,
+        field_prefix: str = "data.",
+        bump_updated_at: bool = False,
+    ) -> None:
         super().__init__("fake_stream", webhook_url)
         self.api_key, self.api_secret, self.field_prefix = api_key, api_secret, field_prefix
+        self.bump_updated_at = bump_updated_at
         self.channels: dict[str, Json] = {}
         self.members: dict[str, dict[str, Json]] = {}  # cid -> user id -> member record, in joining order
         self.patch_times: list[float] = []  # arrival of each applied partial update
-        self._stamps: dict[str, int] = {}  # cid -> last updated_at in microseconds
+        self._stamps: dict[str, int] = {}  # cid -> its last stamp (an event's created_at) in nanoseconds
         # Called with (cid, its call fields, "client" or "server") after every change.
         self.change_watchers: list[Callable[[str, Json, str], None]] = []
         self.app.add_url_rule("/channels", view_func=self._query_channels, methods=["POST"])
@@ -63,7 +79,7 @@ class FakeStream(Fake):
         """Add a channel; custom fields are flattened into it as Stream returns them."""
         ctype, _, cid_id = cid.partition(":")
         with self._lock:
-            stamp = self._stamp(cid)
+            stamp = self._stamp(cid, event=False)
             self.channels[cid] = {
                 "cid": cid,
                 "type": ctype,
@@ -80,7 +96,7 @@ class FakeStream(Fake):
         """Make `user_id` a member of the channel; `record` overrides fields of Stream's member
         record (ChannelMemberResponse: banned, invited, invite_accepted_at, ...)."""
         with self._lock:
-            stamp = rfc3339(time.time())
+            stamp = rfc3339_us(round(self.clock() * 1_000_000))
             member: Json = {
                 "user_id": user_id,
                 "user": {"id": user_id},
@@ -110,13 +126,16 @@ class FakeStream(Fake):
                 node = node.get(key) if isinstance(node, dict) else None
             return copy.deepcopy(node) if isinstance(node, dict) else {}
 
-    def client_update(self, cid: str, set: Json, unset: list[str] | None = None, user_id: str = "alice") -> None:
-        """Apply an update as a chat client would; queues channel.updated with request_info type client."""
+    def client_update(self, cid: str, set: Json, unset: list[str] | None = None, user_id: str = "alice") -> Json:
+        """Apply an update as a chat client would; queues channel.updated with request_info type
+        client, and returns that event."""
         with self._lock:
             self._update(cid, set, unset or [])
             hook = self._channel_updated(cid, {"type": "client"}, {"id": user_id})
         self._changed(cid, "client")
         self._deliver(hook)
+        event: Json = json.loads(hook[1])
+        return event
 
     def _changed(self, cid: str, by: str) -> None:
         if self.change_watchers:
@@ -159,16 +178,19 @@ class FakeStream(Fake):
         response.headers.setdefault("X-RateLimit-Reset", str(int(time.time()) // 60 * 60 + 60))
         return response
 
-    def _stamp(self, cid: str) -> str:
-        """Now as RFC3339 with microseconds, strictly increasing per channel (lock held)."""
-        us = max(round(time.time() * 1_000_000), self._stamps.get(cid, 0) + 1)
-        self._stamps[cid] = us
-        return rfc3339_us(us)
+    def _stamp(self, cid: str, event: bool = True) -> str:
+        """Now, strictly increasing per channel by at least a microsecond (lock held): with
+        nanoseconds as Stream stamps an event's `created_at`, with microseconds as it stamps a
+        channel's `created_at`/`updated_at` (both in docs/webhooks/webhook_events.md)."""
+        ns = max(round(self.clock() * 1_000_000_000), self._stamps.get(cid, 0) + 1000)
+        self._stamps[cid] = ns
+        return rfc3339_ns(ns) if event else rfc3339_us(ns // 1000)
 
     def _update(self, cid: str, sets: Json, unsets: list[str]) -> Json:
         channel = self.channels[cid]
         _apply(channel, sets, unsets)
-        channel["updated_at"] = self._stamp(cid)
+        if self.bump_updated_at:
+            channel["updated_at"] = self._stamp(cid, event=False)
         return copy.deepcopy(channel)
 
     def _channel_updated(self, cid: str, request_info: Json, user: Json | None) -> Webhook:
@@ -183,7 +205,7 @@ class FakeStream(Fake):
         }
         if user is not None:
             event["user"] = user
-        event.update(created_at=rfc3339(time.time()), request_info=request_info)
+        event.update(created_at=self._stamp(cid), request_info=request_info)
         body = json.dumps(event).encode()
         headers = {
             "Content-Type": "application/json",

@@ -89,7 +89,8 @@ def settings_for(stream_url: str, hms_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "redis_url": "redis://unused",
         "stream_api_key": KEY,
-        "stream_api_secret": f"{SECRET}, old-stream-secret-long-enough-for-hs256",
+        "stream_api_secret": SECRET,
+        "stream_rotation_secrets": ("old-stream-secret-long-enough-for-hs256",),
         "stream_base_url": stream_url,
         "hms_access_key": HMS_KEY,
         "hms_app_secret": HMS_SECRET,

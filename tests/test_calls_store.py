@@ -29,7 +29,7 @@ def test_a_snapshot_counts_the_request_and_reads_what_is_cached(redis_client: re
 
 def test_a_room_callsync_saw_a_session_of_counts_as_known(redis_client: redis.Redis) -> None:
     State(redis_client).record_hms_event(
-        HmsEvent("e1", "session.open.success", "room-9", "Call-Messaging:General", "s1", 1.0, 1.0, False)
+        HmsEvent("e1", "session.open.success", "room-9", "Call-Messaging:General", "s1", 1.0, 1.0, False), 1.0
     )
     assert CallsStore(redis_client).snapshot("alice", 1, 60.0, CALL, None).room == Room("room-9", "Call-Messaging:General")
 

@@ -286,3 +286,17 @@ def test_dead_letters_list_is_bounded_by_its_limit():
     assert [letter.args for letter in letters.list(2)] == [["messaging:0"], ["messaging:1"]]
     with pytest.raises(ValueError, match="at least 1"):
         letters.list(0)
+
+
+def test_send_moves_a_samples_times_to_now_keeping_their_distances():
+    from tests.samples import load
+    from worker.cli import redated
+    from worker.core.events import parse_time
+
+    closed = load("hms_session_close")
+    moved = redated(closed, 2_000_000_000.0)
+    assert parse_time(moved["timestamp"]) == 2_000_000_000.0
+    started, stopped = (parse_time(moved["data"][key]) for key in ("session_started_at", "session_stopped_at"))
+    assert stopped - started == pytest.approx(1800.38, abs=0.01) and moved["data"]["room_name"] == closed["data"]["room_name"]
+    zero = redated({"created_at": "2026-11-20T10:00:00Z", "joined_at": "0001-01-01T00:00:00Z"}, 2e9)
+    assert zero["joined_at"] == "0001-01-01T00:00:00Z"  # "no time" stays so

@@ -55,17 +55,28 @@ def test_call_ids_and_room_names():
     assert cid_of_room(None) is None
 
 
-def test_channel_updated_parses_fields_version_and_origin():
+def test_channel_updated_parses_fields_event_time_and_origin():
     event = parse_stream_event(stream_body(), PREFIX)
     assert event == StreamEvent(
         type="channel.updated",
         cid="messaging:general",
         fields=CallFields(True, "call-messaging:general"),
-        version=pytest.approx(1795168800.123456),
+        created_at=pytest.approx(1795168800.2),  # the event's time, not channel.updated_at
         from_server=False,
         user_id="alice",
     )
     assert StreamEvent.from_json(event.to_json()) == event
+
+
+def test_stream_events_are_dated_by_their_own_created_at_never_by_channel_updated_at():
+    nanos = parse_stream_event(stream_body(created_at="2026-11-20T12:00:00.123456789+02:00"), PREFIX)
+    assert nanos.created_at == pytest.approx(1795168800.123456)  # nine digits, an offset
+    undated = parse_stream_event(stream_body(created_at=None), PREFIX)
+    assert undated.created_at is None  # channel.updated_at is there, and no clock: the worker dates it
+    # A task queued by a version that sent `version` (channel.updated_at) runs undated.
+    legacy = {**nanos.to_json(), "version": 1.0}
+    del legacy["created_at"]
+    assert StreamEvent.from_json(legacy).created_at is None
 
 
 def test_top_level_fields_and_derived_cid():

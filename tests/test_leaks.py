@@ -131,5 +131,6 @@ def _refused_write_leaves_no_secret(world: pipe.Stack, logs: pytest.LogCaptureFi
     assert "stream 401" in letter.error and forged.status_code == 401
     server_jwt = jwt.encode({"server": True}, pipe.SECRET, algorithm="HS256")
     produced = [forged.text, json.dumps(vars(letter))]
-    assert any("dead-lettered" in r.getMessage() for r in logs.records)
+    # The worker logs the dead letter just after storing it: wait for the line, not only the letter.
+    pipe.wait_for(lambda: any("dead-lettered" in r.getMessage() for r in logs.records))
     assert_clean(scanned(logs, produced), [pipe.SECRET, pipe.HMS_SECRET, pipe.HOOK_SECRET, server_jwt])

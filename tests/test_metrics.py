@@ -18,9 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import real_redis, real_url
-from tests.samples import load, stream_headers
+from tests.samples import load, samples_clock, stream_headers
 from webhooks.app import create_app
 from worker import counters
+from worker.cli import redated
 from worker.core.events import parse_hms_event
 from worker.deadletters import DeadLetters
 from worker.heartbeat import beat
@@ -63,12 +64,12 @@ def post_hms(client: Any, payload: Any, secret: str = HMS_SECRET) -> Any:
 
 
 def test_webhook_counters_move_with_each_outcome(redis_client):
-    client = create_app(SETTINGS, redis_client).test_client()
+    client = create_app(SETTINGS, redis_client, clock=samples_clock).test_client()
     before = scrape(client)
     assert webhooks(before, source="stream") == 0
     post_stream(client, load("stream_channel_updated"), "a")
     post_stream(client, load("stream_channel_updated"), "a")  # duplicate
-    post_stream(client, load("stream_channel_updated"), "b")
+    post_stream(client, {**load("stream_channel_updated"), "created_at": "2026-11-20T10:00:00.2Z"}, "b")  # another event
     post_stream(client, {"type": "message.new", "cid": "messaging:general"}, "c")  # ignored
     post_stream(client, load("stream_channel_updated"), "d", secret="wrong")
     post_stream(client, b"not json", "e")
@@ -89,7 +90,7 @@ def test_webhook_counters_move_with_each_outcome(redis_client):
 
 def test_a_store_that_cannot_take_it_is_counted_unavailable():
     server = fakeredis.FakeServer()
-    client = create_app(SETTINGS, fakeredis.FakeRedis(server=server)).test_client()
+    client = create_app(SETTINGS, fakeredis.FakeRedis(server=server), clock=samples_clock).test_client()
     server.connected = False
     assert post_stream(client, load("stream_channel_updated")).status_code == 503
     samples = scrape(client)  # Redis is still down: the scrape answers, without the Redis numbers
@@ -105,12 +106,12 @@ def test_state_gauges_are_read_from_redis_at_scrape(redis_client):
     data = {"room_id": "r1", "room_name": "call-messaging:general", "session_id": "s1", "session_started_at": started}
     event = parse_hms_event({"id": "e1", "type": "session.open.success", "timestamp": started, "data": data})
     assert event is not None
-    state.record_hms_event(event)
+    state.record_hms_event(event, now)
     state.bind("messaging:other", "team-call", now)
     DeadLetters(redis_client).add("callsync.reconcile_channel", ["messaging:general"], "stream 400: bad", 1, now)
     redis_client.set(LAST_SWEEP, repr(now - 5))
     beat(redis_client, "celery@host-1", {"pid": 1, "concurrency": 4}, now)
-    samples = scrape(create_app(SETTINGS, redis_client).test_client())
+    samples = scrape(create_app(SETTINGS, redis_client, clock=samples_clock).test_client())
     assert samples[("callsync_redis_up", ())] == 1
     assert samples[("callsync_open_sessions", ())] == 1
     assert 600 <= samples[("callsync_oldest_open_session_age_seconds", ())] < 700
@@ -131,7 +132,7 @@ def test_worker_counters_flushed_to_redis_appear_as_counters_and_histograms(redi
     tally.inc(counters.RATE_LIMIT_WAIT_SECONDS, {"api": "stream", "source": "ceiling"}, 1.5)
     tally.flush(redis_client)
     tally.flush(redis_client)  # nothing buffered: nothing written twice
-    samples = scrape(create_app(SETTINGS, redis_client).test_client())
+    samples = scrape(create_app(SETTINGS, redis_client, clock=samples_clock).test_client())
     task = (("outcome", "success"), ("task", "callsync.reconcile_channel"))
     assert samples[("callsync_task_runs_total", task)] == 2
     assert samples[("callsync_task_duration_seconds_count", task)] == 2
@@ -206,8 +207,9 @@ def test_callsync_web_sums_every_gunicorn_process_in_each_scrape(tmp_path):
 def serve_and_scrape(web: subprocess.Popen[bytes], base: str, tmp_path: Any) -> None:
     try:
         wait_until_serving(base)
-        body = json.dumps(load("stream_channel_updated")).encode()
+        now = time.time()
         for n in range(40):  # a fresh connection each: the kernel spreads them over both processes
+            body = json.dumps(redated(load("stream_channel_updated"), now + n / 1e6)).encode()  # current, each its own
             answer = httpx.post(f"{base}/webhooks/stream", content=body, headers=stream_headers(body, SECRET, f"mp-{n}"))
             assert answer.status_code == 202
         httpx.post(f"{base}/webhooks/stream", content=body, headers=stream_headers(body, "wrong", "mp-x"))

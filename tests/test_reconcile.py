@@ -38,7 +38,8 @@ def test_unknown_channel_is_read_first():
 
 
 def test_deleted_channel_is_never_written():
-    assert plan_channel(channel(exists=False), [Call(X, session())], 0, GRACE) == Plan()
+    gone = Channel("messaging:general", CallFields(False, None), exists=False, missing_for="s1")  # read for s1
+    assert plan_channel(gone, [Call(X, session())], 0, GRACE) == Plan()
 
 
 def test_open_session_sets_fields_once():
@@ -87,6 +88,12 @@ def test_claim_since_is_kept_while_the_same_call_is_claimed():
     assert claim_since(None, CallFields(True, X), 150.0) == 150.0
 
 
+def test_a_members_event_showing_the_claim_restarts_it():
+    first = Channel("m:g", CallFields(True, X), True, 100.0)  # e.g. callsync's claim for the last session
+    assert claim_since(first, CallFields(True, X), 150.0, by_member=True) == 150.0  # maybe a new call
+    assert claim_since(first, INACTIVE, 150.0, by_member=True) is None
+
+
 def test_client_ending_the_call_ends_the_open_session():
     calls = [Call(X, session())]
     before, after = CallFields(True, X), INACTIVE
@@ -100,7 +107,20 @@ def test_client_ending_the_call_ends_the_open_session():
     assert call_ended_by_client(before, after, True) is None and call_ended_by_client(INACTIVE, after, False) is None
 
 
-def test_clock_skew_between_platforms_is_tolerated_but_bounded():
-    calls = [Call(X, session("closed", ended=200.0))]
-    assert plan_channel(channel(True, X, since=201.5), calls, 202.0, GRACE) == Plan(write=INACTIVE)
-    assert plan_channel(channel(True, X, since=205.0), calls, 206.0, GRACE).verify_call == X
+def test_a_claim_within_the_clocks_disagreement_of_an_end_is_asked_about_not_cleared():
+    calls = [Call(X, session("closed", started=100.0, ended=200.0))]
+    assert plan_channel(channel(True, X, since=197.5), calls, 202.0, GRACE) == Plan(write=INACTIVE)  # clearly before
+    for since in (198.5, 200.0, 201.5):  # maybe a member's new call, its open not here yet
+        assert plan_channel(channel(True, X, since=since), calls, 202.0, GRACE) == Plan(verify_call=X, verify_at=since + GRACE)
+
+
+def test_callsyncs_own_claim_of_a_session_is_stale_once_it_ended_however_short():
+    calls = [Call(X, session("closed", started=100.0, ended=100.5))]  # dated by the session's own start
+    assert plan_channel(channel(True, X, since=100.0), calls, 101.0, GRACE) == Plan(write=INACTIVE)
+
+
+def test_a_missing_channel_is_read_again_once_per_session_of_its_call():
+    missing = Channel("messaging:general", CallFields(False, None), exists=False, missing_for="s1")
+    assert plan_channel(missing, [Call(X, session(sid="s1"))], 0, GRACE) == Plan()
+    assert plan_channel(missing, [Call(X, session(sid="s2"))], 0, GRACE) == Plan(read_first=True)
+    assert plan_channel(missing, [Call(X, session("closed", sid="s2"))], 0, GRACE) == Plan()

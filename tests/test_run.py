@@ -14,8 +14,9 @@ import redis
 
 from tests.conftest import real_redis, real_url
 from worker import launch
+from worker.cli import redated
 from worker.core.signing import sign_stream
-from worker.settings import DEV_STREAM_SECRET
+from worker.settings import DEV_HMS_SECRET, DEV_STREAM_SECRET
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 PATCH_LINE = '"dry_run": true, "method": "PATCH"'
@@ -38,19 +39,22 @@ def run_and_send(tmp_path: Path, env: dict[str, str]) -> float:
     try:
         launch.wait_for(lambda: launch.http_ok(f"http://127.0.0.1:{port}/readyz"), 60, "the receiver")
         launch.wait_for(lambda: " ready." in log.read_text(errors="replace"), 60, "the worker")
-        body = (SAMPLES / "stream_channel_updated.json").read_bytes()
+        opened = json.dumps(redated(json.loads((SAMPLES / "hms_session_open.json").read_bytes()), time.time())).encode()
         sent = time.monotonic()
+        hms = httpx.post(f"http://127.0.0.1:{port}/webhooks/hms", content=opened, headers={"X-Callsync-Secret": DEV_HMS_SECRET})
+        assert hms.status_code == 202, hms.text
+        launch.wait_for(lambda: PATCH_LINE in log.read_text(errors="replace"), 10, "the dry-run PATCH", every=0.005)
+        elapsed = time.monotonic() - sent
+        body = json.dumps(redated(json.loads((SAMPLES / "stream_channel_updated.json").read_bytes()), time.time())).encode()
         answer = httpx.post(
             f"http://127.0.0.1:{port}/webhooks/stream",
             content=body,
             headers={"X-Signature": sign_stream(body, DEV_STREAM_SECRET), "X-Webhook-Id": os.urandom(8).hex()},
         )
         assert answer.status_code == 202, answer.text
-        launch.wait_for(lambda: PATCH_LINE in log.read_text(errors="replace"), 10, "the dry-run PATCH", every=0.005)
-        elapsed = time.monotonic() - sent
         # The README's next steps, in the same checkout and without any setting: they find
         # the run's Redis (on a port of its choosing) and its receiver.
-        sent_hms = callsync("send", "hms", str(SAMPLES / "hms_session_open.json"), cwd=tmp_path)
+        sent_hms = callsync("send", "hms", str(SAMPLES / "hms_session_close.json"), cwd=tmp_path)
         assert sent_hms.returncode == 0 and sent_hms.stdout.startswith("202 "), sent_hms.stdout + sent_hms.stderr
         status = callsync("status", "--json", cwd=tmp_path)
         assert status.returncode == 0, status.stderr

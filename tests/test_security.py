@@ -20,7 +20,7 @@ from tests.hostile import HMS_SECRET, SETTINGS, Receiver
 from tests.world import World
 from worker.core.events import CALL_ID_RE, CID_RE, CallFields
 from worker.core.upstream import UpstreamError
-from worker.state import bindings_key, call_channels_key, call_key, channel_key, dedupe_key
+from worker.records import bindings_key, call_channels_key, call_key, channel_key, dedupe_key
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20
@@ -221,7 +221,7 @@ def test_a_channel_id_reaches_only_its_own_channel(redis_client: redis.Redis, id
     cid = f"messaging:{ident}"
     assert CID_RE.fullmatch(cid) or " " in ident
     world.stream.create_channel(cid)
-    fields, _ = world.rt.stream.update_call_fields(cid, CallFields(True, "call-x"))
+    fields = world.rt.stream.update_call_fields(cid, CallFields(True, "call-x"))
     assert fields == CallFields(True, "call-x")
     assert world.stream.calls[-1][:2] == ("PATCH", f"/channels/messaging/{ident}")
 

@@ -26,6 +26,7 @@ def test_values_are_parsed():
     )
     assert settings.max_queue_depth == 5000
     assert settings.hms_webhook_secrets == ("old", "new")
+    assert settings.stream_api_secret == "" and settings.stream_secrets == ()
     assert settings.field_path == ()
     assert settings.stream_update_rate == Rate(5, 1.0)
     assert settings.dry_run and not settings.end_room_on_call_end
@@ -163,7 +164,7 @@ def test_calls_api_settings_are_parsed():
     )
     assert settings.cors_origins == ("https://app.example.com", "http://localhost:3000")
     assert settings.calls_per_user == Rate(5, 1.0)
-    assert settings.stream_api_secrets == ("new", "old")
+    assert settings.stream_secrets == ("new", "old")
     assert {"new", "old"} <= set(settings.secrets)  # each secret of a rotation is scrubbed from logs
     defaults = load_settings({})
     assert (defaults.hms_default_role, defaults.call_token_ttl_seconds, defaults.cors_origins) == ("guest", 3600, ())
@@ -230,3 +231,14 @@ def test_the_fixed_retry_waits_fit_the_hops_of_the_shortest_timeout():
     shortest = load_settings({"CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "10"}).longest_countdown_seconds
     longest_retry = max(MAX_WAIT_SECONDS + 1, backoff_seconds(30, 0.999999) + 1)  # a 429's wait and jitter, the backoff cap
     assert longest_retry <= MAX_HOPS * shortest
+
+
+def test_a_stream_secret_list_signs_with_the_first_and_verifies_with_any():
+    settings = load_settings({"STREAM_API_SECRET": " new-secret , old-secret ,,"})
+    assert settings.stream_api_secret == "new-secret"
+    assert settings.stream_secrets == ("new-secret", "old-secret")
+    assert set(settings.secrets) >= {"new-secret", "old-secret"}  # both scrubbed from logs
+    assert "secret" not in repr(settings)
+    assert load_settings({"STREAM_API_SECRET": "one"}).stream_secrets == ("one",)
+    with pytest.raises(ConfigError, match="STREAM_API_SECRET"):
+        load_settings({"REDIS_URL": "redis://x", "STREAM_API_SECRET": " , "}).require("web")

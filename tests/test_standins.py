@@ -16,12 +16,14 @@ import pytest
 from flask import Flask, request
 
 from standins import FakeHms, FakeStream, serve
+from worker.core.events import parse_time
 
 STREAM_KEY, STREAM_SECRET = "stream-key", "stream-secret-long-enough-for-hs256"
 HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256"
 WRONG = "wrong-secret-also-long-enough-for-hs256"
 CID = "messaging:general"
 RFC3339_US = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")  # Go's RFC3339Nano
 
 
 def stream_token(secret: str = STREAM_SECRET, **claims: object) -> str:
@@ -130,7 +132,7 @@ def test_stream_partial_update_dotted_paths(stream: FakeStream, sc: httpx.Client
     channel = r.json()["channel"]
     assert channel["data"] == {"callActive": False, "extra": {"deep": 1}}
     assert channel["name"] == "General" and channel["cid"] == CID and channel["created_at"] == stream.channels[CID]["created_at"]
-    assert RFC3339_US.match(channel["updated_at"]) and channel["updated_at"] > before
+    assert channel["updated_at"] == before == channel["created_at"]  # as the live API: no clock
     assert r.json()["members"] == [] and "duration" in r.json()
     assert stream.channels[CID] == channel
     assert stream.call_fields(CID) == {"callActive": False, "extra": {"deep": 1}}
@@ -144,9 +146,22 @@ def test_stream_set_of_whole_field_replaces_it(stream: FakeStream, sc: httpx.Cli
     assert stream.channels[CID]["name"] == "General"
 
 
-def test_stream_updated_at_strictly_increases(stream: FakeStream, sc: httpx.Client) -> None:
-    stamps = [sc.patch("/channels/messaging/general", json={"set": {"n": i}}).json()["channel"]["updated_at"] for i in range(20)]
-    assert stamps == sorted(set(stamps))
+def test_stream_events_carry_their_own_strictly_increasing_created_at(stream: FakeStream, sc: httpx.Client) -> None:
+    for i in range(20):
+        sc.patch("/channels/messaging/general", json={"set": {"n": i}}).raise_for_status()
+    events = [json.loads(body) for _, body in stream.outbox]
+    stamps = [parse_time(event["created_at"]) for event in events]
+    assert stamps == sorted(set(stamps)) and all(RFC3339_NANO.match(event["created_at"]) for event in events)
+    assert {event["channel"]["updated_at"] for event in events} == {stream.channels[CID]["created_at"]}
+
+
+def test_stream_can_still_stamp_updated_at_on_every_update() -> None:
+    bumping = FakeStream(STREAM_KEY, STREAM_SECRET, bump_updated_at=True)
+    bumping.create_channel(CID)
+    with stream_client(bumping) as client:
+        answers = [client.patch("/channels/messaging/general", json={"set": {"n": i}}).json() for i in range(20)]
+    stamps = [answer["channel"]["updated_at"] for answer in answers]
+    assert stamps == sorted(set(stamps)) and all(RFC3339_US.match(stamp) for stamp in stamps)
 
 
 @pytest.mark.parametrize("body", [{}, {"set": []}, {"unset": "data.callId"}, {"unset": [1]}])
@@ -173,7 +188,8 @@ def test_stream_patch_queues_signed_channel_updated(stream: FakeStream, sc: http
     assert (event["channel_type"], event["channel_id"]) == ("messaging", "general")
     assert event["channel"] == channel
     assert event["request_info"] == {"type": "server"} and "user" not in event
-    assert RFC3339_US.match(event["created_at"])
+    assert RFC3339_NANO.match(event["created_at"])
+    assert parse_time(event["created_at"]) >= parse_time(channel["created_at"])
 
 
 def test_stream_client_update(stream: FakeStream) -> None:
@@ -315,7 +331,8 @@ def test_hms_sessions_and_active_room(hms: FakeHms, hc: httpx.Client) -> None:
     r = hc.get(f"active-rooms/{room['id']}")
     assert r.status_code == 200
     session = {"id": live["id"], "created_at": live["created_at"], "peers": []}
-    assert r.json() == {"id": room["id"], "name": "room-a", "session": session}
+    # As in 100ms-docs, api-reference/active-rooms/retrieve-active-room.mdx.
+    assert r.json() == {"id": room["id"], "name": "room-a", "customer_id": hms.account_id, "session": session}
     active = hc.get("sessions", params={"room_id": room["id"], "active": "true"}).json()
     assert [s["id"] for s in active["data"]] == [live["id"]] and "last" in active and active["limit"] == 10
     ended = hc.get("sessions", params={"room_id": room["id"], "active": "false"}).json()["data"]
@@ -360,7 +377,7 @@ def test_hms_end_room_closes_session(hms: FakeHms, hc: httpx.Client) -> None:
     room = hms.create_room("room-a")
     started = time.time() - 13 * 3600
     session = hms.open_session(room["id"], started_at=started)
-    assert RFC3339_US.match(session["created_at"])
+    assert RFC3339_NANO.match(session["created_at"])
     assert session["created_at"].startswith(time.strftime("%Y-%m-%dT%H:%M", time.gmtime(started)))
     r = hc.post(f"active-rooms/{room['id']}/end-room", json={"reason": "stale", "lock": False})
     assert r.status_code == 200 and r.json() == {"message": "session is ending"}
@@ -369,7 +386,7 @@ def test_hms_end_room_closes_session(hms: FakeHms, hc: httpx.Client) -> None:
     assert event["type"] == "session.close.success"
     data = event["data"]
     assert data["session_id"] == session["id"] and data["room_id"] == room["id"] and data["room_name"] == "room-a"
-    assert data["session_started_at"] == session["created_at"] and RFC3339_US.match(data["session_stopped_at"])
+    assert data["session_started_at"] == session["created_at"] and RFC3339_NANO.match(data["session_stopped_at"])
     assert abs(data["session_duration"] - 13 * 3600) <= 2
     assert hms.calls == [("POST", f"/active-rooms/{room['id']}/end-room", {"reason": "stale", "lock": False})]
     assert hc.get(f"active-rooms/{room['id']}").status_code == 404

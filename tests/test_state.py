@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from worker.core.events import HmsEvent
-from worker.state import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, State, bucket_key, bucket_of, call_key
+from worker.records import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, bucket_key, bucket_of, call_key
+from worker.state import State
 
 T0 = 1_800_000_000.0
 
@@ -15,11 +16,11 @@ def hms(kind: str, name: str, session: str, started: float, at: float | None = N
 
 
 def open_(state: State, name: str, session: str, started: float) -> None:
-    state.record_hms_event(hms("session.open.success", name, session, started))
+    state.record_hms_event(hms("session.open.success", name, session, started), started)
 
 
 def close(state: State, name: str, session: str, started: float, at: float) -> None:
-    state.record_hms_event(hms("session.close.success", name, session, started, at))
+    state.record_hms_event(hms("session.close.success", name, session, started, at), at)
 
 
 def index(state: State) -> dict[int, set[str]]:
@@ -59,7 +60,7 @@ def test_a_newer_session_replaces_the_older_in_the_index(state):
 
 
 def test_a_real_start_time_moves_an_estimated_one_in_the_index(state):
-    state.record_hms_event(hms("peer.join.success", "call-a:b", "s1", started=None, at=T0 + 100))  # type: ignore[arg-type]
+    state.record_hms_event(hms("peer.join.success", "call-a:b", "s1", started=None, at=T0 + 100), T0 + 100)  # type: ignore[arg-type]
     open_(state, "call-a:b", "s1", T0)
     assert index(state) == {bucket_of(T0): {"call-a:b"}}
 
@@ -71,7 +72,7 @@ def test_a_mixed_case_room_keeps_its_spelling(state):
 
 
 def test_rooms_without_a_call_id_name_are_not_recorded(state):
-    assert state.record_hms_event(HmsEvent("e", "session.open.success", "r", None, "s1", T0, T0, False)) is None
+    assert state.record_hms_event(HmsEvent("e", "session.open.success", "r", None, "s1", T0, T0, False), T0) is None
     assert state.redis.dbsize() == 0
 
 
@@ -159,7 +160,7 @@ def test_a_default_call_listed_in_another_case_is_read_once(state):
 def test_replace_writes_only_over_the_record_it_read(state):
     from worker import scripts
     from worker.core.events import CallFields
-    from worker.state import channel_change, channel_key
+    from worker.records import channel_change, channel_key
 
     state.record_channel(CID, CallFields(False, None), T0)
     read = state.load(CID).raw

@@ -14,7 +14,8 @@ def test_status_reflects_a_known_state(redis_client):
     now = time.time()
     redis_client.lpush(QUEUE, "m1", "m2")
     for name, started in (("room-1", now - 120), ("room-2", now - 30)):
-        State(redis_client).record_hms_event(HmsEvent("e", "session.open.success", "r", name, f"s-{name}", started, now, False))
+        opened = HmsEvent("e", "session.open.success", "r", name, f"s-{name}", started, now, False)
+        State(redis_client).record_hms_event(opened, now)
     State(redis_client).bind("messaging:a", "call-a", now)
     State(redis_client).bind("messaging:b", "call-b", now - 15 * 86400)  # forgotten: older than the bindings' TTL
     DeadLetters(redis_client).add("callsync.end_session", ["s9", "why"], "hms 404: gone", 1, now)

@@ -116,12 +116,15 @@ def test_client_ending_the_call_ends_the_room_for_everyone(world):
     assert len(world.patches()) == 1
 
 
-def test_end_room_without_an_active_session_counts_as_done(world):
+def test_a_session_100ms_no_longer_runs_is_recorded_closed_not_ended(world):
     world.stream.create_channel(CID)
     _, session = open_call(world)
     world.hms.close_session(session["id"])  # it ended meanwhile; its webhook not yet here
     sync.end_session(world.rt, CALL, session["id"], "test")
-    assert world.rt.state.call(CALL).session.status == "ending"
+    assert world.rt.state.call(CALL).session.status == "closed"
+    assert not [p for m, p, _ in world.hms.calls if p.endswith("/end-room")]  # 100ms was asked, nothing ended
+    world.drain()
+    assert world.fields() == {"callActive": False}
 
 
 def test_rate_limited_stream_answer_says_how_long_to_wait(world):
@@ -227,7 +230,7 @@ def test_a_write_over_a_record_changed_since_the_read_records_afresh(world):
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room))
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
     loaded = world.rt.state.load(CID, lock=("t", 5.0))
     assert loaded is not None
     world.rt.state.record_channel(CID, CallFields(False, None), 1.0)  # recorded between the read and the write
@@ -276,13 +279,13 @@ def test_an_event_recorded_between_the_read_and_the_write_is_reconciled_after_al
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room))
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
     world.rt.state.record_channel(CID, CallFields(False, None), 1.0)
     loaded = world.rt.state.load(CID, lock=("t", 5.0))
     assert loaded is not None
     # While callsync's PATCH is on its way, a client's update lands at Stream after it: its
     # event matches the record callsync read (inactive), so by itself it asks for nothing.
-    late = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 3600, False, "alice")
+    late = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 1, False, "alice")
     assert not world.rt.state.observe_stream_event(late, world.now).needs_reconcile
     sync._write(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
     world.stream.client_update(CID, {"data.callActive": False}, ["data.callId"])  # what Stream now shows
@@ -325,3 +328,20 @@ def test_a_grace_longer_than_a_hop_is_waited_in_hops_never_cut_short(redis_clien
         sync.reconcile_channel(world.rt, *world.queue.take()[0][1])
     assert world.patches() == [{"set": {"data.callActive": False}, "unset": ["data.callId"]}]
     assert world.now - claimed_at >= 60 and len(hops) <= 7, hops  # six of 10 s and the rest
+
+
+def test_a_channel_found_missing_is_read_again_when_a_session_of_its_call_opens(world):
+    room, first = open_call(world)  # the room names messaging:general, which Stream does not have yet
+    reads = lambda: [p for m, p, _ in world.stream.calls if (m, p) == ("POST", "/channels")]  # noqa: E731
+    assert len(reads()) == 1 and world.patches() == []
+    world.stream.create_channel(CID)  # created now; its channel.created never reached callsync
+    world.stream.outbox.clear()
+    world.deliver_hms(world.hms_event("peer.join.success", first, room, peer_id="p2"))
+    assert len(reads()) == 1  # the same session: not read again
+    world.hms.close_session(first["id"])
+    world.deliver_hms(world.hms_event("session.close.success", first, room))
+    world.now += 60
+    second = world.hms.open_session(room["id"], started_at=world.now)
+    world.deliver_hms(world.hms_event("session.open.success", second, room))
+    assert len(reads()) == 2
+    assert world.fields() == {"callActive": True, "callId": CALL}

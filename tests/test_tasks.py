@@ -88,7 +88,7 @@ def channel_to_write(world: World) -> None:
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room))
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
 
 
 def test_a_retry_that_cannot_be_published_is_a_dead_letter(unpublishable):
@@ -142,7 +142,7 @@ def test_a_dead_letter_keeps_no_configured_secret_a_platform_quoted(unpublishabl
     _runtimes[(id(app), os.getpid())] = world.rt
     run_task(app, sync.CHECK_SESSION, CALL, "s-1")
     assert world.rt.state.call(CALL).session is None  # nothing recorded: the check is a no-op...
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", {"id": "s-1", "created_at": None}, ROOM))
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", {"id": "s-1", "created_at": None}, ROOM), world.now)
     run_task(app, sync.CHECK_SESSION, CALL, "s-1")  # ...until a session is: then 100ms refuses
     [letter] = world.rt.dead_letters.list()
     assert letter.error.startswith("hms 400: app secret [redacted] is not valid for key [redacted]"), letter.error
@@ -320,7 +320,7 @@ def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path):
     room = hms.create_room(CALL)
     session = hms.open_session(room["id"])
     opened = HmsEvent("d-1", "session.open.success", room["id"], CALL, session["id"], time.time(), time.time(), False)
-    State(client).record_hms_event(opened)  # a session recorded open: the check asks 100ms about it
+    State(client).record_hms_event(opened, time.time())  # a session recorded open: the check asks 100ms about it
     create_celery(load_settings(env)).send_task(sync.CHECK_SESSION, args=[CALL, session["id"]], queue=QUEUE, task_id="killer")
     workers: list[launch.Child] = []
     try:

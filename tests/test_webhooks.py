@@ -7,7 +7,7 @@ import fakeredis
 import pytest
 import redis
 
-from tests.samples import load, stream_headers
+from tests.samples import SAMPLES_AT, load, samples_clock, stream_headers
 from webhooks.app import create_app
 from worker.core.signing import sign_stream
 from worker.queue import QUEUE
@@ -21,7 +21,7 @@ SETTINGS = Settings(
 
 @pytest.fixture
 def client(redis_client):
-    return create_app(SETTINGS, redis_client).test_client()
+    return create_app(SETTINGS, redis_client, clock=samples_clock).test_client()
 
 
 def queued(redis_client):
@@ -56,10 +56,37 @@ def test_signed_stream_event_is_accepted_and_queued_once(client, redis_client):
     assert event["cid"] == "messaging:general" and event["fields"] == {"active": True, "call_id": "call-messaging:general"}
 
 
-def test_retry_with_a_new_webhook_id_is_a_new_delivery(client, redis_client):
+def test_a_body_taken_once_is_a_duplicate_under_any_webhook_id(client, redis_client):
+    """X-Webhook-Id is not signed: a captured body replayed under new ids is the same delivery."""
     post_stream(client, load("stream_channel_updated"))
-    assert post_stream(client, load("stream_channel_updated"), **{"X-Webhook-Id": "wh-2"}).json == {"status": "accepted"}
+    for webhook_id in ("wh-2", None):
+        headers = {"X-Webhook-Id": webhook_id} if webhook_id else {"X-Webhook-Id": ""}
+        assert post_stream(client, load("stream_channel_updated"), **headers).json == {"status": "duplicate"}
+    other = {**load("stream_channel_updated"), "created_at": "2026-11-20T10:00:00.2Z"}  # another event, the same id
+    assert post_stream(client, other, **{"X-Webhook-Id": "wh-1"}).json == {"status": "duplicate"}
+    assert post_stream(client, other, **{"X-Webhook-Id": "wh-3"}).json == {"status": "accepted"}
     assert len(queued(redis_client)) == 2
+
+
+@pytest.mark.parametrize("offset", [-3601.0, 3600.0])
+def test_a_stream_event_outside_the_window_is_ignored_and_leaves_no_trace(redis_client, offset):
+    client = create_app(SETTINGS, redis_client, clock=lambda: SAMPLES_AT - offset).test_client()
+    answer = post_stream(client, load("stream_channel_updated"))
+    assert (answer.status_code, answer.json) == (200, {"status": "ignored"})
+    assert redis_client.keys("*") == []  # no task, no dedupe key spent
+
+
+def test_a_stream_key_rotation_verifies_with_any_secret_and_logs_none(redis_client, caplog):
+    new, old = "new-stream-secret", "old-stream-secret"
+    rotating = Settings(redis_url="redis://unused", stream_api_secret=new, stream_rotation_secrets=(old,))
+    client = create_app(rotating, redis_client, clock=samples_clock).test_client()
+    with caplog.at_level("DEBUG"):
+        for n, secret in enumerate((new, old, SECRET)):
+            body = json.dumps({**load("stream_channel_updated"), "cid": f"messaging:c{n}"}).encode()
+            answer = client.post("/webhooks/stream", data=body, headers=stream_headers(body, secret, webhook_id=f"wh-{n}"))
+            assert answer.status_code == (202 if secret != SECRET else 401), secret
+    assert [event["cid"] for _, event in queued(redis_client)] == ["messaging:c1", "messaging:c0"]  # LPUSH: newest first
+    assert new not in caplog.text and old not in caplog.text
 
 
 def test_gzip_body_is_verified_after_inflating(client, redis_client):
@@ -151,7 +178,7 @@ def test_order_of_checks_size_before_auth_before_parse(client):
 def test_redis_down_answers_503_and_spends_no_dedupe_key():
     server = fakeredis.FakeServer()
     store = fakeredis.FakeRedis(server=server)
-    client = create_app(SETTINGS, store).test_client()
+    client = create_app(SETTINGS, store, clock=samples_clock).test_client()
     server.connected = False
     answer = post_stream(client, load("stream_channel_updated"))
     assert answer.status_code == 503 and "error" in answer.json
@@ -171,7 +198,7 @@ def test_health_and_readiness():
 
 
 def test_unreachable_redis_is_503_not_500():
-    client = create_app(SETTINGS, redis.Redis(port=1, socket_connect_timeout=0.2)).test_client()
+    client = create_app(SETTINGS, redis.Redis(port=1, socket_connect_timeout=0.2), clock=samples_clock).test_client()
     assert post_stream(client, load("stream_channel_updated")).status_code == 503
 
 
@@ -186,12 +213,14 @@ def test_not_ready_says_why_without_echoing_the_redis_url():
 
 # --- the queue's ceiling (CALLSYNC_MAX_QUEUE_DEPTH; issue 12, item 8) -------------------------
 def test_a_full_queue_answers_503_with_retry_after_and_leaves_no_trace(redis_client):
-    client = create_app(replace(SETTINGS, max_queue_depth=2), redis_client).test_client()
+    client = create_app(replace(SETTINGS, max_queue_depth=2), redis_client, clock=samples_clock).test_client()
     first = load("stream_channel_updated")
+    # Each delivery its own body: Stream deliveries are deduplicated on the body's digest too.
+    second, third = ({**first, "cid": f"messaging:other-{n}"} for n in (2, 3))
     assert post_stream(client, first).status_code == 202
-    assert post_stream(client, first, **{"X-Webhook-Id": "wh-2"}).status_code == 202
+    assert post_stream(client, second, **{"X-Webhook-Id": "wh-2"}).status_code == 202
     before = {key: redis_client.dump(key) for key in redis_client.keys("*")}
-    full = post_stream(client, first, **{"X-Webhook-Id": "wh-3"})
+    full = post_stream(client, third, **{"X-Webhook-Id": "wh-3"})
     hms = post_hms(client, {"id": "d-1", "type": "session.open.success", "data": {"room_id": "r", "session_id": "s"}})
     for answer in (full, hms):
         assert answer.status_code == 503 and answer.headers["Retry-After"] == "10"
@@ -205,6 +234,6 @@ def test_a_full_queue_answers_503_with_retry_after_and_leaves_no_trace(redis_cli
     assert 'reason="queue_full"' in client.get("/metrics").get_data(as_text=True)
 
     redis_client.rpop(QUEUE)  # a worker takes one
-    assert post_stream(client, first, **{"X-Webhook-Id": "wh-3"}).json == {"status": "accepted"}  # the retry is new
+    assert post_stream(client, third, **{"X-Webhook-Id": "wh-3"}).json == {"status": "accepted"}  # the retry is new
     redis_client.rpop(QUEUE)
     assert client.get("/readyz").json == {"status": "ready", "redis": "ok", "broker": "ok", "queue": "ok"}

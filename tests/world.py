@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from standins import FakeHms, FakeStream
+from standins.base import rfc3339
 from tests.conftest import Recorder
 from worker import sweeps, sync
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
@@ -42,9 +43,10 @@ class World:
     """callsync's worker steps wired to Redis and the stand-ins, with a hand-moved clock."""
 
     def __init__(self, redis_client: Any, prefix: str = "data.", **overrides: Any):
-        self.now = time.time()  # the stand-ins stamp wall time; the world's clock starts there
+        self.now = time.time()  # the world's clock starts at wall time (tokens are checked in it)
         self.stream = FakeStream(KEY, SECRET, field_prefix=prefix)
         self.hms = FakeHms(HMS_KEY, HMS_SECRET)
+        self.stream.clock = self.hms.clock = lambda: self.now  # the platforms' stamps follow it
         self.settings = Settings(
             redis_url="redis://unused",
             stream_api_key=KEY,
@@ -70,7 +72,7 @@ class World:
         body = {
             "id": f"{kind}:{session['id']}",
             "type": kind,
-            "timestamp": "2027-01-15T08:00:00Z",
+            "timestamp": rfc3339(self.now, micro=False),
             "data": {
                 "room_id": room["id"],
                 "room_name": room["name"],

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +26,11 @@ from worker.core.events import (
     parse_stream_event,
 )
 from worker.core.signing import AuthenticationError, verify_hms, verify_stream
+from worker.core.timebounds import stream_delivery_is_current
 from worker.logs import fields
 from worker.queue import QUEUE, Enqueuer, QueueFull
+from worker.records import DEDUPE_TTL, dedupe_key
 from worker.settings import Settings, load_settings
-from worker.state import DEDUPE_TTL, dedupe_key
 
 from .body import BadBody, BodyTooLarge, inflate_limited, read_limited
 from .calls import calls_blueprint
@@ -36,6 +39,7 @@ from .metrics import WebhookMetrics
 log = logging.getLogger("callsync.webhooks")
 KNOWN_TYPES = frozenset(STREAM_TYPES) | frozenset(HMS_TYPES)
 Parse = Callable[[object, str | None], tuple[Any, str | None]]
+DedupeKeys = Callable[[str | None, bytes], list[str]]
 
 
 # Both platforms retry a 5xx within seconds (Stream: 3 attempts; 100ms: after 1, 3 and 10 s);
@@ -73,7 +77,9 @@ class Rejected(Exception):
         self.code, self.reason, self.error, self.headers = code, reason, error, headers
 
 
-def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, redis_client: redis.Redis | None = None, clock: Callable[[], float] = time.time
+) -> Flask:
     settings = settings or load_settings(os.environ).require("web")
     client = redis_client or redis.Redis.from_url(settings.redis_url or "", health_check_interval=30)
     enqueuer = Enqueuer(client, create_celery(settings), DEDUPE_TTL, max_depth=settings.max_queue_depth)
@@ -82,17 +88,18 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, after inflating
     prefix = settings.field_path
 
-    def receive(source: str, verify: Callable[[bytes], None], parse: Parse, delivery_id: str | None, task: str) -> Response:
+    def receive(
+        source: str, verify: Callable[[bytes], None], parse: Parse, delivery_id: str | None, task: str, keys: DedupeKeys
+    ) -> Response:
         line: dict[str, Any] = {"source": source, "delivery_id": delivery_id, "event_type": "unknown"}
         try:
-            event, line["delivery_id"] = accept(verify, parse, line, delivery_id)
+            event, line["delivery_id"], body = accept(verify, parse, line, delivery_id)
             if event is None:
                 outcome, response = "ignored", _answer(200, status="ignored")
             else:
                 line.update(_ids(event))
-                key = dedupe_key(source, line["delivery_id"]) if line["delivery_id"] else None
                 try:
-                    taken = enqueuer.enqueue_once(key, task, (event.to_json(),))
+                    taken = enqueuer.enqueue_once(keys(line["delivery_id"], body), task, (event.to_json(),))
                 except redis.RedisError:
                     raise Rejected(503, "unavailable", "state store unavailable; retry later") from None
                 except QueueFull:
@@ -110,8 +117,9 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
 
     def accept(
         verify: Callable[[bytes], None], parse: Parse, line: dict[str, Any], delivery_id: str | None
-    ) -> tuple[Any, str | None]:
-        """Read, verify and parse one delivery (the order of checks of docs/http.md); Rejected if it fails one."""
+    ) -> tuple[Any, str | None, bytes]:
+        """Read, verify and parse one delivery (the order of checks of docs/http.md); Rejected if it
+        fails one. Returns the event (None: ignored), its delivery id and the (inflated) body."""
         limit = settings.max_body_bytes
         bad_body: str | None = None
         try:
@@ -133,20 +141,26 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
             raise Rejected(400, "bad_request", "body is not JSON") from None
         line["event_type"] = _event_type(obj)
         try:
-            return parse(obj, delivery_id)
+            return (*parse(obj, delivery_id), body)
         except InvalidEvent as exc:
             raise Rejected(400, "bad_request", str(exc)) from None
 
     @app.post("/webhooks/stream")
     def stream_webhook() -> Response:
         def verify(body: bytes) -> None:
-            verify_stream(body, request.headers.get("X-Signature"), settings.stream_api_secret)
+            verify_stream(body, request.headers.get("X-Signature"), settings.stream_secrets)
 
         def parse(obj: object, webhook_id: str | None) -> tuple[Any, str | None]:
-            return parse_stream_event(obj, prefix), webhook_id
+            event = parse_stream_event(obj, prefix)
+            return (event if event is None or stream_delivery_is_current(event.created_at, clock()) else None), webhook_id
+
+        def keys(webhook_id: str | None, body: bytes) -> list[str]:
+            # X-Webhook-Id is not signed: a captured body under a new id is the same delivery.
+            digest = dedupe_key("stream-body", hashlib.sha256(body).hexdigest())
+            return [dedupe_key("stream", webhook_id), digest] if webhook_id else [digest]
 
         webhook_id = request.headers.get("X-Webhook-Id", "")[:128] or None
-        return receive("stream", verify, parse, webhook_id, "callsync.apply_stream_event")
+        return receive("stream", verify, parse, webhook_id, "callsync.apply_stream_event", keys)
 
     @app.post("/webhooks/hms")
     def hms_webhook() -> Response:
@@ -160,7 +174,10 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
             envelope_id = obj.get("id") if isinstance(obj, dict) else None
             return event, event.id if event else (envelope_id if isinstance(envelope_id, str) else None)
 
-        return receive("hms", verify, parse, None, "callsync.apply_hms_event")
+        def keys(envelope_id: str | None, _: bytes) -> list[str]:
+            return [dedupe_key("hms", envelope_id)] if envelope_id else []
+
+        return receive("hms", verify, parse, None, "callsync.apply_hms_event", keys)
 
     @app.get("/metrics")
     def metrics_view() -> Response:

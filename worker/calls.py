@@ -88,7 +88,7 @@ class Upstreams:
 
     def _build(self) -> tuple[StreamClient, HmsClient]:
         s = self._settings
-        secret = s.stream_api_secrets[0] if s.stream_api_secrets else "unset"
+        secret = s.stream_api_secret or "unset"
         stream = upstream_client(s.stream_base_url, StreamAuth(s.stream_api_key, secret), self._transport)
         hms = upstream_client(s.hms_base_url, ManagementAuth(s.hms_access_key, s.hms_app_secret or "unset"), self._transport)
         return (
@@ -164,7 +164,7 @@ class CallsApi:
                 caller.user_id,
                 caller.api_key,
                 s.stream_api_key,
-                s.stream_api_secrets,
+                s.stream_secrets,
                 self.clock(),
             )
         except Unauthenticated as exc:
@@ -259,7 +259,7 @@ class CallsApi:
             now,
             False,
         )
-        return self.state.record_hms_event(adopted)
+        return self.state.record_hms_event(adopted, now)
 
     def _token(self, room: Room, user: str) -> str:
         s = self.settings

@@ -13,8 +13,8 @@ from typing import Any
 import redis
 
 from .core.calls import MEMBERSHIP_TTL, Room, Roster
+from .records import CALL_TTL, call_key
 from .scripts import Script
-from .state import CALL_TTL, call_key
 
 # The roster hash's field saying what it holds: user ids have no whitespace (tokens.USER_ID_RE).
 ROSTER_META = " roster"

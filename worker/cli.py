@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
 from kombu.exceptions import OperationalError
 
 from . import runfile
+from .core.events import parse_time
 from .deadletters import DeadLetter
 from .logs import configure_logging
 from .settings import ConfigError, Role, Settings, load_settings, redacted_url
+
+TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 
 def settings_for(role: Role | None) -> Settings:
@@ -225,6 +231,30 @@ def cmd_hms_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def redated(payload: Any, now: float) -> Any:
+    """`payload` with every time in it moved so that the event happens at `now` (the envelope's
+    `timestamp` for 100ms, `created_at` for Stream): a sample stays a delivery the receiver takes
+    as current (it ignores Stream events older than an hour; event times bound what callsync
+    believes)."""
+    reference = parse_time(payload.get("timestamp") or payload.get("created_at")) if isinstance(payload, dict) else None
+    if reference is None:
+        return payload
+    shift = now - reference
+
+    def move(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: move(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [move(value) for value in node]
+        at = parse_time(node) if isinstance(node, str) and TIME_RE.match(node) else None
+        if at is None:
+            return node
+        moved = datetime.fromtimestamp(at + shift, UTC)
+        return moved.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if "." in node else "%Y-%m-%dT%H:%M:%SZ")
+
+    return move(payload)
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     """Sign a sample payload as the platform would and POST it to a running receiver."""
     from .core.signing import sign_stream
@@ -234,8 +264,10 @@ def cmd_send(args: argparse.Namespace) -> int:
         body = Path(args.file).read_bytes()
     except OSError as exc:
         raise fail(f"cannot read {args.file}: {exc.strerror}") from None
+    if not args.as_is:
+        body = json.dumps(redated(json.loads(body), time.time())).encode()
     if args.source == "stream":
-        secret = os.environ.get("STREAM_API_SECRET") or DEV_STREAM_SECRET
+        secret = (os.environ.get("STREAM_API_SECRET") or DEV_STREAM_SECRET).split(",")[0].strip()  # as Stream: the first
         headers = {"X-Signature": sign_stream(body, secret), "X-Webhook-Id": args.id or os.urandom(8).hex()}
     else:
         secrets = os.environ.get("HMS_WEBHOOK_SECRET") or DEV_HMS_SECRET
@@ -336,6 +368,7 @@ def parser() -> argparse.ArgumentParser:
         "--url", help="the receiver (default: that of a `callsync run` going here, else http://127.0.0.1:PORT, PORT 8000)"
     )
     send.add_argument("--id", help="X-Webhook-Id to send (Stream); random by default")
+    send.add_argument("--as-is", action="store_true", help="send the file's times unchanged (else moved to now)")
     send.set_defaults(func=cmd_send)
     return top
 

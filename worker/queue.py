@@ -16,6 +16,7 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,15 +30,15 @@ QUEUE = "callsync"
 MAX_BATCH = 128
 WAIT_SECONDS = 5.0  # longer than any healthy round trip; then the request answers 503
 
+# KEYS: the delivery's dedupe keys (any already spent: a duplicate), then the queue.
 _DEDUPE_AND_PUSH = Script("""
 local n = #KEYS
-if redis.call('LLEN', KEYS[n]) >= tonumber(ARGV[3]) then
-  -- full: a duplicate is still answered as one; anything else leaves no trace
-  if n == 2 and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-  return -1
+for i = 1, n - 1 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end  -- a duplicate, answered as one even when full
 end
-if n == 2 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
-  return 0
+if redis.call('LLEN', KEYS[n]) >= tonumber(ARGV[3]) then return -1 end  -- full: leaves no trace
+for i = 1, n - 1 do
+  redis.call('SET', KEYS[i], '1', 'EX', ARGV[2])
 end
 redis.call('LPUSH', KEYS[n], ARGV[1])
 return 1
@@ -109,13 +110,15 @@ class Enqueuer:
         self._wake = threading.Condition()
         self._flusher_pid: int | None = None
 
-    def enqueue_once(self, dedupe_key: str | None, task_name: str, args: tuple[Any, ...]) -> bool:
-        """Enqueue unless `dedupe_key` was already spent; False means duplicate.
+    def enqueue_once(self, dedupe_keys: str | Sequence[str] | None, task_name: str, args: tuple[Any, ...]) -> bool:
+        """Enqueue unless one of `dedupe_keys` was already spent (then spend them all); False
+        means duplicate.
 
         Raises redis.RedisError when Redis cannot take it and QueueFull when the queue is at
         its ceiling (the caller answers 503 to both).
         """
-        item = _Pending([dedupe_key, self._queue] if dedupe_key else [self._queue], self._template.render(task_name, args))
+        keys = [dedupe_keys] if isinstance(dedupe_keys, str) else list(dedupe_keys or ())
+        item = _Pending([*keys, self._queue], self._template.render(task_name, args))
         if self._flusher_pid != os.getpid():
             self._start_flusher()
         with self._wake:

@@ -41,7 +41,10 @@ class Rate:
 class Settings:
     redis_url: str | None = field(default=None, repr=False)  # may carry the Redis password
     stream_api_key: str = field(default="", repr=False)
-    stream_api_secret: str = field(default="", repr=False)
+    stream_api_secret: str = field(default="", repr=False)  # signs API calls and server tokens
+    # During a key rotation: more secrets a webhook's signature may be made with (the rest of
+    # STREAM_API_SECRET's comma-separated list); never used to sign.
+    stream_rotation_secrets: tuple[str, ...] = field(default=(), repr=False)
     stream_base_url: str = "https://chat.stream-io-api.com"
     hms_access_key: str = field(default="", repr=False)
     hms_app_secret: str = field(default="", repr=False)
@@ -74,11 +77,6 @@ class Settings:
     calls_per_user: Rate = Rate(30, 60.0)
 
     @property
-    def stream_api_secrets(self) -> tuple[str, ...]:
-        """STREAM_API_SECRET as a list (a key rotation): the first signs, any one verifies."""
-        return tuple(s.strip() for s in self.stream_api_secret.split(",") if s.strip())
-
-    @property
     def calls_api_unavailable(self) -> str | None:
         """Why the web role cannot serve the calls API (it then answers 503), or None.
 
@@ -98,8 +96,13 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for scrubbing logs."""
-        values = (self.stream_api_secret, *self.stream_api_secrets, self.hms_app_secret, *self.hms_webhook_secrets)
-        return tuple(s for s in values if s)
+        return tuple(s for s in (*self.stream_secrets, self.hms_app_secret, *self.hms_webhook_secrets) if s)
+
+    @property
+    def stream_secrets(self) -> tuple[str, ...]:
+        """Every secret of STREAM_API_SECRET: the first signs, any of them verifies (a webhook's
+        `X-Signature`, a user token of the calls API)."""
+        return tuple(s for s in (self.stream_api_secret, *self.stream_rotation_secrets) if s)
 
     @property
     def longest_countdown_seconds(self) -> float:
@@ -122,9 +125,9 @@ class Settings:
 
     def _secrets_of(self, role: Role) -> dict[str, str]:
         if role == "web":
-            return {"STREAM_API_SECRET": self.stream_api_secret, "HMS_WEBHOOK_SECRET": ",".join(self.hms_webhook_secrets)}
+            return {"STREAM_API_SECRET": ",".join(self.stream_secrets), "HMS_WEBHOOK_SECRET": ",".join(self.hms_webhook_secrets)}
         if role == "worker" and not self.dry_run:
-            return {"STREAM_API_SECRET": self.stream_api_secret, "HMS_APP_SECRET": self.hms_app_secret}
+            return {"STREAM_API_SECRET": ",".join(self.stream_secrets), "HMS_APP_SECRET": self.hms_app_secret}
         return {}
 
     def missing(self, role: Role) -> list[str]:
@@ -369,10 +372,12 @@ def load_settings(env: Mapping[str, str], *roles: Role) -> Settings:
 
 def _parse(env: _Environment) -> Settings:
     concurrency = _int(env, "CALLSYNC_WORKER_CONCURRENCY", 0)
+    stream_secrets = [s.strip() for s in env.get("STREAM_API_SECRET", "").split(",") if s.strip()] or [""]
     return Settings(
         redis_url=_redis_url(env, "REDIS_URL", None),
         stream_api_key=env.get("STREAM_API_KEY", "").strip(),
-        stream_api_secret=env.get("STREAM_API_SECRET", "").strip(),
+        stream_api_secret=stream_secrets[0],
+        stream_rotation_secrets=tuple(stream_secrets[1:]),
         stream_base_url=_url(env, "STREAM_BASE_URL", Settings.stream_base_url),
         hms_access_key=env.get("HMS_ACCESS_KEY", "").strip(),
         hms_app_secret=env.get("HMS_APP_SECRET", "").strip(),

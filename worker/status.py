@@ -9,7 +9,8 @@ import redis
 from .deadletters import INDEX as DEAD_LETTERS
 from .heartbeat import workers_seen
 from .queue import QUEUE
-from .state import BOUND_CHANNELS, CALL_TTL, State
+from .records import BOUND_CHANNELS, CALL_TTL
+from .state import State
 from .sweeps import LAST_SWEEP
 
 # kombu's Redis transport keeps tasks taken by a worker but not yet acknowledged (running,

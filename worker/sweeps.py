@@ -12,6 +12,8 @@ import logging
 import math
 from dataclasses import dataclass
 
+from .core.timebounds import FUTURE_SKEW_SECONDS
+from .records import BOUND_CHANNELS
 from .runtime import Runtime
 from .sync import CHECK_SESSION, END_SESSION
 
@@ -42,6 +44,9 @@ def sweep(rt: Runtime) -> SweepResult:
         return SweepResult(ran=False)
     try:
         now = rt.clock()
+        # Scores are callsync's clock; one from the future (left by a version that scored event
+        # times) would outrank every real binding for good.
+        rt.redis.zremrangebyscore(BOUND_CHANNELS, f"({now + FUTURE_SKEW_SECONDS}", "+inf")
         ended = end_overdue(rt, now)
         checks = schedule_checks(rt)
         rt.redis.set(LAST_SWEEP, repr(now))

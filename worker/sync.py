@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 
 from . import scripts
 from .clients.hms import LiveSession
 from .core.events import CallFields, HmsEvent, StreamEvent
 from .core.reconcile import call_ended_by_client, client_ended_call, live_call, plan_channel
+from .core.sessions import Session, is_live
+from .core.timebounds import admit_hms_event, in_bounds
 from .counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
+from .records import Loaded, channel_change
 from .runtime import Runtime
-from .state import Loaded, channel_change
 
 log = logging.getLogger("callsync.sync")
 
@@ -55,7 +58,12 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
 
 def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     """Record the session change and reconcile every channel bound to the room."""
-    session, cids = rt.state.record_hms_event_and_bound(event)
+    now = rt.clock()
+    admitted = admit_hms_event(event, now)
+    if admitted is None:
+        log.info("ignored %s of session %s: its times are outside what callsync believes", event.type, event.session_id)
+        return
+    session, cids = rt.state.record_hms_event_and_bound(admitted, now)
     if session is not None and session.room_name:
         for cid in sorted(cids):
             reconcile_channel(rt, cid)
@@ -100,9 +108,11 @@ def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> Load
             loaded = rt.state.load(cid) or loaded  # without a token the load always answers
         plan = plan_channel(loaded.channel, loaded.calls, now, grace)
         if plan.read_first:
-            fields, version = rt.stream.read_call_fields(cid)
-            # Without Stream's `updated_at` the read is the oldest news: any event supersedes it.
-            rt.state.record_channel(cid, fields, version or 0.0, exists=fields is not None)
+            fields = rt.stream.read_call_fields(cid)
+            live = live_call(loaded.calls)
+            # Dated like a write (see _write): Stream showed this at or after `now`.
+            missing_for = live.session.session_id if fields is None and live and live.session else None
+            rt.state.record_channel(cid, fields, now, exists=fields is not None, missing_for=missing_for)
         elif plan.write is not None:
             _write(rt, cid, loaded, plan.write, token, now)
             return None
@@ -125,11 +135,20 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
             rt.tally.inc(RATE_LIMIT_WAITS, labels)
             rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, grant.wait)
             raise Later(grant.wait, "Stream update ceiling reached")
-        fields, version = rt.stream.update_call_fields(cid, wanted)
+        fields = rt.stream.update_call_fields(cid, wanted)
         live = live_call(loaded.calls)
         # The claim callsync writes belongs to the session it is for, whatever the clocks say.
         since = live.session.started_at if live and live.session else None
-        _, record = channel_change(cid, loaded.raw, fields, version or now, claimed_since=since, pending="clear")
+        # The write's version. Stream's answer carries no event time (`updated_at` does not move
+        # on a partial update), so the write is dated `now`, read before the PATCH left: Stream
+        # applied it after that, and stamps its `channel.updated` echo, and every change made
+        # after it, with a `created_at` at or after `now` (its clock and ours agree to NTP's
+        # accuracy). So the echo applies (the same fields: nothing changes) and any later change
+        # is news, while a change Stream applied before `now`, delivered late, is older and
+        # ignored. A change in between (after `now`, before our write landed) still applies: the
+        # record then shows it until our echo, newer, puts our fields back; at worst one write
+        # more, never a change lost.
+        _, record = channel_change(cid, loaded.raw, fields, now, claimed_since=since, pending="clear")
         steps = [rt.limiter.release_call(grant.token), rt.state.unlock_call(cid, token)]
         if record is not None:
             steps.insert(0, rt.state.replace_call(cid, loaded.raw, record))
@@ -143,7 +162,7 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
         # An event was recorded between the read and this write, and it judged itself against
         # a record now out of date: record the write without losing the newer news, keep the
         # channel pending and reconcile it again.
-        rt.state.record_channel(cid, fields, version or now, claimed_since=since, pending="force")
+        rt.state.record_channel(cid, fields, now, claimed_since=since, pending="force")
         rt.schedule(RECONCILE, (cid,))
 
 
@@ -171,10 +190,11 @@ def verify_call(rt: Runtime, call_id: str) -> None:
 
 def adopt(rt: Runtime, live: LiveSession, call_id: str, now: float) -> None:
     """Record a session 100ms reports live but whose webhooks callsync never got."""
+    started = live.started_at if in_bounds(live.started_at, now) else None  # else first seen now
     event = HmsEvent(
-        f"adopt:{live.session_id}", "session.open.success", live.room_id, call_id, live.session_id, live.started_at, now, False
+        f"adopt:{live.session_id}", "session.open.success", live.room_id, call_id, live.session_id, started, now, False
     )
-    rt.state.record_hms_event(event)
+    rt.state.record_hms_event(event, now)
     log.info("adopted live session %s of call %s", live.session_id, call_id)
 
 
@@ -187,30 +207,46 @@ def check_session(rt: Runtime, call_id: str, session_id: str) -> None:
     if session is None or session.session_id != session_id or not session.is_open:
         return
     live = rt.hms.live_session(session.room_id)
-    if live is not None and live.session_id == session_id:
+    if is_live(session, live.session_id if live else None):
         return
     now = rt.clock()
     name = session.room_name or call_id
-    closed = HmsEvent(
-        f"check:{session_id}", "session.close.success", session.room_id, name, session_id, session.started_at, now, False
-    )
-    rt.state.record_hms_event(closed)
+    record_over(rt, replace(session, room_name=name), live, now)
     log.info("session %s of room %s is over in 100ms: recorded its lost close", session_id, session.room_id)
+    reconcile_call(rt, name)
+
+
+def record_over(rt: Runtime, session: Session, live: LiveSession | None, now: float) -> None:
+    """100ms runs no session or another one in the room: record `session` closed at `now`, and
+    adopt the one that runs."""
+    name = session.room_name or ""
+    ids = (session.room_id, name, session.session_id)
+    closed = HmsEvent(f"check:{session.session_id}", "session.close.success", *ids, session.started_at, now, False)
+    rt.state.record_hms_event(closed, now)
     if live is not None:  # a newer session runs in that room
         adopt(rt, live, name, now)
-    reconcile_call(rt, name)
 
 
 def end_session(rt: Runtime, call_id: str, session_id: str, reason: str) -> None:
     """End the session's room for everyone through 100ms, then reconcile its channels.
 
-    Only while `session_id` is still the room's current session: end-room ends whatever
-    runs in the room, and a newer session must not pay for an older one's limit.
+    Only once 100ms confirms the session is the room's live one: end-room ends whatever runs in
+    the room, and a newer session must not pay for an older one (a replayed open of a session
+    long over, its record gone, would otherwise end the call running there now). Otherwise the
+    session is recorded closed and the live one adopted. (A session that starts between the
+    check and the end-room call is the one gap left: the API names no session to end.)
     """
     session = rt.state.call(call_id).session
     if session is None or session.session_id != session_id or session.status == "closed":
         return
-    rt.state.begin_ending(call_id, session_id, rt.clock())
+    live = rt.hms.active_session(session.room_id)
+    now = rt.clock()
+    if not is_live(session, live.session_id if live else None):
+        record_over(rt, replace(session, room_name=session.room_name or call_id), live, now)
+        log.info("session %s of room %s is not the live one in 100ms: recorded closed, not ended", session_id, session.room_id)
+        reconcile_call(rt, session.room_name or call_id)
+        return
+    rt.state.begin_ending(call_id, session_id, now)
     ended = rt.hms.end_room(session.room_id, reason)
     log.info("end-room %s for session %s: %s", session.room_id, session_id, "ending" if ended else "no active session")
     reconcile_call(rt, session.room_name or call_id)

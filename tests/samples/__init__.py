@@ -11,6 +11,15 @@ from worker.core.signing import sign_stream
 HERE = Path(__file__).parent
 
 
+# The time the samples above happen at (their Stream event's created_at, 100ms's open): a
+# receiver under test runs at it, since Stream events older than an hour are ignored.
+SAMPLES_AT = 1795168800.5  # 2026-11-20T10:00:00.5Z
+
+
+def samples_clock() -> float:
+    return SAMPLES_AT
+
+
 def load(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((HERE / f"{name}.json").read_text())
     return data

@@ -117,6 +117,21 @@ class HmsClient:
                 )
         return None
 
+    def active_session(self, room_id: str) -> LiveSession | None:
+        """The session live in the room now, or None when the room is not active (404):
+        `GET /active-rooms/{room_id}` (100ms-docs, api-reference/active-rooms/retrieve-active-room.mdx)."""
+        try:
+            url, endpoint = f"/active-rooms/{segment(room_id)}", "/active-rooms/{room_id}"
+            response = call(self._http, API, "GET", url, endpoint=endpoint, observe=self._observe)
+        except UpstreamError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        session = _dict(_dict(response.json()).get("session"))
+        if not session.get("id"):
+            return None
+        return LiveSession(room_id=room_id, session_id=str(session["id"]), started_at=parse_time(session.get("created_at")))
+
     def room_id_by_name(self, name: str) -> str | None:
         """The id of the room called `name` (case-insensitive), without creating it."""
         room = self.room_by_name(name)

@@ -10,7 +10,7 @@ import httpx
 import jwt
 
 from ..core.calls import ROSTER_MEMBER_LIMIT
-from ..core.events import CallFields, parse_time, read_fields
+from ..core.events import CallFields, read_fields
 from .http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
 
 API = "stream"
@@ -50,8 +50,9 @@ class StreamClient:
         self._path = field_path
         self._prefix = "".join(f"{part}." for part in field_path)
 
-    def update_call_fields(self, cid: str, fields: CallFields) -> tuple[CallFields, float | None]:
-        """PATCH the call fields; returns what Stream now shows and its `updated_at`."""
+    def update_call_fields(self, cid: str, fields: CallFields) -> CallFields:
+        """PATCH the call fields; returns what Stream now shows. (The answer's `updated_at` is
+        no clock: live partial updates leave it unchanged.)"""
         kind, _, ident = cid.partition(":")
         response = call(
             self._http,
@@ -63,10 +64,9 @@ class StreamClient:
             deadline=self._deadline,
             json=call_field_update(fields, self._prefix),
         )
-        channel = _dict(response.json().get("channel"))
-        return read_fields(channel, self._path), parse_time(channel.get("updated_at"))
+        return read_fields(_dict(response.json().get("channel")), self._path)
 
-    def read_call_fields(self, cid: str) -> tuple[CallFields | None, float | None]:
+    def read_call_fields(self, cid: str) -> CallFields | None:
         """The channel's call fields through QueryChannels (no side effects); None if it does not exist."""
         body = {"filter_conditions": {"cid": cid}, "state": True, "watch": False, "presence": False, "limit": 1}
         response = call(
@@ -74,9 +74,8 @@ class StreamClient:
         )
         channels = response.json().get("channels") or []
         if not channels:
-            return None, None
-        channel = _dict(_dict(channels[0]).get("channel"))
-        return read_fields(channel, self._path), parse_time(channel.get("updated_at"))
+            return None
+        return read_fields(_dict(_dict(channels[0]).get("channel")), self._path)
 
     def channel_roster(self, cid: str) -> dict[str, Any]:
         """QueryChannels for the channel with its first members and `member_count` (read only:

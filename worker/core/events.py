@@ -77,7 +77,12 @@ class StreamEvent:
     type: str
     cid: str | None
     fields: CallFields | None  # None when the event carries no channel object
-    version: float | None  # channel.updated_at, else the event's created_at
+    # The event's own top-level `created_at` (Stream's clock): what orders and dates Stream
+    # events. Never `channel.updated_at`: live partial updates leave it as it was (an event
+    # recorded from the live API in GetStream/stream-chat-test-mock-server,
+    # src/jsons/ws_events_channel.json, and the example in GetStream/stream-chat-python,
+    # docs/webhooks/webhook_events.md, both show it equal to the channel's `created_at`).
+    created_at: float | None
     from_server: bool  # request_info.type == "server"
     user_id: str | None
 
@@ -87,7 +92,7 @@ class StreamEvent:
             "type": self.type,
             "cid": self.cid,
             "fields": {"active": fields.active, "call_id": fields.call_id} if fields else None,
-            "version": self.version,
+            "created_at": self.created_at,
             "from_server": self.from_server,
             "user_id": self.user_id,
         }
@@ -95,7 +100,15 @@ class StreamEvent:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StreamEvent:
         fields = raw.get("fields")
-        return cls(**{**raw, "fields": CallFields(**fields) if fields else None})
+        # A task queued before `created_at` replaced `version` (updated_at: no clock) runs undated.
+        return cls(
+            type=raw["type"],
+            cid=raw["cid"],
+            fields=CallFields(**fields) if fields else None,
+            created_at=raw.get("created_at"),
+            from_server=raw["from_server"],
+            user_id=raw.get("user_id"),
+        )
 
 
 @dataclass(frozen=True)
@@ -182,7 +195,7 @@ def parse_stream_event(body: object, prefix: tuple[str, ...]) -> StreamEvent | N
         type=kind,
         cid=cid,
         fields=fields,
-        version=parse_time(channel.get("updated_at")) or parse_time(body.get("created_at")),
+        created_at=parse_time(body.get("created_at")),
         from_server=isinstance(request_info, dict) and request_info.get("type") == "server",
         user_id=_str(user, "id") if isinstance(user, dict) else None,
     )
@@ -204,16 +217,33 @@ def parse_hms_event(body: object) -> HmsEvent | None:
     room_id, session_id = _str(data, "room_id", 128), _str(data, "session_id", 128)
     if room_id is None or session_id is None:
         raise InvalidEvent(f"{kind} lacks data.room_id or data.session_id")
-    at = None
-    for key in ("session_stopped_at", "left_at", "joined_at"):
-        at = at or parse_time(data.get(key))
+    started_at = parse_time(data.get("session_started_at"))
     return HmsEvent(
         id=event_id,
         type=kind,
         room_id=room_id,
         room_name=valid_call_id(data.get("room_name")),
         session_id=session_id,
-        started_at=parse_time(data.get("session_started_at")),
-        at=at or parse_time(body.get("timestamp")),
+        started_at=started_at,
+        at=_hms_event_time(body, data, started_at),
         is_replay=body.get("is_replay") is True,
     )
+
+
+def _hms_event_time(body: dict[str, Any], data: dict[str, Any], started_at: float | None) -> float | None:
+    """When an event happened: its own time (`session_stopped_at`, `left_at`, `joined_at`), else
+    the start plus `session_duration`, else the envelope's `timestamp`, never before the start.
+
+    100ms's webhook page (100mslive/100ms-docs) of 2022 shows `session.close.success` without
+    `session_stopped_at`, and its samples date `room.end.success` and that close by a `timestamp`
+    in whole seconds, before the session's start with nanoseconds.
+    """
+    for key in ("session_stopped_at", "left_at", "joined_at"):
+        at = parse_time(data.get(key))
+        if at is not None:
+            return at
+    duration = data.get("session_duration")
+    if started_at is not None and isinstance(duration, int | float) and not isinstance(duration, bool) and 0 < duration < 10**7:
+        return started_at + float(duration)
+    at = parse_time(body.get("timestamp"))
+    return max(at, started_at) if at is not None and started_at is not None else at

@@ -34,6 +34,7 @@ class Channel:
     fields: CallFields | None  # None: never seen, read it first
     exists: bool = True
     claim_since: float | None = None  # when its current `callActive: true` claim began
+    missing_for: str | None = None  # the live session it was last found missing (QueryChannels) for
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,23 @@ def _find(calls: Sequence[Call], call_id: str | None) -> Call | None:
 
 
 def _claim_is_stale(claim: Call | None, since: float, grace: float) -> bool:
-    """A claim is stale once its session ended after the claim began, or 100ms
-    confirmed no live session at least `grace` seconds after it began."""
+    """A claim is stale once the session it belongs to ended, or 100ms confirmed no live
+    session at least `grace` seconds after it began.
+
+    A claim belongs to an ended session when it began no later than that session's start
+    (callsync dates its own claims so) or clearly before its end. One that began within the
+    clocks' disagreement of the end (a claim is dated by Stream's clock, an end by 100ms's) may
+    be a member's new call whose open is not here yet (the reference client writes its claim
+    right after joining): it is not cleared on the clocks' word, 100ms is asked after the grace.
+    """
     if claim is None:
         return False
     session = claim.session
-    if session is not None and not session.is_open and (session.ended_at or 0.0) + CLOCK_SKEW_SECONDS >= since:
-        return True
+    if session is not None and not session.is_open:
+        if session.started_at is not None and since <= session.started_at:
+            return True
+        if session.ended_at is not None and session.ended_at - CLOCK_SKEW_SECONDS >= since:
+            return True
     return claim.idle_confirmed_at is not None and claim.idle_confirmed_at >= since + grace
 
 
@@ -79,22 +90,37 @@ def plan_channel(channel: Channel, calls: Sequence[Call], now: float, grace: flo
     if channel.fields is None:
         return Plan(read_first=True)
     if not channel.exists:
-        return Plan()
+        # Read again once per session of its call: a channel created since, whose
+        # channel.created was lost, still shows the call.
+        live = live_call(calls)
+        fresh = live is not None and live.session is not None and live.session.session_id != channel.missing_for
+        return Plan(read_first=True) if fresh else Plan()
     known, desired = channel.fields, desired_state(calls)
     if desired.active or not known.active:
         return Plan(write=desired) if known != desired else Plan()
     # The channel claims a call that has no open session recorded (docs/behaviour.md, rule 4).
-    since = channel.claim_since if channel.claim_since is not None else now
+    # Never later than now: no claim, whatever clock dated it, defers its check past one grace.
+    since = min(channel.claim_since, now) if channel.claim_since is not None else now
     claim = _find(calls, known.call_id)
     if claim is None or _claim_is_stale(claim, since, grace):
         return Plan(write=INACTIVE)
     return Plan(verify_call=claim.call_id, verify_at=max(since + grace, now))
 
 
-def claim_since(previous: Channel | None, fields: CallFields, version: float) -> float | None:
-    """When the claim in `fields` began: kept while the same call stays claimed."""
+def claim_since(previous: Channel | None, fields: CallFields, version: float, by_member: bool = False) -> float | None:
+    """When the claim in `fields` began: kept while the same call stays claimed by server-side
+    writes (callsync's own and their echoes), restarted by a member's event showing it.
+
+    A member's event may be the member starting a new call under the same call id (the
+    reference client writes the claim again right after joining), so the claim is judged from
+    then on: a session that ended before it is not its session, and 100ms's "no live session"
+    clears it only one grace after it. A claim no session backs is still cleared one grace
+    after the last member event that showed it.
+    """
     if not fields.active:
         return None
+    if by_member:
+        return version
     if previous is not None and previous.fields == fields and previous.claim_since is not None:
         return previous.claim_since
     return version

@@ -71,3 +71,9 @@ def is_newer(candidate: Session, current: Session | None) -> bool:
     if current is None or current.session_id == candidate.session_id:
         return True
     return candidate.sort_key >= current.sort_key
+
+
+def is_live(session: Session, live_session_id: str | None) -> bool:
+    """Whether `session` is the one 100ms reports live in its room (100ms runs one at a time):
+    only then may callsync end the room for it."""
+    return live_session_id is not None and live_session_id == session.session_id

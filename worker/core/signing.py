@@ -16,15 +16,20 @@ def sign_stream(body: bytes, api_secret: str) -> str:
     return hmac.new(api_secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def verify_stream(body: bytes, signature: str | None, api_secret: str) -> None:
-    """Raise AuthenticationError unless `signature` is Stream's signature of `body`.
+def verify_stream(body: bytes, signature: str | None, api_secrets: Iterable[str]) -> None:
+    """Raise AuthenticationError unless `signature` is Stream's signature of `body` under one
+    of `api_secrets` (more than one while a key is rotated).
 
-    Stream's own Python SDK compares with `==`; we compare in constant time.
+    Stream's own Python SDK compares with `==`; we compare in constant time, against every
+    secret (no early exit), so timing says nothing about which matched.
     """
     if not signature:
         raise AuthenticationError("missing X-Signature")
-    expected = sign_stream(body, api_secret)
-    if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
+    given = signature.strip().lower().encode()
+    matched = False
+    for secret in _each(api_secrets):
+        matched |= hmac.compare_digest(sign_stream(body, secret).encode(), given)
+    if not matched:
         raise AuthenticationError("bad X-Signature")
 
 
@@ -38,7 +43,13 @@ def verify_hms(header_value: str | None, secrets: Iterable[str], header_name: st
         raise AuthenticationError(f"missing {header_name}")
     given = header_value.encode()
     matched = False
-    for secret in secrets:
+    for secret in _each(secrets):
         matched |= hmac.compare_digest(given, secret.encode())
     if not matched:
         raise AuthenticationError(f"bad {header_name}")
+
+
+def _each(secrets: Iterable[str]) -> tuple[str, ...]:
+    """The non-empty secrets: a bare string is one secret (iterating it would make each of its
+    characters one), and an empty secret would let anyone sign."""
+    return tuple(secret for secret in ((secrets,) if isinstance(secrets, str) else secrets) if secret)
