@@ -57,11 +57,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from standins import FakeHms, FakeStream, serve
 from standins.base import Fake
-from worker import launch
+from worker.cli import launch
 from worker.core.events import parse_time
-from worker.deadletters import DeadLetters
-from worker.queue import QUEUE
 from worker.settings import Rate, load_settings
+from worker.store.deadletters import DeadLetters
+from worker.store.enqueue import QUEUE
 
 STREAM_KEY, STREAM_SECRET = "chaos-stream-key", "chaos-stream-secret-0123456789abcdef"
 HMS_KEY, HMS_SECRET = "chaos-hms-access-key", "chaos-hms-app-secret-0123456789abcdef"
@@ -70,7 +70,7 @@ SECRETS = (STREAM_SECRET, HMS_SECRET, HOOK_SECRET)
 TOKENISH = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*|(?i:bearer\s+)[\w.~+/=-]{8,}|api_key=")
 # Successful updates are stamped as they reach the stand-in, between the limiter's grant and
 # the worker reading the answer, the interval the limiter holds each grant for
-# (worker/ratelimit.py): no window may hold more than the ceiling.
+# (worker/store/ratelimit.py): no window may hold more than the ceiling.
 JITTER_ALLOWANCE = 0
 TOPIC = {"topic": "chaos"}  # a field callsync must never touch (docs/behaviour.md, rule 2)
 

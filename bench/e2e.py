@@ -41,9 +41,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker import launch
-from worker.processes import freeze_startup_objects
-from worker.queue import QUEUE
+from worker.cli import launch
+from worker.cli.processes import freeze_startup_objects
+from worker.store.enqueue import QUEUE
 
 KEY, SECRET = "bench-stream-key", "bench-stream-secret-0123456789abcdef"
 HMS_KEY, HMS_SECRET = "bench-hms-key", "bench-hms-secret-0123456789abcdef"

@@ -33,8 +33,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from worker.cli.processes import GUNICORN_DEFAULTS, Gunicorn
 from worker.core.signing import sign_stream
-from worker.processes import GUNICORN_DEFAULTS, Gunicorn
 from worker.settings import Settings
 
 SECRET = "bench-stream-secret-0123456789abcdef"
@@ -60,7 +60,7 @@ end
 
 def write_bodies(path: str) -> None:
     """BODIES copies of the sample, dated from now a microsecond apart, each with its signature."""
-    from worker.cli import redated
+    from worker.cli.main import redated
 
     sample, now = json.loads(BODY), time.time()
     with open(path, "w") as out:

@@ -32,8 +32,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker.launch import free_port
-from worker.processes import GUNICORN_DEFAULTS, Gunicorn, NoAccessLog
+from worker.cli.launch import free_port
+from worker.cli.processes import GUNICORN_DEFAULTS, Gunicorn, NoAccessLog
 from worker.settings import Rate, Settings
 
 KEY, SECRET = "bench-stream-key", "bench-stream-secret-0123456789abcdef"

@@ -20,12 +20,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker import sweeps
 from worker.core.sessions import Session
-from worker.records import CLOSED_TTL, call_key
-from worker.runtime import build_runtime
 from worker.settings import Settings
-from worker.state import State
+from worker.steps import sweep as sweeps
+from worker.steps.runtime import build_runtime
+from worker.store.records import CLOSED_TTL, call_key
+from worker.store.state import State
 
 HOUR = 3600.0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from worker.launch import platform_settings
+from worker.cli.launch import platform_settings
 
 from .hms import FakeHms
 from .serve import serve

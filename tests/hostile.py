@@ -20,8 +20,8 @@ from werkzeug.test import TestResponse
 from webhooks.app import create_app
 from worker.core.events import HMS_TYPES, STREAM_TYPES
 from worker.core.signing import sign_stream
-from worker.queue import QUEUE
 from worker.settings import Settings
+from worker.store.enqueue import QUEUE
 
 SECRET, HMS_SECRET, OLD_HMS_SECRET = "stream-secret-for-fuzz", "hms-secret-for-fuzz", "old-hms-secret"
 SECRETS = (SECRET, HMS_SECRET, OLD_HMS_SECRET)

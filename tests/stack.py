@@ -14,7 +14,7 @@ from celery.contrib.testing.worker import start_worker
 from standins import FakeHms, FakeStream, serve
 from tests.conftest import real_redis, real_url
 from webhooks.app import create_app
-from worker.celery_app import create_celery
+from worker.jobs.app import create_celery
 from worker.settings import Settings
 
 KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from tests.conftest import real_redis, real_url
-from worker.queue import QUEUE
+from worker.store.enqueue import QUEUE
 
 pytestmark = pytest.mark.redis
 
@@ -50,7 +50,7 @@ def test_two_beat_processes_schedule_the_sweep_once_per_interval():
 def test_beat_processes_outlive_a_redis_restart(tmp_path):
     """Regression (bench/chaos.py): RedBeat's tick raised on the lost connection and both beats exited."""
     from bench.chaos import RedisServer
-    from worker import launch
+    from worker.cli import launch
 
     store = RedisServer(tmp_path, launch.free_port())
     store.start()

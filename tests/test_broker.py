@@ -1,4 +1,4 @@
-"""kombu's Redis transport with one client per connection pool (worker/broker.py), on real Redis."""
+"""kombu's Redis transport with one client per connection pool (worker/jobs/broker.py), on real Redis."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import ssl
 import pytest
 
 from tests.conftest import real_redis, real_url
-from worker import broker
-from worker.celery_app import beat_settings, create_celery
+from worker.jobs import broker
+from worker.jobs.app import beat_settings, create_celery
 from worker.settings import load_settings
 
 
 def test_redis_and_tls_urls_get_the_transport_with_tls_from_the_url():
-    assert broker.transport_for("redis://127.0.0.1:6379/0") == "worker.broker:Transport"
-    assert broker.transport_for("rediss://example:6380/0") == "worker.broker:Transport"
+    assert broker.transport_for("redis://127.0.0.1:6379/0") == "worker.jobs.broker:Transport"
+    assert broker.transport_for("rediss://example:6380/0") == "worker.jobs.broker:Transport"
     assert broker.transport_for("unix:///tmp/redis.sock") is None
     assert broker.transport_for(None) is None
     assert broker.ssl_options("redis://127.0.0.1:6379/0") is None

@@ -26,9 +26,9 @@ from redis.retry import Retry
 
 from standins import FakeHms, FakeStream, serve
 from webhooks.app import create_app
-from worker.queue import QUEUE
 from worker.settings import Rate, Settings
-from worker.state import State
+from worker.store.enqueue import QUEUE
+from worker.store.state import State
 
 KEY, SECRET = "calls-stream-key", "calls-stream-secret-long-enough-for-hs256"
 HMS_KEY, HMS_SECRET = "calls-hms-access-key", "calls-hms-app-secret-long-enough-for-hs256"

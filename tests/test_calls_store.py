@@ -1,13 +1,13 @@
-"""worker/calls_store.py on fakeredis and on a real Redis."""
+"""worker/store/calls.py on fakeredis and on a real Redis."""
 
 from __future__ import annotations
 
 import redis
 
-from worker.calls_store import CallsStore, owner_key, roster_key
 from worker.core.calls import MEMBERSHIP_TTL, Room, Roster
 from worker.core.events import HmsEvent
-from worker.state import CALL_TTL, State
+from worker.store.calls import CallsStore, owner_key, roster_key
+from worker.store.state import CALL_TTL, State
 
 CID, CALL = "messaging:general", "call-messaging:general"
 

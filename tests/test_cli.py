@@ -14,9 +14,9 @@ import pytest
 from standins import FakeHms, serve
 from tests.hostile import HostileUpstream
 from tests.world import HMS_KEY, HMS_SECRET
-from worker.cli import main, parser, render_letters
-from worker.deadletters import DeadLetter, DeadLetters
-from worker.launch import free_port
+from worker.cli.launch import free_port
+from worker.cli.main import main, parser, render_letters
+from worker.store.deadletters import DeadLetter, DeadLetters
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
@@ -290,7 +290,7 @@ def test_dead_letters_list_is_bounded_by_its_limit():
 
 def test_send_moves_a_samples_times_to_now_keeping_their_distances():
     from tests.samples import load
-    from worker.cli import redated
+    from worker.cli.main import redated
     from worker.core.events import parse_time
 
     closed = load("hms_session_close")

@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import real_url
 from tests.stack import CALL, CID, SECRETS, Stack, running_stack, wait_for
-from worker.cli import main
-from worker.deadletters import DeadLetters
+from worker.cli.main import main
 from worker.logs import JsonFormatter
+from worker.store.deadletters import DeadLetters
 
 pytestmark = pytest.mark.redis
 APPLY = "callsync.apply_hms_event"  # the webhook's task reconciles its channels itself

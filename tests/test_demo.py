@@ -6,7 +6,7 @@ import re
 import subprocess
 import time
 
-from worker import launch
+from worker.cli import launch
 
 
 def test_the_demo_tells_the_whole_story_within_a_minute(tmp_path) -> None:
@@ -57,7 +57,7 @@ def test_the_demo_tells_the_whole_story_within_a_minute(tmp_path) -> None:
 
 
 def test_temporary_logs_go_when_the_story_held_and_stay_when_it_did_not(tmp_path) -> None:
-    from worker.demo import Teller, _forget_unless_failed
+    from worker.cli.demo import Teller, _forget_unless_failed
 
     said: list[str] = []
     held, failed = tmp_path / "held", tmp_path / "failed"

@@ -15,8 +15,8 @@ import pytest
 from tests.samples import stream_headers
 from webhooks.app import create_app
 from worker.core.events import CallFields, HmsEvent, StreamEvent, parse_hms_event, parse_stream_event, parse_time
-from worker.queue import QUEUE
 from worker.settings import Settings
+from worker.store.enqueue import QUEUE
 
 DOCUMENTED = Path(__file__).parent / "samples" / "documented"
 SECRET, HOOK = "documented-stream-secret", "documented-hms-secret"

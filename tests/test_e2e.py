@@ -27,9 +27,9 @@ import redis
 
 from standins import FakeHms, FakeStream, serve
 from tests.conftest import real_redis, real_url
-from worker import launch
+from worker.cli import launch
 from worker.clients.http import CALL_DEADLINE_SECONDS
-from worker.queue import QUEUE
+from worker.store.enqueue import QUEUE
 
 pytestmark = pytest.mark.redis
 

@@ -21,7 +21,7 @@ import pytest
 from standins import FakeHms, FakeStream, serve
 from tests.conftest import real_redis, real_url
 from tests.test_e2e import procfile
-from worker import launch
+from worker.cli import launch
 
 pytestmark = pytest.mark.redis
 

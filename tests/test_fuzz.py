@@ -30,12 +30,12 @@ from tests.hostile import (
     stream_events,
 )
 from tests.world import World
-from worker import sync
-from worker.celery_app import create_celery
 from worker.core.events import HmsEvent, InvalidEvent, StreamEvent, parse_hms_event, parse_stream_event
 from worker.core.signing import sign_stream
 from worker.core.upstream import UpstreamError
-from worker.queue import Enqueuer
+from worker.jobs.app import create_celery
+from worker.steps import sync
+from worker.store.enqueue import Enqueuer
 
 header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80)
 SOURCES = ("stream", "hms")
@@ -178,7 +178,7 @@ def test_gzip_header_on_a_plain_body_and_broken_gzip(rx: Receiver) -> None:
 
 
 def _apply(world: World, task: str, raw: dict[str, Any]) -> None:
-    """What the task does with the message (worker.tasks), then every follow-up step."""
+    """What the task does with the message (worker.jobs.tasks), then every follow-up step."""
     if task == "callsync.apply_stream_event":
         sync.apply_stream_event(world.rt, StreamEvent.from_json(raw))
     else:

@@ -11,11 +11,11 @@ import pytest
 
 from standins.base import rfc3339
 from tests.world import CALL, CID, World, open_call
-from worker import sync
 from worker.core.events import CallFields, HmsEvent, StreamEvent, parse_hms_event
 from worker.core.reconcile import Call, Channel, plan_channel
 from worker.core.timebounds import FUTURE_SKEW_SECONDS, REPLAY_WINDOW_SECONDS, admit_hms_event
-from worker.records import BOUND_CHANNELS, CLOSED_TTL, OPEN_BUCKETS, call_key, channel_key
+from worker.steps import sync
+from worker.store.records import BOUND_CHANNELS, CLOSED_TTL, OPEN_BUCKETS, call_key, channel_key
 
 DAY = 86400.0
 YEAR_9999 = "9999-12-31T23:59:59.999999999Z"

@@ -23,8 +23,8 @@ from worker.clients.http import (
 )
 from worker.clients.stream import StreamClient
 from worker.core.upstream import Retry, UpstreamError
-from worker.ratelimit import HOLD
-from worker.sync import LOCK_SECONDS, MAX_STEPS
+from worker.steps.sync import LOCK_SECONDS, MAX_STEPS
+from worker.store.ratelimit import HOLD
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ import redis
 from tests import stack as pipe
 from tests.hostile import SECRETS, Receiver
 from tests.world import CALL, CID, HMS_SECRET, SECRET, Platforms, World
-from worker import sync
 from worker.core.upstream import UpstreamError
-from worker.deadletters import DeadLetters
-from worker.runtime import build_runtime
+from worker.steps import sync
+from worker.steps.runtime import build_runtime
+from worker.store.deadletters import DeadLetters
 
 JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")  # any JWT: server tokens, management tokens
 

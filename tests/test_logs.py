@@ -33,8 +33,8 @@ def test_secrets_and_token_shaped_values_are_scrubbed():
 
 
 def test_task_log_lines_name_the_call_and_session_of_session_tasks():
-    from worker import sync
-    from worker.tasks import ids_of
+    from worker.jobs.tasks import ids_of
+    from worker.steps import sync
 
     assert ids_of(sync.END_SESSION, ("call-messaging:general", "s1", "why")) == {
         "call_id": "call-messaging:general",

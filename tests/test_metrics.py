@@ -20,14 +20,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import real_redis, real_url
 from tests.samples import load, samples_clock, stream_headers
 from webhooks.app import create_app
-from worker import counters
-from worker.cli import redated
+from worker.cli.main import redated
 from worker.core.events import parse_hms_event
-from worker.deadletters import DeadLetters
-from worker.heartbeat import beat
+from worker.ops import counters
+from worker.ops.heartbeat import beat
 from worker.settings import Settings
-from worker.state import State
-from worker.sweeps import LAST_SWEEP
+from worker.steps.sweep import LAST_SWEEP
+from worker.store.deadletters import DeadLetters
+from worker.store.state import State
 
 SECRET, HMS_SECRET = "stream-secret-for-metrics", "hms-secret-for-metrics"
 SETTINGS = Settings(redis_url="redis://unused", stream_api_secret=SECRET, hms_webhook_secrets=(HMS_SECRET,), max_body_bytes=4096)

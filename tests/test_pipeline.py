@@ -11,7 +11,7 @@ import pytest
 
 from standins import FakeStream
 from tests.stack import CALL, CID, HOOK_SECRET, SECRET, Stack, running_stack, wait_for
-from worker.deadletters import DeadLetters
+from worker.store.deadletters import DeadLetters
 
 pytestmark = pytest.mark.redis
 

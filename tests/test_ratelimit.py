@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from worker.ratelimit import HOLD, RateLimiter
 from worker.settings import Rate
+from worker.store.ratelimit import HOLD, RateLimiter
 
 
 def test_grants_up_to_the_ceiling_then_says_how_long_to_wait(redis_client):
@@ -36,7 +36,7 @@ def test_release_of_an_unknown_grant_adds_nothing(redis_client):
 
 
 def test_a_release_sent_with_other_steps_is_not_sent_again(redis_client):
-    from worker import scripts
+    from worker.store import scripts
 
     limiter = RateLimiter(redis_client, "cs:rate:test", Rate(2, 60.0))
     with limiter.update() as grant:

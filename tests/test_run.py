@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from tests.conftest import real_redis, real_url
-from worker import launch
-from worker.cli import redated
+from worker.cli import launch
+from worker.cli.main import redated
 from worker.core.signing import sign_stream
 from worker.settings import DEV_HMS_SECRET, DEV_STREAM_SECRET
 

@@ -106,7 +106,7 @@ def test_sixteen_characters_are_enough():
 
 
 def test_task_events_are_off_unless_asked_for():
-    from worker.celery_app import create_celery
+    from worker.jobs.app import create_celery
 
     assert create_celery(load_settings({})).conf.worker_send_task_events is False
     assert create_celery(load_settings({"CALLSYNC_TASK_EVENTS": "true"})).conf.worker_send_task_events is True

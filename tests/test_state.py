@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from worker.core.events import HmsEvent
-from worker.records import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, bucket_key, bucket_of, call_key
-from worker.state import State
+from worker.store.records import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, bucket_key, bucket_of, call_key
+from worker.store.state import State
 
 T0 = 1_800_000_000.0
 
@@ -158,9 +158,9 @@ def test_a_default_call_listed_in_another_case_is_read_once(state):
 
 
 def test_replace_writes_only_over_the_record_it_read(state):
-    from worker import scripts
     from worker.core.events import CallFields
-    from worker.records import channel_change, channel_key
+    from worker.store import scripts
+    from worker.store.records import channel_change, channel_key
 
     state.record_channel(CID, CallFields(False, None), T0)
     read = state.load(CID).raw
@@ -211,7 +211,7 @@ def test_a_change_stays_pending_until_a_reconcile_that_read_it_finishes(state):
 
 
 def test_a_batch_of_several_scripts_runs_whole_and_in_order_after_redis_forgot_them(state):
-    from worker import scripts
+    from worker.store import scripts
 
     write = scripts.Script("redis.call('SET', KEYS[1], ARGV[1]) return 1")
     read = scripts.Script("return redis.call('GET', KEYS[1])")

@@ -2,12 +2,12 @@ import json
 import time
 
 from worker.core.events import HmsEvent
-from worker.deadletters import DeadLetters
-from worker.heartbeat import SEEN_SECONDS, beat, forget
-from worker.queue import QUEUE
-from worker.state import State
-from worker.status import gather, render
-from worker.sweeps import LAST_SWEEP
+from worker.ops.heartbeat import SEEN_SECONDS, beat, forget
+from worker.ops.status import gather, render
+from worker.steps.sweep import LAST_SWEEP
+from worker.store.deadletters import DeadLetters
+from worker.store.enqueue import QUEUE
+from worker.store.state import State
 
 
 def test_status_reflects_a_known_state(redis_client):

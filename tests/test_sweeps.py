@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from tests.world import CALL, CID, World, open_call
-from worker import sweeps, sync
-from worker.sweeps import checks_per_sweep
+from worker.steps import sweep as sweeps
+from worker.steps import sync
+from worker.steps.sweep import checks_per_sweep
 
 HOUR = 3600.0
 

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from tests.world import CALL, CID, KEY, SECRET, World, open_call
-from worker import sync
 from worker.core.events import CallFields, StreamEvent, parse_hms_event, parse_stream_event, parse_time
 from worker.core.upstream import Retry, UpstreamError
 from worker.settings import Rate
+from worker.steps import sync
 
 
 @pytest.fixture

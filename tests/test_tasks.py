@@ -1,4 +1,4 @@
-"""The Celery tasks (worker/tasks.py): retries, dead letters, hops below the visibility timeout, redeliveries."""
+"""The Celery tasks (worker/jobs/tasks.py): retries, dead letters, hops below the visibility timeout, redeliveries."""
 
 from __future__ import annotations
 
@@ -21,14 +21,16 @@ from standins import FakeHms, FakeStream, serve
 from tests.conftest import real_redis, real_url
 from tests.stack import running_stack
 from tests.world import CALL, CID, HMS_KEY, HMS_SECRET, KEY, SECRET, World
-from worker import launch, sync, tasks
-from worker.celery_app import _runtimes, create_celery
+from worker.cli import launch
 from worker.core.events import HmsEvent
-from worker.deadletters import DeadLetters
-from worker.queue import QUEUE
-from worker.runtime import build_runtime
+from worker.jobs import tasks
+from worker.jobs.app import _runtimes, create_celery
 from worker.settings import Rate, Settings, load_settings
-from worker.state import State
+from worker.steps import sync
+from worker.steps.runtime import build_runtime
+from worker.store.deadletters import DeadLetters
+from worker.store.enqueue import QUEUE
+from worker.store.state import State
 
 
 def test_celery_never_caps_the_retries_callsync_allows():

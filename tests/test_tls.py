@@ -13,7 +13,7 @@ from pathlib import Path
 
 from standins import FakeHms, FakeStream, serve
 from tests.tls import PASSWORD, tls_redis
-from worker import launch
+from worker.cli import launch
 
 KEY, SECRET = "tls-stream-key", "tls-stream-secret-long-enough-for-hs256"
 HMS_KEY, HMS_SECRET = "tls-hms-access-key", "tls-hms-app-secret-long-enough-for-hs256"

@@ -10,8 +10,8 @@ import redis
 from tests.samples import SAMPLES_AT, load, samples_clock, stream_headers
 from webhooks.app import create_app
 from worker.core.signing import sign_stream
-from worker.queue import QUEUE
 from worker.settings import Settings
+from worker.store.enqueue import QUEUE
 
 SECRET, HMS_SECRET = "stream-secret-for-tests", "hms-secret-for-tests"
 SETTINGS = Settings(

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker import launch
+from worker.cli import launch
 
 PASSWORD = "tls-redis-password-0123456789"
 

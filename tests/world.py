@@ -12,10 +12,11 @@ import httpx
 from standins import FakeHms, FakeStream
 from standins.base import rfc3339
 from tests.conftest import Recorder
-from worker import sweeps, sync
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
-from worker.runtime import build_runtime
 from worker.settings import Settings
+from worker.steps import sweep as sweeps
+from worker.steps import sync
+from worker.steps.runtime import build_runtime
 
 KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
 HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-keys"

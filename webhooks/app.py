@@ -13,8 +13,9 @@ from typing import Any
 import redis
 from flask import Flask, Response, request
 
-from worker.celery_app import create_celery
-from worker.collector import RedisCollector
+from webhooks.body import BadBody, BodyTooLarge, inflate_limited, read_limited
+from webhooks.calls import calls_blueprint
+from webhooks.metrics import WebhookMetrics
 from worker.core.events import (
     HMS_TYPES,
     STREAM_TYPES,
@@ -27,14 +28,12 @@ from worker.core.events import (
 )
 from worker.core.signing import AuthenticationError, verify_hms, verify_stream
 from worker.core.timebounds import stream_delivery_is_current
+from worker.jobs.app import create_celery
 from worker.logs import fields
-from worker.queue import QUEUE, Enqueuer, QueueFull
-from worker.records import DEDUPE_TTL, dedupe_key
+from worker.ops.collector import RedisCollector
 from worker.settings import Settings, load_settings
-
-from .body import BadBody, BodyTooLarge, inflate_limited, read_limited
-from .calls import calls_blueprint
-from .metrics import WebhookMetrics
+from worker.store.enqueue import QUEUE, Enqueuer, QueueFull
+from worker.store.records import DEDUPE_TTL, dedupe_key
 
 log = logging.getLogger("callsync.webhooks")
 KNOWN_TYPES = frozenset(STREAM_TYPES) | frozenset(HMS_TYPES)

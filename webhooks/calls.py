@@ -2,7 +2,7 @@
 
 The routes and answers of Stream's retired built-in 100ms integration, so that stream-chat-js
 8.x's `channel.createCall()` and `client.getCallToken()` work against callsync unchanged.
-The steps are worker.calls'; this module reads the request and writes the answer.
+The steps are worker.steps.calls'; this module reads the request and writes the answer.
 """
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ import redis
 from flask import Blueprint, Response, request
 from flask_cors import CORS
 
-from worker.calls import Caller, CallsApi, Upstreams
-from worker.calls_store import CallsStore
+from webhooks.body import BodyTooLarge, read_limited
+from webhooks.metrics import WebhookMetrics
 from worker.core.calls import Refused, channel_of_path, cors_options
 from worker.logs import fields
-from worker.queue import Enqueuer
 from worker.settings import Settings
-from worker.state import State
-
-from .body import BodyTooLarge, read_limited
-from .metrics import WebhookMetrics
+from worker.steps.calls import Caller, CallsApi, Upstreams
+from worker.store.calls import CallsStore
+from worker.store.enqueue import Enqueuer
+from worker.store.state import State
 
 log = logging.getLogger("callsync.calls")
 MAX_BODY_BYTES = 16 * 1024  # a create body is `{"id", "type"}`

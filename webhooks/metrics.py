@@ -8,7 +8,7 @@ That mode is chosen when prometheus_client is first imported, so the entry point
 the directory before anything imports it (`prepare_multiprocess_dir`). Without the variable
 (tests, `flask run`) the counters live in the app's own registry.
 
-Worker-side numbers and state gauges come from Redis at scrape time (worker.collector).
+Worker-side numbers and state gauges come from Redis at scrape time (worker.ops.collector).
 """
 
 from __future__ import annotations

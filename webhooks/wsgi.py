@@ -1,5 +1,5 @@
 """WSGI entry for gunicorn: `gunicorn "webhooks.wsgi:create_app()"` (`callsync web` does this)."""
 
-from .app import create_app
+from webhooks.app import create_app
 
 __all__ = ["create_app"]

@@ -68,7 +68,7 @@ class Settings:
     port: int = 8000
     web_concurrency: int = 2
     worker_pool: str = "threads"
-    worker_concurrency: int | None = None  # None: as the pool's default (worker/cli.py)
+    worker_concurrency: int | None = None  # None: as the pool's default (worker/cli/main.py)
     # The calls API (docs/calls-api.md): optional; see `calls_api_unavailable`.
     hms_default_role: str = "guest"
     hms_template_id: str = ""
@@ -107,7 +107,7 @@ class Settings:
     @property
     def longest_countdown_seconds(self) -> float:
         """The longest countdown callsync gives a task: half the visibility timeout, so a
-        waiting task is never handed out twice (worker/tasks.py RETRY_WAIT); longer waits hop."""
+        waiting task is never handed out twice (worker/jobs/tasks.py RETRY_WAIT); longer waits hop."""
         return self.visibility_timeout_seconds / 2
 
     @property

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import jwt
 
-from ..core.calls import Room
-from ..core.events import parse_time
-from ..core.upstream import Retry, UpstreamError
-from .http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
+from worker.clients.http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
+from worker.core.calls import Room
+from worker.core.events import parse_time
+from worker.core.upstream import Retry, UpstreamError
 
 API = "hms"
 TOKEN_LIFETIME = 24 * 3600  # as the official SDK

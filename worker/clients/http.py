@@ -16,11 +16,11 @@ from urllib.parse import quote
 
 import httpx
 
-from ..core.upstream import classify, transport_failure
-from .deadline import DeadlinePassed, DeadlineTransport, until
+from worker.clients.deadline import DeadlinePassed, DeadlineTransport, until
+from worker.core.upstream import classify, transport_failure
 
-# Below the channel lock (worker/sync.py LOCK_SECONDS, 60 s, over at most 8 calls) and the
-# rate limiter's grant hold (worker/ratelimit.py HOLD, 30 s, over one call); tests check both.
+# Below the channel lock (worker/steps/sync.py LOCK_SECONDS, 60 s, over at most 8 calls) and the
+# rate limiter's grant hold (worker/store/ratelimit.py HOLD, 30 s, over one call); tests check both.
 CALL_DEADLINE_SECONDS = 7.0
 DEFAULT_TIMEOUT = httpx.Timeout(CALL_DEADLINE_SECONDS, connect=5.0)
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # the platforms' answers are a few KiB

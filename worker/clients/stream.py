@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import jwt
 
-from ..core.calls import ROSTER_MEMBER_LIMIT
-from ..core.events import CallFields, read_fields
-from .http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
+from worker.clients.http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
+from worker.core.calls import ROSTER_MEMBER_LIMIT
+from worker.core.events import CallFields, read_fields
 
 API = "stream"
 

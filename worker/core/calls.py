@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
-from .events import CID_RE, cid_of_room, valid_call_id
-from .sessions import Session
-from .upstream import UpstreamError
+from worker.core.events import CID_RE, cid_of_room, valid_call_id
+from worker.core.sessions import Session
+from worker.core.upstream import UpstreamError
 
 CALL_TYPES = frozenset({"video", "audio"})
 CHANNEL_TYPE_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")

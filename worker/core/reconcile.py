@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .events import CallFields
-from .sessions import Session
+from worker.core.events import CallFields
+from worker.core.sessions import Session
 
 INACTIVE = CallFields(active=False, call_id=None)
 # Claim times are Stream's clock, session ends 100ms's or ours: allow this much disagreement.

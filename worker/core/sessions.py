@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .events import HmsEvent
+from worker.core.events import HmsEvent
 
 Status = Literal["open", "ending", "closed"]
 _RANK = {"open": 0, "ending": 1, "closed": 2}

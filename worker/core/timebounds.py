@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .events import HmsEvent
+from worker.core.events import HmsEvent
 
 REPLAY_WINDOW_SECONDS = 30 * 86400  # 100ms replays deliveries of the last 30 days
 STREAM_WINDOW_SECONDS = 3600  # Stream retries for 15 s; an hour allows for its queues and clocks

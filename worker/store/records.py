@@ -1,6 +1,6 @@
 """How callsync's records look in Redis: their keys, their hash encodings, the open-session
 index's scripts, and the pure change of a channel's record when Stream shows something new
-(worker/state.py reads and writes them).
+(worker/store/state.py reads and writes them).
 
 Every key starts with `cs:<kind>:` and kinds contain no colon, so a key built from input (a cid,
 a call id, a session id) can never land in another kind's namespace.
@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .core.events import CallFields, cid_of_room
-from .core.reconcile import Call, Channel, claim_since
-from .core.sessions import Session
-from .core.timebounds import REPLAY_WINDOW_SECONDS
+from worker.core.events import CallFields, cid_of_room
+from worker.core.reconcile import Call, Channel, claim_since
+from worker.core.sessions import Session
+from worker.core.timebounds import REPLAY_WINDOW_SECONDS
 
 Raw = Mapping[Any, Any]  # a hash as redis-py returns it (bytes keys and values)
 

@@ -16,11 +16,11 @@ import httpx
 import redis
 from kombu.exceptions import OperationalError
 
-from . import runfile
-from .core.events import parse_time
-from .deadletters import DeadLetter
-from .logs import configure_logging
-from .settings import ConfigError, Role, Settings, load_settings, redacted_url
+from worker.cli import runfile
+from worker.core.events import parse_time
+from worker.logs import configure_logging
+from worker.settings import ConfigError, Role, Settings, load_settings, redacted_url
+from worker.store.deadletters import DeadLetter
 
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
@@ -61,7 +61,7 @@ def store(url: str) -> redis.Redis:
 def unreachable(url: str, exc: Exception) -> SystemExit:
     from urllib.parse import unquote, urlsplit
 
-    from .logs import scrub
+    from worker.logs import scrub
 
     password = unquote(urlsplit(url).password or "")
     said = scrub(str(exc), [password] if password else [])
@@ -69,13 +69,13 @@ def unreachable(url: str, exc: Exception) -> SystemExit:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .embedded import run_all
+    from worker.cli.local import run_all
 
     return run_all(args.port, args.workers, Path(args.data_dir))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import play
+    from worker.cli.demo import play
 
     return play(args.redis_url, Path(args.logs) if args.logs else None)
 
@@ -86,7 +86,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     settings = settings_for("web")
     configure_logging(settings.secrets)
     prepare_multiprocess_dir()  # before prometheus_client is imported (webhooks.metrics says why)
-    from .processes import run_web
+    from worker.cli.processes import run_web
 
     run_web(settings, args.port or settings.port, args.host)
     return 0
@@ -98,7 +98,7 @@ DEFAULT_CONCURRENCY = {"threads": 8, "prefork": 4, "solo": 1}
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .processes import run_worker
+    from worker.cli.processes import run_worker
 
     settings = settings_for("worker")
     if args.concurrency is not None and args.concurrency < 1:
@@ -109,14 +109,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(_: argparse.Namespace) -> int:
-    from .processes import run_beat
+    from worker.cli.processes import run_beat
 
     run_beat(settings_for("beat"))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import gather, render
+    from worker.ops.status import gather, render
 
     url = redis_url_here(settings_for(None))
     try:
@@ -139,9 +139,9 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    from .celery_app import create_celery
-    from .deadletters import DeadLetters
-    from .queue import QUEUE
+    from worker.jobs.app import create_celery
+    from worker.store.deadletters import DeadLetters
+    from worker.store.enqueue import QUEUE
 
     letters = DeadLetters(store(settings.redis_url or ""), settings.secrets)
     if args.action == "list":
@@ -184,7 +184,7 @@ def render_letters(rows: list[DeadLetter], as_json: bool, secrets: tuple[str, ..
     """`dead-letters list` output: JSON (every non-ASCII character escaped, so always valid and
     inert on a terminal) or one escaped line per letter; errors scrubbed again with the
     configured secrets (letters written before the scrub existed)."""
-    from .logs import scrub
+    from worker.logs import scrub
 
     letters = [{**vars(letter), "error": scrub(letter.error, secrets)} for letter in rows]
     if as_json:
@@ -202,10 +202,10 @@ def cmd_hms_replay(args: argparse.Namespace) -> int:
     """Ask 100ms to re-send the webhook deliveries that failed in a window (it stops retrying after ~14 s)."""
     from datetime import UTC, datetime, timedelta
 
-    from .clients.hms import HmsClient, ManagementAuth
-    from .clients.http import upstream_client
-    from .core.events import parse_time
-    from .core.upstream import UpstreamError
+    from worker.clients.hms import HmsClient, ManagementAuth
+    from worker.clients.http import upstream_client
+    from worker.core.events import parse_time
+    from worker.core.upstream import UpstreamError
 
     settings = settings_for(None)
     if not (settings.hms_access_key and settings.hms_app_secret):
@@ -257,8 +257,8 @@ def redated(payload: Any, now: float) -> Any:
 
 def cmd_send(args: argparse.Namespace) -> int:
     """Sign a sample payload as the platform would and POST it to a running receiver."""
-    from .core.signing import sign_stream
-    from .settings import DEV_HMS_SECRET, DEV_STREAM_SECRET
+    from worker.core.signing import sign_stream
+    from worker.settings import DEV_HMS_SECRET, DEV_STREAM_SECRET
 
     try:
         body = Path(args.file).read_bytes()

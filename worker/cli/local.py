@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import runfile
-from .logs import configure_logging
-from .settings import DEV_HMS_SECRET, DEV_STREAM_SECRET, ConfigError, Settings, load_settings
+from worker.cli import runfile
+from worker.logs import configure_logging
+from worker.settings import DEV_HMS_SECRET, DEV_STREAM_SECRET, ConfigError, Settings, load_settings
 
 log = logging.getLogger("callsync.run")
 

@@ -3,7 +3,7 @@
 Why Redis and not prometheus-client's multiprocess files: workers run "any number, any
 host" (docs/operations.md) and serve no HTTP, while `/metrics` is served by the web role. A
 directory of mmap files is shared only by processes of one host; a Redis hash is shared by
-all, survives worker restarts, and the web role reads it at scrape time (worker.collector).
+all, survives worker restarts, and the web role reads it at scrape time (worker.ops.collector).
 Increments are buffered in the process and written in one pipelined round trip a second
 (`flush_every`), not per task: under load that is one round trip a second for hundreds of
 tasks. A killed worker loses at most its last second of counts.

@@ -12,9 +12,9 @@ from typing import Any
 
 import redis
 
-from .core.calls import MEMBERSHIP_TTL, Room, Roster
-from .records import CALL_TTL, call_key
-from .scripts import Script
+from worker.core.calls import MEMBERSHIP_TTL, Room, Roster
+from worker.store.records import CALL_TTL, call_key
+from worker.store.scripts import Script
 
 # The roster hash's field saying what it holds: user ids have no whitespace (tokens.USER_ID_RE).
 ROSTER_META = " roster"
@@ -112,7 +112,7 @@ class CallsStore:
     def save_roster(self, cid: str, roster: Roster) -> None:
         """Cache who Stream said may call in the channel for MEMBERSHIP_TTL, replacing what was."""
         kind = "missing" if not roster.exists else "complete" if roster.complete else "partial"
-        # Only who may: a "no" is always asked afresh (worker.calls), so it is not kept.
+        # Only who may: a "no" is always asked afresh (worker.steps.calls), so it is not kept.
         fields: dict[Any, Any] = {ROSTER_META: kind, **dict.fromkeys(roster.allowed, "1")}
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(roster_key(cid))

@@ -2,7 +2,7 @@
 
 Gauges computed at scrape (queue depth, open sessions, dead letters, last sweep) are true
 whichever web process answers and however many workers run; the workers' counters come
-from the hash they flush to (worker.counters). Both are cluster-wide: every web instance
+from the hash they flush to (worker.ops.counters). Both are cluster-wide: every web instance
 shows the same values, so aggregate them with max(), not sum(), across instances.
 """
 
@@ -17,8 +17,8 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import counters
-from .status import gather
+from worker.ops import counters
+from worker.ops.status import gather
 
 _COUNTERS = {
     counters.TASK_RUNS: "Task runs by task and outcome (success, retry, deferred, dead_letter, error).",

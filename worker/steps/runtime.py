@@ -16,15 +16,15 @@ import jwt
 import jwt.warnings
 import redis
 
-from .clients.hms import HmsClient, ManagementAuth
-from .clients.http import upstream_client
-from .clients.stream import StreamAuth, StreamClient
-from .counters import UPSTREAM_CALLS, Tally
-from .deadletters import DeadLetters
-from .logs import fields
-from .ratelimit import RateLimiter
-from .settings import Settings
-from .state import State
+from worker.clients.hms import HmsClient, ManagementAuth
+from worker.clients.http import upstream_client
+from worker.clients.stream import StreamAuth, StreamClient
+from worker.logs import fields
+from worker.ops.counters import UPSTREAM_CALLS, Tally
+from worker.settings import Settings
+from worker.store.deadletters import DeadLetters
+from worker.store.ratelimit import RateLimiter
+from worker.store.state import State
 
 log = logging.getLogger("callsync.upstream")
 # httpx logs every request URL at INFO, and Stream's carries `api_key`: keep it quiet.

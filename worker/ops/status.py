@@ -6,12 +6,12 @@ from typing import Any
 
 import redis
 
-from .deadletters import INDEX as DEAD_LETTERS
-from .heartbeat import workers_seen
-from .queue import QUEUE
-from .records import BOUND_CHANNELS, CALL_TTL
-from .state import State
-from .sweeps import LAST_SWEEP
+from worker.ops.heartbeat import workers_seen
+from worker.steps.sweep import LAST_SWEEP
+from worker.store.deadletters import INDEX as DEAD_LETTERS
+from worker.store.enqueue import QUEUE
+from worker.store.records import BOUND_CHANNELS, CALL_TTL
+from worker.store.state import State
 
 # kombu's Redis transport keeps tasks taken by a worker but not yet acknowledged (running,
 # prefetched, or waiting for their countdown) in this sorted set, for all queues together.

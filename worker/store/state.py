@@ -1,6 +1,6 @@
 """callsync's state in Redis: sessions, calls, bindings and what channels last showed.
 
-The keys, hash encodings and index scripts are worker/records.py's.
+The keys, hash encodings and index scripts are worker/store/records.py's.
 Read-modify-write goes through WATCH/MULTI so the transitions stay in the pure core.
 """
 
@@ -12,12 +12,12 @@ from typing import Any, TypeVar, cast
 
 import redis
 
-from . import scripts
-from .core.events import CallFields, HmsEvent, StreamEvent, cid_of_room
-from .core.reconcile import Call, Channel
-from .core.sessions import Session, advance, is_newer, observe
-from .core.timebounds import stream_event_time
-from .records import (
+from worker.core.events import CallFields, HmsEvent, StreamEvent, cid_of_room
+from worker.core.reconcile import Call, Channel
+from worker.core.sessions import Session, advance, is_newer, observe
+from worker.core.timebounds import stream_event_time
+from worker.store import scripts
+from worker.store.records import (
     BOUND_CHANNELS,
     BUCKET_SECONDS,
     CALL_TTL,
@@ -47,7 +47,7 @@ from .records import (
     lock_key,
     session_to_hash,
 )
-from .scripts import Script
+from worker.store.scripts import Script
 
 # What a reconcile reads, in one round trip: the channel's record, the calls bound to it
 # (with the reference client's `call-<cid>` added) and each call's record; first taking the

@@ -23,8 +23,8 @@ from typing import Any
 import redis
 from celery import Celery
 
-from . import scripts
-from .scripts import Script
+from worker.store import scripts
+from worker.store.scripts import Script
 
 QUEUE = "callsync"
 MAX_BATCH = 128

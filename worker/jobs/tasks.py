@@ -1,4 +1,4 @@
-"""Celery tasks: short adapters from a message to a `worker.sync` step, with the retry policy."""
+"""Celery tasks: short adapters from a message to a `worker.steps.sync` step, with the retry policy."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
-from . import counters, sweeps, sync
-from .celery_app import runtime_for
-from .core.events import HmsEvent, StreamEvent, cid_of_room
-from .core.upstream import Retry as UpstreamRetry
-from .core.upstream import UpstreamError, backoff_seconds, retry_delay
-from .logs import fields
-from .runtime import Runtime
+from worker.core.events import HmsEvent, StreamEvent, cid_of_room
+from worker.core.upstream import Retry as UpstreamRetry
+from worker.core.upstream import UpstreamError, backoff_seconds, retry_delay
+from worker.jobs.app import runtime_for
+from worker.logs import fields
+from worker.ops import counters
+from worker.steps import sweep as sweeps
+from worker.steps import sync
+from worker.steps.runtime import Runtime
 
 log = logging.getLogger("callsync.tasks")
 REDIS_RETRIES = 20

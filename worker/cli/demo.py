@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote
 import httpx
 import jwt
 
-from . import launch
+from worker.cli import launch
 
 GRACE, MAX_SESSION, SWEEP = 3, 8, 1  # seconds: short so that the story fits in a minute
 STREAM_KEY, STREAM_SECRET = "demo-stream-key", "demo-stream-secret-0123456789abcdef"

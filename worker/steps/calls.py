@@ -18,11 +18,10 @@ from typing import Any
 
 import httpx
 
-from .calls_store import FILL_SECONDS, CallsStore, Snapshot
-from .clients.hms import HmsClient, ManagementAuth
-from .clients.http import Observe, unobserved, upstream_client
-from .clients.stream import StreamAuth, StreamClient
-from .core.calls import (
+from worker.clients.hms import HmsClient, ManagementAuth
+from worker.clients.http import Observe, unobserved, upstream_client
+from worker.clients.stream import StreamAuth, StreamClient
+from worker.core.calls import (
     Membership,
     Refused,
     Room,
@@ -41,13 +40,14 @@ from .core.calls import (
     roster_of,
     unavailable,
 )
-from .core.events import HmsEvent, cid_of_room
-from .core.sessions import Session
-from .core.tokens import Unauthenticated, call_token_claims, sign_call_token, verify_user_token
-from .core.upstream import UpstreamError
-from .settings import Settings
-from .state import State
-from .sync import END_SESSION
+from worker.core.events import HmsEvent, cid_of_room
+from worker.core.sessions import Session
+from worker.core.tokens import Unauthenticated, call_token_claims, sign_call_token, verify_user_token
+from worker.core.upstream import UpstreamError
+from worker.settings import Settings
+from worker.steps.sync import END_SESSION
+from worker.store.calls import FILL_SECONDS, CallsStore, Snapshot
+from worker.store.state import State
 
 log = logging.getLogger("callsync.calls")
 # A browser waits on these calls: a shorter deadline than the workers', and no retry here

@@ -8,11 +8,11 @@ from typing import Any
 
 from celery import Celery, signals
 
-from . import broker
-from .heartbeat import Heartbeat
-from .queue import QUEUE
-from .runtime import Runtime, build_runtime
-from .settings import Settings
+from worker.jobs import broker
+from worker.ops.heartbeat import Heartbeat
+from worker.settings import Settings
+from worker.steps.runtime import Runtime, build_runtime
+from worker.store.enqueue import QUEUE
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     took it: that bounds how long a killed worker's tasks wait for another worker. A task
     waiting on a countdown (backoff, a 429's wait, the stale-flag grace) is also held
     unacknowledged, so no countdown is longer than half the timeout: longer waits hop
-    (worker/tasks.py RETRY_WAIT). Workers look for such tasks every tenth of the timeout
+    (worker/jobs/tasks.py RETRY_WAIT). Workers look for such tasks every tenth of the timeout
     (at most every 10 s); kombu's default, every 100 s, would add up to 100 s to a short timeout.
     """
     timeout = settings.visibility_timeout_seconds
@@ -34,7 +34,7 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("callsync", broker=settings.redis_url, include=["worker.tasks"])
+    app = Celery("callsync", broker=settings.redis_url, include=["worker.jobs.tasks"])
     app.conf.update(
         broker_transport=broker.transport_for(settings.redis_url),
         broker_use_ssl=broker.ssl_options(settings.redis_url),
@@ -63,7 +63,7 @@ def create_celery(settings: Settings) -> Celery:
         # processes may run, one schedules; a standby takes over within the lock timeout.
         # Its Redis URL is set by the beat role alone (`beat_settings`): `celery inspect conf`
         # and Flower show a worker's configuration, masking only the broker URL's password.
-        beat_scheduler="worker.beat:SteadyRedBeatScheduler",
+        beat_scheduler="worker.jobs.beat:SteadyRedBeatScheduler",
         redbeat_redis_options={"health_check_interval": 30, "socket_connect_timeout": 5, "socket_timeout": 10},
         redbeat_key_prefix="cs:beat:",
         redbeat_lock_timeout=30,

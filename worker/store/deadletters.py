@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import redis
 
-from .logs import scrub
+from worker.logs import scrub
 
 INDEX = "cs:dlz"  # zset: id → time of failure
 RECORDS = "cs:dl"  # hash: id → JSON record

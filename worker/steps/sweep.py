@@ -12,10 +12,10 @@ import logging
 import math
 from dataclasses import dataclass
 
-from .core.timebounds import FUTURE_SKEW_SECONDS
-from .records import BOUND_CHANNELS
-from .runtime import Runtime
-from .sync import CHECK_SESSION, END_SESSION
+from worker.core.timebounds import FUTURE_SKEW_SECONDS
+from worker.steps.runtime import Runtime
+from worker.steps.sync import CHECK_SESSION, END_SESSION
+from worker.store.records import BOUND_CHANNELS
 
 log = logging.getLogger("callsync.sweep")
 

@@ -10,15 +10,15 @@ import logging
 import uuid
 from dataclasses import replace
 
-from . import scripts
-from .clients.hms import LiveSession
-from .core.events import CallFields, HmsEvent, StreamEvent
-from .core.reconcile import call_ended_by_client, client_ended_call, live_call, plan_channel
-from .core.sessions import Session, is_live
-from .core.timebounds import admit_hms_event, in_bounds
-from .counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
-from .records import Loaded, channel_change
-from .runtime import Runtime
+from worker.clients.hms import LiveSession
+from worker.core.events import CallFields, HmsEvent, StreamEvent
+from worker.core.reconcile import call_ended_by_client, client_ended_call, live_call, plan_channel
+from worker.core.sessions import Session, is_live
+from worker.core.timebounds import admit_hms_event, in_bounds
+from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
+from worker.steps.runtime import Runtime
+from worker.store import scripts
+from worker.store.records import Loaded, channel_change
 
 log = logging.getLogger("callsync.sync")
 
@@ -169,7 +169,7 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
 def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:
     """One delayed reconcile per channel at a time, however many events ask for it.
 
-    At most a hop ahead (worker/tasks.py RETRY_WAIT says why): a reconcile that runs before
+    At most a hop ahead (worker/jobs/tasks.py RETRY_WAIT says why): a reconcile that runs before
     its time plans again and schedules the next hop."""
     delay = min(delay, rt.settings.longest_countdown_seconds)
     if rt.redis.set(f"cs:later:{cid}", "1", nx=True, px=max(int(delay * 1000), 1)):

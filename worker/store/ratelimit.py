@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import redis
 
-from . import scripts
-from .scripts import Script
-from .settings import Rate
+from worker.settings import Rate
+from worker.store import scripts
+from worker.store.scripts import Script
 
 # A sliding log of updates in a sorted set, on the Redis clock so every host agrees. The
 # platform counts a request when it arrives, some time between our grant and the answer,

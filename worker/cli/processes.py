@@ -13,10 +13,10 @@ from celery import signals
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from .celery_app import beat_settings, create_celery
-from .logs import configure_logging, dict_config
-from .queue import QUEUE
-from .settings import Settings
+from worker.jobs.app import beat_settings, create_celery
+from worker.logs import configure_logging, dict_config
+from worker.settings import Settings
+from worker.store.enqueue import QUEUE
 
 # One gunicorn setting for the receiver and its benchmark baseline alike: threads let a
 # worker overlap its Redis round trip with other requests; processes use both cores.

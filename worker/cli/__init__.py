@@ -1,0 +1,1 @@
+"""The `callsync` command, its local runner (`callsync run`) and the demo."""

@@ -1,0 +1,1 @@
+"""What operators see: status, counters, worker heartbeats and the /metrics collector."""

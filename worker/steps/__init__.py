@@ -1,0 +1,1 @@
+"""The worker's steps: load recorded state, ask the pure core, carry out what it says."""

@@ -1,0 +1,1 @@
+"""Redis: the only place that knows callsync's keys, hash fields and Lua programs."""
