@@ -24,7 +24,7 @@ from worker.core.sessions import Session
 from worker.settings import Settings
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import build_runtime
-from worker.store.records import CLOSED_TTL, call_key
+from worker.store.keys import CLOSED_TTL, call_key
 from worker.store.state import State
 
 HOUR = 3600.0

@@ -30,19 +30,7 @@ QUEUE = "callsync"
 MAX_BATCH = 128
 WAIT_SECONDS = 5.0  # longer than any healthy round trip; then the request answers 503
 
-# KEYS: the delivery's dedupe keys (any already spent: a duplicate), then the queue.
-_DEDUPE_AND_PUSH = Script("""
-local n = #KEYS
-for i = 1, n - 1 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end  -- a duplicate, answered as one even when full
-end
-if redis.call('LLEN', KEYS[n]) >= tonumber(ARGV[3]) then return -1 end  -- full: leaves no trace
-for i = 1, n - 1 do
-  redis.call('SET', KEYS[i], '1', 'EX', ARGV[2])
-end
-redis.call('LPUSH', KEYS[n], ARGV[1])
-return 1
-""")
+_DEDUPE_AND_PUSH = Script.named("dedupe_and_push")
 DEFAULT_MAX_DEPTH = 100_000  # about 180 MB of Redis, minutes of a platform's peak
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
