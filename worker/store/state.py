@@ -98,7 +98,7 @@ class Loaded:
     record: ChannelRecord | None = None  # `raw` decoded (None: nothing recorded)
 
 
-def _session_moves(member: str, before: Session | None, after: Session) -> tuple[int, list[Command]]:
+def session_moves(member: str, before: Session | None, after: Session) -> tuple[int, list[Command]]:
     """The TTL and the open-index moves that go with writing `after` over `before`."""
     moves: list[Command] = []
     stays = after.is_open and before is not None and bucket_of(after.started_at) == bucket_of(before.started_at)
@@ -179,7 +179,7 @@ class State:
             new = observe(same, event)
             record, ttl, commands = None, KEEP_TTL, list[Command]()
             if is_newer(new, current):
-                record, (ttl, commands) = call_to_hash(raw, new), _session_moves(key.removeprefix(CALL_KEY_PREFIX), current, new)
+                record, (ttl, commands) = call_to_hash(raw, new), session_moves(key.removeprefix(CALL_KEY_PREFIX), current, new)
             room_cid = binding.cid_of_room(room)
             if room_cid:
                 commands += _bound_index(room_cid, now)  # our clock: an event's own time may be anything
@@ -202,7 +202,7 @@ class State:
             if old is None or old.session_id != session_id or not old.is_open:
                 return None, None
             new = advance(old, "ending", at)
-            ttl, moves = _session_moves(key.removeprefix(CALL_KEY_PREFIX), old, new)
+            ttl, moves = session_moves(key.removeprefix(CALL_KEY_PREFIX), old, new)
             return new, compare_and_set(key, raw, call_to_hash(raw, new), ttl, moves)
 
         return cast(Session | None, self._write(key, decide)[0])
