@@ -1,6 +1,6 @@
 """Celery's queue, and the receiver's one atomic step: dedupe and enqueue together.
 
-The receiver does not use `apply_async` (about 0.9 ms a call here): it pushes a message
+The receiver does not use `apply_async` (a round trip of its own per call): it pushes a message
 in the shape Celery itself builds onto the queue, in the same Lua call that spends the
 delivery's dedupe key. Either both happen or neither does (docs/http.md: nothing
 half-recorded). The same call refuses a delivery while the queue holds its ceiling

@@ -95,7 +95,7 @@ class Loaded:
     channel: Channel
     calls: list[Call]
     raw: Raw  # the channel's record as read: the compare of a write that follows
-    record: ChannelRecord | None = None  # `raw` decoded (None: nothing recorded)
+    record: ChannelRecord | None  # `raw` decoded (None: nothing recorded)
 
 
 def session_moves(member: str, before: Session | None, after: Session) -> tuple[int, list[Command]]:
