@@ -24,8 +24,9 @@ from worker.core.sessions import Session
 from worker.settings import Settings
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import build_runtime
-from worker.store.records import CLOSED_TTL, call_key
-from worker.store.state import State
+from worker.store.codec import session_to_hash
+from worker.store.keys import CLOSED_TTL, call_key
+from worker.store.state import State, session_moves
 
 HOUR = 3600.0
 
@@ -41,7 +42,10 @@ def populate(state: State, total: int, due: int, now: float) -> None:
         started = now - 13 * HOUR - n if n < due else now - (n % 3600)
         name = f"call-messaging:ch{n:07d}"
         session = Session(f"{n:024x}", f"{n + 1 << 64:024x}", name, "open", started)
-        state._store(pipe, call_key(name), None, session)  # callsync's own layout for an open session
+        # callsync's own layout for an open session: its record, and the index moves that go with it
+        pipe.hset(call_key(name), mapping=session_to_hash(session))
+        for command in session_moves(name, None, session)[1]:
+            pipe.execute_command(*command)
         if n % 5000 == 4999:
             pipe.execute()
     pipe.execute()

@@ -15,7 +15,7 @@ from worker.core.events import CallFields, HmsEvent, StreamEvent, parse_hms_even
 from worker.core.reconcile import Call, Channel, plan_channel
 from worker.core.timebounds import FUTURE_SKEW_SECONDS, REPLAY_WINDOW_SECONDS, admit_hms_event
 from worker.steps import sync
-from worker.store.records import BOUND_CHANNELS, CLOSED_TTL, OPEN_BUCKETS, call_key, channel_key
+from worker.store.keys import BOUND_CHANNELS, CLOSED_TTL, OPEN_BUCKETS, call_key, channel_key
 
 DAY = 86400.0
 YEAR_9999 = "9999-12-31T23:59:59.999999999Z"
@@ -129,10 +129,10 @@ def test_a_claim_dated_in_the_future_is_checked_within_one_grace():
 
 def test_a_stream_event_from_the_future_is_dated_now_and_later_news_still_counts(world):
     future = StreamEvent("channel.updated", CID, CallFields(True, "call-x"), world.now + 10 * DAY, False, "alice")
-    world.rt.state.observe_stream_event(future, world.now)
+    world.rt.state.record_stream_event(future, world.now)
     assert float(world.rt.redis.hget(channel_key(CID), "v")) == world.now
     later = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 1, False, "alice")
-    assert world.rt.state.observe_stream_event(later, world.now + 1).applied
+    assert world.rt.state.record_stream_event(later, world.now + 1).applied
 
 
 def test_the_sweep_drops_a_bound_channel_scored_in_the_future(world):

@@ -20,7 +20,7 @@ from tests.hostile import HMS_SECRET, SETTINGS, Receiver
 from tests.world import World
 from worker.core.events import CALL_ID_RE, CID_RE, CallFields
 from worker.core.upstream import UpstreamError
-from worker.store.records import bindings_key, call_channels_key, call_key, channel_key, dedupe_key
+from worker.store.keys import bindings_key, call_channels_key, call_key, channel_key, dedupe_key
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.core.events import HmsEvent
-from worker.store.records import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, bucket_key, bucket_of, call_key
+from worker.store.keys import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, bucket_key, bucket_of, call_key
 from worker.store.state import State
 
 T0 = 1_800_000_000.0
@@ -158,19 +158,22 @@ def test_a_default_call_listed_in_another_case_is_read_once(state):
 
 
 def test_replace_writes_only_over_the_record_it_read(state):
+    from worker.core.channels import channel_change
     from worker.core.events import CallFields
     from worker.store import scripts
-    from worker.store.records import channel_change, channel_key
+    from worker.store.keys import channel_key
+    from worker.store.state import written
 
     state.record_channel(CID, CallFields(False, None), T0)
-    read = state.load(CID).raw
-    _, record = channel_change(CID, read, CallFields(True, "call-x"), T0 + 1, claimed_since=T0)
-    assert scripts.run(state.redis, [state.replace_call(CID, read, record)]) == [1]
+    loaded = state.load(CID)
+    read = loaded.raw
+    _, record = channel_change(CID, loaded.record, CallFields(True, "call-x"), T0 + 1, claimed_since=T0)
+    assert [written(r) for r in scripts.run(state.redis, [state.replace_call(CID, read, record)])] == [True]
     assert state.channel(CID).fields == CallFields(True, "call-x") and state.channel(CID).claim_since == T0
     assert state.redis.ttl(channel_key(CID)) > 0
     # Something else recorded the channel since `read`: the compare fails and nothing is written.
-    _, stale = channel_change(CID, read, CallFields(False, None), T0 + 2)
-    assert scripts.run(state.redis, [state.replace_call(CID, read, stale)]) == [0]
+    _, stale = channel_change(CID, loaded.record, CallFields(False, None), T0 + 2)
+    assert scripts.run(state.redis, [state.replace_call(CID, read, stale)]) == [[0]]
     assert state.channel(CID).fields == CallFields(True, "call-x")
 
 
@@ -181,13 +184,13 @@ def test_an_event_that_changes_nothing_says_so(state):
         fields = CallFields(active, "call-x" if active else None)
         return StreamEvent("channel.updated", CID, fields, version, False, "u1")
 
-    first = state.observe_stream_event(event(T0, True), T0)
+    first = state.record_stream_event(event(T0, True), T0)
     assert first.changed and first.new_binding
-    again = state.observe_stream_event(event(T0, True), T0)  # the same again (a duplicate)
+    again = state.record_stream_event(event(T0, True), T0)  # the same again (a duplicate)
     assert again.applied and not again.changed
-    older = state.observe_stream_event(event(T0 - 5, False), T0)
+    older = state.record_stream_event(event(T0 - 5, False), T0)
     assert not older.applied and not older.changed
-    assert state.observe_stream_event(event(T0 + 1, False), T0).changed
+    assert state.record_stream_event(event(T0 + 1, False), T0).changed
 
 
 def test_a_change_stays_pending_until_a_reconcile_that_read_it_finishes(state):
@@ -196,17 +199,17 @@ def test_a_change_stays_pending_until_a_reconcile_that_read_it_finishes(state):
     def event(version: float, call_id: str | None) -> StreamEvent:
         return StreamEvent("channel.updated", CID, CallFields(call_id is not None, call_id), version, False, "u1")
 
-    assert state.observe_stream_event(event(T0, "call-x"), T0).pending
-    again = state.observe_stream_event(event(T0, "call-x"), T0)
+    assert state.record_stream_event(event(T0, "call-x"), T0).pending
+    again = state.record_stream_event(event(T0, "call-x"), T0)
     assert not again.changed and again.pending and again.needs_reconcile  # its reconcile has not run
     state.record_channel(CID, CallFields(True, "call-x"), T0)  # a reconcile's read of Stream keeps the mark
     assert state.load(CID).raw.get(b"p") == b"1"
     seen = state.load(CID, lock=("t", 5.0))
-    state.observe_stream_event(event(T0 + 1, "call-y"), T0)  # a change the reconcile did not read
+    state.record_stream_event(event(T0 + 1, "call-y"), T0)  # a change the reconcile did not read
     state.finish(CID, "t", seen)
     assert state.load(CID).raw.get(b"p") == b"1" and state.load(CID, lock=("u", 5.0)) is not None  # kept; unlocked
     state.finish(CID, "u", state.load(CID))
-    settled = state.observe_stream_event(event(T0 + 1, "call-y"), T0)
+    settled = state.record_stream_event(event(T0 + 1, "call-y"), T0)
     assert not settled.pending and not settled.needs_reconcile
 
 

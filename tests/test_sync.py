@@ -286,7 +286,7 @@ def test_an_event_recorded_between_the_read_and_the_write_is_reconciled_after_al
     # While callsync's PATCH is on its way, a client's update lands at Stream after it: its
     # event matches the record callsync read (inactive), so by itself it asks for nothing.
     late = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 1, False, "alice")
-    assert not world.rt.state.observe_stream_event(late, world.now).needs_reconcile
+    assert not world.rt.state.record_stream_event(late, world.now).needs_reconcile
     sync._write(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
     world.stream.client_update(CID, {"data.callActive": False}, ["data.callId"])  # what Stream now shows
     world.stream.outbox.clear()
@@ -302,7 +302,7 @@ def test_a_client_ending_the_call_is_seen_by_a_rerun_after_the_first_try_died_mi
     [(_, body)] = world.stream.outbox
     world.stream.outbox.clear()
     event = StreamEvent.from_json(parse_stream_event(json.loads(body), world.settings.field_path).to_json())
-    world.rt.state.observe_stream_event(event, world.now)  # the first try recorded it, then its worker died
+    world.rt.state.record_stream_event(event, world.now)  # the first try recorded it, then its worker died
     sync.apply_stream_event(world.rt, event)  # the redelivered task
     world.drain()
     ends = [p for m, p, b in world.hms.calls if p.endswith("/end-room")]

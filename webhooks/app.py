@@ -33,7 +33,7 @@ from worker.logs import fields
 from worker.ops.collector import RedisCollector
 from worker.settings import Settings, load_settings
 from worker.store.enqueue import QUEUE, Enqueuer, QueueFull
-from worker.store.records import DEDUPE_TTL, dedupe_key
+from worker.store.keys import DEDUPE_TTL, dedupe_key
 
 log = logging.getLogger("callsync.webhooks")
 KNOWN_TYPES = frozenset(STREAM_TYPES) | frozenset(HMS_TYPES)

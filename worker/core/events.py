@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from worker.core.binding import cid_of_room as cid_of_room  # the binding rule, re-exported for parsers' users
+
 CALL_ID_RE = re.compile(r"[A-Za-z0-9.\-:_]{1,256}")
-# The reference React client names a channel's room `call-<channel type>:<channel id>`.
-ROOM_CID_RE = re.compile(r"call-([A-Za-z0-9_\-]{1,64}):([A-Za-z0-9.\-:_]{1,191})")
 # Lone surrogates (JSON escapes like "\ud800") are not text: no Redis key or URL can carry them.
 CID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}:[^\s\ud800-\udfff]{1,255}")
 
@@ -54,14 +54,6 @@ def valid_call_id(value: object) -> str | None:
     if isinstance(value, str) and CALL_ID_RE.fullmatch(value):
         return value
     return None
-
-
-def cid_of_room(room_name: str | None) -> str | None:
-    """The channel a room name binds by the reference client's `call-<type>:<id>`."""
-    if not room_name:
-        return None
-    match = ROOM_CID_RE.fullmatch(room_name)
-    return f"{match.group(1)}:{match.group(2)}" if match else None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from worker.ops.heartbeat import Heartbeat
 from worker.settings import Settings
 from worker.steps.runtime import Runtime, build_runtime
 from worker.store.enqueue import QUEUE
+from worker.store.keys import BEAT_PREFIX
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def create_celery(settings: Settings) -> Celery:
         # and Flower show a worker's configuration, masking only the broker URL's password.
         beat_scheduler="worker.jobs.beat:SteadyRedBeatScheduler",
         redbeat_redis_options={"health_check_interval": 30, "socket_connect_timeout": 5, "socket_timeout": 10},
-        redbeat_key_prefix="cs:beat:",
+        redbeat_key_prefix=BEAT_PREFIX,
         redbeat_lock_timeout=30,
         beat_max_loop_interval=5,
     )

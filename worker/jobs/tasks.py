@@ -22,6 +22,7 @@ from worker.ops import counters
 from worker.steps import sweep as sweeps
 from worker.steps import sync
 from worker.steps.runtime import Runtime
+from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
 
 log = logging.getLogger("callsync.tasks")
 REDIS_RETRIES = 20
@@ -113,7 +114,7 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
 # countdown is longer than Settings.longest_countdown_seconds (half the timeout): a longer
 # retry wait is a hop of that length, its end kept here under the task id (a retry keeps its
 # id), and each hop is re-published until the wait is over, without spending a retry.
-RETRY_WAIT = "cs:wait:"
+RETRY_WAIT = RETRY_WAIT_PREFIX
 
 
 def _retry(rt: Runtime, task: Task, args: tuple[Any, ...], error: Exception, text: str, delay: float, attempts: int) -> str:
@@ -157,7 +158,7 @@ def _wait_goes_on(rt: Runtime, task: Task, args: tuple[Any, ...]) -> str | None:
 # kills its worker (memory, a crash in a C extension) would be handed out forever. kombu marks
 # such a message `redelivered` (kombu/transport/redis.py, _do_restore_message); each run of
 # one is counted under its task id, and past CALLSYNC_MAX_REDELIVERIES it is a dead letter.
-REDELIVERIES = "cs:redeliveries:"
+REDELIVERIES = REDELIVERIES_PREFIX
 
 
 def _redelivered_too_often(rt: Runtime, task: Task, args: tuple[Any, ...]) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-METRICS = "cs:metrics"  # hash: field (metric and labels) → number
+from worker.store.keys import METRICS as METRICS  # collector.py reads it from here
 
 # Task runs last from a millisecond (nothing to do) to two upstream timeouts (~20 s).
 TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

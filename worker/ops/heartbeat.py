@@ -17,8 +17,8 @@ from typing import Any, cast
 import redis
 from celery import bootsteps
 
-WORKERS = "cs:workers"  # zset: hostname → last heartbeat (unix seconds)
-WORKER_INFO = "cs:workers:info"  # hash: hostname → JSON {pid, concurrency, queues, started_at}
+from worker.store.keys import WORKER_INFO, WORKERS
+
 HEARTBEAT_SECONDS = 10.0
 SEEN_SECONDS = 3 * HEARTBEAT_SECONDS
 FORGET_SECONDS = 86400.0

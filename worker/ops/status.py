@@ -7,24 +7,18 @@ from typing import Any
 import redis
 
 from worker.ops.heartbeat import workers_seen
-from worker.steps.sweep import LAST_SWEEP
-from worker.store.deadletters import INDEX as DEAD_LETTERS
 from worker.store.enqueue import QUEUE
-from worker.store.records import BOUND_CHANNELS, CALL_TTL
+from worker.store.keys import BOUND_CHANNELS, CALL_TTL, DEAD_LETTER_INDEX, KOMBU_UNACKED, LAST_SWEEP
 from worker.store.state import State
-
-# kombu's Redis transport keeps tasks taken by a worker but not yet acknowledged (running,
-# prefetched, or waiting for their countdown) in this sorted set, for all queues together.
-UNACKED = "unacked_index"
 
 
 def gather(client: redis.Redis, now: float) -> dict[str, Any]:
     """Everything `status` shows, in a few round trips."""
     pipe = client.pipeline(transaction=False)
     pipe.llen(QUEUE)
-    pipe.zcard(UNACKED)
+    pipe.zcard(KOMBU_UNACKED)
     pipe.zcount(BOUND_CHANNELS, now - CALL_TTL, "+inf")
-    pipe.zcard(DEAD_LETTERS)
+    pipe.zcard(DEAD_LETTER_INDEX)
     pipe.get(LAST_SWEEP)
     depth, unacked, bound, dead, last_sweep = pipe.execute()
     open_count, oldest = State(client).open_summary()

@@ -23,6 +23,7 @@ from worker.logs import fields
 from worker.ops.counters import UPSTREAM_CALLS, Tally
 from worker.settings import Settings
 from worker.store.deadletters import DeadLetters
+from worker.store.keys import STREAM_UPDATE_RATE
 from worker.store.ratelimit import RateLimiter
 from worker.store.state import State
 
@@ -117,7 +118,7 @@ def build_runtime(
         state=State(client),
         stream=StreamClient(stream_http, settings.field_path, observe),
         hms=HmsClient(hms_http, observe),
-        limiter=RateLimiter(client, "cs:rate:stream-update", settings.stream_update_rate),
+        limiter=RateLimiter(client, STREAM_UPDATE_RATE, settings.stream_update_rate),
         dead_letters=DeadLetters(client, settings.secrets),
         schedule=schedule,
         tally=tally,

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import replace
 
 from worker.clients.hms import LiveSession
+from worker.core.channels import channel_change
 from worker.core.events import CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import call_ended_by_client, client_ended_call, live_call, plan_channel
 from worker.core.sessions import Session, is_live
@@ -18,7 +19,8 @@ from worker.core.timebounds import admit_hms_event, in_bounds
 from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from worker.steps.runtime import Runtime
 from worker.store import scripts
-from worker.store.records import Loaded, channel_change
+from worker.store.keys import later_key
+from worker.store.state import Loaded, written
 
 log = logging.getLogger("callsync.sync")
 
@@ -41,7 +43,7 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
     """Record what Stream showed for the channel, end the call if a client ended it, reconcile it."""
     assert event.cid is not None
     now = rt.clock()
-    observed = rt.state.observe_stream_event(event, now)
+    observed = rt.state.record_stream_event(event, now)
     if not observed.needs_reconcile:
         return  # the echo of callsync's own write, a duplicate, an older event: nothing to do
     shown = observed.current.fields if observed.applied and observed.current is not None else None
@@ -63,7 +65,7 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     if admitted is None:
         log.info("ignored %s of session %s: its times are outside what callsync believes", event.type, event.session_id)
         return
-    session, cids = rt.state.record_hms_event_and_bound(admitted, now)
+    session, cids = rt.state.record_hms_event_and_channels(admitted, now)
     if session is not None and session.room_name:
         for cid in sorted(cids):
             reconcile_channel(rt, cid)
@@ -148,7 +150,7 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
         # ignored. A change in between (after `now`, before our write landed) still applies: the
         # record then shows it until our echo, newer, puts our fields back; at worst one write
         # more, never a change lost.
-        _, record = channel_change(cid, loaded.raw, fields, now, claimed_since=since, pending="clear")
+        _, record = channel_change(cid, loaded.record, fields, now, claimed_since=since, pending="clear")
         steps = [rt.limiter.release_call(grant.token), rt.state.unlock_call(cid, token)]
         if record is not None:
             steps.insert(0, rt.state.replace_call(cid, loaded.raw, record))
@@ -158,7 +160,7 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
     if isinstance(unlocked, Exception):
         raise unlocked  # the caller unlocks again
     log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id)
-    if record is not None and results[0] != 1:
+    if record is not None and not written(results[0]):
         # An event was recorded between the read and this write, and it judged itself against
         # a record now out of date: record the write without losing the newer news, keep the
         # channel pending and reconcile it again.
@@ -172,7 +174,7 @@ def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:
     At most a hop ahead (worker/jobs/tasks.py RETRY_WAIT says why): a reconcile that runs before
     its time plans again and schedules the next hop."""
     delay = min(delay, rt.settings.longest_countdown_seconds)
-    if rt.redis.set(f"cs:later:{cid}", "1", nx=True, px=max(int(delay * 1000), 1)):
+    if rt.redis.set(later_key(cid), "1", nx=True, px=max(int(delay * 1000), 1)):
         rt.schedule(RECONCILE, (cid,), countdown=delay)
 
 

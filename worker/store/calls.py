@@ -1,6 +1,6 @@
 """The calls API's keys in Redis: who owns a call, its room, channel rosters, request counts.
 
-Every key starts with `cs:<kind>:` like state.py's (kinds without a colon). A join whose
+The keys are worker/store/keys.py's. A join whose
 answers are cached costs one round trip (`snapshot`).
 """
 
@@ -13,44 +13,26 @@ from typing import Any
 import redis
 
 from worker.core.calls import MEMBERSHIP_TTL, Room, Roster
-from worker.store.records import CALL_TTL, call_key
+from worker.store.codec import text as _s
+from worker.store.keys import (
+    CALL_ROOM_ID,
+    CALL_ROOM_NAME,
+    CALL_TTL,
+    ROOM_ID,
+    ROOM_NAME,
+    ROSTER_META,
+    call_key,
+    owner_key,
+    rate_key,
+    room_key,
+    roster_fill_key,
+    roster_key,
+)
 from worker.store.scripts import Script
 
-# The roster hash's field saying what it holds: user ids have no whitespace (tokens.USER_ID_RE).
-ROSTER_META = " roster"
 FILL_SECONDS = 3.0  # how long one request may take to ask Stream for a roster while others wait
 
-# The channel that created a call owns it: the first claim wins, a claim by the owner
-# refreshes it. ARGV: cid, TTL. Returns the owner.
-_CLAIM = Script("""
-local owner = redis.call('GET', KEYS[1])
-if not owner then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  return ARGV[1]
-end
-if owner == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return owner
-""")
-
-
-def owner_key(call_id: str) -> str:
-    return f"cs:owner:{call_id.lower()}"
-
-
-def room_key(call_id: str) -> str:
-    return f"cs:room:{call_id.lower()}"
-
-
-def roster_key(cid: str) -> str:
-    return f"cs:roster:{cid}"
-
-
-def roster_fill_key(cid: str) -> str:
-    return f"cs:rosterfill:{cid}"
-
-
-def rate_key(window: int, user_id: str) -> str:
-    return f"cs:callrate:{window}:{user_id}"
+_CLAIM = Script.named("claim_owner")
 
 
 @dataclass(frozen=True)
@@ -61,12 +43,6 @@ class Snapshot:
     owner: str | None  # the channel that created the call through the calls API
     room: Room | None  # the call's room, if known
     roster: Roster | None  # what is cached of the channel asked about, for this user; None: nothing
-
-
-def _s(value: bytes | str | None) -> str | None:
-    if value in (None, b"", ""):
-        return None
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _roster(meta: Any, answer: Any, user_id: str) -> Roster | None:
@@ -92,8 +68,8 @@ class CallsStore:
         pipe.incr(counter)
         pipe.expire(counter, int(period) + 1, nx=True)
         pipe.get(owner_key(call_id))
-        pipe.hmget(room_key(call_id), "id", "name")
-        pipe.hmget(call_key(call_id), "r", "n")  # a room callsync saw a session of
+        pipe.hmget(room_key(call_id), ROOM_ID, ROOM_NAME)
+        pipe.hmget(call_key(call_id), CALL_ROOM_ID, CALL_ROOM_NAME)  # a room callsync saw a session of
         if cid is not None:
             pipe.hmget(roster_key(cid), ROSTER_META, user_id)
         requests, _, owner, (room_id, name), (seen_id, seen_name), *roster = pipe.execute()
@@ -149,7 +125,7 @@ class CallsStore:
     def save_room(self, call_id: str, room: Room) -> None:
         # A room's id never changes for its name (100ms rooms are disabled, not deleted).
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(room_key(call_id), mapping={"id": room.id, "name": room.name})
+        pipe.hset(room_key(call_id), mapping={ROOM_ID: room.id, ROOM_NAME: room.name})
         pipe.expire(room_key(call_id), CALL_TTL)
         pipe.execute()
 

@@ -11,9 +11,10 @@ from typing import Any, cast
 import redis
 
 from worker.logs import scrub
+from worker.store.keys import DEAD_LETTER_INDEX, DEAD_LETTER_RECORDS
 
-INDEX = "cs:dlz"  # zset: id → time of failure
-RECORDS = "cs:dl"  # hash: id → JSON record
+INDEX = DEAD_LETTER_INDEX
+RECORDS = DEAD_LETTER_RECORDS
 MAX_KEPT = 100_000
 
 

@@ -19,24 +19,8 @@ from worker.store.scripts import Script
 # until `release` logs the time the answer came. Then no window of `period` seconds at
 # the platform can hold more than `count` updates, however long each request takes.
 HOLD = 30.0  # longer than an update's timeout; a worker killed mid-request frees its grant after this
-_ACQUIRE = Script("""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local count, period, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
-if redis.call('ZCARD', KEYS[1]) < count then
-  redis.call('ZADD', KEYS[1], now + hold, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil((period + hold) * 1000))
-  return '0'
-end
-local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
-if oldest > now then return '0.05' end -- the window is full of requests in flight: ask again soon
-return tostring(oldest + period - now)
-""")
-_RELEASE = Script("""
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
-""")
+_ACQUIRE = Script.named("rate_acquire")
+_RELEASE = Script.named("rate_release")
 
 
 @dataclass

@@ -1,16 +1,18 @@
-"""Lua scripts, alone or several in one pipelined round trip.
+"""Lua programs (worker/store/lua/*.lua), alone or several in one pipelined round trip.
 
-redis-py's own `Script` costs an extra SCRIPT EXISTS round trip per call inside a
-pipeline. Calls of one script are sent as EVALSHA, and the script is loaded when Redis
-answers NOSCRIPT (a restarted or flushed Redis forgets its scripts): such a call ran
-nothing, so running it again after the load is safe whatever the script does. A batch of
-several scripts is sent as EVAL, so it always runs whole and in order.
+`Script.named` is the one way a program is loaded. redis-py's own `Script` costs an extra
+SCRIPT EXISTS round trip per call inside a pipeline. Calls of one script are sent as EVALSHA,
+and the script is loaded when Redis answers NOSCRIPT (a restarted or flushed Redis forgets its
+scripts): such a call ran nothing, so running it again after the load is safe whatever the
+script does. A batch of several scripts is sent as EVAL, so it always runs whole and in order.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import redis
@@ -21,6 +23,12 @@ class Script:
     def __init__(self, source: str):
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    @staticmethod
+    @cache
+    def named(name: str) -> Script:
+        """The program in worker/store/lua/<name>.lua (package data)."""
+        return Script(resources.files("worker.store").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8"))
 
     def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         [result] = run(client, [(self, keys, args)])

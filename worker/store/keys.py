@@ -1,0 +1,134 @@
+"""Every Redis key callsync uses, and the hash fields of its records (one schema for the store).
+
+Every key of ours starts with `cs:<kind>:` and kinds contain no colon, so a key built from
+input (a cid, a call id, a session id) can never land in another kind's namespace. Room names
+are case-insensitive in 100ms, so keys built from a call id use its lower case.
+"""
+
+from __future__ import annotations
+
+from worker.core.timebounds import REPLAY_WINDOW_SECONDS
+
+# A call record outlives its session's end by 100ms's replay window (and a day): a replayed or late
+# open, even 30 days on, still finds its session closed (core/timebounds.py refuses older ones).
+CLOSED_TTL = REPLAY_WINDOW_SECONDS + 86400
+CALL_TTL = 14 * 86400  # bindings and channel records unseen this long are forgotten
+# Stream retries within 15 s, 100ms within ~15 s: a day is ample, and longer than the hour in which
+# the receiver takes a Stream event at all (core/timebounds.py), so a body replayed is a duplicate.
+DEDUPE_TTL = 86400
+MAX_BINDINGS = 8  # call ids remembered per channel
+
+# The open-session index, cheap enough for a million sessions: each open call sits in a
+# set of the calls whose session started in the same BUCKET_SECONDS (`cs:ob:<bucket>`),
+# and the buckets sit in a sorted set by start (`cs:open`). A set member costs about half
+# a sorted-set entry, and the sweep still reads only buckets that can hold due sessions.
+OPEN_BUCKETS = "cs:open"
+BUCKET_SECONDS = 10
+BOUND_CHANNELS = "cs:bound"  # zset: cid → last time a binding was seen (for `callsync status`)
+
+# --- the call record (hash at call_key) -----------------------------------------------
+CALL_ROOM_ID = "r"
+CALL_SESSION_ID = "s"
+CALL_STATUS = "st"  # open | ending | closed
+CALL_STARTED_MS = "t0"  # the session's start in whole milliseconds (Redis packs an integer small)
+CALL_ENDED_AT = "t1"  # unix seconds (repr of a float)
+CALL_ROOM_NAME = "n"  # only when 100ms's spelling is not the key's lower case
+CALL_IDLE_AT = "idle"  # when 100ms last said the room had no live session
+
+# --- the channel record (hash at channel_key) -------------------------------------------
+CHANNEL_ACTIVE = "a"  # "1" | "0": callActive
+CHANNEL_CALL_ID = "id"  # callId, absent when none
+CHANNEL_EXISTS = "x"  # "1" | "0": "0" once Stream said the channel is deleted or missing
+CHANNEL_VERSION = "v"  # the time of the news recorded (Stream's created_at, or callsync's write)
+CHANNEL_CLAIM_SINCE = "cl"  # when the current `callActive: true` claim began
+CHANNEL_MISSING_FOR = "mf"  # the live session a read that found no channel was made for
+CHANNEL_PENDING = "p"  # "1": a change no completed reconcile has read yet
+CHANNEL_BEFORE_ACTIVE = "pa"  # callActive before the pending change ("1" | "0"; absent: none)
+CHANNEL_BEFORE_CALL_ID = "pi"  # callId before the pending change
+PENDING_FIELDS = (CHANNEL_PENDING, CHANNEL_BEFORE_ACTIVE, CHANNEL_BEFORE_CALL_ID)
+
+# --- the calls API (worker/store/calls.py) ------------------------------------------------
+ROOM_ID = "id"  # fields of room_key's hash
+ROOM_NAME = "name"
+ROSTER_META = " roster"  # the roster hash's field saying what it holds: user ids have no whitespace
+
+# --- kept by other parts (named here so no raw key lives outside the store) -------------
+DEAD_LETTER_INDEX = "cs:dlz"  # zset: id → time of failure
+DEAD_LETTER_RECORDS = "cs:dl"  # hash: id → JSON record
+STREAM_UPDATE_RATE = "cs:rate:stream-update"  # zset: the shared ceiling's sliding log
+METRICS = "cs:metrics"  # hash: field (metric and labels) → number
+WORKERS = "cs:workers"  # zset: hostname → last heartbeat (unix seconds)
+WORKER_INFO = "cs:workers:info"  # hash: hostname → JSON {pid, concurrency, queues, started_at}
+SWEEP_LOCK = "cs:lock:sweep"
+LAST_SWEEP = "cs:sweep:last"
+CHECK_CURSOR = "cs:sweep:cursor"
+BEAT_PREFIX = "cs:beat:"  # RedBeat's keys
+RETRY_WAIT_PREFIX = "cs:wait:"
+REDELIVERIES_PREFIX = "cs:redeliveries:"
+# kombu's Redis transport keeps tasks taken by a worker but not yet acknowledged (running,
+# prefetched, or waiting for their countdown) in this sorted set, for all queues together
+# (celery/kombu, kombu/transport/redis.py: `unacked_index_key`).
+KOMBU_UNACKED = "unacked_index"
+
+
+def lock_key(cid: str) -> str:
+    return f"cs:lock:{cid}"
+
+
+def call_key(call_id: str) -> str:
+    return f"cs:c:{call_id.lower()}"
+
+
+CALL_KEY_PREFIX = call_key("")
+
+
+def bucket_of(started_at: float | None) -> int:
+    return int((started_at or 0.0) // BUCKET_SECONDS)
+
+
+def bucket_key(bucket: int) -> str:
+    return f"cs:ob:{bucket}"
+
+
+BUCKET_KEY_PREFIX = "cs:ob:"
+
+
+def call_channels_key(call_id: str) -> str:
+    return f"cs:cc:{call_id.lower()}"
+
+
+def channel_key(cid: str) -> str:
+    return f"cs:ch:{cid}"
+
+
+def bindings_key(cid: str) -> str:
+    return f"cs:cb:{cid}"
+
+
+def dedupe_key(source: str, delivery_id: str) -> str:
+    return f"cs:dd:{source}:{delivery_id}"
+
+
+def later_key(cid: str) -> str:
+    """The mark of a delayed reconcile already scheduled for the channel."""
+    return f"cs:later:{cid}"
+
+
+def owner_key(call_id: str) -> str:
+    return f"cs:owner:{call_id.lower()}"
+
+
+def room_key(call_id: str) -> str:
+    return f"cs:room:{call_id.lower()}"
+
+
+def roster_key(cid: str) -> str:
+    return f"cs:roster:{cid}"
+
+
+def roster_fill_key(cid: str) -> str:
+    return f"cs:rosterfill:{cid}"
+
+
+def rate_key(window: int, user_id: str) -> str:
+    return f"cs:callrate:{window}:{user_id}"
