@@ -183,7 +183,7 @@ def _apply(world: World, task: str, raw: dict[str, Any]) -> None:
         sync.apply_stream_event(world.rt, StreamEvent.from_json(raw))
     else:
         sync.apply_hms_event(world.rt, HmsEvent.from_json(raw))
-    world.drain(until=world.now)
+    world.drain()
 
 
 def test_accepted_hostile_events_never_crash_a_worker(rx: Receiver) -> None:

@@ -139,7 +139,7 @@ def test_stale_flag_with_a_one_second_grace(world):
     world.deliver_stream_outbox()
     assert world.fields() == {"callActive": True, "callId": CALL}
     world.now += 1.5
-    world.drain(until=world.now)
+    world.drain()
     assert world.fields() == {"callActive": False}
 
 

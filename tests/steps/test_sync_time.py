@@ -63,7 +63,7 @@ def test_a_new_call_after_yesterdays_is_never_cleared(world):
     world.now += 1.0
     deliver_hms_outbox(world)  # session.open.success, a second later
     world.now += 120  # past the grace and a re-check
-    world.drain(until=world.now)
+    world.drain()
     world.deliver_stream_outbox()
     assert cleared == []
     assert world.fields() == {"callActive": True, "callId": CALL}
@@ -81,7 +81,7 @@ def test_reordered_deliveries_keep_their_order_by_created_at(world):
     world.deliver_stream_outbox()
     assert world.rt.state.channel(CID).fields == CallFields(False, None)  # what Stream shows
     world.now += 120
-    world.drain(until=world.now)
+    world.drain()
     assert world.patches() == []  # nothing to clear: the channel already shows no call
 
 
@@ -128,5 +128,5 @@ def test_a_member_claiming_the_next_call_before_the_last_ones_close_is_here_keep
     world.hms.outbox[:] = [held_open]
     deliver_hms_outbox(world)
     world.now += 120
-    world.drain(until=world.now)
+    world.drain()
     assert cleared == [] and world.fields() == {"callActive": True, "callId": CALL}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,17 +30,30 @@ STEPS = {
 
 
 class Recorder:
-    """A `schedule` that records follow-up tasks instead of enqueueing them."""
+    """A `schedule` that records follow-up tasks instead of enqueueing them, each with the time
+    it comes due by `clock` (its countdown after it was scheduled)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.tasks: list[tuple[str, tuple[Any, ...], float | None]] = []
+        self.due: list[float] = []
 
     def __call__(self, task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
         self.tasks.append((task, args, countdown))
+        self.due.append(self.clock() + (countdown or 0.0))
 
     def take(self) -> list[tuple[str, tuple[Any, ...], float | None]]:
-        tasks, self.tasks = self.tasks, []
+        tasks, self.tasks, self.due = self.tasks, [], []
         return tasks
+
+    def take_due(self, until: float) -> tuple[str, tuple[Any, ...], float | None] | None:
+        """The first recorded task due by `until` (the earliest first), taken off the record."""
+        due = [(at, n) for n, at in enumerate(self.due) if at <= until]
+        if not due:
+            return None
+        _, n = min(due)
+        self.due.pop(n)
+        return self.tasks.pop(n)
 
 
 class Platforms(httpx.BaseTransport):
@@ -72,7 +86,7 @@ class World:
             field_prefix=prefix,
             **overrides,
         )
-        self.queue = Recorder()
+        self.queue = Recorder(lambda: self.now)
         self.rt = build_runtime(
             self.settings,
             self.queue,
@@ -113,15 +127,12 @@ class World:
                 self.drain()
 
     def drain(self, until: float | None = None) -> None:
-        """Run scheduled follow-ups; delayed ones only once the clock reaches them."""
-        pending = self.queue.take()
-        while pending:
-            task, args, countdown = pending.pop(0)
-            if countdown and until is None:
-                self.queue.tasks.append((task, args, countdown))
-                continue
-            STEPS[task](self.rt, *args)
-            pending += [t for t in self.queue.take()]
+        """Run the scheduled follow-ups due by `until` (the world's clock when not given), the
+        earliest first, and those they schedule in turn; later ones stay scheduled."""
+        until = self.now if until is None else until
+        while (task := self.queue.take_due(until)) is not None:
+            name, args, _ = task
+            STEPS[name](self.rt, *args)
 
     def sweep(self) -> sweeps.SweepResult:
         result = sweeps.sweep(self.rt)
