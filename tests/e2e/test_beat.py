@@ -49,7 +49,7 @@ def test_two_beat_processes_schedule_the_sweep_once_per_interval():
 
 def test_beat_processes_outlive_a_redis_restart(tmp_path):
     """Regression (bench/chaos.py): RedBeat's tick raised on the lost connection and both beats exited."""
-    from bench.chaos import RedisServer
+    from tests.support.chaos.redis_server import RedisServer
     from worker.cli import launch
 
     store = RedisServer(tmp_path, launch.free_port())
