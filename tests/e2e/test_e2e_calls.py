@@ -1,0 +1,183 @@
+"""The calls API end to end: `callsync web` and `callsync worker` as real processes, real Redis,
+the stand-ins over HTTP. Requests are exactly what stream-chat 8.61 sends (path, query `user_id`
+and `api_key`, headers: GetStream/stream-chat-js v8.61.0, src/client.ts `_enrichAxiosOptions`,
+`getCallToken`; src/channel.ts `createCall`).
+Outcomes are judged by the answers and by what the stand-ins end up holding.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import jwt
+import pytest
+
+from standins import FakeHms, FakeStream, serve
+from tests.e2e.test_e2e import procfile
+from tests.support.servers import real_redis, real_url
+from worker.cli import launch
+
+pytestmark = pytest.mark.redis
+
+KEY, SECRET = "e2e-calls-stream-key", "e2e-calls-stream-secret-long-enough-for-hs256"
+HMS_KEY, HMS_SECRET = "e2e-calls-hms-access-key", "e2e-calls-hms-app-secret-long-enough-for-hs256"
+HOOK_SECRET = "e2e-calls-hms-webhook-secret"
+
+
+@dataclass
+class Calls:
+    stream: FakeStream
+    hms: FakeHms
+    web: str
+    children: list[launch.Child]
+    tokens: list[str] = field(default_factory=list)  # every token sent or received, for the log check
+
+    def send(self, path: str, user: str, body: dict[str, Any], token: str | None = None) -> httpx.Response:
+        """One request as stream-chat-js 8.61 sends it from a browser tab's client."""
+        token = token or jwt.encode({"user_id": user}, SECRET, algorithm="HS256")
+        self.tokens.append(token)
+        answer = httpx.post(
+            f"{self.web}{path}",
+            params={"user_id": user, "api_key": KEY},
+            content=json.dumps(body).encode(),
+            headers={
+                "authorization": token,
+                "stream-auth-type": "jwt",
+                "content-type": "application/json",
+                "x-stream-client": "stream-chat-js-v8.61.0-browser",
+                "x-client-request-id": str(uuid.uuid4()),
+            },
+            timeout=10,
+        )
+        if answer.status_code == 200 and "token" in answer.json():
+            self.tokens.append(answer.json()["token"])
+        return answer
+
+    def create(self, user: str, cid: str, call_id: str) -> httpx.Response:  # channel.createCall({id, type})
+        return self.send(f"/channels/{cid.replace(':', '/')}/call", user, {"id": call_id, "type": "video"})
+
+    def join(self, user: str, call_id: str, **kw: Any) -> httpx.Response:  # client.getCallToken(callId)
+        return self.send(f"/calls/{quote(call_id, safe='')}", user, {}, **kw)
+
+    def end(self, user: str, call_id: str) -> httpx.Response:
+        return self.send(f"/calls/{quote(call_id, safe='')}/end", user, {})
+
+
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calls]:
+    store = real_redis()
+    logs = tmp_path_factory.mktemp("e2e-calls-logs")
+    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
+    stream_url, stop_stream = serve(stream.app)
+    hms_url, stop_hms = serve(hms.app)
+    port = launch.free_port()
+    web = f"http://127.0.0.1:{port}"
+    stream.webhook_url, hms.webhook_url = f"{web}/webhooks/stream", f"{web}/webhooks/hms"
+    env = {
+        **launch.clean_environment(),
+        "REDIS_URL": real_url(),
+        **launch.platform_settings(
+            stream_url=stream_url,
+            stream_key=KEY,
+            stream_secret=SECRET,
+            hms_url=hms_url,
+            hms_key=HMS_KEY,
+            hms_secret=HMS_SECRET,
+            hook_secret=HOOK_SECRET,
+        ),
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",  # two processes: the caches are Redis's, not a process's
+        "CALLSYNC_WORKER_CONCURRENCY": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    roles = procfile()
+    children = [
+        launch.start(name, [arg.replace("$PORT", str(port)) for arg in roles[name]], env, logs) for name in ("web", "worker")
+    ]
+    try:
+        launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 30, "the web role")
+        worker_log = children[1].log
+        assert worker_log is not None
+        launch.wait_for(lambda: " ready." in worker_log.read_text(errors="replace"), 60, "the worker")
+        yield Calls(stream, hms, web, children)
+    finally:
+        launch.stop(children)
+        stop_stream()
+        stop_hms()
+        store.flushdb()
+        store.close()
+
+
+def channel(calls: Calls, tag: str, *members: str) -> str:
+    cid = f"messaging:{tag}-{uuid.uuid4().hex[:8]}"
+    calls.stream.create_channel(cid)
+    for user in members:
+        calls.stream.add_member(cid, user)
+    return cid
+
+
+def claims(token: str) -> dict[str, Any]:
+    return jwt.decode(token, HMS_SECRET, algorithms=["HS256"])
+
+
+def test_members_create_and_join_one_room_each_with_their_own_token(calls: Calls) -> None:
+    cid = channel(calls, "team", "alice", "bob")
+    call_id = f"call-{cid}"
+    created = calls.create("alice", cid, call_id)
+    assert created.status_code == 200, created.text
+    room_id = created.json()["call"]["hms"]["room_id"]
+    assert created.json()["call"] == {"id": call_id, "provider": "hms", "hms": {"room_id": room_id, "room_name": call_id}}
+    joined = calls.join("bob", call_id)
+    assert joined.status_code == 200 and joined.json()["call"]["hms"]["room_id"] == room_id
+    alice, bob = claims(created.json()["token"]), claims(joined.json()["token"])
+    assert (alice["user_id"], bob["user_id"]) == ("alice", "bob") and alice["room_id"] == bob["room_id"] == room_id
+    again = calls.create("bob", cid, call_id)
+    assert again.status_code == 200 and again.json()["call"]["hms"]["room_id"] == room_id
+    assert [r["id"] for r in calls.hms.rooms.values() if r["name"] == call_id] == [room_id]  # one room
+
+
+def test_outsiders_forgeries_and_unknown_calls_are_refused(calls: Calls) -> None:
+    cid = channel(calls, "private", "alice")
+    call_id = f"call-{cid}"
+    assert calls.create("alice", cid, call_id).status_code == 200
+    outsider = calls.join("mallory", call_id)
+    assert outsider.status_code == 403 and outsider.json() == {"error": f"not a member of channel {cid}"}
+    forged = jwt.encode({"user_id": "alice"}, "a-guessed-secret-long-enough-for-hs256", algorithm="HS256")
+    assert calls.join("alice", call_id, token=forged).status_code == 401
+    unknown = calls.join("alice", f"never-created-{uuid.uuid4().hex[:6]}")
+    assert unknown.status_code == 404 and unknown.json() == {"error": "no such call"}
+
+
+@pytest.mark.parametrize("form", ["reference", "any"])
+def test_a_member_ending_the_call_ends_the_room_and_clears_the_channel(calls: Calls, form: str) -> None:
+    cid = channel(calls, f"end-{form}", "alice", "bob")
+    call_id = f"call-{cid}" if form == "reference" else f"standup-{uuid.uuid4().hex[:8]}"
+    room_id = calls.create("alice", cid, call_id).json()["call"]["hms"]["room_id"]
+    session = calls.hms.open_session(room_id)  # alice's client joins 100ms: the session opens
+    launch.wait_for(
+        lambda: calls.stream.call_fields(cid) == {"callActive": True, "callId": call_id}, 15, "callsync to show the call"
+    )
+    ended = calls.end("bob", call_id)
+    assert ended.status_code == 200 and ended.json() == {"status": "ending"}
+    launch.wait_for(lambda: not calls.hms.sessions[session["id"]]["active"], 15, "100ms to end the session")
+    launch.wait_for(lambda: calls.stream.call_fields(cid) == {"callActive": False}, 15, "callsync to clear the channel")
+    end_rooms = [p for _, p, _ in calls.hms.calls if p == f"/active-rooms/{room_id}/end-room"]
+    assert len(end_rooms) == 1
+    assert calls.end("alice", call_id).json() == {"status": "no active session"}
+
+
+def test_no_token_appears_in_any_process_log(calls: Calls) -> None:
+    cid = channel(calls, "logs", "alice")
+    assert calls.create("alice", cid, f"call-{cid}").status_code == 200  # at least one issued here
+    text = "\n".join(c.log.read_text(errors="replace") for c in calls.children if c.log)
+    assert "calls api create 200" in text and '"user_id": "alice"' in text  # the lines name the user and the call
+    assert len(calls.tokens) >= 4
+    for secret in (*calls.tokens, SECRET, HMS_SECRET, HOOK_SECRET):
+        assert secret not in text
+    assert "eyJ" not in text and "api_key=" not in text

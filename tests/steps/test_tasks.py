@@ -1,0 +1,324 @@
+"""The Celery tasks (worker/jobs/tasks.py): retries, dead letters, hops below the visibility timeout, redeliveries."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+import redis
+from celery import Celery
+from celery.exceptions import Reject, Retry
+
+from standins import FakeHms, FakeStream, serve
+from tests.support.servers import real_redis, real_url
+from tests.support.stack import running_stack
+from tests.support.world import CALL, CID, HMS_KEY, HMS_SECRET, KEY, SECRET, World
+from worker.cli import launch
+from worker.core.events import HmsEvent
+from worker.jobs.app import _runtimes, create_celery
+from worker.settings import Rate, Settings, load_settings
+from worker.steps import sync
+from worker.steps.runtime import build_runtime
+from worker.store.deadletters import DeadLetters
+from worker.store.enqueue import QUEUE
+from worker.store.state import State
+
+# The retry policy attempt by attempt (backoff, bounds, deferral, dead letters): test_retry_policy.py.
+
+
+# --- a next run that cannot be published (issue 12, item 4) ----------------------------------
+# The broker is a closed port: Celery cannot publish a retry or a deferred run. The worker's
+# Runtime (state, dead letters) is the test world's, on fakeredis, handed to the app as
+# `runtime_for` would build it.
+
+
+@pytest.fixture
+def unpublishable() -> Iterator[tuple[Celery, World]]:
+    app = create_celery(Settings(redis_url="redis://127.0.0.1:1/0"))
+    # Fail at once instead of after Celery's and kombu's reconnection attempts.
+    app.conf.task_publish_retry = False
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "max_retries": 0}
+    world = World(fakeredis.FakeRedis())
+    key = (id(app), os.getpid())
+    _runtimes[key] = world.rt
+    yield app, world
+    _runtimes.pop(key, None)
+
+
+ROOM = {"id": "room-1", "name": CALL}
+
+
+def run_task(app: Celery, name: str, *args: Any) -> None:
+    task = app.tasks[name]
+    task.push_request(retries=0, called_directly=False, is_eager=False, id="task-1", args=list(args), kwargs={})
+    try:
+        task.run(*args)
+    finally:
+        task.pop_request()
+
+
+def channel_to_write(world: World) -> None:
+    """A session recorded open whose channel does not show it yet: a reconcile writes."""
+    world.stream.create_channel(CID)
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"], started_at=world.now)
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
+
+
+def test_a_retry_that_cannot_be_published_is_a_dead_letter(unpublishable):
+    app, world = unpublishable
+    channel_to_write(world)
+    world.stream.fail_next(1, 503)
+    run_task(app, sync.RECONCILE, CID)  # Celery would have rejected the message without requeue: lost
+    [letter] = world.rt.dead_letters.list()
+    assert letter.task == sync.RECONCILE and letter.args == [CID] and letter.attempts == 1
+    assert letter.error.startswith("stream 503") and "its retry could not be published" in letter.error
+
+
+def test_a_deferred_run_that_cannot_be_published_is_a_dead_letter(unpublishable):
+    app, world = unpublishable
+    channel_to_write(world)
+    assert world.rt.state.load(CID, lock=("someone-else", 60)) is not None  # busy: the task defers
+    run_task(app, sync.RECONCILE, CID)
+    [letter] = world.rt.dead_letters.list()
+    assert "being reconciled" in letter.error and "could not be published" in letter.error
+
+
+def test_when_not_even_the_dead_letter_can_be_written_the_broker_keeps_the_message(unpublishable):
+    app, world = unpublishable
+    server = fakeredis.FakeServer()
+    world.rt = build_runtime(world.settings, world.queue, redis_client=fakeredis.FakeRedis(server=server))
+    _runtimes[(id(app), os.getpid())] = world.rt
+    server.connected = False  # Redis gone: the step, its retry and the dead letter all fail
+    with pytest.raises(Reject) as rejected:
+        run_task(app, sync.RECONCILE, CID)
+    assert rejected.value.requeue is True
+
+
+def test_a_dead_letter_that_cannot_be_written_gives_the_message_back(unpublishable):
+    app, world = unpublishable
+    channel_to_write(world)
+    world.stream.fail_next(1, 400)  # a dead letter at once...
+    gone = fakeredis.FakeServer()
+    gone.connected = False
+    world.rt.dead_letters = DeadLetters(fakeredis.FakeRedis(server=gone))  # ...where none can be written
+    with pytest.raises(Reject) as rejected:
+        run_task(app, sync.RECONCILE, CID)
+    assert rejected.value.requeue is True  # not acknowledged and lost
+
+
+def test_a_dead_letter_keeps_no_configured_secret_a_platform_quoted(unpublishable):
+    # A platform's message quoting a configured secret stayed in Redis (issue 12, item 5).
+    app, world = unpublishable
+    quoted = f'{{"message": "app secret {HMS_SECRET} is not valid for key {SECRET}"}}'
+    refusing = httpx.MockTransport(lambda _: httpx.Response(400, content=quoted.encode()))
+    world.rt = build_runtime(world.settings, world.queue, redis_client=world.rt.redis, transport=refusing)
+    _runtimes[(id(app), os.getpid())] = world.rt
+    run_task(app, sync.CHECK_SESSION, CALL, "s-1")
+    assert world.rt.state.call(CALL).session is None  # nothing recorded: the check is a no-op...
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", {"id": "s-1", "created_at": None}, ROOM), world.now)
+    run_task(app, sync.CHECK_SESSION, CALL, "s-1")  # ...until a session is: then 100ms refuses
+    [letter] = world.rt.dead_letters.list()
+    assert letter.error.startswith("hms 400: app secret [redacted] is not valid for key [redacted]"), letter.error
+    stored = b"".join(world.rt.redis.hvals("cs:dl"))
+    assert HMS_SECRET.encode() not in stored and SECRET.encode() not in stored
+
+
+# --- countdowns below the visibility timeout (issue 12, item 6) ------------------------------
+# kombu's in-memory broker: what the task publishes is read back with its eta and retry count.
+
+
+@pytest.fixture
+def hopping() -> Iterator[tuple[Celery, World]]:
+    app = create_celery(Settings(redis_url="memory://", visibility_timeout_seconds=20))
+    world = World(fakeredis.FakeRedis(), visibility_timeout_seconds=20)
+    key = (id(app), os.getpid())
+    _runtimes[key] = world.rt
+    published(app)  # the in-memory broker is the process's: start empty
+    yield app, world
+    _runtimes.pop(key, None)
+
+
+def published(app: Celery) -> list[dict[str, Any]]:
+    """Every message on the queue, taken off it: id, retries, args, seconds until its eta."""
+    out = []
+    with app.connection_for_read() as connection:
+        queue = connection.SimpleQueue(QUEUE)
+        while queue.qsize():
+            message = queue.get(timeout=1)
+            eta = message.headers.get("eta")
+            wait = datetime.fromisoformat(eta).timestamp() - time.time() if eta else 0.0
+            out.append({"id": message.headers["id"], "retries": message.headers["retries"], "wait": wait})
+            message.ack()
+        queue.close()
+    return out
+
+
+def run_as(app: Celery, name: str, task_id: str, retries: int, *args: Any) -> None:
+    task = app.tasks[name]
+    task.push_request(retries=retries, called_directly=False, is_eager=False, id=task_id, args=list(args), kwargs={})
+    try:
+        task.run(*args)
+    except Retry:
+        pass
+    finally:
+        task.pop_request()
+
+
+def test_a_long_retry_wait_is_served_in_hops_without_spending_retries(hopping):
+    app, world = hopping
+    channel_to_write(world)
+    world.stream.fail_next(1, 429, {"Retry-After": "300"})
+    run_as(app, sync.RECONCILE, "t-429", 0, CID)
+    [retry] = published(app)
+    assert retry["id"] == "t-429" and retry["retries"] == 1 and retry["wait"] <= 10.5  # not 300 s
+    calls = len(world.stream.calls)
+    for _ in range(3):  # hops before the 429's time: nothing is called, the retry count stays
+        world.now += 10
+        run_as(app, sync.RECONCILE, "t-429", 1, CID)
+        [hop] = published(app)
+        assert hop["id"] == "t-429" and hop["retries"] == 1 and hop["wait"] <= 10.5
+    assert len(world.stream.calls) == calls
+    world.now += 271  # past the 300 s and the jitter
+    run_as(app, sync.RECONCILE, "t-429", 1, CID)
+    assert published(app) == [] and world.fields() == {"callActive": True, "callId": CALL}
+    assert not world.rt.redis.exists("cs:wait:t-429")
+
+
+def test_a_deferred_run_is_at_most_a_hop_ahead(hopping):
+    app, world = hopping
+    world = World(world.rt.redis, visibility_timeout_seconds=20, stream_update_rate=Rate(1, 60.0))
+    _runtimes[(id(app), os.getpid())] = world.rt
+    channel_to_write(world)
+    assert world.rt.limiter.acquire("someone-else") == 0  # the minute's one update...
+    world.rt.limiter.release("someone-else")  # ...answered just now
+    run_as(app, sync.RECONCILE, "t-ceiling", 0, CID)  # the ceiling says wait ~60 s
+    [deferred] = published(app)
+    assert deferred["retries"] == 0 and 9 <= deferred["wait"] <= 10.5
+    assert deferred["id"] == "t-ceiling"  # the same task: a redelivery count follows it
+
+
+@pytest.mark.redis
+def test_a_short_visibility_timeout_and_a_slow_ceiling_do_not_multiply_tasks():
+    # The issue's shape: with a 10 s timeout and a 1/m ceiling, 3 deferred writes became 142
+    # runs. Here 4 s and 1 per 6 s: three channels' writes take 12 s, every message held by the
+    # worker is watched, and none may wait past the timeout or be handed out again.
+    with running_stack(visibility_timeout_seconds=4, stream_update_rate=Rate(1, 6.0)) as stack:
+        cids = [f"messaging:hop-{n}" for n in range(3)]
+        for cid in cids:
+            stack.stream.create_channel(cid)
+        started = time.time()
+        for cid in cids:
+            stack.hms.open_session(stack.hms.create_room(f"call-{cid}")["id"])
+        held, redelivered = 0.0, []
+        while time.time() - started < 20 and not all(stack.stream.call_fields(cid).get("callActive") for cid in cids):
+            for payload in messages(stack.redis):
+                eta = payload["headers"].get("eta")
+                if eta:
+                    held = max(held, datetime.fromisoformat(eta).timestamp() - time.time())
+                if payload["headers"].get("redelivered") or payload["properties"]["delivery_info"].get("redelivered"):
+                    redelivered.append(payload["headers"]["id"])
+            time.sleep(0.1)
+        assert all(stack.stream.call_fields(cid).get("callActive") for cid in cids)
+        assert time.time() - started >= 11  # the ceiling held: 1 per 6 s
+        assert held <= 2.5 and not redelivered, (held, redelivered)
+        patches = [path for method, path, _ in stack.stream.calls if method == "PATCH"]
+        assert sorted(patches) == sorted("/channels/" + cid.replace(":", "/") for cid in cids)  # one write each
+
+
+def messages(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every task message waiting on the queue or held by a worker (kombu's `unacked` hash)."""
+    waiting = [json.loads(raw) for raw in client.lrange(QUEUE, 0, -1)]
+    held = [json.loads(raw)[0] for raw in client.hvals("unacked")]
+    return waiting + held
+
+
+# --- a task that kills its worker (issue 12, "also reasoned") --------------------------------
+def redelivered(app: Celery, name: str, task_id: str, *args: Any) -> None:
+    """Run a task as a worker runs a message Redis handed out again (kombu marks it `redelivered`)."""
+    task = app.tasks[name]
+    info = {"exchange": "", "routing_key": QUEUE, "priority": 0, "redelivered": True}
+    task.push_request(
+        retries=0, called_directly=False, is_eager=False, id=task_id, args=list(args), kwargs={}, delivery_info=info
+    )
+    try:
+        task.run(*args)
+    finally:
+        task.pop_request()
+
+
+def test_a_task_redelivered_past_the_bound_is_a_dead_letter_not_run(unpublishable):
+    app, world = unpublishable
+    channel_to_write(world)
+    world.stream.create_channel("messaging:other")
+    run_task(app, sync.RECONCILE, "messaging:other")  # a first delivery counts nothing
+    assert not world.rt.redis.keys("cs:redeliveries:*")
+    for _ in range(world.settings.max_redeliveries):  # its worker died each time, after the work
+        redelivered(app, sync.RECONCILE, "killer", CID)
+    assert world.rt.dead_letters.list() == [] and world.fields() == {"callActive": True, "callId": CALL}
+    world.stream.fail_next(1, 400)  # were it run once more, this would be its dead letter
+    calls = len(world.stream.calls)
+    redelivered(app, sync.RECONCILE, "killer", CID)
+    [letter] = world.rt.dead_letters.list()
+    assert letter.task_id == "killer" and letter.args == [CID] and letter.attempts == 6
+    assert letter.error == "redelivered 6 times: its worker died (or was stopped) each time it ran"
+    assert len(world.stream.calls) == calls  # not run
+    assert 0 < world.rt.redis.ttl("cs:redeliveries:killer") <= 2 * 6 * world.settings.visibility_timeout_seconds
+
+
+@pytest.mark.redis
+def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path):
+    # Real `callsync worker` processes, SIGKILLed while the task runs (its Stream call is held
+    # open), as a task that kills its worker would have them; Redis hands it out again after the
+    # visibility timeout, each time to a fresh worker.
+    client = real_redis()
+    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET)
+    stream_url, stop_stream = serve(stream.app)
+    hms_url, stop_hms = serve(hms.app)
+    env = {
+        **launch.clean_environment(),
+        "REDIS_URL": real_url(),
+        **launch.platform_settings(
+            stream_url=stream_url,
+            stream_key=KEY,
+            stream_secret=SECRET,
+            hms_url=hms_url,
+            hms_key=HMS_KEY,
+            hms_secret=HMS_SECRET,
+            hook_secret="hms-webhook-secret-value",
+        ),
+        "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "10",
+        "CALLSYNC_MAX_REDELIVERIES": "1",
+        "CALLSYNC_WORKER_CONCURRENCY": "1",
+    }
+    room = hms.create_room(CALL)
+    session = hms.open_session(room["id"])
+    opened = HmsEvent("d-1", "session.open.success", room["id"], CALL, session["id"], time.time(), time.time(), False)
+    State(client).record_hms_event(opened, time.time())  # a session recorded open: the check asks 100ms about it
+    create_celery(load_settings(env)).send_task(sync.CHECK_SESSION, args=[CALL, session["id"]], queue=QUEUE, task_id="killer")
+    workers: list[launch.Child] = []
+    try:
+        for run in range(2):  # the first delivery, then the one redelivery allowed
+            hms.timeout_next(1, 30)
+            workers.append(launch.start(f"worker{run}", launch.role_argv("worker"), env, tmp_path))
+            launch.wait_for(lambda run=run: len(hms.calls) > run, 40, f"run {run + 1} of the task")
+            os.killpg(workers[-1].process.pid, signal.SIGKILL)
+            workers[-1].process.wait(10)
+        workers.append(launch.start("worker2", launch.role_argv("worker"), env, tmp_path))
+        [letter] = launch.wait_for(DeadLetters(client).list, 40, "the dead letter")
+        assert letter.task_id == "killer" and letter.args == [CALL, session["id"]]
+        assert letter.error == "redelivered 2 times: its worker died (or was stopped) each time it ran"
+        assert len(hms.calls) == 2  # the third delivery was not run
+    finally:
+        launch.stop(workers)
+        stop_stream()
+        stop_hms()
+        client.flushdb()

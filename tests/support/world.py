@@ -1,0 +1,153 @@
+"""A test world: callsync's worker steps on Redis, the platform stand-ins at the HTTP
+transport, and a clock the test moves by hand."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from standins import FakeHms, FakeStream
+from standins.base import rfc3339
+from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
+from worker.settings import Settings
+from worker.steps import sweep as sweeps
+from worker.steps import sync
+from worker.steps.runtime import build_runtime
+
+KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
+HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-keys"
+CID, CALL = "messaging:general", "call-messaging:general"
+
+STEPS = {
+    sync.RECONCILE: sync.reconcile_channel,
+    sync.END_SESSION: sync.end_session,
+    sync.CHECK_SESSION: sync.check_session,
+}
+
+
+class Recorder:
+    """A `schedule` that records follow-up tasks instead of enqueueing them, each with the time
+    it comes due by `clock` (its countdown after it was scheduled)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.tasks: list[tuple[str, tuple[Any, ...], float | None]] = []
+        self.due: list[float] = []
+
+    def __call__(self, task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
+        self.tasks.append((task, args, countdown))
+        self.due.append(self.clock() + (countdown or 0.0))
+
+    def take(self) -> list[tuple[str, tuple[Any, ...], float | None]]:
+        tasks, self.tasks, self.due = self.tasks, [], []
+        return tasks
+
+    def take_due(self, until: float) -> tuple[str, tuple[Any, ...], float | None] | None:
+        """The first recorded task due by `until` (the earliest first), taken off the record."""
+        due = [(at, n) for n, at in enumerate(self.due) if at <= until]
+        if not due:
+            return None
+        _, n = min(due)
+        self.due.pop(n)
+        return self.tasks.pop(n)
+
+
+class Platforms(httpx.BaseTransport):
+    """Routes requests to the Stream or the 100ms stand-in by host."""
+
+    def __init__(self, stream: FakeStream, hms: FakeHms):
+        self._stream = httpx.WSGITransport(app=stream.app)
+        self._hms = httpx.WSGITransport(app=hms.app)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return (self._stream if request.url.host == "stream.test" else self._hms).handle_request(request)
+
+
+class World:
+    """callsync's worker steps wired to Redis and the stand-ins, with a hand-moved clock."""
+
+    def __init__(self, redis_client: Any, prefix: str = "data.", **overrides: Any):
+        self.now = time.time()  # the world's clock starts at wall time (tokens are checked in it)
+        self.stream = FakeStream(KEY, SECRET, field_prefix=prefix)
+        self.hms = FakeHms(HMS_KEY, HMS_SECRET)
+        self.stream.clock = self.hms.clock = lambda: self.now  # the platforms' stamps follow it
+        self.settings = Settings(
+            redis_url="redis://unused",
+            stream_api_key=KEY,
+            stream_api_secret=SECRET,
+            stream_base_url="http://stream.test",
+            hms_access_key=HMS_KEY,
+            hms_app_secret=HMS_SECRET,
+            hms_base_url="http://hms.test",
+            field_prefix=prefix,
+            **overrides,
+        )
+        self.queue = Recorder(lambda: self.now)
+        self.rt = build_runtime(
+            self.settings,
+            self.queue,
+            redis_client=redis_client,
+            transport=Platforms(self.stream, self.hms),
+            clock=lambda: self.now,
+        )
+
+    # --- deliveries, as the receiver would hand them over -----------------------------
+    def hms_event(self, kind: str, session: dict[str, Any], room: dict[str, Any], **data: Any) -> HmsEvent:
+        body = {
+            "id": f"{kind}:{session['id']}",
+            "type": kind,
+            "timestamp": rfc3339(self.now, micro=False),
+            "data": {
+                "room_id": room["id"],
+                "room_name": room["name"],
+                "session_id": session["id"],
+                "session_started_at": session["created_at"],
+                **data,
+            },
+        }
+        event = parse_hms_event(body)
+        assert event is not None
+        return event
+
+    def deliver_hms(self, event: HmsEvent) -> None:
+        sync.apply_hms_event(self.rt, event)
+        self.drain()
+
+    def deliver_stream_outbox(self) -> None:
+        """Feed every webhook the Stream stand-in produced back to callsync (echoes too)."""
+        while self.stream.outbox:
+            _, body = self.stream.outbox.pop(0)
+            event = parse_stream_event(json.loads(body), self.settings.field_path)
+            if event is not None:
+                sync.apply_stream_event(self.rt, StreamEvent.from_json(event.to_json()))
+                self.drain()
+
+    def drain(self, until: float | None = None) -> None:
+        """Run the scheduled follow-ups due by `until` (the world's clock when not given), the
+        earliest first, and those they schedule in turn; later ones stay scheduled."""
+        until = self.now if until is None else until
+        while (task := self.queue.take_due(until)) is not None:
+            name, args, _ = task
+            STEPS[name](self.rt, *args)
+
+    def sweep(self) -> sweeps.SweepResult:
+        result = sweeps.sweep(self.rt)
+        self.drain()
+        return result
+
+    def patches(self) -> list[dict[str, Any]]:
+        return [body for method, path, body in self.stream.calls if method == "PATCH" and body is not None]
+
+    def fields(self) -> dict[str, Any]:
+        return self.stream.channels[CID].get("data", {})
+
+
+def open_call(world: World) -> tuple[dict[str, Any], dict[str, Any]]:
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"], started_at=world.now)
+    world.deliver_hms(world.hms_event("session.open.success", session, room))
+    return room, session
