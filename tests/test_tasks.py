@@ -24,7 +24,8 @@ from tests.world import CALL, CID, HMS_KEY, HMS_SECRET, KEY, SECRET, World
 from worker.cli import launch
 from worker.core.events import HmsEvent
 from worker.jobs import tasks
-from worker.jobs.app import _runtimes, create_celery
+from worker.jobs.app import create_celery
+from worker.jobs.runtimes import _runtimes
 from worker.settings import Rate, Settings, load_settings
 from worker.steps import sync
 from worker.steps.runtime import build_runtime

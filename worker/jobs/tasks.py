@@ -16,7 +16,7 @@ from celery.exceptions import Reject, Retry
 from worker.core.events import HmsEvent, StreamEvent, cid_of_room
 from worker.core.upstream import Retry as UpstreamRetry
 from worker.core.upstream import UpstreamError, backoff_seconds, retry_delay
-from worker.jobs.app import runtime_for
+from worker.jobs.runtimes import runtime_for
 from worker.logs import fields
 from worker.ops import counters
 from worker.steps import sweep as sweeps

@@ -7,11 +7,11 @@ from typing import Any
 import redis
 
 from worker.ops.heartbeat import workers_seen
-from worker.steps.sweep import LAST_SWEEP
 from worker.store.deadletters import INDEX as DEAD_LETTERS
 from worker.store.enqueue import QUEUE
 from worker.store.records import BOUND_CHANNELS, CALL_TTL
 from worker.store.state import State
+from worker.store.sweep import LAST_SWEEP
 
 # kombu's Redis transport keeps tasks taken by a worker but not yet acknowledged (running,
 # prefetched, or waiting for their countdown) in this sorted set, for all queues together.

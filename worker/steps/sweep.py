@@ -16,12 +16,10 @@ from worker.core.timebounds import FUTURE_SKEW_SECONDS
 from worker.steps.runtime import Runtime
 from worker.steps.sync import CHECK_SESSION, END_SESSION
 from worker.store.records import BOUND_CHANNELS
+from worker.store.sweep import CHECK_CURSOR, LAST_SWEEP, SWEEP_LOCK
 
 log = logging.getLogger("callsync.sweep")
 
-SWEEP_LOCK = "cs:lock:sweep"
-LAST_SWEEP = "cs:sweep:last"
-CHECK_CURSOR = "cs:sweep:cursor"
 PAGE = 1000
 
 
