@@ -11,6 +11,7 @@ import pytest
 
 from standins.base import rfc3339
 from tests.world import CALL, CID, World, open_call
+from worker.core.actions import Recheck
 from worker.core.events import CallFields, HmsEvent, StreamEvent, parse_hms_event
 from worker.core.reconcile import Call, Channel, plan_channel
 from worker.core.timebounds import FUTURE_SKEW_SECONDS, REPLAY_WINDOW_SECONDS, admit_hms_event
@@ -124,7 +125,7 @@ def test_a_future_dated_close_still_closes_but_dates_nothing():
 def test_a_claim_dated_in_the_future_is_checked_within_one_grace():
     claim = Channel(CID, CallFields(True, CALL), True, claim_since=2_000_000_000.0 + 10**9)
     plan = plan_channel(claim, [Call(CALL, None)], 2_000_000_000.0, 60.0)
-    assert plan.verify_call == CALL and plan.verify_at == 2_000_000_000.0 + 60.0
+    assert plan == Recheck(CALL, 2_000_000_000.0 + 60.0)
 
 
 def test_a_stream_event_from_the_future_is_dated_now_and_later_news_still_counts(world):

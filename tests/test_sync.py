@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.world import CALL, CID, KEY, SECRET, World, open_call
+from worker.core import actions
 from worker.core.events import CallFields, StreamEvent, parse_hms_event, parse_stream_event, parse_time
 from worker.core.upstream import Retry, UpstreamError
 from worker.settings import Rate
@@ -81,7 +82,7 @@ def test_stale_claim_is_kept_during_grace_then_cleared_when_100ms_confirms(world
     world.deliver_stream_outbox()
     assert world.patches() == []  # within the grace period nothing is written
     [(task, args, countdown)] = world.queue.tasks
-    assert task == sync.RECONCILE and args == (CID,) and 0 < countdown <= 61
+    assert task == actions.RECONCILE and args == (CID,) and 0 < countdown <= 61
     world.now += 61
     world.drain(until=world.now)
     assert world.patches() == [{"set": {"data.callActive": False}, "unset": ["data.callId"]}]
@@ -160,7 +161,7 @@ def test_stream_update_ceiling_defers_instead_of_writing(redis_client):
         session = world.hms.open_session(room["id"])
         events.append(world.hms_event("session.open.success", session, room))
     sync.apply_hms_event(world.rt, events[0])
-    with pytest.raises(sync.Later) as later:
+    with pytest.raises(sync.Deferred) as later:
         sync.apply_hms_event(world.rt, events[1])
     assert 0 < later.value.seconds <= 60
     assert len(world.patches()) == 1
@@ -169,7 +170,7 @@ def test_stream_update_ceiling_defers_instead_of_writing(redis_client):
 def test_a_busy_channel_lock_defers(world):
     lock = world.rt.redis.lock(f"cs:lock:{CID}", timeout=5)
     assert lock.acquire()
-    with pytest.raises(sync.Later):
+    with pytest.raises(sync.Deferred):
         sync.reconcile_channel(world.rt, CID)
     lock.release()
 
@@ -259,7 +260,7 @@ def test_an_event_whose_reconcile_failed_reconciles_when_its_task_runs_again(wor
         world.stream.fail_next(1, 429, {"Retry-After": "1"})
     else:
         assert lock.acquire()
-    with pytest.raises((UpstreamError, sync.Later)):
+    with pytest.raises((UpstreamError, sync.Deferred)):
         sync.apply_stream_event(world.rt, event)
     if failure != "429":
         lock.release()
@@ -320,7 +321,7 @@ def test_a_grace_longer_than_a_hop_is_waited_in_hops_never_cut_short(redis_clien
     hops = []
     while not world.patches() and len(hops) < 20:
         [(task, args, countdown)] = world.queue.tasks
-        assert task == sync.RECONCILE and args == (CID,) and 0 < countdown <= 10
+        assert task == actions.RECONCILE and args == (CID,) and 0 < countdown <= 10
         assert 0 < redis_client.pttl(f"cs:later:{CID}") <= 10_000
         hops.append(countdown)
         world.now += countdown

@@ -16,6 +16,7 @@ from flask import Flask, Response, request
 
 from webhooks.body import BadBody, BodyTooLarge, inflate_limited, read_limited
 from webhooks.metrics import WebhookMetrics
+from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT
 from worker.core.events import (
     HMS_TYPES,
     STREAM_TYPES,
@@ -168,7 +169,7 @@ def create_app(
             return [dedupe_key("stream", webhook_id), digest] if webhook_id else [digest]
 
         webhook_id = request.headers.get("X-Webhook-Id", "")[:128] or None
-        return receive("stream", verify, parse, webhook_id, "callsync.apply_stream_event", keys)
+        return receive("stream", verify, parse, webhook_id, APPLY_STREAM_EVENT, keys)
 
     @app.post("/webhooks/hms")
     def hms_webhook() -> Response:
@@ -185,7 +186,7 @@ def create_app(
         def keys(envelope_id: str | None, _: bytes) -> list[str]:
             return [dedupe_key("hms", envelope_id)] if envelope_id else []
 
-        return receive("hms", verify, parse, None, "callsync.apply_hms_event", keys)
+        return receive("hms", verify, parse, None, APPLY_HMS_EVENT, keys)
 
     @app.get("/metrics")
     def metrics_view() -> Response:

@@ -6,7 +6,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -14,6 +13,7 @@ import jwt
 
 from worker.clients.http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
 from worker.core.calls import Room
+from worker.core.checks import LiveSession
 from worker.core.events import parse_time
 from worker.core.upstream import Retry, UpstreamError
 
@@ -61,13 +61,6 @@ class ManagementAuth(httpx.Auth):
         if response.status_code in (401, 403):
             request.headers["Authorization"] = f"Bearer {self._current(force=True)}"
             yield request
-
-
-@dataclass(frozen=True)
-class LiveSession:
-    room_id: str
-    session_id: str
-    started_at: float | None
 
 
 class HmsClient:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from worker.core.actions import ChannelStep, ReadChannel, Recheck, VerifyCall, WriteFields
 from worker.core.events import CallFields
 from worker.core.sessions import Session
 
@@ -35,14 +36,6 @@ class Channel:
     exists: bool = True
     claim_since: float | None = None  # when its current `callActive: true` claim began
     missing_for: str | None = None  # the live session it was last found missing (QueryChannels) for
-
-
-@dataclass(frozen=True)
-class Plan:
-    write: CallFields | None = None  # partial update of the call fields
-    read_first: bool = False  # fields unknown: read the channel, then plan again
-    verify_call: str | None = None  # ask 100ms whether this call is live
-    verify_at: float | None = None  # ... not before this time
 
 
 def live_call(calls: Sequence[Call]) -> Call | None:
@@ -85,26 +78,26 @@ def _claim_is_stale(claim: Call | None, since: float, grace: float) -> bool:
     return claim.idle_confirmed_at is not None and claim.idle_confirmed_at >= since + grace
 
 
-def plan_channel(channel: Channel, calls: Sequence[Call], now: float, grace: float) -> Plan:
-    """The next step for `channel`, given the calls bound to it."""
+def plan_channel(channel: Channel, calls: Sequence[Call], now: float, grace: float) -> ChannelStep:
+    """The next step for `channel`, given the calls bound to it (None: it is as it should be)."""
     if channel.fields is None:
-        return Plan(read_first=True)
+        return ReadChannel()
     if not channel.exists:
         # Read again once per session of its call: a channel created since, whose
         # channel.created was lost, still shows the call.
         live = live_call(calls)
         fresh = live is not None and live.session is not None and live.session.session_id != channel.missing_for
-        return Plan(read_first=True) if fresh else Plan()
+        return ReadChannel() if fresh else None
     known, desired = channel.fields, desired_state(calls)
     if desired.active or not known.active:
-        return Plan(write=desired) if known != desired else Plan()
+        return WriteFields(desired) if known != desired else None
     # The channel claims a call that has no open session recorded (docs/behaviour.md, rule 4).
     # Never later than now: no claim, whatever clock dated it, defers its check past one grace.
     since = min(channel.claim_since, now) if channel.claim_since is not None else now
     claim = _find(calls, known.call_id)
     if claim is None or _claim_is_stale(claim, since, grace):
-        return Plan(write=INACTIVE)
-    return Plan(verify_call=claim.call_id, verify_at=max(since + grace, now))
+        return WriteFields(INACTIVE)
+    return Recheck(claim.call_id, since + grace) if since + grace > now else VerifyCall(claim.call_id)
 
 
 def claim_since(previous: Channel | None, fields: CallFields, version: float, by_member: bool = False) -> float | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 
+from worker.core.actions import SWEEP
 from worker.jobs import broker
 from worker.ops.heartbeat import Heartbeat
 from worker.settings import Settings
@@ -58,7 +59,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=settings.task_events,
         worker_hijack_root_logger=False,
         beat_schedule={
-            "sweep": {"task": "callsync.sweep", "schedule": float(settings.sweep_interval_seconds), "options": {"queue": QUEUE}},
+            "sweep": {"task": SWEEP, "schedule": float(settings.sweep_interval_seconds), "options": {"queue": QUEUE}},
         },
         # RedBeat keeps the schedule in Redis and holds a lock there: any number of beat
         # processes may run, one schedules; a standby takes over within the lock timeout.

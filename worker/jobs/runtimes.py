@@ -26,10 +26,10 @@ def runtime_for(app: Celery) -> Runtime:
 def _build_runtime(app: Celery, key: tuple[int, int]) -> Runtime:
     settings: Settings = app.callsync_settings  # type: ignore[attr-defined]
 
-    def schedule(task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
+    def publish(task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
         app.send_task(task, args=args, countdown=countdown, queue=QUEUE)
 
-    runtime = _runtimes[key] = build_runtime(settings, schedule)
+    runtime = _runtimes[key] = build_runtime(settings, publish)
     runtime.tally.flush_every(runtime.redis)  # counters reach Redis once a second
     runtime.closers.append(lambda: runtime.tally.stop(runtime.redis))
     return runtime

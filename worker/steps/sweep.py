@@ -12,9 +12,9 @@ import logging
 import math
 from dataclasses import dataclass
 
+from worker.core.actions import CheckSession, EndSession
 from worker.core.timebounds import FUTURE_SKEW_SECONDS
 from worker.steps.runtime import Runtime
-from worker.steps.sync import CHECK_SESSION, END_SESSION
 from worker.store.records import BOUND_CHANNELS
 from worker.store.sweep import CHECK_CURSOR, LAST_SWEEP, SWEEP_LOCK
 
@@ -63,7 +63,7 @@ def end_overdue(rt: Runtime, now: float) -> int:
         # Each claim drops what it moved from the index, so every page is new work.
         moved = rt.state.claim_overdue(cutoff, PAGE, now)
         for call_id, session_id in moved:
-            rt.schedule(END_SESSION, (call_id, session_id, "maximum session length reached"))
+            rt.schedule(EndSession(call_id, session_id, "maximum session length reached"))
         ended += len(moved)
         if len(moved) < PAGE:
             return ended
@@ -82,7 +82,7 @@ def schedule_checks(rt: Runtime) -> int:
     for _, call_id in page:
         session = rt.state.call(call_id).session
         if session is not None and session.is_open:
-            rt.schedule(CHECK_SESSION, (session.room_name or call_id, session.session_id))
+            rt.schedule(CheckSession(session.room_name or call_id, session.session_id))
     return len(page)
 
 
