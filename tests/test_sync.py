@@ -346,3 +346,18 @@ def test_a_channel_found_missing_is_read_again_when_a_session_of_its_call_opens(
     world.deliver_hms(world.hms_event("session.open.success", second, room))
     assert len(reads()) == 2
     assert world.fields() == {"callActive": True, "callId": CALL}
+
+
+def test_a_check_of_an_ending_session_whose_room_is_over_records_its_close(world):
+    # The check and the end share one guard (core.checks.unsettled): a session callsync asked
+    # 100ms to end is still checked, so a lost close of it is recorded too.
+    world.stream.create_channel(CID)
+    _, session = open_call(world)
+    world.deliver_stream_outbox()
+    assert world.rt.state.begin_ending(CALL, session["id"], world.now) is not None
+    world.hms.close_session(session["id"])
+    world.hms.outbox.clear()  # its session.close.success never arrives
+    sync.check_session(world.rt, CALL, session["id"])
+    assert world.rt.state.call(CALL).session.status == "closed"
+    world.drain()
+    assert world.fields() == {"callActive": False}
