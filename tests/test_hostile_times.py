@@ -13,7 +13,7 @@ from standins.base import rfc3339
 from tests.world import CALL, CID, World, open_call
 from worker.core.actions import Recheck
 from worker.core.events import CallFields, HmsEvent, StreamEvent, parse_hms_event
-from worker.core.reconcile import Call, Channel, plan_channel
+from worker.core.reconcile import BoundCall, Channel, plan_channel
 from worker.core.timebounds import FUTURE_SKEW_SECONDS, REPLAY_WINDOW_SECONDS, admit_hms_event
 from worker.steps import sync
 from worker.store.records import BOUND_CHANNELS, CLOSED_TTL, OPEN_BUCKETS, call_key, channel_key
@@ -124,7 +124,7 @@ def test_a_future_dated_close_still_closes_but_dates_nothing():
 
 def test_a_claim_dated_in_the_future_is_checked_within_one_grace():
     claim = Channel(CID, CallFields(True, CALL), True, claim_since=2_000_000_000.0 + 10**9)
-    plan = plan_channel(claim, [Call(CALL, None)], 2_000_000_000.0, 60.0)
+    plan = plan_channel(claim, [BoundCall(CALL, None)], 2_000_000_000.0, 60.0)
     assert plan == Recheck(CALL, 2_000_000_000.0 + 60.0)
 
 

@@ -19,12 +19,15 @@ CLOCK_SKEW_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
-class Call:
+class BoundCall:
     """What callsync knows about one call id bound to a channel."""
 
     call_id: str  # spelled as the binding spells it
     session: Session | None  # its room's current session
     idle_confirmed_at: float | None = None  # 100ms said "no live session" at this time
+
+
+Call = BoundCall  # the store's name for it (worker/store), until it imports BoundCall
 
 
 @dataclass(frozen=True)
@@ -38,26 +41,26 @@ class Channel:
     missing_for: str | None = None  # the live session it was last found missing (QueryChannels) for
 
 
-def live_call(calls: Sequence[Call]) -> Call | None:
+def live_call(calls: Sequence[BoundCall]) -> BoundCall | None:
     """The bound call whose room has the newest open session, if any."""
     live = [call for call in calls if call.session is not None and call.session.is_open]
     return max(live, key=lambda call: call.session.sort_key if call.session else 0.0) if live else None
 
 
-def desired_state(calls: Sequence[Call]) -> CallFields:
+def desired_state(calls: Sequence[BoundCall]) -> CallFields:
     """docs/behaviour.md, rule 1: active with the call whose room has the newest open session."""
     live = live_call(calls)
     return CallFields(active=True, call_id=live.call_id) if live else INACTIVE
 
 
-def _find(calls: Sequence[Call], call_id: str | None) -> Call | None:
+def _find(calls: Sequence[BoundCall], call_id: str | None) -> BoundCall | None:
     if call_id is None:
         return None
     wanted = call_id.lower()
     return next((call for call in calls if call.call_id.lower() == wanted), None)
 
 
-def _claim_is_stale(claim: Call | None, since: float, grace: float) -> bool:
+def _claim_is_stale(claim: BoundCall | None, since: float, grace: float) -> bool:
     """A claim is stale once the session it belongs to ended, or 100ms confirmed no live
     session at least `grace` seconds after it began.
 
@@ -78,7 +81,7 @@ def _claim_is_stale(claim: Call | None, since: float, grace: float) -> bool:
     return claim.idle_confirmed_at is not None and claim.idle_confirmed_at >= since + grace
 
 
-def plan_channel(channel: Channel, calls: Sequence[Call], now: float, grace: float) -> ChannelStep:
+def plan_channel(channel: Channel, calls: Sequence[BoundCall], now: float, grace: float) -> ChannelStep:
     """The next step for `channel`, given the calls bound to it (None: it is as it should be)."""
     if channel.fields is None:
         return ReadChannel()
@@ -127,7 +130,9 @@ def call_ended_by_client(previous: CallFields | None, new: CallFields, from_serv
     return previous.call_id
 
 
-def client_ended_call(previous: CallFields | None, new: CallFields, from_server: bool, calls: Sequence[Call]) -> Session | None:
+def client_ended_call(
+    previous: CallFields | None, new: CallFields, from_server: bool, calls: Sequence[BoundCall]
+) -> Session | None:
     """docs/behaviour.md, rule 3: a client turned `callActive` off while the session is open.
 
     Returns the open session to end for everyone, else None.

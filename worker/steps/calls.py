@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from worker.clients.hms import HmsClient, ManagementAuth
-from worker.clients.http import Observe, unobserved, upstream_client
+from worker.clients.http import OnUpstreamCall, ignore_call, upstream_client
 from worker.clients.stream import StreamAuth, StreamClient
 from worker.core.actions import EndSession, Scheduled
 from worker.core.calls import (
@@ -73,8 +73,8 @@ class Upstreams:
     """One Stream and one 100ms client per process, built on first use in the serving process
     (gunicorn forks after the app is built: a client from before the fork would share sockets)."""
 
-    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None, observe: Observe = unobserved):
-        self._settings, self._transport, self._observe = settings, transport, observe
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None, on_call: OnUpstreamCall = ignore_call):
+        self._settings, self._transport, self._on_call = settings, transport, on_call
         self._built: tuple[int, StreamClient, HmsClient] | None = None
         self._lock = threading.Lock()
 
@@ -93,8 +93,8 @@ class Upstreams:
         stream = upstream_client(s.stream_base_url, StreamAuth(s.stream_api_key, secret), self._transport)
         hms = upstream_client(s.hms_base_url, ManagementAuth(s.hms_access_key, s.hms_app_secret or "unset"), self._transport)
         return (
-            StreamClient(stream, s.field_path, self._observe, deadline=DEADLINE_SECONDS),
-            HmsClient(hms, self._observe, deadline=DEADLINE_SECONDS),
+            StreamClient(stream, s.field_path, self._on_call, deadline=DEADLINE_SECONDS),
+            HmsClient(hms, self._on_call, deadline=DEADLINE_SECONDS),
         )
 
 

@@ -115,15 +115,15 @@ def build_runtime(
     )
     tally = Tally()
 
-    def observe(api: str, method: str, endpoint: str, status: str) -> None:
+    def count_call(api: str, method: str, endpoint: str, status: str) -> None:
         tally.inc(UPSTREAM_CALLS, {"api": api, "method": method, "endpoint": endpoint, "status": status})
 
     return Runtime(
         settings=settings,
         redis=client,
         state=State(client),
-        stream=StreamClient(stream_http, settings.field_path, observe),
-        hms=HmsClient(hms_http, observe),
+        stream=StreamClient(stream_http, settings.field_path, count_call),
+        hms=HmsClient(hms_http, count_call),
         limiter=RateLimiter(client, "cs:rate:stream-update", settings.stream_update_rate),
         dead_letters=DeadLetters(client, settings.secrets),
         publish=publish,
