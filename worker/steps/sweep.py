@@ -1,9 +1,10 @@
 """The periodic sweep: end sessions past the maximum length, re-check open sessions.
 
 Its cost follows the work due, not the number of open sessions: both steps read the
-open-session index (state.OPEN_BUCKETS) by start time, from a cutoff or a cursor, with a
-limit. Any number of beat processes may run it (RedBeat's lock keeps one scheduling; a
-sweep lock keeps passes from overlapping), and it is idempotent: only the caller that moves a session to "ending" ends its room.
+open-session index by start time, from a cutoff or a cursor, with a limit. Any number of
+beat processes may run it (RedBeat's lock keeps one scheduling; a sweep lock keeps passes
+from overlapping), and it is idempotent: only the caller that moves a session to "ending"
+ends its room.
 """
 
 from __future__ import annotations

@@ -136,15 +136,9 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
         live = live_call(loaded.calls)
         # The claim callsync writes belongs to the session it is for, whatever the clocks say.
         since = live.session.started_at if live and live.session else None
-        # The write's version. Stream's answer carries no event time (`updated_at` does not move
-        # on a partial update), so the write is dated `now`, read before the PATCH left: Stream
-        # applied it after that, and stamps its `channel.updated` echo, and every change made
-        # after it, with a `created_at` at or after `now` (its clock and ours agree to NTP's
-        # accuracy). So the echo applies (the same fields: nothing changes) and any later change
-        # is news, while a change Stream applied before `now`, delivered late, is older and
-        # ignored. A change in between (after `now`, before our write landed) still applies: the
-        # record then shows it until our echo, newer, puts our fields back; at worst one write
-        # more, never a change lost.
+        # Dated `now`, read before the PATCH left (Stream's answer carries no event time): its
+        # echo and every later change are dated after it, a late older change before it
+        # (docs/design.md, "State in Redis").
         _, record = channel_change(cid, loaded.raw, fields, now, claimed_since=since, pending="clear")
         steps = [rt.limiter.release_call(grant.token), rt.state.unlock_call(cid, token)]
         if record is not None:
