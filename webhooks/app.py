@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
 from flask import Flask, Response, request
 
 from webhooks.body import BadBody, BodyTooLarge, inflate_limited, read_limited
-from webhooks.calls import calls_blueprint
 from webhooks.metrics import WebhookMetrics
+from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT
 from worker.core.events import (
     HMS_TYPES,
     STREAM_TYPES,
@@ -44,6 +45,9 @@ DedupeKeys = Callable[[str | None, bytes], list[str]]
 # Both platforms retry a 5xx within seconds (Stream: 3 attempts; 100ms: after 1, 3 and 10 s);
 # Retry-After says the same to any other sender.
 RETRY_AFTER_SECONDS = 10
+# The calls API's blueprint factory, named rather than imported: it needs the platform clients,
+# and the receiver's own modules import none (docs/design.md, "The web role's seam").
+CALLS_API = "webhooks.calls:calls_blueprint"
 
 
 def _answer(code: int, headers: dict[str, str] | None = None, **body: str) -> Response:
@@ -77,8 +81,14 @@ class Rejected(Exception):
 
 
 def create_app(
-    settings: Settings | None = None, redis_client: redis.Redis | None = None, clock: Callable[[], float] = time.time
+    settings: Settings | None = None,
+    redis_client: redis.Redis | None = None,
+    clock: Callable[[], float] = time.time,
+    *,
+    blueprints: Sequence[str] = (CALLS_API,),
 ) -> Flask:
+    """The web app: the receiver's views, then each of `blueprints` ("module:factory", called
+    with the settings, the Redis client, the enqueuer and the metrics)."""
     settings = settings or load_settings(os.environ).require("web")
     client = redis_client or redis.Redis.from_url(settings.redis_url or "", health_check_interval=30)
     enqueuer = Enqueuer(client, create_celery(settings), DEDUPE_TTL, max_depth=settings.max_queue_depth)
@@ -159,7 +169,7 @@ def create_app(
             return [dedupe_key("stream", webhook_id), digest] if webhook_id else [digest]
 
         webhook_id = request.headers.get("X-Webhook-Id", "")[:128] or None
-        return receive("stream", verify, parse, webhook_id, "callsync.apply_stream_event", keys)
+        return receive("stream", verify, parse, webhook_id, APPLY_STREAM_EVENT, keys)
 
     @app.post("/webhooks/hms")
     def hms_webhook() -> Response:
@@ -176,7 +186,7 @@ def create_app(
         def keys(envelope_id: str | None, _: bytes) -> list[str]:
             return [dedupe_key("hms", envelope_id)] if envelope_id else []
 
-        return receive("hms", verify, parse, None, "callsync.apply_hms_event", keys)
+        return receive("hms", verify, parse, None, APPLY_HMS_EVENT, keys)
 
     @app.get("/metrics")
     def metrics_view() -> Response:
@@ -201,7 +211,9 @@ def create_app(
             return _answer(503, retry, status="not ready", error=f"queue {full}", redis="ok", broker="ok", queue=full)
         return _answer(200, status="ready", redis="ok", broker="ok", queue="ok")
 
-    app.register_blueprint(calls_blueprint(settings, client, enqueuer, metrics))
+    for spec in blueprints:
+        module, _, factory = spec.partition(":")
+        app.register_blueprint(getattr(importlib.import_module(module), factory)(settings, client, enqueuer, metrics))
 
     @app.errorhandler(405)
     def method_not_allowed(_: Exception) -> Response:

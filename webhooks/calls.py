@@ -19,6 +19,7 @@ from flask_cors import CORS
 
 from webhooks.body import BodyTooLarge, read_limited
 from webhooks.metrics import WebhookMetrics
+from worker.core.actions import Scheduled
 from worker.core.calls import Refused, channel_of_path, cors_options
 from worker.logs import fields
 from worker.settings import Settings
@@ -71,8 +72,8 @@ def calls_blueprint(
     api: CallsApi | None = None
     if why_not is None:
 
-        def enqueue(task: str, args: tuple[Any, ...]) -> None:
-            enqueuer.enqueue_once(None, task, args)
+        def enqueue(action: Scheduled) -> None:
+            enqueuer.enqueue_once(None, action.task, action.args())
 
         api = CallsApi(settings, CallsStore(client), State(client), Upstreams(settings), enqueue)
     else:

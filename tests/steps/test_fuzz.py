@@ -202,7 +202,7 @@ def test_accepted_hostile_events_never_crash_a_worker(rx: Receiver) -> None:
         [(task, raw)] = rx.queued()[taken:]
         try:
             _apply(world, task, raw)
-        except (UpstreamError, sync.Later):  # retried or dead-lettered by the task policy
+        except (UpstreamError, sync.Deferred):  # retried or dead-lettered by the task policy
             world.queue.take()
 
     # Only the endpoints callsync means to call were reached, whatever the ids said.

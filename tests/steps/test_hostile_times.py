@@ -11,8 +11,9 @@ import pytest
 
 from standins.base import rfc3339
 from tests.support.world import CALL, CID, World, open_call
+from worker.core.actions import Recheck
 from worker.core.events import CallFields, HmsEvent, StreamEvent, parse_hms_event
-from worker.core.reconcile import Call, Channel, plan_channel
+from worker.core.reconcile import BoundCall, Channel, plan_channel
 from worker.core.timebounds import FUTURE_SKEW_SECONDS, REPLAY_WINDOW_SECONDS
 from worker.steps import sync
 from worker.store.keys import BOUND_CHANNELS, CLOSED_TTL, OPEN_BUCKETS, call_key, channel_key
@@ -106,8 +107,8 @@ def test_a_replayed_open_of_a_session_closed_days_ago_finds_it_closed(world):
 
 def test_a_claim_dated_in_the_future_is_checked_within_one_grace():
     claim = Channel(CID, CallFields(True, CALL), True, claim_since=2_000_000_000.0 + 10**9)
-    plan = plan_channel(claim, [Call(CALL, None)], 2_000_000_000.0, 60.0)
-    assert plan.verify_call == CALL and plan.verify_at == 2_000_000_000.0 + 60.0
+    plan = plan_channel(claim, [BoundCall(CALL, None)], 2_000_000_000.0, 60.0)
+    assert plan == Recheck(CALL, 2_000_000_000.0 + 60.0)
 
 
 def test_a_stream_event_from_the_future_is_dated_now_and_later_news_still_counts(world):

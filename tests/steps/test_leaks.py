@@ -20,6 +20,7 @@ import redis
 from tests.support import stack as pipe
 from tests.support.hostile import SECRETS, Receiver
 from tests.support.world import CALL, CID, HMS_SECRET, SECRET, Platforms, World
+from worker.core import actions
 from worker.core.upstream import UpstreamError
 from worker.steps import sync
 from worker.steps.runtime import build_runtime
@@ -87,7 +88,7 @@ def test_no_secret_in_logs_error_bodies_or_dead_letters(redis_client: redis.Redi
     failures: list[tuple[str, tuple[Any, ...], UpstreamError]] = []
     steps: list[tuple[str, Callable[[], None]]] = [
         ("callsync.apply_hms_event", lambda: world.deliver_hms(world.hms_event("session.open.success", session, room))),
-        (sync.END_SESSION, lambda: sync.end_session(world.rt, CALL, session["id"], "test")),
+        (actions.END_SESSION, lambda: sync.end_session(world.rt, CALL, session["id"], "test")),
     ]
     for task, step in steps:
         try:
@@ -98,7 +99,7 @@ def test_no_secret_in_logs_error_bodies_or_dead_letters(redis_client: redis.Redi
     try:
         sync.reconcile_channel(world.rt, CID)
     except UpstreamError as refused:
-        failures.append((sync.RECONCILE, (CID,), refused))
+        failures.append((actions.RECONCILE, (CID,), refused))
     assert [e.status for _, _, e in failures] == [401, 401, 400]
 
     # What worker.tasks.run_step keeps for an error that is not retried.

@@ -28,13 +28,15 @@ import pytest
 from celery import Celery
 from celery.exceptions import Retry
 
+import worker.jobs.tasks
 from tests.support.world import CALL, CID, World
+from worker.core import actions
 from worker.core.events import parse_stream_event
-from worker.jobs.app import _runtimes, create_celery
-from worker.jobs.tasks import REDIS_RETRIES
+from worker.core.upstream import REDIS_RETRIES
+from worker.jobs.app import create_celery
+from worker.jobs.runtimes import _runtimes
 from worker.ops import counters
 from worker.settings import Settings
-from worker.steps import sync
 from worker.steps.runtime import Runtime, build_runtime
 from worker.store.deadletters import DeadLetters
 from worker.store.enqueue import QUEUE
@@ -137,9 +139,9 @@ def task_arguments(world: World) -> dict[str, tuple[Any, ...]]:
     return {
         "callsync.apply_stream_event": (stream_event.to_json(),),
         "callsync.apply_hms_event": (world.hms_event("session.open.success", session, room).to_json(),),
-        sync.RECONCILE: (CID,),
-        sync.END_SESSION: (CALL, "s-1", "maximum session length reached"),
-        sync.CHECK_SESSION: (CALL, "s-1"),
+        actions.RECONCILE: (CID,),
+        actions.END_SESSION: (CALL, "s-1", "maximum session length reached"),
+        actions.CHECK_SESSION: (CALL, "s-1"),
         "callsync.sweep": (),
     }
 
@@ -167,7 +169,7 @@ def test_an_upstream_failure_backs_off_until_the_bound_then_is_a_dead_letter(
     world.stream.fail_next(100, 503)
     caplog.set_level(logging.INFO, "callsync.tasks")
     for attempt in range(MAX_RETRIES):
-        assert worker.run(sync.RECONCILE, CID, retries=attempt) == "retry", attempt
+        assert worker.run(actions.RECONCILE, CID, retries=attempt) == "retry", attempt
         [retry] = worker.published()
         assert (retry.id, retry.retries) == ("t-1", attempt + 1)
         assert 0 <= retry.wait <= 2**attempt + 0.5  # full-jitter backoff: uniform in [0, 2^attempt] s
@@ -176,10 +178,10 @@ def test_an_upstream_failure_backs_off_until_the_bound_then_is_a_dead_letter(
         assert line.cs["outcome"] == "retry" and line.cs["attempt"] == attempt + 1 and line.cs["cid"] == CID
         assert line.cs["error"].startswith("stream 503")
     assert world.rt.dead_letters.list() == []
-    assert worker.run(sync.RECONCILE, CID, retries=MAX_RETRIES) == "returned"
+    assert worker.run(actions.RECONCILE, CID, retries=MAX_RETRIES) == "returned"
     assert worker.published() == []
     [letter] = world.rt.dead_letters.list()
-    assert letter.task == sync.RECONCILE and letter.args == [CID] and letter.task_id == "t-1"
+    assert letter.task == actions.RECONCILE and letter.args == [CID] and letter.task_id == "t-1"
     assert letter.attempts == MAX_RETRIES + 1 and letter.error.startswith("stream 503")
     assert worker.outcomes() == {"retry": MAX_RETRIES, "dead_letter": 1}
     assert world.fields() == {}  # never written: 503 each time
@@ -189,7 +191,7 @@ def test_a_refusal_is_a_dead_letter_at_once(worker: Worker) -> None:
     world = worker.world
     channel_to_write(world)
     world.stream.fail_next(1, 400)
-    assert worker.run(sync.RECONCILE, CID) == "returned"
+    assert worker.run(actions.RECONCILE, CID) == "returned"
     assert worker.published() == []
     [letter] = world.rt.dead_letters.list()
     assert letter.attempts == 1 and letter.error.startswith("stream 400")
@@ -200,13 +202,13 @@ def test_a_redis_outage_backs_off_until_its_own_bound_then_is_a_dead_letter(work
     letters = redis_gone(worker)
     waits = {}
     for attempt in (0, 3, 7, REDIS_RETRIES - 1):
-        assert worker.run(sync.RECONCILE, CID, retries=attempt) == "retry", attempt
+        assert worker.run(actions.RECONCILE, CID, retries=attempt) == "retry", attempt
         [retry] = worker.published()
         assert retry.retries == attempt + 1
         waits[attempt] = retry.wait
     assert waits[0] <= 1.5 and waits[3] <= 8.5 and all(wait <= 60.5 for wait in waits.values())  # min(60, 2^attempt)
     assert DeadLetters(letters).list() == []
-    assert worker.run(sync.RECONCILE, CID, retries=REDIS_RETRIES) == "returned"
+    assert worker.run(actions.RECONCILE, CID, retries=REDIS_RETRIES) == "returned"
     assert worker.published() == []
     [letter] = DeadLetters(letters).list()
     assert letter.attempts == REDIS_RETRIES + 1 and letter.error.startswith("redis: ConnectionError")
@@ -217,7 +219,7 @@ def test_a_step_that_must_wait_is_deferred_under_its_own_id_without_spending_a_r
     world = worker.world
     channel_to_write(world)
     assert world.rt.state.load(CID, lock=("someone-else", 60)) is not None  # another worker holds the channel
-    assert worker.run(sync.RECONCILE, CID, retries=2, task_id="t-busy") == "returned"
+    assert worker.run(actions.RECONCILE, CID, retries=2, task_id="t-busy") == "returned"
     [deferred] = worker.published()
     assert deferred.id == "t-busy" and deferred.retries == 0, deferred  # a fresh message: no retry spent
     assert 0 < deferred.wait <= 0.25 + 0.5  # the step asked for 0.25 s

@@ -17,15 +17,17 @@ import redis
 from celery import Celery
 from celery.exceptions import Reject, Retry
 
+import worker.jobs.tasks  # noqa: F401 - registers the tasks on every app, as a worker's include does
 from standins import FakeHms, FakeStream, serve
 from tests.support.servers import real_redis, real_url
 from tests.support.stack import running_stack
 from tests.support.world import CALL, CID, HMS_KEY, HMS_SECRET, KEY, SECRET, World
 from worker.cli import launch
+from worker.core import actions
 from worker.core.events import HmsEvent
-from worker.jobs.app import _runtimes, create_celery
+from worker.jobs.app import create_celery
+from worker.jobs.runtimes import _runtimes
 from worker.settings import Rate, Settings, load_settings
-from worker.steps import sync
 from worker.steps.runtime import build_runtime
 from worker.store.deadletters import DeadLetters
 from worker.store.enqueue import QUEUE
@@ -77,9 +79,9 @@ def test_a_retry_that_cannot_be_published_is_a_dead_letter(unpublishable):
     app, world = unpublishable
     channel_to_write(world)
     world.stream.fail_next(1, 503)
-    run_task(app, sync.RECONCILE, CID)  # Celery would have rejected the message without requeue: lost
+    run_task(app, actions.RECONCILE, CID)  # Celery would have rejected the message without requeue: lost
     [letter] = world.rt.dead_letters.list()
-    assert letter.task == sync.RECONCILE and letter.args == [CID] and letter.attempts == 1
+    assert letter.task == actions.RECONCILE and letter.args == [CID] and letter.attempts == 1
     assert letter.error.startswith("stream 503") and "its retry could not be published" in letter.error
 
 
@@ -87,7 +89,7 @@ def test_a_deferred_run_that_cannot_be_published_is_a_dead_letter(unpublishable)
     app, world = unpublishable
     channel_to_write(world)
     assert world.rt.state.load(CID, lock=("someone-else", 60)) is not None  # busy: the task defers
-    run_task(app, sync.RECONCILE, CID)
+    run_task(app, actions.RECONCILE, CID)
     [letter] = world.rt.dead_letters.list()
     assert "being reconciled" in letter.error and "could not be published" in letter.error
 
@@ -99,7 +101,7 @@ def test_when_not_even_the_dead_letter_can_be_written_the_broker_keeps_the_messa
     _runtimes[(id(app), os.getpid())] = world.rt
     server.connected = False  # Redis gone: the step, its retry and the dead letter all fail
     with pytest.raises(Reject) as rejected:
-        run_task(app, sync.RECONCILE, CID)
+        run_task(app, actions.RECONCILE, CID)
     assert rejected.value.requeue is True
 
 
@@ -111,7 +113,7 @@ def test_a_dead_letter_that_cannot_be_written_gives_the_message_back(unpublishab
     gone.connected = False
     world.rt.dead_letters = DeadLetters(fakeredis.FakeRedis(server=gone))  # ...where none can be written
     with pytest.raises(Reject) as rejected:
-        run_task(app, sync.RECONCILE, CID)
+        run_task(app, actions.RECONCILE, CID)
     assert rejected.value.requeue is True  # not acknowledged and lost
 
 
@@ -122,10 +124,10 @@ def test_a_dead_letter_keeps_no_configured_secret_a_platform_quoted(unpublishabl
     refusing = httpx.MockTransport(lambda _: httpx.Response(400, content=quoted.encode()))
     world.rt = build_runtime(world.settings, world.queue, redis_client=world.rt.redis, transport=refusing)
     _runtimes[(id(app), os.getpid())] = world.rt
-    run_task(app, sync.CHECK_SESSION, CALL, "s-1")
+    run_task(app, actions.CHECK_SESSION, CALL, "s-1")
     assert world.rt.state.call(CALL).session is None  # nothing recorded: the check is a no-op...
     world.rt.state.record_hms_event(world.hms_event("session.open.success", {"id": "s-1", "created_at": None}, ROOM), world.now)
-    run_task(app, sync.CHECK_SESSION, CALL, "s-1")  # ...until a session is: then 100ms refuses
+    run_task(app, actions.CHECK_SESSION, CALL, "s-1")  # ...until a session is: then 100ms refuses
     [letter] = world.rt.dead_letters.list()
     assert letter.error.startswith("hms 400: app secret [redacted] is not valid for key [redacted]"), letter.error
     stored = b"".join(world.rt.redis.hvals("cs:dl"))
@@ -177,18 +179,18 @@ def test_a_long_retry_wait_is_served_in_hops_without_spending_retries(hopping):
     app, world = hopping
     channel_to_write(world)
     world.stream.fail_next(1, 429, {"Retry-After": "300"})
-    run_as(app, sync.RECONCILE, "t-429", 0, CID)
+    run_as(app, actions.RECONCILE, "t-429", 0, CID)
     [retry] = published(app)
     assert retry["id"] == "t-429" and retry["retries"] == 1 and retry["wait"] <= 10.5  # not 300 s
     calls = len(world.stream.calls)
     for _ in range(3):  # hops before the 429's time: nothing is called, the retry count stays
         world.now += 10
-        run_as(app, sync.RECONCILE, "t-429", 1, CID)
+        run_as(app, actions.RECONCILE, "t-429", 1, CID)
         [hop] = published(app)
         assert hop["id"] == "t-429" and hop["retries"] == 1 and hop["wait"] <= 10.5
     assert len(world.stream.calls) == calls
     world.now += 271  # past the 300 s and the jitter
-    run_as(app, sync.RECONCILE, "t-429", 1, CID)
+    run_as(app, actions.RECONCILE, "t-429", 1, CID)
     assert published(app) == [] and world.fields() == {"callActive": True, "callId": CALL}
     assert not world.rt.redis.exists("cs:wait:t-429")
 
@@ -200,7 +202,7 @@ def test_a_deferred_run_is_at_most_a_hop_ahead(hopping):
     channel_to_write(world)
     assert world.rt.limiter.acquire("someone-else") == 0  # the minute's one update...
     world.rt.limiter.release("someone-else")  # ...answered just now
-    run_as(app, sync.RECONCILE, "t-ceiling", 0, CID)  # the ceiling says wait ~60 s
+    run_as(app, actions.RECONCILE, "t-ceiling", 0, CID)  # the ceiling says wait ~60 s
     [deferred] = published(app)
     assert deferred["retries"] == 0 and 9 <= deferred["wait"] <= 10.5
     assert deferred["id"] == "t-ceiling"  # the same task: a redelivery count follows it
@@ -259,14 +261,14 @@ def test_a_task_redelivered_past_the_bound_is_a_dead_letter_not_run(unpublishabl
     app, world = unpublishable
     channel_to_write(world)
     world.stream.create_channel("messaging:other")
-    run_task(app, sync.RECONCILE, "messaging:other")  # a first delivery counts nothing
+    run_task(app, actions.RECONCILE, "messaging:other")  # a first delivery counts nothing
     assert not world.rt.redis.keys("cs:redeliveries:*")
     for _ in range(world.settings.max_redeliveries):  # its worker died each time, after the work
-        redelivered(app, sync.RECONCILE, "killer", CID)
+        redelivered(app, actions.RECONCILE, "killer", CID)
     assert world.rt.dead_letters.list() == [] and world.fields() == {"callActive": True, "callId": CALL}
     world.stream.fail_next(1, 400)  # were it run once more, this would be its dead letter
     calls = len(world.stream.calls)
-    redelivered(app, sync.RECONCILE, "killer", CID)
+    redelivered(app, actions.RECONCILE, "killer", CID)
     [letter] = world.rt.dead_letters.list()
     assert letter.task_id == "killer" and letter.args == [CID] and letter.attempts == 6
     assert letter.error == "redelivered 6 times: its worker died (or was stopped) each time it ran"
@@ -303,7 +305,7 @@ def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path):
     session = hms.open_session(room["id"])
     opened = HmsEvent("d-1", "session.open.success", room["id"], CALL, session["id"], time.time(), time.time(), False)
     State(client).record_hms_event(opened, time.time())  # a session recorded open: the check asks 100ms about it
-    create_celery(load_settings(env)).send_task(sync.CHECK_SESSION, args=[CALL, session["id"]], queue=QUEUE, task_id="killer")
+    create_celery(load_settings(env)).send_task(actions.CHECK_SESSION, args=[CALL, session["id"]], queue=QUEUE, task_id="killer")
     workers: list[launch.Child] = []
     try:
         for run in range(2):  # the first delivery, then the one redelivery allowed

@@ -12,6 +12,7 @@ import httpx
 
 from standins import FakeHms, FakeStream
 from standins.base import rfc3339
+from worker.core import actions
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
 from worker.settings import Settings
 from worker.steps import sweep as sweeps
@@ -23,9 +24,9 @@ HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-ke
 CID, CALL = "messaging:general", "call-messaging:general"
 
 STEPS = {
-    sync.RECONCILE: sync.reconcile_channel,
-    sync.END_SESSION: sync.end_session,
-    sync.CHECK_SESSION: sync.check_session,
+    actions.RECONCILE: sync.reconcile_channel,
+    actions.END_SESSION: sync.end_session,
+    actions.CHECK_SESSION: sync.check_session,
 }
 
 

@@ -4,6 +4,7 @@ import logging
 import jwt
 import pytest
 
+from worker.core import actions
 from worker.logs import REDACTED, JsonFormatter, fields, scrub
 
 
@@ -34,14 +35,13 @@ def test_secrets_and_token_shaped_values_are_scrubbed():
 
 def test_task_log_lines_name_the_call_and_session_of_session_tasks():
     from worker.jobs.tasks import ids_of
-    from worker.steps import sync
 
-    assert ids_of(sync.END_SESSION, ("call-messaging:general", "s1", "why")) == {
+    assert ids_of(actions.END_SESSION, ("call-messaging:general", "s1", "why")) == {
         "call_id": "call-messaging:general",
         "session_id": "s1",
         "cid": "messaging:general",
     }
-    assert ids_of(sync.CHECK_SESSION, ("room-a", "s2")) == {"call_id": "room-a", "session_id": "s2", "cid": None}
+    assert ids_of(actions.CHECK_SESSION, ("room-a", "s2")) == {"call_id": "room-a", "session_id": "s2", "cid": None}
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
+from worker.core.actions import ReadChannel, Recheck, VerifyCall, WriteFields
 from worker.core.events import CallFields
 from worker.core.reconcile import (
     INACTIVE,
-    Call,
+    BoundCall,
     Channel,
-    Plan,
     call_ended_by_client,
     claim_since,
     client_ended_call,
@@ -26,58 +26,58 @@ def channel(active=False, call_id=None, since=None, exists=True):
 
 def test_desired_state_follows_open_sessions():
     assert desired_state([]) == INACTIVE
-    assert desired_state([Call(X, session())]) == CallFields(True, X)
-    assert desired_state([Call(X, session("closed"))]) == INACTIVE
-    assert desired_state([Call(X, session("ending"))]) == INACTIVE
-    older, newer = Call("a", session(started=1.0)), Call("b", session(started=2.0, sid="s2"))
+    assert desired_state([BoundCall(X, session())]) == CallFields(True, X)
+    assert desired_state([BoundCall(X, session("closed"))]) == INACTIVE
+    assert desired_state([BoundCall(X, session("ending"))]) == INACTIVE
+    older, newer = BoundCall("a", session(started=1.0)), BoundCall("b", session(started=2.0, sid="s2"))
     assert desired_state([newer, older]) == CallFields(True, "b")
 
 
 def test_unknown_channel_is_read_first():
-    assert plan_channel(Channel("m:g", None), [Call(X, session())], 0, GRACE) == Plan(read_first=True)
+    assert plan_channel(Channel("m:g", None), [BoundCall(X, session())], 0, GRACE) == ReadChannel()
 
 
 def test_deleted_channel_is_never_written():
     gone = Channel("messaging:general", CallFields(False, None), exists=False, missing_for="s1")  # read for s1
-    assert plan_channel(gone, [Call(X, session())], 0, GRACE) == Plan()
+    assert plan_channel(gone, [BoundCall(X, session())], 0, GRACE) is None
 
 
 def test_open_session_sets_fields_once():
-    calls = [Call(X, session())]
-    assert plan_channel(channel(), calls, 0, GRACE) == Plan(write=CallFields(True, X))
-    assert plan_channel(channel(True, X, since=5), calls, 0, GRACE) == Plan()  # the echo of our write
+    calls = [BoundCall(X, session())]
+    assert plan_channel(channel(), calls, 0, GRACE) == WriteFields(CallFields(True, X))
+    assert plan_channel(channel(True, X, since=5), calls, 0, GRACE) is None  # the echo of our write
 
 
 def test_closed_session_clears_a_claim_made_before_it_closed():
-    calls = [Call(X, session("closed", ended=200.0))]
-    assert plan_channel(channel(True, X, since=150.0), calls, 201.0, GRACE) == Plan(write=INACTIVE)
+    calls = [BoundCall(X, session("closed", ended=200.0))]
+    assert plan_channel(channel(True, X, since=150.0), calls, 201.0, GRACE) == WriteFields(INACTIVE)
 
 
 def test_claim_made_after_the_last_close_waits_for_the_grace_period():
-    calls = [Call(X, session("closed", ended=200.0))]
+    calls = [BoundCall(X, session("closed", ended=200.0))]
     plan = plan_channel(channel(True, X, since=300.0), calls, 301.0, GRACE)
-    assert plan == Plan(verify_call=X, verify_at=360.0)
+    assert plan == Recheck(X, 360.0)
 
 
 def test_claim_without_any_session_is_verified_after_grace():
-    calls = [Call(X, None)]
-    assert plan_channel(channel(True, X, since=300.0), calls, 310.0, GRACE) == Plan(verify_call=X, verify_at=360.0)
-    assert plan_channel(channel(True, X, since=300.0), calls, 400.0, GRACE) == Plan(verify_call=X, verify_at=400.0)
+    calls = [BoundCall(X, None)]
+    assert plan_channel(channel(True, X, since=300.0), calls, 310.0, GRACE) == Recheck(X, 360.0)
+    assert plan_channel(channel(True, X, since=300.0), calls, 400.0, GRACE) == VerifyCall(X)
 
 
 def test_claim_confirmed_idle_after_grace_is_cleared():
-    calls = [Call(X, None, idle_confirmed_at=361.0)]
-    assert plan_channel(channel(True, X, since=300.0), calls, 361.0, GRACE) == Plan(write=INACTIVE)
-    early = [Call(X, None, idle_confirmed_at=310.0)]  # a check made before this claim's grace ran out
-    assert plan_channel(channel(True, X, since=300.0), early, 361.0, GRACE).verify_call == X
+    calls = [BoundCall(X, None, idle_confirmed_at=361.0)]
+    assert plan_channel(channel(True, X, since=300.0), calls, 361.0, GRACE) == WriteFields(INACTIVE)
+    early = [BoundCall(X, None, idle_confirmed_at=310.0)]  # a check made before this claim's grace ran out
+    assert plan_channel(channel(True, X, since=300.0), early, 361.0, GRACE) == VerifyCall(X)
 
 
 def test_claim_of_an_unbound_or_nameless_call_is_cleared():
-    assert plan_channel(channel(True, None, since=1.0), [], 2.0, GRACE) == Plan(write=INACTIVE)
+    assert plan_channel(channel(True, None, since=1.0), [], 2.0, GRACE) == WriteFields(INACTIVE)
 
 
 def test_stray_call_id_without_active_is_removed():
-    assert plan_channel(channel(False, X), [Call(X, None)], 0, GRACE) == Plan(write=INACTIVE)
+    assert plan_channel(channel(False, X), [BoundCall(X, None)], 0, GRACE) == WriteFields(INACTIVE)
 
 
 def test_claim_since_is_kept_while_the_same_call_is_claimed():
@@ -95,32 +95,32 @@ def test_a_members_event_showing_the_claim_restarts_it():
 
 
 def test_client_ending_the_call_ends_the_open_session():
-    calls = [Call(X, session())]
+    calls = [BoundCall(X, session())]
     before, after = CallFields(True, X), INACTIVE
     assert client_ended_call(before, after, False, calls) == session()
     assert client_ended_call(before, after, True, calls) is None  # a server write (maybe ours)
     assert client_ended_call(INACTIVE, after, False, calls) is None
     assert client_ended_call(before, CallFields(True, X), False, calls) is None
-    assert client_ended_call(before, after, False, [Call(X, session("closed"))]) is None
+    assert client_ended_call(before, after, False, [BoundCall(X, session("closed"))]) is None
     assert client_ended_call(None, after, False, calls) is None
     assert call_ended_by_client(before, after, False) == X  # what is worth reading the calls for
     assert call_ended_by_client(before, after, True) is None and call_ended_by_client(INACTIVE, after, False) is None
 
 
 def test_a_claim_within_the_clocks_disagreement_of_an_end_is_asked_about_not_cleared():
-    calls = [Call(X, session("closed", started=100.0, ended=200.0))]
-    assert plan_channel(channel(True, X, since=197.5), calls, 202.0, GRACE) == Plan(write=INACTIVE)  # clearly before
+    calls = [BoundCall(X, session("closed", started=100.0, ended=200.0))]
+    assert plan_channel(channel(True, X, since=197.5), calls, 202.0, GRACE) == WriteFields(INACTIVE)  # clearly before
     for since in (198.5, 200.0, 201.5):  # maybe a member's new call, its open not here yet
-        assert plan_channel(channel(True, X, since=since), calls, 202.0, GRACE) == Plan(verify_call=X, verify_at=since + GRACE)
+        assert plan_channel(channel(True, X, since=since), calls, 202.0, GRACE) == Recheck(X, since + GRACE)
 
 
 def test_callsyncs_own_claim_of_a_session_is_stale_once_it_ended_however_short():
-    calls = [Call(X, session("closed", started=100.0, ended=100.5))]  # dated by the session's own start
-    assert plan_channel(channel(True, X, since=100.0), calls, 101.0, GRACE) == Plan(write=INACTIVE)
+    calls = [BoundCall(X, session("closed", started=100.0, ended=100.5))]  # dated by the session's own start
+    assert plan_channel(channel(True, X, since=100.0), calls, 101.0, GRACE) == WriteFields(INACTIVE)
 
 
 def test_a_missing_channel_is_read_again_once_per_session_of_its_call():
     missing = Channel("messaging:general", CallFields(False, None), exists=False, missing_for="s1")
-    assert plan_channel(missing, [Call(X, session(sid="s1"))], 0, GRACE) == Plan()
-    assert plan_channel(missing, [Call(X, session(sid="s2"))], 0, GRACE) == Plan(read_first=True)
-    assert plan_channel(missing, [Call(X, session("closed", sid="s2"))], 0, GRACE) == Plan()
+    assert plan_channel(missing, [BoundCall(X, session(sid="s1"))], 0, GRACE) is None
+    assert plan_channel(missing, [BoundCall(X, session(sid="s2"))], 0, GRACE) == ReadChannel()
+    assert plan_channel(missing, [BoundCall(X, session("closed", sid="s2"))], 0, GRACE) is None

@@ -2,10 +2,13 @@ import pytest
 
 from worker.core.upstream import (
     MAX_ATTEMPTS,
+    REDIS_BACKOFF_CAP_SECONDS,
+    REDIS_RETRIES,
     Retry,
     UpstreamError,
     backoff_seconds,
     classify,
+    redis_retry_delay,
     retry_delay,
     transport_failure,
     wait_from_headers,
@@ -91,3 +94,11 @@ def test_a_retry_delay_is_finite_whatever_the_error_carries():
         for retry in (Retry.AFTER, Retry.BACKOFF):
             delay = retry_delay(UpstreamError("stream", 429, "m", retry, told), 0, 0.5)
             assert delay is not None and 0 <= delay <= 300.5
+
+
+def test_a_redis_error_is_retried_with_capped_backoff_then_dead_lettered():
+    assert redis_retry_delay(0, 0.5) == 0.5
+    assert redis_retry_delay(10, 0.999) is not None and redis_retry_delay(10, 0.999) <= REDIS_BACKOFF_CAP_SECONDS
+    assert redis_retry_delay(REDIS_RETRIES - 1, 0.5) == REDIS_BACKOFF_CAP_SECONDS / 2
+    assert redis_retry_delay(REDIS_RETRIES, 0.5) is None  # past the budget: a dead letter
+    assert redis_retry_delay(3, 0.5, max_retries=3) is None

@@ -6,14 +6,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import jwt
 
-from worker.clients.http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
+from worker.clients.http import CALL_DEADLINE_SECONDS, OnUpstreamCall, ignore_call, segment, upstream_request
 from worker.core.calls import Room
+from worker.core.checks import LiveSession
 from worker.core.events import parse_time
 from worker.core.upstream import Retry, UpstreamError
 
@@ -63,27 +63,20 @@ class ManagementAuth(httpx.Auth):
             yield request
 
 
-@dataclass(frozen=True)
-class LiveSession:
-    room_id: str
-    session_id: str
-    started_at: float | None
-
-
 class HmsClient:
-    def __init__(self, client: httpx.Client, observe: Observe = unobserved, deadline: float = CALL_DEADLINE_SECONDS):
-        self._http, self._observe, self._deadline = client, observe, deadline
+    def __init__(self, client: httpx.Client, on_call: OnUpstreamCall = ignore_call, deadline: float = CALL_DEADLINE_SECONDS):
+        self._http, self._on_call, self._deadline = client, on_call, deadline
 
     def end_room(self, room_id: str, reason: str) -> bool:
         """End the room's active session for everyone; False if there was none (404)."""
         try:
-            call(
+            upstream_request(
                 self._http,
                 API,
                 "POST",
                 f"/active-rooms/{segment(room_id)}/end-room",
                 endpoint="/active-rooms/{room_id}/end-room",
-                observe=self._observe,
+                on_call=self._on_call,
                 deadline=self._deadline,
                 json={"reason": reason, "lock": False},
             )
@@ -99,13 +92,13 @@ class HmsClient:
         `GET /sessions?room_id=..&active=true` is the documented way (100ms-docs,
         Sessions/list-sessions.mdx); `active` is sent explicitly.
         """
-        response = call(
+        response = upstream_request(
             self._http,
             API,
             "GET",
             "/sessions",
             endpoint="/sessions",
-            observe=self._observe,
+            on_call=self._on_call,
             deadline=self._deadline,
             params={"room_id": room_id, "active": "true", "limit": 10},
         )
@@ -122,7 +115,7 @@ class HmsClient:
         `GET /active-rooms/{room_id}` (100ms-docs, api-reference/active-rooms/retrieve-active-room.mdx)."""
         try:
             url, endpoint = f"/active-rooms/{segment(room_id)}", "/active-rooms/{room_id}"
-            response = call(self._http, API, "GET", url, endpoint=endpoint, observe=self._observe)
+            response = upstream_request(self._http, API, "GET", url, endpoint=endpoint, on_call=self._on_call)
         except UpstreamError as exc:
             if exc.status == 404:
                 return None
@@ -141,13 +134,13 @@ class HmsClient:
         """The enabled room called `name` (case-insensitive), without creating it
         (`GET /rooms?name=`; 100ms lists enabled rooms unless asked otherwise, 100ms-docs
         Rooms/list-rooms.mdx)."""
-        response = call(
+        response = upstream_request(
             self._http,
             API,
             "GET",
             "/rooms",
             endpoint="/rooms",
-            observe=self._observe,
+            on_call=self._on_call,
             deadline=self._deadline,
             params={"name": name},
         )
@@ -160,13 +153,13 @@ class HmsClient:
     def room(self, room_id: str) -> Room | None:
         """The room `room_id`, or None when 100ms knows none (`GET /rooms/{id}`, Rooms/retrieve-room.mdx)."""
         try:
-            response = call(
+            response = upstream_request(
                 self._http,
                 API,
                 "GET",
                 f"/rooms/{segment(room_id)}",
                 endpoint="/rooms/{room_id}",
-                observe=self._observe,
+                on_call=self._on_call,
                 deadline=self._deadline,
             )
         except UpstreamError as exc:
@@ -180,8 +173,8 @@ class HmsClient:
         room of that name, names case-insensitive; Rooms/create-via-api.mdx). That call also
         updates an existing room with what it is given, so callers look the room up first."""
         body = {"name": name, **({"template_id": template_id} if template_id else {})}
-        response = call(
-            self._http, API, "POST", "/rooms", endpoint="/rooms", json=body, observe=self._observe, deadline=self._deadline
+        response = upstream_request(
+            self._http, API, "POST", "/rooms", endpoint="/rooms", json=body, on_call=self._on_call, deadline=self._deadline
         )
         room = _room(response.json())
         if room is None:
@@ -190,13 +183,13 @@ class HmsClient:
 
     def replay_failed_webhooks(self, start: str, end: str) -> dict[str, Any]:
         """Ask 100ms to re-send the webhook deliveries that failed between `start` and `end`."""
-        response = call(
+        response = upstream_request(
             self._http,
             API,
             "POST",
             "/analytics/webhooks/replay",
             endpoint="/analytics/webhooks/replay",
-            observe=self._observe,
+            on_call=self._on_call,
             deadline=self._deadline,
             json={"start_time": start, "end_time": end, "status": "failed"},
         )

@@ -49,7 +49,7 @@ def segment(value: str) -> str:
     return quoted.replace(".", "%2E") if not quoted.strip(".") else quoted
 
 
-class Observe(Protocol):
+class OnUpstreamCall(Protocol):
     """Told of every upstream call: `endpoint` is a template such as "/channels/{type}/{id}",
     never the URL (it carries ids and, for Stream, the api_key); `status` is the HTTP status
     or "timeout" / "transport_error"."""
@@ -57,7 +57,7 @@ class Observe(Protocol):
     def __call__(self, api: str, method: str, endpoint: str, status: str) -> None: ...
 
 
-def unobserved(api: str, method: str, endpoint: str, status: str) -> None:
+def ignore_call(api: str, method: str, endpoint: str, status: str) -> None:
     return None
 
 
@@ -76,14 +76,14 @@ class _TooLarge(Exception):
     pass
 
 
-def call(
+def upstream_request(
     client: httpx.Client,
     api: str,
     method: str,
     url: str,
     *,
     endpoint: str,
-    observe: Observe = unobserved,
+    on_call: OnUpstreamCall = ignore_call,
     deadline: float = CALL_DEADLINE_SECONDS,
     **kwargs: Any,
 ) -> Answer:
@@ -97,12 +97,12 @@ def call(
             except _TooLarge:
                 body = None
     except (httpx.TimeoutException, DeadlinePassed) as exc:
-        observe(api, method, endpoint, "timeout")
+        on_call(api, method, endpoint, "timeout")
         raise transport_failure(api, f"timeout ({type(exc).__name__})") from None
     except (httpx.TransportError, zlib.error) as exc:
-        observe(api, method, endpoint, "transport_error")
+        on_call(api, method, endpoint, "transport_error")
         raise transport_failure(api, f"transport error ({type(exc).__name__})") from None
-    observe(api, method, endpoint, str(response.status_code))
+    on_call(api, method, endpoint, str(response.status_code))
     if response.is_success:
         if body is None:
             raise transport_failure(api, f"{response.status_code} answer over {MAX_RESPONSE_BYTES} bytes")

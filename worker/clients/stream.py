@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import jwt
 
-from worker.clients.http import CALL_DEADLINE_SECONDS, Observe, call, segment, unobserved
+from worker.clients.http import CALL_DEADLINE_SECONDS, OnUpstreamCall, ignore_call, segment, upstream_request
 from worker.core.calls import ROSTER_MEMBER_LIMIT
 from worker.core.events import CallFields, read_fields
 
@@ -43,10 +43,10 @@ class StreamClient:
         self,
         client: httpx.Client,
         field_path: tuple[str, ...],
-        observe: Observe = unobserved,
+        on_call: OnUpstreamCall = ignore_call,
         deadline: float = CALL_DEADLINE_SECONDS,
     ):
-        self._http, self._observe, self._deadline = client, observe, deadline
+        self._http, self._on_call, self._deadline = client, on_call, deadline
         self._path = field_path
         self._prefix = "".join(f"{part}." for part in field_path)
 
@@ -54,13 +54,13 @@ class StreamClient:
         """PATCH the call fields; returns what Stream now shows. (The answer's `updated_at` is
         no clock: live partial updates leave it unchanged.)"""
         kind, _, ident = cid.partition(":")
-        response = call(
+        response = upstream_request(
             self._http,
             API,
             "PATCH",
             f"/channels/{segment(kind)}/{segment(ident)}",
             endpoint="/channels/{type}/{id}",
-            observe=self._observe,
+            on_call=self._on_call,
             deadline=self._deadline,
             json=call_field_update(fields, self._prefix),
         )
@@ -69,8 +69,8 @@ class StreamClient:
     def read_call_fields(self, cid: str) -> CallFields | None:
         """The channel's call fields through QueryChannels (no side effects); None if it does not exist."""
         body = {"filter_conditions": {"cid": cid}, "state": True, "watch": False, "presence": False, "limit": 1}
-        response = call(
-            self._http, API, "POST", "/channels", endpoint="/channels", observe=self._observe, deadline=self._deadline, json=body
+        response = upstream_request(
+            self._http, API, "POST", "/channels", endpoint="/channels", on_call=self._on_call, deadline=self._deadline, json=body
         )
         channels = response.json().get("channels") or []
         if not channels:
@@ -89,8 +89,8 @@ class StreamClient:
             "member_limit": ROSTER_MEMBER_LIMIT,
             "message_limit": 0,
         }
-        response = call(
-            self._http, API, "POST", "/channels", endpoint="/channels", observe=self._observe, deadline=self._deadline, json=body
+        response = upstream_request(
+            self._http, API, "POST", "/channels", endpoint="/channels", on_call=self._on_call, deadline=self._deadline, json=body
         )
         return _dict(response.json())
 
@@ -100,8 +100,8 @@ class StreamClient:
         kind, _, ident = cid.partition(":")
         payload = {"type": kind, "id": ident, "filter_conditions": {"id": {"$in": [user_id]}}, "limit": 1}
         params = {"payload": json.dumps(payload, separators=(",", ":"))}
-        response = call(
-            self._http, API, "GET", "/members", endpoint="/members", observe=self._observe, deadline=self._deadline, params=params
+        response = upstream_request(
+            self._http, API, "GET", "/members", endpoint="/members", on_call=self._on_call, deadline=self._deadline, params=params
         )
         return _dict(response.json())
 

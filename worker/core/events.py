@@ -18,9 +18,10 @@ CALL_ID_RE = re.compile(r"[A-Za-z0-9.\-:_]{1,256}")
 CID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}:[^\s\ud800-\udfff]{1,255}")
 
 STREAM_TYPES = frozenset({"channel.created", "channel.updated", "channel.deleted"})
-HMS_OPENING = frozenset({"session.open.success", "peer.join.success", "peer.leave.success"})
+# Events of a session that runs (a leave is of a peer, not of the session): each records it open.
+HMS_SESSION_ALIVE = frozenset({"session.open.success", "peer.join.success", "peer.leave.success"})
 HMS_CLOSING = frozenset({"session.close.success", "room.end.success"})
-HMS_TYPES = HMS_OPENING | HMS_CLOSING
+HMS_TYPES = HMS_SESSION_ALIVE | HMS_CLOSING
 
 
 class InvalidEvent(ValueError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from worker.core.actions import ChannelStep, ReadChannel, Recheck, VerifyCall, WriteFields
 from worker.core.events import CallFields
 from worker.core.sessions import Session
 
@@ -18,12 +19,15 @@ CLOCK_SKEW_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
-class Call:
+class BoundCall:
     """What callsync knows about one call id bound to a channel."""
 
     call_id: str  # spelled as the binding spells it
     session: Session | None  # its room's current session
     idle_confirmed_at: float | None = None  # 100ms said "no live session" at this time
+
+
+Call = BoundCall  # the store's name for it (worker/store), until it imports BoundCall
 
 
 @dataclass(frozen=True)
@@ -37,34 +41,26 @@ class Channel:
     missing_for: str | None = None  # the live session it was last found missing (QueryChannels) for
 
 
-@dataclass(frozen=True)
-class Plan:
-    write: CallFields | None = None  # partial update of the call fields
-    read_first: bool = False  # fields unknown: read the channel, then plan again
-    verify_call: str | None = None  # ask 100ms whether this call is live
-    verify_at: float | None = None  # ... not before this time
-
-
-def live_call(calls: Sequence[Call]) -> Call | None:
+def live_call(calls: Sequence[BoundCall]) -> BoundCall | None:
     """The bound call whose room has the newest open session, if any."""
     live = [call for call in calls if call.session is not None and call.session.is_open]
     return max(live, key=lambda call: call.session.sort_key if call.session else 0.0) if live else None
 
 
-def desired_state(calls: Sequence[Call]) -> CallFields:
+def desired_state(calls: Sequence[BoundCall]) -> CallFields:
     """docs/behaviour.md, rule 1: active with the call whose room has the newest open session."""
     live = live_call(calls)
     return CallFields(active=True, call_id=live.call_id) if live else INACTIVE
 
 
-def _find(calls: Sequence[Call], call_id: str | None) -> Call | None:
+def _find(calls: Sequence[BoundCall], call_id: str | None) -> BoundCall | None:
     if call_id is None:
         return None
     wanted = call_id.lower()
     return next((call for call in calls if call.call_id.lower() == wanted), None)
 
 
-def _claim_is_stale(claim: Call | None, since: float, grace: float) -> bool:
+def _claim_is_stale(claim: BoundCall | None, since: float, grace: float) -> bool:
     """A claim is stale once the session it belongs to ended, or 100ms confirmed no live
     session at least `grace` seconds after it began.
 
@@ -85,26 +81,26 @@ def _claim_is_stale(claim: Call | None, since: float, grace: float) -> bool:
     return claim.idle_confirmed_at is not None and claim.idle_confirmed_at >= since + grace
 
 
-def plan_channel(channel: Channel, calls: Sequence[Call], now: float, grace: float) -> Plan:
-    """The next step for `channel`, given the calls bound to it."""
+def plan_channel(channel: Channel, calls: Sequence[BoundCall], now: float, grace: float) -> ChannelStep:
+    """The next step for `channel`, given the calls bound to it (None: it is as it should be)."""
     if channel.fields is None:
-        return Plan(read_first=True)
+        return ReadChannel()
     if not channel.exists:
         # Read again once per session of its call: a channel created since, whose
         # channel.created was lost, still shows the call.
         live = live_call(calls)
         fresh = live is not None and live.session is not None and live.session.session_id != channel.missing_for
-        return Plan(read_first=True) if fresh else Plan()
+        return ReadChannel() if fresh else None
     known, desired = channel.fields, desired_state(calls)
     if desired.active or not known.active:
-        return Plan(write=desired) if known != desired else Plan()
+        return WriteFields(desired) if known != desired else None
     # The channel claims a call that has no open session recorded (docs/behaviour.md, rule 4).
     # Never later than now: no claim, whatever clock dated it, defers its check past one grace.
     since = min(channel.claim_since, now) if channel.claim_since is not None else now
     claim = _find(calls, known.call_id)
     if claim is None or _claim_is_stale(claim, since, grace):
-        return Plan(write=INACTIVE)
-    return Plan(verify_call=claim.call_id, verify_at=max(since + grace, now))
+        return WriteFields(INACTIVE)
+    return Recheck(claim.call_id, since + grace) if since + grace > now else VerifyCall(claim.call_id)
 
 
 def claim_since(previous: Channel | None, fields: CallFields, version: float, by_member: bool = False) -> float | None:
@@ -134,7 +130,9 @@ def call_ended_by_client(previous: CallFields | None, new: CallFields, from_serv
     return previous.call_id
 
 
-def client_ended_call(previous: CallFields | None, new: CallFields, from_server: bool, calls: Sequence[Call]) -> Session | None:
+def client_ended_call(
+    previous: CallFields | None, new: CallFields, from_server: bool, calls: Sequence[BoundCall]
+) -> Session | None:
     """docs/behaviour.md, rule 3: a client turned `callActive` off while the session is open.
 
     Returns the open session to end for everyone, else None.

@@ -98,3 +98,16 @@ def retry_delay(error: UpstreamError, attempt: int, jitter: float, max_retries: 
         # Spread the herd a little past the reset instead of all at once on it.
         return min(max(told or 1.0, 0.0), MAX_WAIT_SECONDS) + jitter
     return max(min(told or 0.0, MAX_WAIT_SECONDS), backoff_seconds(attempt, jitter))
+
+
+# Redis is the state store and the broker: while it is gone no step can run, so a step that met
+# a Redis error waits for it longer than for a platform, then becomes a dead letter.
+REDIS_RETRIES = 20
+REDIS_BACKOFF_CAP_SECONDS = 60.0
+
+
+def redis_retry_delay(attempt: int, jitter: float, max_retries: int = REDIS_RETRIES) -> float | None:
+    """Seconds until the next try after `attempt` failed ones on a Redis error, or None: dead letter."""
+    if attempt >= max_retries:
+        return None
+    return backoff_seconds(attempt, jitter, cap=REDIS_BACKOFF_CAP_SECONDS)

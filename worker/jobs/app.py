@@ -1,17 +1,19 @@
-"""The Celery app, built by a factory from Settings (nothing is configured at import)."""
+"""The Celery app, built by a factory from Settings (nothing is configured at import).
+
+It imports no step: the receiver builds one to encode its messages (worker.store.enqueue),
+and a worker process builds its Runtime on first use (worker.jobs.runtimes).
+"""
 
 from __future__ import annotations
 
-import os
-import threading
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery
 
+from worker.core.actions import SWEEP
 from worker.jobs import broker
 from worker.ops.heartbeat import Heartbeat
 from worker.settings import Settings
-from worker.steps.runtime import Runtime, build_runtime
 from worker.store.enqueue import QUEUE
 from worker.store.keys import BEAT_PREFIX
 
@@ -58,7 +60,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=settings.task_events,
         worker_hijack_root_logger=False,
         beat_schedule={
-            "sweep": {"task": "callsync.sweep", "schedule": float(settings.sweep_interval_seconds), "options": {"queue": QUEUE}},
+            "sweep": {"task": SWEEP, "schedule": float(settings.sweep_interval_seconds), "options": {"queue": QUEUE}},
         },
         # RedBeat keeps the schedule in Redis and holds a lock there: any number of beat
         # processes may run, one schedules; a standby takes over within the lock timeout.
@@ -78,33 +80,3 @@ def create_celery(settings: Settings) -> Celery:
 def beat_settings(app: Celery, settings: Settings) -> None:
     """What only the beat role needs: RedBeat's URL (TLS options follow `broker_use_ssl`)."""
     app.conf.redbeat_redis_url = settings.redis_url
-
-
-_runtimes: dict[tuple[int, int], Runtime] = {}
-_runtimes_lock = threading.Lock()
-
-
-def runtime_for(app: Celery) -> Runtime:
-    """This process's Runtime for `app`, built on first use (after any fork)."""
-    key = (id(app), os.getpid())
-    with _runtimes_lock:  # the threads pool asks from several threads at once
-        return _runtimes.get(key) or _build_runtime(app, key)
-
-
-def _build_runtime(app: Celery, key: tuple[int, int]) -> Runtime:
-    settings: Settings = app.callsync_settings  # type: ignore[attr-defined]
-
-    def schedule(task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
-        app.send_task(task, args=args, countdown=countdown, queue=QUEUE)
-
-    runtime = _runtimes[key] = build_runtime(settings, schedule)
-    runtime.tally.flush_every(runtime.redis)  # counters reach Redis once a second
-    runtime.closers.append(lambda: runtime.tally.stop(runtime.redis))
-    return runtime
-
-
-@signals.worker_shutdown.connect  # the threads and solo pools
-@signals.worker_process_shutdown.connect  # each process of the prefork pool
-def _close_runtimes(**_: Any) -> None:
-    for key in [key for key in _runtimes if key[1] == os.getpid()]:
-        _runtimes.pop(key).close()

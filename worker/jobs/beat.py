@@ -1,8 +1,8 @@
 """The beat role's scheduler: RedBeat, made to outlive a Redis restart.
 
 RedBeat extends its lock and reads the schedule from Redis in every tick, and Celery beat
-exits on any exception a tick raises: a Redis restart took every beat process down at once
-(found by bench/chaos.py). Here a tick that meets a Redis error logs it and comes back
+exits on any exception a tick raises, so a Redis restart would take every beat process down
+at once. Here a tick that meets a Redis error logs it and comes back
 shortly, and a beat that lost or never got the lock (it expired during the outage, or
 RedBeat's startup acquire failed) tries to take it again instead of crashing or scheduling
 without it.

@@ -1,4 +1,5 @@
-"""Celery tasks: short adapters from a message to a `worker.steps.sync` step, with the retry policy."""
+"""Celery tasks: short adapters from a message to a `worker.steps.sync` step, under the retry
+policy of worker.core.upstream (docs/behaviour.md, rule 7)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
+from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT, CHECK_SESSION, END_SESSION, RECONCILE, SWEEP
 from worker.core.events import HmsEvent, StreamEvent, cid_of_room
 from worker.core.upstream import Retry as UpstreamRetry
-from worker.core.upstream import UpstreamError, backoff_seconds, retry_delay
-from worker.jobs.app import runtime_for
+from worker.core.upstream import UpstreamError, redis_retry_delay, retry_delay
+from worker.jobs.runtimes import runtime_for
 from worker.logs import fields
 from worker.ops import counters
 from worker.steps import sweep as sweeps
@@ -25,7 +27,6 @@ from worker.steps.runtime import Runtime
 from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
 
 log = logging.getLogger("callsync.tasks")
-REDIS_RETRIES = 20
 
 
 def run_step(task: Task, step: Callable[..., object], *args: Any) -> None:
@@ -71,7 +72,7 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
         if waiting is not None:
             return waiting
         step(rt, *args)
-    except sync.Later as later:
+    except sync.Deferred as later:
         # Not a failure: a fresh message, so it does not spend the retry budget. The step asks
         # again when it runs, so a wait longer than a hop is simply asked for again then. Same
         # task id: a redelivered task that defers (its dead worker's channel lock) keeps its count.
@@ -95,11 +96,12 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
         return _retry(rt, task, args, error, str(error), delay, attempt + 1)
     except redis.RedisError as error:
         failure.append(f"redis: {type(error).__name__}")
-        if attempt >= REDIS_RETRIES:
-            _dead_letter(rt, task, args, f"redis: {type(error).__name__}: {error}", attempt + 1)
+        text = f"redis: {type(error).__name__}: {error}"
+        delay = redis_retry_delay(attempt, random.random())
+        if delay is None:
+            _dead_letter(rt, task, args, text, attempt + 1)
             return "dead_letter"
-        delay = backoff_seconds(attempt, random.random(), cap=60)
-        return _retry(rt, task, args, error, f"redis: {type(error).__name__}: {error}", delay, attempts=attempt + 1)
+        return _retry(rt, task, args, error, text, delay, attempts=attempt + 1)
     except Exception as error:  # a bug or a hostile-but-authenticated event: keep it, do not loop
         log.exception("%s failed", task.name, extra=fields(task=task.name, task_id=task.request.id))
         failure.append(type(error).__name__)
@@ -110,7 +112,7 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
 
 # A task waiting on a countdown is held unacknowledged by a worker, and Redis hands it out
 # again once it has been held CALLSYNC_VISIBILITY_TIMEOUT_SECONDS: each copy would then run,
-# and a copy that defers itself again multiplies (3 deferred writes became 142 runs). So no
+# and a copy that defers itself again multiplies. So no
 # countdown is longer than Settings.longest_countdown_seconds (half the timeout): a longer
 # retry wait is a hop of that length, its end kept here under the task id (a retry keeps its
 # id), and each hop is re-published until the wait is over, without spending a retry.
@@ -202,10 +204,10 @@ def _dead_letter(rt: Runtime, task: Task, args: tuple[Any, ...], error: str, att
 def ids_of(task_name: str, args: tuple[Any, ...]) -> dict[str, Any]:
     """The delivery, channel, room and session ids a task's arguments carry, for its log line."""
     first = args[0] if args else None
-    if task_name == "callsync.apply_stream_event" and isinstance(first, dict):
+    if task_name == APPLY_STREAM_EVENT and isinstance(first, dict):
         fields_ = first.get("fields") or {}
         return {"event_type": first.get("type"), "cid": first.get("cid"), "call_id": fields_.get("call_id")}
-    if task_name == "callsync.apply_hms_event" and isinstance(first, dict):
+    if task_name == APPLY_HMS_EVENT and isinstance(first, dict):
         return {
             "delivery_id": first.get("id"),
             "event_type": first.get("type"),
@@ -213,16 +215,15 @@ def ids_of(task_name: str, args: tuple[Any, ...]) -> dict[str, Any]:
             "session_id": first.get("session_id"),
             "call_id": first.get("room_name"),
         }
-    if task_name == sync.RECONCILE:
+    if task_name == RECONCILE:
         return {"cid": first}
-    if task_name in (sync.END_SESSION, sync.CHECK_SESSION) and len(args) > 1:
+    if task_name in (END_SESSION, CHECK_SESSION) and len(args) > 1:
         return {"call_id": first, "session_id": args[1], "cid": cid_of_room(str(first))}
     return {}
 
 
-# callsync's own policy bounds the retries (CALLSYNC_TASK_MAX_RETRIES, REDIS_RETRIES), then
-# dead-letters. Celery's default cap (3, and `retry(max_retries=None)` means that default)
-# would instead fail the fourth retry: the task acknowledged and lost (found by bench/chaos.py).
+# callsync's own policy bounds the retries (core.upstream), then dead-letters: Celery's default
+# cap (3) would fail the fourth retry, the task acknowledged and lost.
 task = functools.partial(shared_task, bind=True, max_retries=None)
 
 
@@ -234,31 +235,31 @@ def _hms(rt: Runtime, raw: dict[str, Any]) -> None:
     sync.apply_hms_event(rt, HmsEvent.from_json(raw))
 
 
-@task(name="callsync.apply_stream_event")
+@task(name=APPLY_STREAM_EVENT)
 def apply_stream_event(self: Task, raw: dict[str, Any]) -> None:
     run_step(self, _stream, raw)
 
 
-@task(name="callsync.apply_hms_event")
+@task(name=APPLY_HMS_EVENT)
 def apply_hms_event(self: Task, raw: dict[str, Any]) -> None:
     run_step(self, _hms, raw)
 
 
-@task(name=sync.RECONCILE)
+@task(name=RECONCILE)
 def reconcile_channel(self: Task, cid: str) -> None:
     run_step(self, sync.reconcile_channel, cid)
 
 
-@task(name=sync.END_SESSION)
+@task(name=END_SESSION)
 def end_session(self: Task, call_id: str, session_id: str, reason: str) -> None:
     run_step(self, sync.end_session, call_id, session_id, reason)
 
 
-@task(name=sync.CHECK_SESSION)
+@task(name=CHECK_SESSION)
 def check_session(self: Task, call_id: str, session_id: str) -> None:
     run_step(self, sync.check_session, call_id, session_id)
 
 
-@task(name="callsync.sweep")
+@task(name=SWEEP)
 def sweep(self: Task) -> None:
     run_step(self, sweeps.sweep)

@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 
 from worker.clients.hms import HmsClient, ManagementAuth
-from worker.clients.http import Observe, unobserved, upstream_client
+from worker.clients.http import OnUpstreamCall, ignore_call, upstream_client
 from worker.clients.stream import StreamAuth, StreamClient
+from worker.core.actions import EndSession, Scheduled
 from worker.core.calls import (
     Membership,
     Refused,
@@ -40,12 +41,12 @@ from worker.core.calls import (
     roster_of,
     unavailable,
 )
-from worker.core.events import HmsEvent, cid_of_room
+from worker.core.checks import adopted, as_observation
+from worker.core.events import cid_of_room
 from worker.core.sessions import Session
 from worker.core.tokens import Unauthenticated, call_token_claims, sign_call_token, verify_user_token
 from worker.core.upstream import UpstreamError
 from worker.settings import Settings
-from worker.steps.sync import END_SESSION
 from worker.store.calls import FILL_SECONDS, CallsStore, Snapshot
 from worker.store.state import State
 
@@ -55,7 +56,7 @@ log = logging.getLogger("callsync.calls")
 DEADLINE_SECONDS = 5.0
 FILL_POLL_SECONDS = 0.02
 
-Enqueue = Callable[[str, tuple[Any, ...]], None]
+Enqueue = Callable[[Scheduled], None]
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ class Upstreams:
     """One Stream and one 100ms client per process, built on first use in the serving process
     (gunicorn forks after the app is built: a client from before the fork would share sockets)."""
 
-    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None, observe: Observe = unobserved):
-        self._settings, self._transport, self._observe = settings, transport, observe
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None, on_call: OnUpstreamCall = ignore_call):
+        self._settings, self._transport, self._on_call = settings, transport, on_call
         self._built: tuple[int, StreamClient, HmsClient] | None = None
         self._lock = threading.Lock()
 
@@ -92,8 +93,8 @@ class Upstreams:
         stream = upstream_client(s.stream_base_url, StreamAuth(s.stream_api_key, secret), self._transport)
         hms = upstream_client(s.hms_base_url, ManagementAuth(s.hms_access_key, s.hms_app_secret or "unset"), self._transport)
         return (
-            StreamClient(stream, s.field_path, self._observe, deadline=DEADLINE_SECONDS),
-            HmsClient(hms, self._observe, deadline=DEADLINE_SECONDS),
+            StreamClient(stream, s.field_path, self._on_call, deadline=DEADLINE_SECONDS),
+            HmsClient(hms, self._on_call, deadline=DEADLINE_SECONDS),
         )
 
 
@@ -149,7 +150,7 @@ class CallsApi:
             return {"status": "no active session"}
         if step == "end" and self.state.begin_ending(call_id, session.session_id, self.clock()):
             reason = f"call ended by {user} in channel {cid}"
-            self.enqueue(END_SESSION, (session.room_name or call_id, session.session_id, reason))
+            self.enqueue(EndSession(session.room_name or call_id, session.session_id, reason))
             log.info("call %s: session %s ending at the request of %s", call_id, session.session_id, user)
         return {"status": "ending"}
 
@@ -249,17 +250,7 @@ class CallsApi:
         if live is None:
             return None
         now = self.clock()
-        adopted = HmsEvent(
-            f"adopt:{live.session_id}",
-            "session.open.success",
-            live.room_id,
-            call_id,
-            live.session_id,
-            live.started_at,
-            now,
-            False,
-        )
-        return self.state.record_hms_event(adopted, now)
+        return self.state.record_hms_event(as_observation(adopted(live, call_id, now)), now)
 
     def _token(self, room: Room, user: str) -> str:
         s = self.settings

@@ -19,6 +19,7 @@ import redis
 from worker.clients.hms import HmsClient, ManagementAuth
 from worker.clients.http import upstream_client
 from worker.clients.stream import StreamAuth, StreamClient
+from worker.core.actions import Scheduled
 from worker.logs import fields
 from worker.ops.counters import UPSTREAM_CALLS, Tally
 from worker.settings import Settings
@@ -34,7 +35,9 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 
-class Schedule(Protocol):
+class Publish(Protocol):
+    """Send a task by name (Celery's send_task; tests record it)."""
+
     def __call__(self, task: str, args: tuple[Any, ...], countdown: float | None = None) -> None: ...
 
 
@@ -47,10 +50,14 @@ class Runtime:
     hms: HmsClient
     limiter: RateLimiter
     dead_letters: DeadLetters
-    schedule: Schedule
+    publish: Publish
     tally: Tally
     clock: Callable[[], float] = time.time
     closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def schedule(self, action: Scheduled, countdown: float | None = None) -> None:
+        """Run `action` as its task, after `countdown` seconds."""
+        self.publish(action.task, action.args(), countdown)
 
     def close(self) -> None:
         for close in self.closers:
@@ -91,7 +98,7 @@ def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
 
 def build_runtime(
     settings: Settings,
-    schedule: Schedule,
+    publish: Publish,
     *,
     redis_client: redis.Redis | None = None,
     transport: httpx.BaseTransport | None = None,
@@ -109,18 +116,18 @@ def build_runtime(
     )
     tally = Tally()
 
-    def observe(api: str, method: str, endpoint: str, status: str) -> None:
+    def count_call(api: str, method: str, endpoint: str, status: str) -> None:
         tally.inc(UPSTREAM_CALLS, {"api": api, "method": method, "endpoint": endpoint, "status": status})
 
     return Runtime(
         settings=settings,
         redis=client,
         state=State(client),
-        stream=StreamClient(stream_http, settings.field_path, observe),
-        hms=HmsClient(hms_http, observe),
+        stream=StreamClient(stream_http, settings.field_path, count_call),
+        hms=HmsClient(hms_http, count_call),
         limiter=RateLimiter(client, STREAM_UPDATE_RATE, settings.stream_update_rate),
         dead_letters=DeadLetters(client, settings.secrets),
-        schedule=schedule,
+        publish=publish,
         tally=tally,
         clock=clock,
         closers=[stream_http.close, hms_http.close],

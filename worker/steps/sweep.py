@@ -1,9 +1,10 @@
 """The periodic sweep: end sessions past the maximum length, re-check open sessions.
 
 Its cost follows the work due, not the number of open sessions: both steps read the
-open-session index (state.OPEN_BUCKETS) by start time, from a cutoff or a cursor, with a
-limit. Any number of beat processes may run it (RedBeat's lock keeps one scheduling; a
-sweep lock keeps passes from overlapping), and it is idempotent: only the caller that moves a session to "ending" ends its room.
+open-session index by start time, from a cutoff or a cursor, with a limit. Any number of
+beat processes may run it (RedBeat's lock keeps one scheduling; a sweep lock keeps passes
+from overlapping), and it is idempotent: only the caller that moves a session to "ending"
+ends its room.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import logging
 import math
 from dataclasses import dataclass
 
+from worker.core.actions import CheckSession, EndSession
 from worker.core.timebounds import FUTURE_SKEW_SECONDS
 from worker.steps.runtime import Runtime
-from worker.steps.sync import CHECK_SESSION, END_SESSION
 from worker.store.keys import BOUND_CHANNELS, CHECK_CURSOR, LAST_SWEEP, SWEEP_LOCK
 
 log = logging.getLogger("callsync.sweep")
@@ -62,7 +63,7 @@ def end_overdue(rt: Runtime, now: float) -> int:
         # Each claim drops what it moved from the index, so every page is new work.
         moved = rt.state.claim_overdue(cutoff, PAGE, now)
         for call_id, session_id in moved:
-            rt.schedule(END_SESSION, (call_id, session_id, "maximum session length reached"))
+            rt.schedule(EndSession(call_id, session_id, "maximum session length reached"))
         ended += len(moved)
         if len(moved) < PAGE:
             return ended
@@ -81,7 +82,7 @@ def schedule_checks(rt: Runtime) -> int:
     for _, call_id in page:
         session = rt.state.call(call_id).session
         if session is not None and session.is_open:
-            rt.schedule(CHECK_SESSION, (session.room_name or call_id, session.session_id))
+            rt.schedule(CheckSession(session.room_name or call_id, session.session_id))
     return len(page)
 
 

@@ -1,4 +1,4 @@
-"""The worker's steps: load recorded state, ask the pure core, perform what it says.
+"""The worker's steps: load recorded state, ask the pure core, perform the actions it returns.
 
 Each function is what one Celery task does; they take a Runtime, so tests drive them
 with fakeredis and a fake upstream transport, and Celery only adds retries.
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import replace
+from collections.abc import Sequence
 
-from worker.clients.hms import LiveSession
+from worker.core import checks
+from worker.core.actions import EndRoom, EndSession, ReadChannel, Recheck, Reconcile, RecordClosed, RecordOpen, VerifyCall
 from worker.core.channels import channel_change
 from worker.core.events import CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import call_ended_by_client, client_ended_call, live_call, plan_channel
-from worker.core.sessions import Session, is_live
-from worker.core.timebounds import admit_hms_event, in_bounds
+from worker.core.timebounds import admit_hms_event
 from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from worker.steps.runtime import Runtime
 from worker.store import scripts
@@ -24,14 +24,11 @@ from worker.store.state import Loaded, written
 
 log = logging.getLogger("callsync.sync")
 
-RECONCILE = "callsync.reconcile_channel"
-END_SESSION = "callsync.end_session"
-CHECK_SESSION = "callsync.check_session"
 LOCK_SECONDS = 60  # longer than one reconcile's worst case (two upstream calls with timeouts)
 MAX_STEPS = 4  # read → verify → write is the longest path through plan_channel
 
 
-class Later(Exception):
+class Deferred(Exception):
     """Not a failure: run the same task again in `seconds` (busy lock, rate ceiling)."""
 
     def __init__(self, seconds: float, why: str):
@@ -54,7 +51,7 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
         ended = client_ended_call(observed.before, shown, event.from_server, calls)
         # Mark it first: a reconcile racing the end-room call must not put the flag back.
         if ended is not None and rt.state.begin_ending(ended.room_name or "", ended.session_id, now):
-            rt.schedule(END_SESSION, (ended.room_name, ended.session_id, f"call ended in channel {event.cid}"))
+            rt.schedule(EndSession(ended.room_name or "", ended.session_id, f"call ended in channel {event.cid}"))
     reconcile_channel(rt, event.cid)
 
 
@@ -72,13 +69,13 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
 
 
 # The two apply steps reconcile in the same task: recording an event is idempotent, so a
-# retry (or a Later) re-runs both, and a webhook costs one task instead of two. Steps whose
+# retry (or a Deferred) re-runs both, and a webhook costs one task instead of two. Steps whose
 # retry would repeat an upstream call that already took effect (end-room) or that cannot
 # re-run their reconcile (a check that already recorded the close) schedule it instead.
 def reconcile_call(rt: Runtime, call_id: str) -> None:
     """Schedule a reconcile of every channel bound to `call_id`."""
     for cid in sorted(rt.state.channels_of_call(call_id)):
-        rt.schedule(RECONCILE, (cid,))
+        rt.schedule(Reconcile(cid))
 
 
 def reconcile_channel(rt: Runtime, cid: str) -> None:
@@ -90,7 +87,7 @@ def reconcile_channel(rt: Runtime, cid: str) -> None:
     token = uuid.uuid4().hex
     loaded = rt.state.load(cid, lock=(token, LOCK_SECONDS))
     if loaded is None:
-        raise Later(0.25, f"channel {cid} is being reconciled")
+        raise Deferred(0.25, f"channel {cid} is being reconciled")
     try:
         finished = _reconcile_locked(rt, cid, loaded, token)
     except BaseException:
@@ -108,23 +105,23 @@ def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> Load
         now = rt.clock()
         if step:
             loaded = rt.state.load(cid) or loaded  # without a token the load always answers
-        plan = plan_channel(loaded.channel, loaded.calls, now, grace)
-        if plan.read_first:
+        action = plan_channel(loaded.channel, loaded.calls, now, grace)
+        if isinstance(action, ReadChannel):
             fields = rt.stream.read_call_fields(cid)
             live = live_call(loaded.calls)
             # Dated like a write (see _write): Stream showed this at or after `now`.
             missing_for = live.session.session_id if fields is None and live and live.session else None
             rt.state.record_channel(cid, fields, now, exists=fields is not None, missing_for=missing_for)
-        elif plan.write is not None:
-            _write(rt, cid, loaded, plan.write, token, now)
-            return None
-        elif plan.verify_call is not None and plan.verify_at is not None:
-            if plan.verify_at > now:
-                _schedule_once(rt, cid, plan.verify_at - now)
-                return loaded
-            verify_call(rt, plan.verify_call)
-        else:
+        elif isinstance(action, VerifyCall):
+            verify_call(rt, action.call_id)
+        elif isinstance(action, Recheck):
+            _schedule_once(rt, cid, action.at - now)
             return loaded
+        elif action is None:
+            return loaded
+        else:
+            _write(rt, cid, loaded, action.fields, token, now)
+            return None
     return loaded
 
 
@@ -136,20 +133,14 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
             labels = {"api": "stream", "source": "ceiling"}
             rt.tally.inc(RATE_LIMIT_WAITS, labels)
             rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, grant.wait)
-            raise Later(grant.wait, "Stream update ceiling reached")
+            raise Deferred(grant.wait, "Stream update ceiling reached")
         fields = rt.stream.update_call_fields(cid, wanted)
         live = live_call(loaded.calls)
         # The claim callsync writes belongs to the session it is for, whatever the clocks say.
         since = live.session.started_at if live and live.session else None
-        # The write's version. Stream's answer carries no event time (`updated_at` does not move
-        # on a partial update), so the write is dated `now`, read before the PATCH left: Stream
-        # applied it after that, and stamps its `channel.updated` echo, and every change made
-        # after it, with a `created_at` at or after `now` (its clock and ours agree to NTP's
-        # accuracy). So the echo applies (the same fields: nothing changes) and any later change
-        # is news, while a change Stream applied before `now`, delivered late, is older and
-        # ignored. A change in between (after `now`, before our write landed) still applies: the
-        # record then shows it until our echo, newer, puts our fields back; at worst one write
-        # more, never a change lost.
+        # Dated `now`, read before the PATCH left (Stream's answer carries no event time): its
+        # echo and every later change are dated after it, a late older change before it
+        # (docs/design.md, "State in Redis").
         _, record = channel_change(cid, loaded.record, fields, now, claimed_since=since, pending="clear")
         steps = [rt.limiter.release_call(grant.token), rt.state.unlock_call(cid, token)]
         if record is not None:
@@ -165,7 +156,7 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
         # a record now out of date: record the write without losing the newer news, keep the
         # channel pending and reconcile it again.
         rt.state.record_channel(cid, fields, now, claimed_since=since, pending="force")
-        rt.schedule(RECONCILE, (cid,))
+        rt.schedule(Reconcile(cid))
 
 
 def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:
@@ -175,7 +166,7 @@ def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:
     its time plans again and schedules the next hop."""
     delay = min(delay, rt.settings.longest_countdown_seconds)
     if rt.redis.set(later_key(cid), "1", nx=True, px=max(int(delay * 1000), 1)):
-        rt.schedule(RECONCILE, (cid,), countdown=delay)
+        rt.schedule(Reconcile(cid), countdown=delay)
 
 
 def verify_call(rt: Runtime, call_id: str) -> None:
@@ -187,17 +178,7 @@ def verify_call(rt: Runtime, call_id: str) -> None:
     if live is None:
         rt.state.confirm_idle(call_id, now)
         return
-    adopt(rt, live, call_id, now)
-
-
-def adopt(rt: Runtime, live: LiveSession, call_id: str, now: float) -> None:
-    """Record a session 100ms reports live but whose webhooks callsync never got."""
-    started = live.started_at if in_bounds(live.started_at, now) else None  # else first seen now
-    event = HmsEvent(
-        f"adopt:{live.session_id}", "session.open.success", live.room_id, call_id, live.session_id, started, now, False
-    )
-    rt.state.record_hms_event(event, now)
-    log.info("adopted live session %s of call %s", live.session_id, call_id)
+    _record(rt, [checks.adopted(live, call_id, now)])
 
 
 def check_session(rt: Runtime, call_id: str, session_id: str) -> None:
@@ -205,50 +186,45 @@ def check_session(rt: Runtime, call_id: str, session_id: str) -> None:
 
     Recovers closes whose webhook was lost (100ms stops retrying after ~14 s).
     """
-    session = rt.state.call(call_id).session
-    if session is None or session.session_id != session_id or not session.is_open:
+    session = checks.unsettled(rt.state.call(call_id).session, session_id)
+    if session is None:
         return
     live = rt.hms.live_session(session.room_id)
-    if is_live(session, live.session_id if live else None):
-        return
-    now = rt.clock()
-    name = session.room_name or call_id
-    record_over(rt, replace(session, room_name=name), live, now)
-    log.info("session %s of room %s is over in 100ms: recorded its lost close", session_id, session.room_id)
-    reconcile_call(rt, name)
-
-
-def record_over(rt: Runtime, session: Session, live: LiveSession | None, now: float) -> None:
-    """100ms runs no session or another one in the room: record `session` closed at `now`, and
-    adopt the one that runs."""
-    name = session.room_name or ""
-    ids = (session.room_id, name, session.session_id)
-    closed = HmsEvent(f"check:{session.session_id}", "session.close.success", *ids, session.started_at, now, False)
-    rt.state.record_hms_event(closed, now)
-    if live is not None:  # a newer session runs in that room
-        adopt(rt, live, name, now)
+    concluded = checks.check(session, call_id, live, rt.clock())
+    if concluded:
+        _record(rt, concluded)
+        log.info("session %s of room %s is over in 100ms: recorded its lost close", session_id, session.room_id)
+        reconcile_call(rt, session.room_name or call_id)
 
 
 def end_session(rt: Runtime, call_id: str, session_id: str, reason: str) -> None:
     """End the session's room for everyone through 100ms, then reconcile its channels.
 
-    Only once 100ms confirms the session is the room's live one: end-room ends whatever runs in
-    the room, and a newer session must not pay for an older one (a replayed open of a session
-    long over, its record gone, would otherwise end the call running there now). Otherwise the
+    Only once 100ms confirms the session is the room's live one (core.checks.end); otherwise the
     session is recorded closed and the live one adopted. (A session that starts between the
     check and the end-room call is the one gap left: the API names no session to end.)
     """
-    session = rt.state.call(call_id).session
-    if session is None or session.session_id != session_id or session.status == "closed":
+    session = checks.unsettled(rt.state.call(call_id).session, session_id)
+    if session is None:
         return
     live = rt.hms.active_session(session.room_id)
     now = rt.clock()
-    if not is_live(session, live.session_id if live else None):
-        record_over(rt, replace(session, room_name=session.room_name or call_id), live, now)
-        log.info("session %s of room %s is not the live one in 100ms: recorded closed, not ended", session_id, session.room_id)
-        reconcile_call(rt, session.room_name or call_id)
-        return
-    rt.state.begin_ending(call_id, session_id, now)
-    ended = rt.hms.end_room(session.room_id, reason)
-    log.info("end-room %s for session %s: %s", session.room_id, session_id, "ending" if ended else "no active session")
+    for action in checks.end(session, call_id, live, reason, now):
+        if isinstance(action, EndRoom):
+            rt.state.begin_ending(call_id, session_id, now)
+            ended = rt.hms.end_room(session.room_id, action.reason)
+            log.info("end-room %s for session %s: %s", session.room_id, session_id, "ending" if ended else "no active session")
+        else:
+            _record(rt, [action])
+            if isinstance(action, RecordClosed):
+                log.info(
+                    "session %s of room %s is not the live one in 100ms: recorded closed, not ended", session_id, session.room_id
+                )
     reconcile_call(rt, session.room_name or call_id)
+
+
+def _record(rt: Runtime, actions: Sequence[RecordClosed | RecordOpen]) -> None:
+    for action in actions:
+        rt.state.record_hms_event(checks.as_observation(action), action.at)
+        if isinstance(action, RecordOpen):
+            log.info("adopted live session %s of call %s", action.session.session_id, action.session.room_name)
