@@ -65,6 +65,14 @@ def test_claim_without_any_session_is_verified_after_grace():
     assert plan_channel(channel(True, X, since=300.0), calls, 400.0, GRACE) == VerifyCall(X)
 
 
+def test_a_check_due_within_a_millisecond_is_due_now():
+    # Six 10 s hops from a claim dated at a microsecond leave a float remainder of under a
+    # microsecond: a timer of 0 ms would expire before anyone read it.
+    calls = [BoundCall(X, None)]
+    assert plan_channel(channel(True, X, since=300.0), calls, 360.0 - 4.8e-7, GRACE) == VerifyCall(X)
+    assert plan_channel(channel(True, X, since=300.0), calls, 360.0 - 0.002, GRACE) == Recheck(X, 360.0)
+
+
 def test_claim_confirmed_idle_after_grace_is_cleared():
     calls = [BoundCall(X, None, idle_confirmed_at=361.0)]
     assert plan_channel(channel(True, X, since=300.0), calls, 361.0, GRACE) == WriteFields(INACTIVE)

@@ -81,6 +81,9 @@ def _claim_is_stale(claim: BoundCall | None, since: float, grace: float) -> bool
     return claim.idle_confirmed_at is not None and claim.idle_confirmed_at >= since + grace
 
 
+TIMER_RESOLUTION_SECONDS = 0.001
+
+
 def plan_channel(channel: Channel, calls: Sequence[BoundCall], now: float, grace: float) -> ChannelStep:
     """The next step for `channel`, given the calls bound to it (None: it is as it should be)."""
     if channel.fields is None:
@@ -100,7 +103,10 @@ def plan_channel(channel: Channel, calls: Sequence[BoundCall], now: float, grace
     claim = _find(calls, known.call_id)
     if claim is None or _claim_is_stale(claim, since, grace):
         return WriteFields(INACTIVE)
-    return Recheck(claim.call_id, since + grace) if since + grace > now else VerifyCall(claim.call_id)
+    due = since + grace
+    # Due within a millisecond is due now: countdowns and their markers in Redis count whole
+    # milliseconds, so a float remainder (4.8e-7 s after six 10 s hops) would make a 0 ms timer.
+    return Recheck(claim.call_id, due) if due - now >= TIMER_RESOLUTION_SECONDS else VerifyCall(claim.call_id)
 
 
 def claim_since(previous: Channel | None, fields: CallFields, version: float, by_member: bool = False) -> float | None:
