@@ -209,7 +209,8 @@ def serve_and_scrape(web: subprocess.Popen[bytes], base: str, tmp_path: Any) -> 
         wait_until_serving(base)
         now = time.time()
         for n in range(40):  # a fresh connection each: the kernel spreads them over both processes
-            body = json.dumps(redated(load("stream_channel_updated"), now + n / 1e6)).encode()  # current, each its own
+            # Current, each its own: a millisecond apart (microseconds of a float near 1.7e9 can round together).
+            body = json.dumps(redated(load("stream_channel_updated"), now + n / 1e3)).encode()
             answer = httpx.post(f"{base}/webhooks/stream", content=body, headers=stream_headers(body, SECRET, f"mp-{n}"))
             assert answer.status_code == 202
         httpx.post(f"{base}/webhooks/stream", content=body, headers=stream_headers(body, "wrong", "mp-x"))
