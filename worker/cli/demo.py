@@ -77,12 +77,15 @@ def play(redis_url: str | None = None, log_dir: Path | None = None) -> int:
         logs = log_dir or Path(tempfile.mkdtemp(prefix="callsync-demo-"))
         if log_dir is None:
             stack.callback(_forget_unless_failed, logs, teller, lambda: outcome)
-        port = launch.free_port()
-        web = f"http://127.0.0.1:{port}"
-        stream = FakeStream(STREAM_KEY, STREAM_SECRET, webhook_url=f"{web}/webhooks/stream")
-        hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_url=f"{web}/webhooks/hms", webhook_secret=HOOK_SECRET)
+        stream = FakeStream(STREAM_KEY, STREAM_SECRET)
+        hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
         stream_url, stop_stream = serve(stream.app)
         hms_url, stop_hms = serve(hms.app)
+        # The web port is chosen once the stand-ins hold theirs: a port the kernel called free
+        # and that was closed again may be handed to the next bind as well.
+        port = launch.free_port()
+        web = f"http://127.0.0.1:{port}"
+        stream.webhook_url, hms.webhook_url = f"{web}/webhooks/stream", f"{web}/webhooks/hms"
         stack.callback(stop_stream)
         stack.callback(stop_hms)
         env = demo_environment(url, stream_url, hms_url)

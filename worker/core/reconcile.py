@@ -27,9 +27,6 @@ class BoundCall:
     idle_confirmed_at: float | None = None  # 100ms said "no live session" at this time
 
 
-Call = BoundCall  # the store's name for it (worker/store), until it imports BoundCall
-
-
 @dataclass(frozen=True)
 class Channel:
     """What callsync last knew of a channel in Stream."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from worker.core.channels import ChannelRecord
 from worker.core.events import CallFields
-from worker.core.reconcile import Call, Channel
+from worker.core.reconcile import BoundCall, Channel
 from worker.core.sessions import Session
 from worker.store import keys as k
 
@@ -60,7 +60,7 @@ def hash_of(flat: list[Any]) -> dict[Any, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def call_from_hash(call_id: str, raw: Raw) -> Call:
+def call_from_hash(call_id: str, raw: Raw) -> BoundCall:
     """A call record: its room's current session (if any) and when 100ms last said it was idle."""
     session_id = text(raw.get(_b(k.CALL_SESSION_ID)))
     session = None
@@ -73,7 +73,7 @@ def call_from_hash(call_id: str, raw: Raw) -> Call:
             started_at=from_ms(raw.get(_b(k.CALL_STARTED_MS))),
             ended_at=number(raw.get(_b(k.CALL_ENDED_AT))),
         )
-    return Call(call_id=call_id, session=session, idle_confirmed_at=number(raw.get(_b(k.CALL_IDLE_AT))))
+    return BoundCall(call_id=call_id, session=session, idle_confirmed_at=number(raw.get(_b(k.CALL_IDLE_AT))))
 
 
 def session_to_hash(session: Session) -> dict[str, Any]:

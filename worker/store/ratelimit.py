@@ -41,7 +41,7 @@ class RateLimiter:
         wait = _ACQUIRE(self._client, [self._key], [self._rate.count, self._rate.period, token, HOLD])
         return max(float(wait), 0.0)
 
-    def release_call(self, token: str) -> scripts.Call:
+    def release_call(self, token: str) -> scripts.ScriptCall:
         """`release` as a step for `scripts.run` with others (then mark the grant released)."""
         return (_RELEASE, [self._key], [token])
 

@@ -37,10 +37,10 @@ class Script:
         return result
 
 
-Call = tuple[Script, Sequence[str], Sequence[Any]]
+ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
 
-def run(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
+def run(client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
     """Run `calls` in one pipelined round trip (not a transaction); a call's error is its result.
 
     Raises redis.RedisError only when the round trip itself fails (connection lost).
@@ -60,7 +60,7 @@ def run(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
     return results
 
 
-def _send(client: redis.Redis, calls: Sequence[Call], by_source: bool = False) -> list[Any]:
+def _send(client: redis.Redis, calls: Sequence[ScriptCall], by_source: bool = False) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for script, keys, args in calls:
         if by_source:

@@ -17,7 +17,7 @@ import redis
 from worker.core import binding
 from worker.core.channels import ChannelChange, ChannelRecord, PendingMode, channel_change, stream_news
 from worker.core.events import CallFields, HmsEvent, StreamEvent
-from worker.core.reconcile import Call, Channel
+from worker.core.reconcile import BoundCall, Channel
 from worker.core.sessions import Session, advance, is_newer, observe
 from worker.store import scripts
 from worker.store.codec import (
@@ -65,7 +65,7 @@ KEEP_TTL, NO_TTL = 0, -1  # compare_and_set.lua's TTL argument besides seconds
 
 def compare_and_set(
     key: str, read: Raw, new: Mapping[Any, Any] | None, ttl: int = KEEP_TTL, commands: Sequence[Command] = ()
-) -> scripts.Call:
+) -> scripts.ScriptCall:
     """Write `new` (None: leave the hash) and run `commands` if `key` still holds `read`; to run
     with `scripts.run`, its result read by `written`."""
     args: list[Any] = [len(read)]
@@ -93,7 +93,7 @@ class Loaded:
     """What a reconcile reads of a channel, as one snapshot."""
 
     channel: Channel
-    calls: list[Call]
+    calls: list[BoundCall]
     raw: Raw  # the channel's record as read: the compare of a write that follows
     record: ChannelRecord | None  # `raw` decoded (None: nothing recorded)
 
@@ -154,7 +154,7 @@ class State:
                 return value, result[1:]
 
     # --- calls and their sessions ------------------------------------------------------
-    def call(self, call_id: str) -> Call:
+    def call(self, call_id: str) -> BoundCall:
         return call_from_hash(call_id, self.redis.hgetall(call_key(call_id)))
 
     def record_hms_event(self, event: HmsEvent, now: float) -> Session | None:
@@ -173,7 +173,7 @@ class State:
             return None, set()
         key = call_key(room)
 
-        def decide(raw: Raw) -> tuple[Session, scripts.Call]:
+        def decide(raw: Raw) -> tuple[Session, scripts.ScriptCall]:
             current = call_from_hash(room, raw).session
             same = current if current is not None and current.session_id == event.session_id else None
             new = observe(same, event)
@@ -197,7 +197,7 @@ class State:
         """
         key = call_key(call_id)
 
-        def decide(raw: Raw) -> tuple[Session | None, scripts.Call | None]:
+        def decide(raw: Raw) -> tuple[Session | None, scripts.ScriptCall | None]:
             old = call_from_hash(call_id, raw).session
             if old is None or old.session_id != session_id or not old.is_open:
                 return None, None
@@ -242,7 +242,7 @@ class State:
         """100ms said the call's room has no live session at `at`."""
         key = call_key(call_id)
 
-        def decide(raw: Raw) -> tuple[None, scripts.Call]:
+        def decide(raw: Raw) -> tuple[None, scripts.ScriptCall]:
             is_open = raw.get(CALL_STATUS.encode()) == b"open"
             return None, compare_and_set(key, raw, call_to_hash(raw, idle_at=at), KEEP_TTL if is_open else CLOSED_TTL)
 
@@ -259,7 +259,7 @@ class State:
         """Channels bound to `call_id`, and the one its name binds (core.binding)."""
         return binding.channels_of_call(call_id, _texts(self.redis.smembers(call_channels_key(call_id))))
 
-    def calls_of_channel(self, cid: str) -> list[Call]:
+    def calls_of_channel(self, cid: str) -> list[BoundCall]:
         """Every call bound to `cid` with its room's current session."""
         loaded = self.load(cid)
         assert loaded is not None  # without a lock to take the load always answers
@@ -284,7 +284,7 @@ class State:
         calls_ = [call_from_hash(i, hash_of(c)) for i, c in zip(ids, calls, strict=True)]
         return Loaded(channel_from_hash(cid, record), calls_, record, decoded)
 
-    def unlock_call(self, cid: str, token: str) -> scripts.Call:
+    def unlock_call(self, cid: str, token: str) -> scripts.ScriptCall:
         """Release the channel's lock if `token` still holds it (to run with `scripts.run`)."""
         return (_UNLOCK, [lock_key(cid)], [token])
 
@@ -300,7 +300,7 @@ class State:
             steps.insert(0, compare_and_set(channel_key(cid), loaded.raw, settled, CALL_TTL))
         scripts.run(self.redis, steps)
 
-    def replace_call(self, cid: str, read: Raw, record: ChannelRecord) -> scripts.Call:
+    def replace_call(self, cid: str, read: Raw, record: ChannelRecord) -> scripts.ScriptCall:
         """Write `record` as the channel's record if it still holds `read` (to run with
         `scripts.run`; `written` reads its result)."""
         return compare_and_set(channel_key(cid), read, record_to_hash(record), CALL_TTL)
@@ -326,7 +326,7 @@ class State:
         key = channel_key(cid)
         commands = _binding(cid, *bind) if bind is not None else []
 
-        def decide(raw: Raw) -> tuple[ChannelChange, scripts.Call]:
+        def decide(raw: Raw) -> tuple[ChannelChange, scripts.ScriptCall]:
             record = record_from_hash(cid, raw)
             change, new = channel_change(cid, record, fields, version, exists, claimed_since, pending, by_member, missing_for)
             encoded = record_to_hash(new) if new is not None else None
