@@ -227,6 +227,34 @@ def test_a_step_that_must_wait_is_deferred_under_its_own_id_without_spending_a_r
     assert worker.outcomes() == {"deferred": 1}
 
 
+def test_a_retry_takes_back_the_channel_lock_its_first_attempt_could_not_release(worker: Worker) -> None:
+    # Redis goes away as the PATCH reaches Stream: the write's bookkeeping and the unlock both
+    # fail, and the channel's lock stays behind for its full time (60 s). The retry carries the
+    # task's id, the lock's token: it takes the lock back at once and finishes, where another
+    # task (last test) is deferred until the lock expires.
+    server = fakeredis.FakeServer()
+    world = worker.world = World(fakeredis.FakeRedis(server=server), task_max_retries=MAX_RETRIES)
+    worker.use(world.rt)
+    channel_to_write(world)
+
+    def redis_dies_at_the_patch(_arrived: float, call: Any) -> None:
+        if call[0] == "PATCH":
+            server.connected = False
+
+    world.stream.watchers.append(redis_dies_at_the_patch)
+    assert worker.run(actions.RECONCILE, CID, task_id="t-cut") == "retry"
+    [retry] = worker.published()
+    assert retry.id == "t-cut"
+    server.connected = True
+    world.stream.watchers.clear()
+    assert world.rt.state.load(CID, lock=("someone-else", 60)) is None  # the lock is still held
+    assert worker.run(actions.RECONCILE, CID, retries=1, task_id="t-cut") == "returned"
+    assert worker.published() == [] and world.rt.dead_letters.list() == []  # not deferred
+    assert world.fields() == {"callActive": True, "callId": CALL}
+    assert world.rt.state.load(CID, lock=("someone-else", 60)) is not None  # released
+    assert worker.outcomes() == {"retry": 1, "success": 1}
+
+
 def test_an_event_that_breaks_a_step_is_a_dead_letter_not_a_retry(worker: Worker) -> None:
     # Authenticated but not what the step can take (here, an event without its fields).
     assert worker.run("callsync.apply_hms_event", {"id": "d-1", "type": "session.open.success"}) == "returned"

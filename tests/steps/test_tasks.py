@@ -276,16 +276,9 @@ def test_a_task_redelivered_past_the_bound_is_a_dead_letter_not_run(unpublishabl
     assert 0 < world.rt.redis.ttl("cs:redeliveries:killer") <= 2 * 6 * world.settings.visibility_timeout_seconds
 
 
-@pytest.mark.redis
-def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path):
-    # Real `callsync worker` processes, SIGKILLed while the task runs (its Stream call is held
-    # open), as a task that kills its worker would have them; Redis hands it out again after the
-    # visibility timeout, each time to a fresh worker.
-    client = real_redis()
-    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET)
-    stream_url, stop_stream = serve(stream.app)
-    hms_url, stop_hms = serve(hms.app)
-    env = {
+def worker_env(stream_url: str, hms_url: str, **extra: str) -> dict[str, str]:
+    """`callsync worker` on the machine's Redis and the stand-ins: a 10 s visibility timeout, one task at a time."""
+    return {
         **launch.clean_environment(),
         "REDIS_URL": real_url(),
         **launch.platform_settings(
@@ -298,14 +291,32 @@ def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path):
             hook_secret="hms-webhook-secret-value",
         ),
         "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "10",
-        "CALLSYNC_MAX_REDELIVERIES": "1",
         "CALLSYNC_WORKER_CONCURRENCY": "1",
+        **extra,
     }
+
+
+def check_to_run(client: redis.Redis, hms: FakeHms, env: dict[str, str]) -> str:
+    """A session recorded open and the task `killer` queued to check it (it asks 100ms): its session id."""
     room = hms.create_room(CALL)
     session = hms.open_session(room["id"])
     opened = HmsEvent("d-1", "session.open.success", room["id"], CALL, session["id"], time.time(), time.time(), False)
-    State(client).record_hms_event(opened, time.time())  # a session recorded open: the check asks 100ms about it
+    State(client).record_hms_event(opened, time.time())
     create_celery(load_settings(env)).send_task(actions.CHECK_SESSION, args=[CALL, session["id"]], queue=QUEUE, task_id="killer")
+    return str(session["id"])
+
+
+@pytest.mark.redis
+def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path):
+    # Real `callsync worker` processes, SIGKILLed while the task runs (its Stream call is held
+    # open), as a task that kills its worker would have them; Redis hands it out again after the
+    # visibility timeout, each time to a fresh worker.
+    client = real_redis()
+    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET)
+    stream_url, stop_stream = serve(stream.app)
+    hms_url, stop_hms = serve(hms.app)
+    env = worker_env(stream_url, hms_url, CALLSYNC_MAX_REDELIVERIES="1")
+    session_id = check_to_run(client, hms, env)
     workers: list[launch.Child] = []
     try:
         for run in range(2):  # the first delivery, then the one redelivery allowed
@@ -316,9 +327,45 @@ def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path):
             workers[-1].process.wait(10)
         workers.append(launch.start("worker2", launch.role_argv("worker"), env, tmp_path))
         [letter] = launch.wait_for(DeadLetters(client).list, 40, "the dead letter")
-        assert letter.task_id == "killer" and letter.args == [CALL, session["id"]]
+        assert letter.task_id == "killer" and letter.args == [CALL, session_id]
         assert letter.error == "redelivered 2 times: its worker died (or was stopped) each time it ran"
         assert len(hms.calls) == 2  # the third delivery was not run
+    finally:
+        launch.stop(workers)
+        stop_stream()
+        stop_hms()
+        client.flushdb()
+
+
+@pytest.mark.redis
+def test_a_restore_mutex_left_by_a_dead_holder_delays_redelivery_by_seconds_not_minutes(tmp_path):
+    # Workers look for tasks a dead worker held under kombu's `unacked_mutex`. A worker killed
+    # (or a Redis restarted) during a look leaves the mutex behind until it expires: with
+    # kombu's own 300 s every redelivery would wait five minutes (the chaos run's "did not settle").
+    client = real_redis()
+    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET)
+    stream_url, stop_stream = serve(stream.app)
+    hms_url, stop_hms = serve(hms.app)
+    env = worker_env(stream_url, hms_url)
+    check_to_run(client, hms, env)
+    workers: list[launch.Child] = []
+    try:
+        hms.timeout_next(1, 30)
+        workers.append(launch.start("worker0", launch.role_argv("worker"), env, tmp_path))
+        launch.wait_for(lambda: len(hms.calls) > 0, 40, "the task's first run")
+        os.killpg(workers[-1].process.pid, signal.SIGKILL)  # it holds the task, unacknowledged
+        workers[-1].process.wait(10)
+        killed = time.monotonic()
+        with create_celery(load_settings(env)).connection_for_write() as connection:
+            channel = connection.default_channel  # the mutex as a worker's channel takes it
+            left = client.lock(channel.unacked_mutex_key, timeout=channel.unacked_mutex_expire)
+            assert left.acquire(blocking=False)  # ...and a holder that died with it
+        workers.append(launch.start("worker1", launch.role_argv("worker"), env, tmp_path))
+        launch.wait_for(lambda: len(hms.calls) > 1, 40, "the redelivered run")
+        waited = time.monotonic() - killed
+        # The visibility timeout (10 s), then the mutex's expiry (5 s) and a look (1 s), plus a worker's start.
+        assert waited < 10 + 5 + 1 + 10, waited
+        launch.wait_for(lambda: not client.hlen("unacked"), 20, "the redelivered run to be acknowledged")
     finally:
         launch.stop(workers)
         stop_stream()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.core.events import HmsEvent
-from worker.store.keys import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, bucket_key, bucket_of, call_key
+from worker.store.keys import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, bucket_key, bucket_of, call_key, lock_key
 from worker.store.state import State
 
 T0 = 1_800_000_000.0
@@ -149,6 +149,15 @@ def test_load_takes_the_lock_with_the_read_and_sees_the_default_call(state):
     assert state.load(CID, lock=("token-3", 5.0)) is None
     state.unlock(CID, "token-1")
     assert state.load(CID, lock=("token-3", 5.0)) is not None
+
+
+def test_the_holders_own_token_takes_the_lock_back_for_a_full_lock_time(state):
+    # A task's token is its id: its retry or redelivery takes back what an earlier run left.
+    assert state.load(CID, lock=("task-1", 5.0)) is not None
+    state.redis.pexpire(lock_key(CID), 100)  # nearly run out
+    assert state.load(CID, lock=("task-1", 5.0)) is not None
+    assert state.redis.pttl(lock_key(CID)) > 4000
+    assert state.load(CID, lock=("task-2", 5.0)) is None
 
 
 def test_a_default_call_listed_in_another_case_is_read_once(state):

@@ -27,12 +27,20 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     unacknowledged, so no countdown is longer than half the timeout: longer waits hop
     (worker/jobs/tasks.py RETRY_WAIT). Workers look for such tasks every tenth of the timeout
     (at most every 10 s); kombu's default, every 100 s, would add up to 100 s to a short timeout.
+
+    A look holds kombu's `unacked_mutex` for milliseconds, but a worker killed or a Redis
+    restarted while it is held leaves the mutex behind until it expires: kombu's 300 s would
+    stop every redelivery for five minutes. Here it expires after a look's interval (at least
+    5 s). A look that outlasts it is harmless: each message is restored in its own WATCH
+    transaction, so two looks cannot restore one message twice.
     """
     timeout = settings.visibility_timeout_seconds
+    interval = max(1, min(10, timeout // 10))
     return {
         "visibility_timeout": timeout,
-        "unacked_restore_interval": max(1, min(10, timeout // 10)),
+        "unacked_restore_interval": interval,
         "unacked_restore_throttle": 1,  # one ZRANGE under kombu's mutex per look
+        "unacked_mutex_expire": max(5, interval),
     }
 
 

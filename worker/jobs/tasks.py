@@ -23,7 +23,7 @@ from worker.logs import fields
 from worker.ops import counters
 from worker.steps import sweep as sweeps
 from worker.steps import sync
-from worker.steps.runtime import Runtime
+from worker.steps.runtime import Runtime, acting_for
 from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
 
 log = logging.getLogger("callsync.tasks")
@@ -71,7 +71,8 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
         waiting = _wait_goes_on(rt, task, args) if attempt else None
         if waiting is not None:
             return waiting
-        step(rt, *args)
+        with acting_for(task.request.id):
+            step(rt, *args)
     except sync.Deferred as later:
         # Not a failure: a fresh message, so it does not spend the retry budget. The step asks
         # again when it runs, so a wait longer than a hop is simply asked for again then. Same

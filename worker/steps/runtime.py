@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -62,6 +65,27 @@ class Runtime:
     def close(self) -> None:
         for close in self.closers:
             close()
+
+
+# Whose locks a step takes: the task's id, the same for its retries, its deferred runs and its
+# redeliveries, so a later run takes back at once a lock its earlier run could not release (its
+# worker was killed, or Redis went away before the unlock) instead of waiting out the lock time.
+_acting_for: ContextVar[str | None] = ContextVar("callsync_acting_for", default=None)
+
+
+@contextmanager
+def acting_for(task_id: str | None) -> Iterator[None]:
+    """Run the steps inside on behalf of `task_id` (None: each lock gets a fresh token)."""
+    reset = _acting_for.set(task_id)
+    try:
+        yield
+    finally:
+        _acting_for.reset(reset)
+
+
+def lock_token() -> str:
+    """The token for a lock a step takes now: the task's id inside `acting_for`, else a fresh one."""
+    return _acting_for.get() or uuid.uuid4().hex
 
 
 class DryRunTransport(httpx.BaseTransport):

@@ -7,7 +7,6 @@ with fakeredis and a fake upstream transport, and Celery only adds retries.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 
 from worker.core import checks
@@ -17,7 +16,7 @@ from worker.core.events import CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import call_ended_by_client, client_ended_call, live_call, plan_channel
 from worker.core.timebounds import admit_hms_event
 from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
-from worker.steps.runtime import Runtime
+from worker.steps.runtime import Runtime, lock_token
 from worker.store import scripts
 from worker.store.keys import later_key
 from worker.store.state import Loaded, written
@@ -82,9 +81,11 @@ def reconcile_channel(rt: Runtime, cid: str) -> None:
     """Make the channel's call fields what recorded state says they should be.
 
     Under the channel's lock, taken in the same round trip that reads the channel (a
-    write's bookkeeping releases it in the round trip that records the write).
+    write's bookkeeping releases it in the round trip that records the write). The lock is
+    held for the task (worker/steps/runtime.py `acting_for`): its retry or redelivery takes
+    back a lock this run could not release.
     """
-    token = uuid.uuid4().hex
+    token = lock_token()
     loaded = rt.state.load(cid, lock=(token, LOCK_SECONDS))
     if loaded is None:
         raise Deferred(0.25, f"channel {cid} is being reconciled")

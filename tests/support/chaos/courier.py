@@ -53,10 +53,11 @@ class Courier:
     def start(self) -> None:
         self.thread.start()
 
-    def idle(self) -> bool:
+    def pending(self) -> tuple[int, int]:
+        """Deliveries scheduled and not yet sent, and those being sent (or retried after a 503)."""
         self._collect()
         with self.lock:
-            return not self.heap and self.busy == 0
+            return len(self.heap), self.busy
 
     def close(self) -> None:
         self.stop.set()

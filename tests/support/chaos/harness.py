@@ -268,9 +268,11 @@ class Chaos:
         self.note("Redis started again on the same port and append-only file")
 
     def settle(self, client: redis.Redis, courier: Courier, stream: FakeStream) -> bool:
-        """Quiet: nothing to deliver, queued or held by a worker, and no Stream call for 3 s, five looks in a row."""
+        """Quiet: nothing to deliver, queued or held by a worker, and no Stream call for 3 s, five
+        looks in a row. When the deadline passes first, the timeline says what was still busy."""
         deadline = time.monotonic() + self.cfg.settle_deadline
         calm, last_calls, last_change = 0, -1, time.monotonic()
+        busy = ""
         while time.monotonic() < deadline:
             calls = len(stream.calls)
             if calls != last_calls:
@@ -282,12 +284,31 @@ class Chaos:
                 waiting, held = pipe.execute()
             except redis.RedisError:
                 waiting = held = -1
-            quiet = courier.idle() and waiting == 0 and held == 0 and time.monotonic() - last_change > 3.0
+            delivering = courier.pending()
+            silent = time.monotonic() - last_change
+            quiet = delivering == (0, 0) and waiting == 0 and held == 0 and silent > 3.0
             calm = calm + 1 if quiet else 0
             if calm >= 5:
                 return True
+            busy = (
+                f"courier: {delivering[0]} deliveries scheduled, {delivering[1]} in flight; "
+                f"queue {waiting}, unacknowledged {held}{self.held_tasks(client) if held > 0 else ''}; "
+                f"last Stream call {silent:.1f} s before"
+            )
             time.sleep(0.2)
+        self.note(f"still busy at the deadline: {busy}")
         return False
+
+    @staticmethod
+    def held_tasks(client: redis.Redis) -> str:
+        """The tasks kombu holds unacknowledged, and its restore mutex's time to live."""
+        try:
+            held = client.hvals("unacked")
+            ttl = client.ttl("unacked_mutex")
+        except redis.RedisError as exc:
+            return f" (unreadable: {type(exc).__name__})"
+        names = Counter(json.loads(raw)[0]["headers"].get("task", "?") for raw in held)
+        return f" ({', '.join(f'{n} {c}' for n, c in names.most_common())}; restore mutex ttl {ttl})"
 
     def unshown(self, plan: Plan) -> Counter[str]:
         """Lifecycles whose channel never showed the call (no active write between their open and the

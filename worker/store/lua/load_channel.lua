@@ -3,9 +3,13 @@
 -- channel's lock when a token is given (false: someone else holds it). Call ids are ASCII
 -- (core.events.CALL_ID_RE), so string.lower keys them as keys.call_key does.
 -- KEYS: lock, bindings, channel. ARGV: token or '', lock ms, call key prefix, default call id.
-if ARGV[1] ~= '' and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-   and redis.call('GET', KEYS[1]) ~= ARGV[1] then  -- held by our token: a client's resend of this call
-  return false
+if ARGV[1] ~= '' and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return false
+  end
+  -- Held by our token: an earlier run of the same task left it (its worker was killed, or
+  -- Redis went away before the unlock). Take it back for a full lock time.
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
 local default, listed = string.lower(ARGV[4]), false
