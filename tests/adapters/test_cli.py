@@ -300,3 +300,10 @@ def test_send_moves_a_samples_times_to_now_keeping_their_distances():
     assert stopped - started == pytest.approx(1800.38, abs=0.01) and moved["data"]["room_name"] == closed["data"]["room_name"]
     zero = redated({"created_at": "2026-11-20T10:00:00Z", "joined_at": "0001-01-01T00:00:00Z"}, 2e9)
     assert zero["joined_at"] == "0001-01-01T00:00:00Z"  # "no time" stays so
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    # Binding port 0 two thousand times, the kernel offers some ports again (123 of 2000 here):
+    # two servers of one test would then share one.
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)

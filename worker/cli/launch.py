@@ -48,11 +48,21 @@ def platform_settings(
     }
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1 (the kernel's choice, so concurrent runs differ)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free right now on 127.0.0.1 (the kernel's choice, so concurrent runs differ),
+    never one this process was handed before: the kernel may offer a closed port again before
+    the process it was meant for has bound it."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh free port on 127.0.0.1")
 
 
 def start(name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path | None = None, cwd: Path | None = None) -> Child:
