@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from worker import logs
 from worker.core import checks
 from worker.core.actions import EndRoom, EndSession, ReadChannel, Recheck, Reconcile, RecordClosed, RecordOpen, VerifyCall
 from worker.core.channels import channel_change
@@ -151,7 +152,12 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
         grant.released = not isinstance(released, Exception)
     if isinstance(unlocked, Exception):
         raise unlocked  # the caller unlocks again
-    log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id)
+    # `planned_from`: the version of the channel record the write was planned from (the Stream
+    # time of the newest news callsync had of the channel), to tell a decision from its arrival.
+    planned_from = loaded.record.version if loaded.record else None
+    session = live.session.session_id if live and live.session else None
+    line = logs.fields(cid=cid, active=fields.active, call_id=fields.call_id, planned_from=planned_from, session_id=session)
+    log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id, extra=line)
     if record is not None and not written(results[0]):
         # An event was recorded between the read and this write, and it judged itself against
         # a record now out of date: record the write without losing the newer news, keep the

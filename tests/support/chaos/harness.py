@@ -12,6 +12,8 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,19 @@ from worker.store.deadletters import DeadLetters
 from worker.store.enqueue import QUEUE
 
 
+@dataclass(frozen=True)
+class LiveClear:
+    """A flag callsync cleared while the session it was raised for was live."""
+
+    cid: str
+    session: str  # the live session it was raised for
+    line: str
+    arrived: float  # when the PATCH reached the stand-in (wall time)
+    claim: float | None  # the member's claim's `created_at`, when the member raised the flag
+    version_at_arrival: float | None  # the channel record's version in callsync's Redis then
+    had_session_at_arrival: bool  # ...and whether the room's call record held the session open
+
+
 class Chaos:
     def __init__(self, cfg: Config, workdir: Path):
         self.cfg, self.workdir = cfg, workdir
@@ -58,6 +73,7 @@ class Chaos:
         self.begin = 0.0  # when the sessions started (monotonic)
         self.faults_at: list[tuple[str, float]] = []  # (what, monotonic time)
         self.member_claims: dict[str, str] = {}  # cid -> created_at of the member's latest claim
+        self.clears: list[LiveClear] = []  # flags cleared while the session they were raised for was live
 
     def note(self, what: str) -> None:
         line = f"t={time.monotonic() - self.started:6.1f} s  {what}"
@@ -147,6 +163,7 @@ class Chaos:
                         if not c.alive() and c.name not in self.killed
                     ]
                     launch.stop(list(self.children.values()))
+                    self.judge_clears()
                     self.scan_logs()
         finally:
             client.close()
@@ -158,20 +175,14 @@ class Chaos:
         self, stream: FakeStream, hms: FakeHms, rooms: dict[int, str], courier: Courier, client: redis.Redis
     ) -> None:
         """Watch the Stream stand-in: count callsync's writes that changed nothing, note when each
-        channel showed a call, and count every flag cleared while the session it was raised for is
+        channel showed a call, and note every flag cleared while the session it was raised for is
         still live. A flag is raised for the room's live session when a member raises it, or when
         callsync does and had taken that session's open at least a second before (callsync's late
         write for the last session, landing a moment after the next one began, is not for it).
-
-        Such a clear counts against callsync if, as its PATCH arrived, callsync's own records (read
-        from the run's Redis) already held the member's claim (the channel record's version, the
-        Stream time of its newest news, at or after the claim's `created_at`) or the session open
-        (the room's call record). Otherwise callsync decided before it had either, and its clear
-        landed after the member's claim: the race of two unconditional partial updates (Stream has
-        no conditional one), counted apart; the session's open puts the flag back."""
+        `judge_clears` tells, once the logs are complete, which of them count against callsync."""
         shown: dict[str, dict[str, Any]] = {}
         raised: dict[str, tuple[str, str, float]] = {}  # cid -> (session, "client" | "server", when)
-        knew: dict[str, tuple[float | None, Any, Any]] = {}  # cid -> its records at the PATCH
+        arrivals: dict[str, tuple[float, float | None, Any, Any]] = {}  # cid -> (wall time, its records) at the PATCH
         room_of_cid = {cid_of(n): room for n, room in rooms.items()}
         call_of_cid = {cid_of(n): room_of(n) for n in rooms}
 
@@ -184,7 +195,7 @@ class Chaos:
                     session, status = client.hmget(f"cs:c:{call_of_cid[cid]}", "s", "st")
                 except redis.RedisError:  # restarting: callsync read nothing newer either
                     version = session = status = None
-                knew[cid] = (float(version) if version else None, session, status)
+                arrivals[cid] = (arrived, float(version) if version else None, session, status)
 
         def on_change(cid: str, fields: dict[str, Any], by: str) -> None:
             now = time.monotonic()
@@ -203,15 +214,46 @@ class Chaos:
                         f"{cid}: raised by {who} at t={when - self.started:.1f} s, cleared at t={now - self.started:.1f} s "
                         f"while session {live} was live"
                     )
-                    version, recorded, status = knew.get(cid, (None, None, None))
-                    claim = parse_time(self.member_claims.get(cid))
-                    had_claim = raiser == "client" and version is not None and claim is not None and version >= claim - 1e-6
+                    arrived, version, recorded, status = arrivals.get(cid, (time.time(), None, None, None))
+                    claim = parse_time(self.member_claims.get(cid)) if raiser == "client" else None
                     had_session = recorded == live.encode() and status == b"open"
-                    (self.report.live_cleared if had_claim or had_session else self.report.raced).append(line)
+                    self.clears.append(LiveClear(cid, live, line, arrived, claim, version, had_session))
             shown[cid] = fields
 
         stream.watchers.append(on_call)
         stream.change_watchers.append(on_change)
+
+    def judge_clears(self) -> None:
+        """Each flag cleared while its session was live counts against callsync when callsync
+        had the member's claim (the channel record's version, the Stream time of its newest news,
+        at or after the claim's `created_at`) or the session's open when it decided. Otherwise it
+        decided before it had either and its clear landed after the member's claim: the race of
+        two unconditional partial updates (Stream has no conditional one), counted apart; the
+        session's open puts the flag back.
+
+        What callsync had when it decided is the record version its write was planned from (the
+        worker's log line of that write, the first one for the channel after the PATCH arrived);
+        without that line, what callsync's Redis held as the PATCH arrived, which may be newer."""
+        writes: dict[str, list[tuple[float, float | None, str | None]]] = {}  # cid -> (logged at, planned from, live session)
+        for path in sorted(self.logs.glob("worker*.log")):
+            for text in path.read_text(errors="replace").splitlines():
+                if '"planned_from"' not in text and "call fields set" not in text:
+                    continue
+                try:
+                    line = json.loads(text)
+                except ValueError:
+                    continue
+                if line.get("active") is False and "cid" in line:
+                    at = datetime.strptime(line["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+                    writes.setdefault(line["cid"], []).append((at, line.get("planned_from"), line.get("session_id")))
+        for clear in self.clears:
+            logged = sorted((w for w in writes.get(clear.cid, []) if w[0] >= clear.arrived - 0.002), key=lambda w: w[0])
+            if logged:
+                version, had_session = logged[0][1], logged[0][2] == clear.session
+            else:
+                version, had_session = clear.version_at_arrival, clear.had_session_at_arrival
+            had_claim = clear.claim is not None and version is not None and version >= clear.claim - 1e-6
+            (self.report.live_cleared if had_claim or had_session else self.report.raced).append(clear.line)
 
     def drive(
         self,
