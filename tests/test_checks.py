@@ -1,7 +1,8 @@
 """worker/core/checks.py: what a session check, an end and an adoption conclude, without I/O."""
 
 from worker.core.actions import EndRoom, RecordClosed, RecordOpen
-from worker.core.checks import LiveSession, adopted, as_observation, check, end, unsettled
+from worker.core.checks import LiveSession, adopted, check, conclude, end, unsettled
+from worker.core.events import HmsEvent
 from worker.core.sessions import Session, observe
 from worker.core.timebounds import REPLAY_WINDOW_SECONDS
 
@@ -53,10 +54,18 @@ def test_an_adoption_drops_a_start_time_outside_what_callsync_believes():
     assert adopted(LiveSession("room-1", "s2", NOW - 5), CALL, NOW).session.started_at == NOW - 5
 
 
-def test_the_observation_records_what_was_concluded():
-    # The store applies a session change as the 100ms event that would have said it.
-    closed = as_observation(RecordClosed(session(), NOW))
-    assert closed.id == "" and closed.closes
-    assert observe(session(), closed) == Session("s1", "room-1", CALL, "closed", NOW - 100, NOW)
-    opened = as_observation(adopted(LiveSession("room-1", "s2", None), CALL, NOW))
-    assert observe(None, opened) == Session("s2", "room-1", CALL, "open", NOW)  # first seen now
+def test_a_conclusion_leaves_the_session_as_the_100ms_event_that_said_it_would():
+    def event(kind, change):
+        s = change.session
+        return HmsEvent("e1", kind, s.room_id, s.room_name, s.session_id, s.started_at, change.at, False)
+
+    closed = RecordClosed(session(), NOW)
+    assert conclude(session(), closed) == Session("s1", "room-1", CALL, "closed", NOW - 100, NOW)
+    assert conclude(session(), closed) == observe(session(), event("session.close.success", closed))
+    assert conclude(None, closed) == observe(None, event("session.close.success", closed))
+    ending = Session("s1", "room-1", CALL, "ending", NOW - 100, NOW - 5)
+    assert conclude(ending, closed).ended_at == NOW - 5  # closed, dated when callsync asked to end it
+    opened = adopted(LiveSession("room-1", "s2", None), CALL, NOW)
+    assert conclude(None, opened) == Session("s2", "room-1", CALL, "open", NOW)  # first seen now
+    assert conclude(None, opened) == observe(None, event("session.open.success", opened))
+    assert conclude(session("closed", sid="s2"), opened).status == "closed"  # an open never reopens a close

@@ -71,6 +71,9 @@ class RecordOpen:
     at: float
 
 
+SessionChange = RecordClosed | RecordOpen  # what the store records of a conclusion (State.record_session)
+
+
 @dataclass(frozen=True)
 class EndRoom:
     """`session` is the one 100ms runs in its room: end the room for everyone."""

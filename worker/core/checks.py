@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from worker.core.actions import EndRoom, RecordClosed, RecordOpen
-from worker.core.events import HmsEvent
-from worker.core.sessions import Session, is_live
+from worker.core.actions import EndRoom, RecordClosed, RecordOpen, SessionChange
+from worker.core.sessions import Session, is_live, sighted
 from worker.core.timebounds import in_bounds
 
 
@@ -39,25 +38,23 @@ def adopted(live: LiveSession, call_id: str, now: float) -> RecordOpen:
     return RecordOpen(Session(live.session_id, live.room_id, call_id, "open", started), now)
 
 
-def over(session: Session, call_id: str, live: LiveSession | None, now: float) -> list[RecordClosed | RecordOpen]:
+def over(session: Session, call_id: str, live: LiveSession | None, now: float) -> list[SessionChange]:
     """`session` is not what 100ms runs: record it closed at `now`, and adopt what runs instead."""
     name = session.room_name or call_id
-    actions: list[RecordClosed | RecordOpen] = [RecordClosed(replace(session, room_name=name), now)]
+    actions: list[SessionChange] = [RecordClosed(replace(session, room_name=name), now)]
     if live is not None:
         actions.append(adopted(live, name, now))
     return actions
 
 
-def check(session: Session, call_id: str, live: LiveSession | None, now: float) -> list[RecordClosed | RecordOpen]:
+def check(session: Session, call_id: str, live: LiveSession | None, now: float) -> list[SessionChange]:
     """A recorded session re-checked: nothing while 100ms runs it, else `over`."""
     if is_live(session, live.session_id if live else None):
         return []
     return over(session, call_id, live, now)
 
 
-def end(
-    session: Session, call_id: str, live: LiveSession | None, reason: str, now: float
-) -> list[RecordClosed | RecordOpen | EndRoom]:
+def end(session: Session, call_id: str, live: LiveSession | None, reason: str, now: float) -> list[SessionChange | EndRoom]:
     """End `session`'s room, only while it is the one 100ms runs: end-room ends whatever runs in
     the room, and a newer session must not pay for an older one."""
     if not is_live(session, live.session_id if live else None):
@@ -65,9 +62,8 @@ def end(
     return [EndRoom(session, reason)]
 
 
-def as_observation(action: RecordClosed | RecordOpen) -> HmsEvent:
-    """The session change as the store records one: in the shape of the 100ms event that would
-    have said it (no delivery: no id)."""
-    session = action.session
-    kind = "session.close.success" if isinstance(action, RecordClosed) else "session.open.success"
-    return HmsEvent("", kind, session.room_id, session.room_name, session.session_id, session.started_at, action.at, False)
+def conclude(recorded: Session | None, change: SessionChange) -> Session:
+    """The session after `change`, which callsync concluded itself: as the 100ms event that would
+    have said it leaves it (core.sessions.sighted). `recorded` is the same session as recorded
+    (None: not yet)."""
+    return sighted(recorded, change.session, change.at, closes=isinstance(change, RecordClosed))

@@ -42,23 +42,26 @@ def advance(session: Session, status: Status, at: float | None) -> Session:
 
 def observe(session: Session | None, event: HmsEvent) -> Session:
     """The session after `event`, whatever order events arrive in."""
+    seen = Session(event.session_id, event.room_id, event.room_name, "open", event.started_at)
+    return sighted(session, seen, event.at, event.closes)
+
+
+def sighted(session: Session | None, seen: Session, at: float | None, closes: bool) -> Session:
+    """The session after news, dated `at`, that `seen` runs (or, `closes`, that it is over): a
+    100ms event (`observe`) or what callsync concluded itself (core.checks.conclude). `session`
+    is the same session as recorded (None: not yet); of `seen` only its ids, room name and start
+    are read."""
     if session is None:
-        session = Session(
-            session_id=event.session_id,
-            room_id=event.room_id,
-            room_name=event.room_name,
-            status="open",
-            # Without a start time, the first sight of the session is the best estimate
-            # of its age (the 12-hour sweep needs one).
-            started_at=event.started_at or event.at,
-        )
+        # Without a start time, the first sight of the session is the best estimate
+        # of its age (the 12-hour sweep needs one).
+        session = Session(seen.session_id, seen.room_id, seen.room_name, "open", seen.started_at or at)
     else:
         session = replace(
             session,
-            room_name=session.room_name or event.room_name,
-            started_at=event.started_at or session.started_at,  # a real start beats an estimate
+            room_name=session.room_name or seen.room_name,
+            started_at=seen.started_at or session.started_at,  # a real start beats an estimate
         )
-    return advance(session, "closed", event.at) if event.closes else session
+    return advance(session, "closed", at) if closes else session
 
 
 def is_newer(candidate: Session, current: Session | None) -> bool:

@@ -41,7 +41,7 @@ from worker.core.calls import (
     roster_of,
     unavailable,
 )
-from worker.core.checks import adopted, as_observation
+from worker.core.checks import adopted
 from worker.core.events import cid_of_room
 from worker.core.sessions import Session
 from worker.core.tokens import Unauthenticated, call_token_claims, sign_call_token, verify_user_token
@@ -249,8 +249,7 @@ class CallsApi:
         live = hms.live_session(room.id) if room else None
         if live is None:
             return None
-        now = self.clock()
-        return self.state.record_hms_event(as_observation(adopted(live, call_id, now)), now)
+        return self.state.record_session(adopted(live, call_id, self.clock()))
 
     def _token(self, room: Room, user: str) -> str:
         s = self.settings

@@ -11,7 +11,17 @@ from collections.abc import Sequence
 
 from worker import logs
 from worker.core import checks
-from worker.core.actions import EndRoom, EndSession, ReadChannel, Recheck, Reconcile, RecordClosed, RecordOpen, VerifyCall
+from worker.core.actions import (
+    EndRoom,
+    EndSession,
+    ReadChannel,
+    Recheck,
+    Reconcile,
+    RecordClosed,
+    RecordOpen,
+    SessionChange,
+    VerifyCall,
+)
 from worker.core.channels import channel_change
 from worker.core.events import CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import call_ended_by_client, client_ended_call, live_call, plan_channel
@@ -230,8 +240,8 @@ def end_session(rt: Runtime, call_id: str, session_id: str, reason: str) -> None
     reconcile_call(rt, session.room_name or call_id)
 
 
-def _record(rt: Runtime, actions: Sequence[RecordClosed | RecordOpen]) -> None:
+def _record(rt: Runtime, actions: Sequence[SessionChange]) -> None:
     for action in actions:
-        rt.state.record_hms_event(checks.as_observation(action), action.at)
+        rt.state.record_session(action)
         if isinstance(action, RecordOpen):
             log.info("adopted live session %s of call %s", action.session.session_id, action.session.room_name)

@@ -8,14 +8,16 @@ Keys and fields: worker/store/keys.py; hash encodings: worker/store/codec.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import redis
 
 from worker.core import binding
+from worker.core.actions import SessionChange
 from worker.core.channels import ChannelChange, ChannelRecord, PendingMode, channel_change, stream_news
+from worker.core.checks import conclude
 from worker.core.events import CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import BoundCall, Channel
 from worker.core.sessions import Session, advance, is_newer, observe
@@ -168,15 +170,34 @@ class State:
 
     def record_hms_event_and_channels(self, event: HmsEvent, now: float) -> tuple[Session | None, set[str]]:
         """`record_hms_event`, also returning the channels of the room's call (read in the same step)."""
-        room = event.room_name
+        return self._record_session(event.room_name, event.session_id, lambda same: observe(same, event), now)
+
+    def record_session(self, change: SessionChange) -> Session | None:
+        """Record a session change callsync concluded itself (core.checks: a check or an end found
+        the session over in 100ms, an adoption found one live) at the change's time; returns the
+        session as concluded.
+
+        The same step as `record_hms_event`'s, so the record is what the 100ms webhook that
+        said it would have left: an older session's change, or one already recorded, changes
+        nothing.
+        """
+        session = change.session
+        return self._record_session(session.room_name, session.session_id, lambda same: conclude(same, change), change.at)[0]
+
+    def _record_session(
+        self, room: str | None, session_id: str, update: Callable[[Session | None], Session], now: float
+    ) -> tuple[Session | None, set[str]]:
+        """Write `update(recorded)` (the recorded session if it is `session_id`, else None) as the
+        room's current session if it is newer (core.sessions.is_newer), keep the room's channel
+        in the index of bound channels at `now`, and read the channels of the room's call."""
         if not room:
             return None, set()
         key = call_key(room)
 
         def decide(raw: Raw) -> tuple[Session, scripts.ScriptCall]:
             current = call_from_hash(room, raw).session
-            same = current if current is not None and current.session_id == event.session_id else None
-            new = observe(same, event)
+            same = current if current is not None and current.session_id == session_id else None
+            new = update(same)
             record, ttl, commands = None, KEEP_TTL, list[Command]()
             if is_newer(new, current):
                 record, (ttl, commands) = call_to_hash(raw, new), session_moves(key.removeprefix(CALL_KEY_PREFIX), current, new)
