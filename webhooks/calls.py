@@ -22,6 +22,7 @@ from webhooks.metrics import WebhookMetrics
 from worker.core.actions import Scheduled
 from worker.core.calls import Refused, channel_of_path, cors_options
 from worker.logs import fields
+from worker.ops.counters import Tally, upstream_counter
 from worker.settings import Settings
 from worker.steps.calls import Caller, CallsApi, Upstreams
 from worker.store.calls import CallsStore
@@ -70,12 +71,21 @@ def calls_blueprint(
     blueprint = Blueprint("calls", __name__)
     why_not = settings.calls_api_unavailable
     api: CallsApi | None = None
+    # The platform calls these views make are counted as the workers' are: into the Redis hash
+    # that `/metrics` reads (worker.ops.counters), not into an in-process prometheus Counter.
+    # RedisCollector already exports `callsync_upstream_calls_total` from that hash, and one
+    # scrape may not hold two families of one name; one cluster-wide series (aggregated with
+    # max() over web instances, like the workers') also counts each call exactly once. A request
+    # flushes what it counted before it answers: one pipelined round trip, and only after an
+    # upstream call (a cached join makes none), so nothing waits in a process for a scrape.
+    tally = Tally()
     if why_not is None:
 
         def enqueue(action: Scheduled) -> None:
             enqueuer.enqueue_once(None, action.task, action.args())
 
-        api = CallsApi(settings, CallsStore(client), State(client), Upstreams(settings), enqueue)
+        upstreams = Upstreams(settings, on_call=upstream_counter(tally))
+        api = CallsApi(settings, CallsStore(client), State(client), upstreams, enqueue)
     else:
         log.warning("calls API unavailable: %s", why_not, extra=fields(reason=why_not))
 
@@ -95,6 +105,8 @@ def calls_blueprint(
             status, body = 503, {"error": "state store unavailable; retry later"}
             headers["Retry-After"] = "1"
             line["redis"] = type(exc).__name__  # the class only: a message may carry the URL
+        finally:
+            tally.flush(client)  # best effort: a Redis error drops these counts, never the answer
         metrics.count_call(route, status)
         level = logging.WARNING if status >= 500 else logging.INFO
         outcome = body.get("status", "ok") if status == 200 else "refused"

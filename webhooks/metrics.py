@@ -8,7 +8,9 @@ That mode is chosen when prometheus_client is first imported, so the entry point
 the directory before anything imports it (`prepare_multiprocess_dir`). Without the variable
 (tests, `flask run`) the counters live in the app's own registry.
 
-Worker-side numbers and state gauges come from Redis at scrape time (worker.ops.collector).
+Worker-side numbers and state gauges come from Redis at scrape time (worker.ops.collector),
+and so do the calls API's upstream calls (webhooks.calls counts them into the workers' hash):
+no family here may take a name the collector exports.
 """
 
 from __future__ import annotations

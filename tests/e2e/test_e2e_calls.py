@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 import jwt
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from standins import FakeHms, FakeStream, serve
 from tests.e2e.test_e2e import procfile
@@ -181,3 +182,30 @@ def test_no_token_appears_in_any_process_log(calls: Calls) -> None:
     for secret in (*calls.tokens, SECRET, HMS_SECRET, HOOK_SECRET):
         assert secret not in text
     assert "eyJ" not in text and "api_key=" not in text
+
+
+def rooms_created(calls: Calls) -> float:
+    """100ms rooms the web role created, as `/metrics` counts them (only the calls API creates rooms);
+    the same in every scrape, whichever gunicorn process answers it."""
+    seen = set()
+    for _ in range(4):  # a fresh connection each: the kernel spreads them over both processes
+        text = httpx.get(f"{calls.web}/metrics", timeout=10).text
+        assert sum(line.startswith("# TYPE callsync_upstream_calls") for line in text.splitlines()) == 1
+        seen.add(
+            sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "callsync_upstream_calls_total"
+                and sample.labels == {"api": "hms", "method": "POST", "endpoint": "/rooms", "status": "200"}
+            )
+        )
+    assert len(seen) == 1, seen
+    return seen.pop()
+
+
+def test_the_web_roles_platform_calls_are_counted_in_every_processs_scrape(calls: Calls) -> None:
+    before = rooms_created(calls)
+    cid = channel(calls, "metrics", "alice")
+    assert calls.create("alice", cid, f"call-{cid}").status_code == 200
+    assert rooms_created(calls) == before + 1  # counted once, and written before the answer

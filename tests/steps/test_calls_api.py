@@ -21,11 +21,13 @@ import jwt
 import pytest
 import redis
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from standins import FakeHms, FakeStream, serve
 from webhooks.app import create_app
+from worker.ops import counters
 from worker.settings import Rate, Settings
 from worker.store.enqueue import QUEUE
 from worker.store.state import State
@@ -376,3 +378,73 @@ def test_a_no_is_always_asked_afresh_so_a_member_added_just_now_gets_in(web: Web
     assert web.join("carol").status_code == 200
     assert web.stream_calls("/channels") == asked + 2  # each "no" was checked with Stream
     assert web.join("carol").status_code == 200 and web.stream_calls("/channels") == asked + 2  # a "yes" is cached
+
+
+# --- the calls API's own upstream calls at /metrics -------------------------------------------
+
+Call = tuple[str, str, str, str]  # api, method, endpoint, status
+
+
+def upstream_calls(web: Web) -> dict[Call, float]:
+    """`callsync_upstream_calls_total` as the web's `/metrics` shows it, by its labels."""
+    text = web.client.get("/metrics").get_data(as_text=True)
+    # One family, the workers' and the web's calls together: two of one name make a scrape invalid.
+    assert text.count("# TYPE callsync_upstream_calls_total counter") + text.count("# TYPE callsync_upstream_calls counter") == 1
+    found: dict[Call, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "callsync_upstream_calls_total":
+                labels = sample.labels
+                assert set(labels) == {"api", "method", "endpoint", "status"}
+                found[(labels["api"], labels["method"], labels["endpoint"], labels["status"])] = sample.value
+    return found
+
+
+def test_the_calls_apis_upstream_calls_are_counted_with_their_status(web: Web) -> None:
+    assert upstream_calls(web) == {}
+    web.stream.fail_next(1, 503)
+    assert web.create("alice").status_code == 503  # QueryChannels answered 503
+    web.hms.fail_next(1, 429, {"Retry-After": "2"})
+    assert web.create("alice").status_code == 503  # QueryChannels 200 (roster cached), room lookup 429
+    assert web.create("alice").status_code == 200  # room lookup 200 (none), room created
+    assert web.join("bob").status_code == 200  # membership and room cached: nothing asked
+    assert upstream_calls(web) == {
+        ("stream", "POST", "/channels", "503"): 1,
+        ("stream", "POST", "/channels", "200"): 1,
+        ("hms", "GET", "/rooms", "429"): 1,
+        ("hms", "GET", "/rooms", "200"): 1,
+        ("hms", "POST", "/rooms", "200"): 1,
+    }
+    assert upstream_calls(web)[("hms", "POST", "/rooms", "200")] == 1  # a scrape counts nothing again
+
+
+def test_query_members_and_the_live_session_lookup_are_counted(web: Web) -> None:
+    for n in range(101):
+        web.stream.add_member(CID, f"extra-{n:03d}")
+    web.stream.add_member(CID, "zoe")  # beyond the first page: QueryMembers asks about her
+    room_id = web.create("zoe").json["call"]["hms"]["room_id"]
+    web.hms.open_session(room_id)
+    web.hms.fail_next(1, 500)
+    assert web.end("zoe").status_code == 503  # the live session lookup failed
+    calls = upstream_calls(web)
+    assert calls[("stream", "GET", "/members", "200")] == 1
+    assert calls[("hms", "GET", "/sessions", "500")] == 1
+    assert all(not endpoint.count("zoe") and "api_key" not in endpoint for _, _, endpoint, _ in calls)
+
+
+def test_the_webs_calls_and_the_workers_add_up_in_one_series(web: Web) -> None:
+    worker = counters.Tally()  # a worker's counts, flushed to the hash the collector reads
+    worker.inc(counters.UPSTREAM_CALLS, {"api": "stream", "method": "POST", "endpoint": "/channels", "status": "200"}, 2)
+    worker.flush(web.redis)
+    assert web.create("alice").status_code == 200
+    assert upstream_calls(web)[("stream", "POST", "/channels", "200")] == 3
+
+
+def test_counts_are_written_even_when_a_step_fails_unexpectedly(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("a bug after the platforms answered")
+
+    monkeypatch.setattr("worker.steps.calls.CallsApi._token", broken)
+    web.client.application.config["PROPAGATE_EXCEPTIONS"] = False
+    assert web.create("alice").status_code == 500
+    assert upstream_calls(web)[("hms", "POST", "/rooms", "200")] == 1

@@ -19,7 +19,7 @@ import bisect
 import json
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -124,6 +124,22 @@ class Tally:
             pipe.execute()
         except redis.RedisError:
             return
+
+
+class CountCall(Protocol):
+    """worker.clients.http's OnUpstreamCall, spelled here (ops does not import the clients)."""
+
+    def __call__(self, api: str, method: str, endpoint: str, status: str) -> None: ...
+
+
+def upstream_counter(tally: Tally) -> CountCall:
+    """An OnUpstreamCall that counts each call into `tally` as UPSTREAM_CALLS{api, method,
+    endpoint, status}: the workers' calls and the calls API's alike."""
+
+    def count_call(api: str, method: str, endpoint: str, status: str) -> None:
+        tally.inc(UPSTREAM_CALLS, {"api": api, "method": method, "endpoint": endpoint, "status": status})
+
+    return count_call
 
 
 def parse_all(raw: dict[Any, Any]) -> dict[tuple[str, Labels], float]:

@@ -24,7 +24,7 @@ from worker.clients.http import upstream_client
 from worker.clients.stream import StreamAuth, StreamClient
 from worker.core.actions import Scheduled
 from worker.logs import fields
-from worker.ops.counters import UPSTREAM_CALLS, Tally
+from worker.ops.counters import Tally, upstream_counter
 from worker.settings import Settings
 from worker.store.deadletters import DeadLetters
 from worker.store.keys import STREAM_UPDATE_RATE
@@ -139,10 +139,7 @@ def build_runtime(
         settings.hms_base_url, ManagementAuth(settings.hms_access_key, settings.hms_app_secret or "unset"), transport
     )
     tally = Tally()
-
-    def count_call(api: str, method: str, endpoint: str, status: str) -> None:
-        tally.inc(UPSTREAM_CALLS, {"api": api, "method": method, "endpoint": endpoint, "status": status})
-
+    count_call = upstream_counter(tally)
     return Runtime(
         settings=settings,
         redis=client,
