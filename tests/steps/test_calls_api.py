@@ -226,6 +226,24 @@ def test_a_channel_larger_than_a_page_asks_about_the_user(web: Web) -> None:
     assert web.join("nobody").status_code == 403
 
 
+def test_a_channel_deleted_between_the_two_queries_is_404_not_a_503(web: Web) -> None:
+    # Stream answers a channel that does not exist with 404, code 16 ("Does Not Exist", Stream's
+    # API error table, getstream.io/chat/docs/api_errors_response): the member is told so, not
+    # to come back later.
+    for n in range(101):
+        web.stream.add_member(CID, f"extra-{n:03d}")
+    web.stream.add_member(CID, "zoe")  # beyond the first page: QueryMembers asks about her
+
+    def deleted_meanwhile(_arrived: float, call: Any) -> None:
+        if call[1] == "/members":
+            web.stream.channels.pop(CID, None)
+
+    web.stream.watchers.append(deleted_meanwhile)
+    answer = web.create("zoe")
+    assert answer.status_code == 404 and answer.get_json()["error"] == "no such channel", answer.get_json()
+    assert "Retry-After" not in answer.headers
+
+
 def test_a_template_is_given_to_new_rooms(redis_client: redis.Redis, platforms: tuple[FakeStream, FakeHms, str, str]) -> None:
     web = web_for(platforms, redis_client, hms_template_id="tpl123", hms_default_role="host", call_token_ttl_seconds=600)
     token = web.create("alice").json["token"]

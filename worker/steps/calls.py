@@ -202,7 +202,13 @@ class CallsApi:
         found = membership(self._roster(cid, user), user)
         if found is Membership.ASK:  # a channel larger than one page of members
             stream, _ = self.upstreams.get()
-            allowed = member_of(stream.channel_member(cid, user), user)
+            try:
+                answer = stream.channel_member(cid, user)
+            except UpstreamError as error:
+                if error.status == 404:  # deleted since QueryChannels found it (Stream's "does not exist")
+                    raise Refused(404, "no such channel") from None
+                raise
+            allowed = member_of(answer, user)
             if allowed:
                 self.store.save_member(cid, user)
             found = Membership.MEMBER if allowed else Membership.NOT_MEMBER
