@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import pytest
@@ -76,11 +77,14 @@ def test_top_level_fields_with_an_empty_prefix(redis_client):
     assert world.stream.channels[CID]["callActive"] is True
 
 
-def test_stale_claim_is_kept_during_grace_then_cleared_when_100ms_confirms(world):
+def test_stale_claim_is_kept_during_grace_then_cleared_when_100ms_confirms(world, caplog):
     world.stream.create_channel(CID)
     world.stream.client_update(CID, {"data.callActive": True, "data.callId": CALL})  # a tab that then crashed
-    world.deliver_stream_outbox()
+    with caplog.at_level(logging.INFO, logger="callsync.sync"):
+        world.deliver_stream_outbox()
     assert world.patches() == []  # within the grace period nothing is written
+    [said] = [r for r in caplog.records if "not confirmed" in r.getMessage()]  # the operator is told why, and until when
+    assert said.cs["cid"] == CID and said.cs["call_id"] == CALL and said.cs["recheck_at"] == pytest.approx(world.now + 60, abs=1)
     [(task, args, countdown)] = world.queue.tasks
     assert task == actions.RECONCILE and args == (CID,) and 0 < countdown <= 61
     world.now += 30

@@ -127,6 +127,7 @@ def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> Load
         elif isinstance(action, VerifyCall):
             verify_call(rt, action.call_id)
         elif isinstance(action, Recheck):
+            _log_recheck(cid, loaded, action, now)
             _schedule_once(rt, cid, action.at - now)
             return loaded
         elif action is None:
@@ -174,6 +175,24 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
         # channel pending and reconcile it again.
         rt.state.record_channel(cid, fields, now, claimed_since=since, pending="force")
         rt.schedule(Reconcile(cid))
+
+
+def _log_recheck(cid: str, loaded: Loaded, action: Recheck, now: float) -> None:
+    """The channel claims a call callsync cannot confirm yet (docs/behaviour.md, rule 4): say so, and when it looks again."""
+    session = next((c.session for c in loaded.calls if c.call_id.lower() == action.call_id.lower() and c.session), None)
+    line = logs.fields(
+        cid=cid,
+        call_id=action.call_id,
+        claim_since=loaded.channel.claim_since,
+        recheck_at=action.at,
+        session_id=session.session_id if session else None,
+        session_status=session.status if session else None,
+        session_started_at=session.started_at if session else None,
+        session_ended_at=session.ended_at if session else None,
+    )
+    log.info(
+        "channel %s claims call %s, not confirmed: looking again in %.1f s", cid, action.call_id, action.at - now, extra=line
+    )
 
 
 def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:
