@@ -15,7 +15,7 @@ from worker.core.actions import Recheck
 from worker.core.events import CallFields, HmsEvent, StreamEvent, parse_hms_event
 from worker.core.reconcile import BoundCall, Channel, plan_channel
 from worker.core.timebounds import FUTURE_SKEW_SECONDS, REPLAY_WINDOW_SECONDS
-from worker.steps import sync
+from worker.steps import sessions
 from worker.store.keys import BOUND_CHANNELS, CLOSED_TTL, OPEN_BUCKETS, call_key, channel_key
 
 DAY = 86400.0
@@ -128,6 +128,6 @@ def test_the_sweep_drops_a_bound_channel_scored_in_the_future(world):
 def test_end_session_ends_the_room_once_100ms_confirms_it_is_the_live_one(world):
     world.stream.create_channel(CID)
     room, session = open_call(world)
-    sync.end_session(world.rt, CALL, session["id"], "maximum session length reached")
+    sessions.end_session(world.rt, CALL, session["id"], "maximum session length reached")
     calls = [(m, p) for m, p, _ in world.hms.calls]
     assert calls[-2:] == [("GET", f"/active-rooms/{room['id']}"), ("POST", f"/active-rooms/{room['id']}/end-room")]

@@ -22,7 +22,7 @@ from tests.support.hostile import SECRETS, Receiver
 from tests.support.world import CALL, CID, HMS_SECRET, SECRET, Platforms, World
 from worker.core import actions
 from worker.core.upstream import UpstreamError
-from worker.steps import sync
+from worker.steps import sessions, sync
 from worker.steps.runtime import build_runtime
 from worker.store.deadletters import DeadLetters
 
@@ -88,7 +88,7 @@ def test_no_secret_in_logs_error_bodies_or_dead_letters(redis_client: redis.Redi
     failures: list[tuple[str, tuple[Any, ...], UpstreamError]] = []
     steps: list[tuple[str, Callable[[], None]]] = [
         ("callsync.apply_hms_event", lambda: world.deliver_hms(world.hms_event("session.open.success", session, room))),
-        (actions.END_SESSION, lambda: sync.end_session(world.rt, CALL, session["id"], "test")),
+        (actions.END_SESSION, lambda: sessions.end_session(world.rt, CALL, session["id"], "test")),
     ]
     for task, step in steps:
         try:

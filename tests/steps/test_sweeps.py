@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tests.support.world import CALL, CID, World, open_call
+from worker.steps import sessions
 from worker.steps import sweep as sweeps
-from worker.steps import sync
 from worker.steps.sweep import checks_per_sweep
 
 HOUR = 3600.0
@@ -162,5 +162,5 @@ def test_end_session_after_close_does_nothing(world):
     world.stream.create_channel(CID)
     room, session = open_call(world)
     world.deliver_hms(world.hms_event("session.close.success", session, room))
-    sync.end_session(world.rt, CALL, session["id"], "late")
+    sessions.end_session(world.rt, CALL, session["id"], "late")
     assert end_rooms(world) == []

@@ -13,7 +13,7 @@ from worker.core import actions
 from worker.core.events import CallFields, StreamEvent, parse_hms_event, parse_stream_event, parse_time
 from worker.core.upstream import Retry, UpstreamError
 from worker.settings import Rate
-from worker.steps import sync
+from worker.steps import sessions, sync
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_a_session_100ms_no_longer_runs_is_recorded_closed_not_ended(world):
     world.stream.create_channel(CID)
     _, session = open_call(world)
     world.hms.close_session(session["id"])  # it ended meanwhile; its webhook not yet here
-    sync.end_session(world.rt, CALL, session["id"], "test")
+    sessions.end_session(world.rt, CALL, session["id"], "test")
     assert world.rt.state.call(CALL).session.status == "closed"
     assert not [p for m, p, _ in world.hms.calls if p.endswith("/end-room")]  # 100ms was asked, nothing ended
     world.drain()
@@ -368,7 +368,7 @@ def test_a_check_of_an_ending_session_whose_room_is_over_records_its_close(world
     assert world.rt.state.begin_ending(CALL, session["id"], world.now) is not None
     world.hms.close_session(session["id"])
     world.hms.outbox.clear()  # its session.close.success never arrives
-    sync.check_session(world.rt, CALL, session["id"])
+    sessions.check_session(world.rt, CALL, session["id"])
     assert world.rt.state.call(CALL).session.status == "closed"
     world.drain()
     assert world.fields() == {"callActive": False}

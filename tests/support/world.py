@@ -15,8 +15,8 @@ from standins.base import rfc3339
 from worker.core import actions
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
 from worker.settings import Settings
+from worker.steps import sessions, sync
 from worker.steps import sweep as sweeps
-from worker.steps import sync
 from worker.steps.runtime import build_runtime
 
 KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
@@ -25,8 +25,8 @@ CID, CALL = "messaging:general", "call-messaging:general"
 
 STEPS = {
     actions.RECONCILE: sync.reconcile_channel,
-    actions.END_SESSION: sync.end_session,
-    actions.CHECK_SESSION: sync.check_session,
+    actions.END_SESSION: sessions.end_session,
+    actions.CHECK_SESSION: sessions.check_session,
 }
 
 

@@ -1,4 +1,4 @@
-"""Celery tasks: short adapters from a message to a `worker.steps.sync` step, under the retry
+"""Celery tasks: short adapters from a message to a `worker.steps` step, under the retry
 policy of worker.core.upstream (docs/behaviour.md, rule 7)."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from worker.core.upstream import UpstreamError, redis_retry_delay, retry_delay
 from worker.jobs.runtimes import runtime_for
 from worker.logs import fields
 from worker.ops import counters
+from worker.steps import sessions, sync
 from worker.steps import sweep as sweeps
-from worker.steps import sync
 from worker.steps.runtime import Runtime, acting_for
 from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
 
@@ -253,12 +253,12 @@ def reconcile_channel(self: Task, cid: str) -> None:
 
 @task(name=END_SESSION)
 def end_session(self: Task, call_id: str, session_id: str, reason: str) -> None:
-    run_step(self, sync.end_session, call_id, session_id, reason)
+    run_step(self, sessions.end_session, call_id, session_id, reason)
 
 
 @task(name=CHECK_SESSION)
 def check_session(self: Task, call_id: str, session_id: str) -> None:
-    run_step(self, sync.check_session, call_id, session_id)
+    run_step(self, sessions.check_session, call_id, session_id)
 
 
 @task(name=SWEEP)
