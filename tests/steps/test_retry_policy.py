@@ -227,6 +227,17 @@ def test_a_step_that_must_wait_is_deferred_under_its_own_id_without_spending_a_r
     assert worker.outcomes() == {"deferred": 1}
 
 
+def test_a_channel_held_long_is_asked_for_again_every_few_seconds_not_four_times_a_second(worker: Worker) -> None:
+    world = worker.world
+    channel_to_write(world)
+    assert world.rt.state.load(CID, lock=("a-dead-worker", 60)) is not None
+    world.rt.redis.pexpire(f"cs:lock:{CID}", 20_000)  # taken 40 s ago: its holder is likely gone
+    assert worker.run(actions.RECONCILE, CID, task_id="t-waits") == "returned"
+    [deferred] = worker.published()
+    assert deferred.id == "t-waits" and deferred.retries == 0
+    assert 4.5 <= deferred.wait <= 5.5, deferred  # not 0.25 s
+
+
 def test_a_retry_takes_back_the_channel_lock_its_first_attempt_could_not_release(worker: Worker) -> None:
     # Redis goes away as the PATCH reaches Stream: the write's bookkeeping and the unlock both
     # fail, and the channel's lock stays behind for its full time (60 s). The retry carries the

@@ -4,6 +4,7 @@ from worker.core.reconcile import (
     INACTIVE,
     BoundCall,
     Channel,
+    busy_wait,
     call_ended_by_client,
     claim_since,
     client_ended_call,
@@ -132,3 +133,9 @@ def test_a_missing_channel_is_read_again_once_per_session_of_its_call():
     assert plan_channel(missing, [BoundCall(X, session(sid="s1"))], 0, GRACE) is None
     assert plan_channel(missing, [BoundCall(X, session(sid="s2"))], 0, GRACE) == ReadChannel()
     assert plan_channel(missing, [BoundCall(X, session("closed", sid="s2"))], 0, GRACE) is None
+
+
+def test_a_busy_channel_is_asked_for_again_soon_unless_held_long() -> None:
+    assert busy_wait(None) == busy_wait(0.0) == busy_wait(0.5) == 0.25  # the usual hold: milliseconds
+    assert busy_wait(4.0) == 1.0  # a quarter of the hold so far
+    assert busy_wait(40.0) == 5.0  # a lock a dead holder left: every 5 s, not four times a second

@@ -79,6 +79,18 @@ def _claim_is_stale(claim: BoundCall | None, since: float, grace: float) -> bool
 
 
 TIMER_RESOLUTION_SECONDS = 0.001
+BUSY_WAIT_SECONDS = 0.25  # a reconcile holds its channel for milliseconds, as a rule
+BUSY_WAIT_MAX_SECONDS = 5.0
+
+
+def busy_wait(held_for: float | None) -> float:
+    """How long a task waits before asking again for a channel another reconcile holds (held
+    for `held_for` seconds so far; None: not known): a quarter second while the hold is as
+    short as reconciles' are, then a quarter of the hold so far, at most 5 s. A lock that a
+    killed worker left behind is then not asked for four times a second until it expires."""
+    if held_for is None:
+        return BUSY_WAIT_SECONDS
+    return min(max(BUSY_WAIT_SECONDS, held_for / 4), BUSY_WAIT_MAX_SECONDS)
 
 
 def plan_channel(channel: Channel, calls: Sequence[BoundCall], now: float, grace: float) -> ChannelStep:

@@ -14,7 +14,7 @@ from worker import logs
 from worker.core.actions import EndSession, ReadChannel, Recheck, Reconcile, VerifyCall
 from worker.core.channels import channel_change
 from worker.core.events import CallFields, HmsEvent, StreamEvent
-from worker.core.reconcile import call_ended_by_client, client_ended_call, live_call, plan_channel
+from worker.core.reconcile import busy_wait, call_ended_by_client, client_ended_call, live_call, plan_channel
 from worker.core.timebounds import admit_hms_event
 from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from worker.steps.runtime import Runtime, lock_token
@@ -84,7 +84,9 @@ def reconcile_channel(rt: Runtime, cid: str) -> None:
     token = lock_token()
     loaded = rt.state.load(cid, lock=(token, LOCK_SECONDS))
     if loaded is None:
-        raise Deferred(0.25, f"channel {cid} is being reconciled")
+        left = rt.state.lock_left(cid)
+        held_for = LOCK_SECONDS - left if left is not None else None
+        raise Deferred(busy_wait(held_for), f"channel {cid} is being reconciled")
     try:
         finished = _reconcile_locked(rt, cid, loaded, token)
     except BaseException:

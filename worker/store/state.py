@@ -309,6 +309,11 @@ class State:
         """Release the channel's lock if `token` still holds it (to run with `scripts.run`)."""
         return (_UNLOCK, [lock_key(cid)], [token])
 
+    def lock_left(self, cid: str) -> float | None:
+        """Seconds until the channel's lock expires (None: nobody holds it)."""
+        ms = int(self.redis.pttl(lock_key(cid)))
+        return ms / 1000 if ms >= 0 else None
+
     def unlock(self, cid: str, token: str) -> None:
         scripts.run(self.redis, [self.unlock_call(cid, token)])
 
