@@ -38,6 +38,7 @@ class FakeHms(Fake):
         self.app.add_url_rule("/rooms", view_func=self._list_rooms, methods=["GET"])
         self.app.add_url_rule("/rooms", view_func=self._create_room, methods=["POST"])
         self.app.add_url_rule("/rooms/<room_id>", view_func=self._get_room, methods=["GET"])
+        self.app.add_url_rule("/rooms/<room_id>", view_func=self._update_room, methods=["POST"])
         self.app.add_url_rule("/sessions", view_func=self._list_sessions, methods=["GET"])
         self.app.add_url_rule("/sessions/<session_id>", view_func=self._get_session, methods=["GET"])
         self.app.add_url_rule("/active-rooms/<room_id>", view_func=self._active_room, methods=["GET"])
@@ -84,10 +85,10 @@ class FakeHms(Fake):
             super()._deliver(hook)
         return json_response({"workflow_id": hex_id(), "status": "started", "message": f"replaying {len(replays)} event(s)"})
 
-    def create_room(self, name: str, template_id: str | None = None) -> Json:
+    def create_room(self, name: str, template_id: str | None = None, description: str | None = None) -> Json:
         """Create a room, or return the existing one: names are case-insensitive."""
         with self._lock:
-            return copy.deepcopy(self._room_named(name, template_id))
+            return copy.deepcopy(self._room_named(name, template_id, description))
 
     def open_session(self, room_id: str, started_at: float | None = None) -> Json:
         """Start a live session (maybe in the past); queues session.open.success. ValueError if live or locked."""
@@ -135,13 +136,14 @@ class FakeHms(Fake):
         """100ms error JSON: code, message, details."""
         return json_response({"code": status, "message": message, "details": []}, status, headers)
 
-    def _room_named(self, name: str, template_id: str | None = None) -> Json:
-        """The room of that name, created if none; a template given updates an existing room
-        (100ms-docs Rooms/create-via-api.mdx: "the same room will be updated")."""
+    def _room_named(self, name: str, template_id: str | None = None, description: str | None = None) -> Json:
+        """The room of that name, created if none; a template or description given updates an
+        existing room (100ms-docs Rooms/create-via-api.mdx: "the same room will be updated")."""
         for room in self.rooms.values():
             if room["name"].lower() == name.lower():
-                if template_id:
-                    room.update(template_id=template_id, updated_at=rfc3339(time.time()))
+                given = {k: v for k, v in (("template_id", template_id), ("description", description)) if v}
+                if given:
+                    room.update(given, updated_at=rfc3339(time.time()))
                 return room
         stamp = rfc3339(self.clock())
         room = {
@@ -149,6 +151,7 @@ class FakeHms(Fake):
             "name": name,
             "enabled": True,
             "template_id": template_id or self.template_id,
+            "description": description or "",
             "created_at": stamp,
             "updated_at": stamp,
         }
@@ -226,12 +229,31 @@ class FakeHms(Fake):
     def _create_room(self) -> Response:
         """POST /rooms {"name"}: creates or returns the existing room of that name."""
         body = request.get_json(silent=True)
-        name = body.get("name") if isinstance(body, dict) else None
+        body = body if isinstance(body, dict) else {}
+        name = body.get("name")
         if not isinstance(name, str) or not _ROOM_NAME.match(name):
             return self._error(400, "room name may only use a-z A-Z 0-9 . - : _")
-        template_id = body.get("template_id") if isinstance(body, dict) else None
+        template_id, description = body.get("template_id"), body.get("description")
+        template_id = template_id if isinstance(template_id, str) else None
         with self._lock:
-            return json_response(copy.deepcopy(self._room_named(name, template_id if isinstance(template_id, str) else None)))
+            room = self._room_named(name, template_id, description if isinstance(description, str) else None)
+            return json_response(copy.deepcopy(room))
+
+    def _update_room(self, room_id: str) -> Response:
+        """POST /rooms/{room_id}: change the fields given (description, template_id, ...); the
+        rest stay as they are (100ms-docs Rooms/update-a-room.mdx)."""
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return self._error(400, "the body must be a JSON object")
+        with self._lock:
+            room = self.rooms.get(room_id)
+            if room is None:
+                return self._error(404, "room not found")
+            if "name" in body and (not isinstance(body["name"], str) or not _ROOM_NAME.match(body["name"])):
+                return self._error(400, "room name may only use a-z A-Z 0-9 . - : _")
+            room.update({k: v for k, v in body.items() if k in ("name", "description", "template_id", "enabled")})
+            room["updated_at"] = rfc3339(time.time())
+            return json_response(copy.deepcopy(room))
 
     def _list_sessions(self) -> Response:
         """GET /sessions?room_id=..&active=true|false, newest first."""

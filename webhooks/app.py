@@ -17,6 +17,7 @@ from flask import Flask, Response, request
 from webhooks.body import BadBody, BodyTooLarge, inflate_limited, read_limited
 from webhooks.metrics import WebhookMetrics
 from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT
+from worker.core.binding import call_of_room
 from worker.core.events import (
     HMS_TYPES,
     STREAM_TYPES,
@@ -65,12 +66,8 @@ def _ids(event: Any) -> dict[str, Any]:
     if isinstance(event, StreamEvent):
         return {"cid": event.cid, "call_id": event.fields.call_id if event.fields else None}
     if isinstance(event, HmsEvent):
-        return {
-            "room_id": event.room_id,
-            "session_id": event.session_id,
-            "call_id": event.room_name,
-            "cid": cid_of_room(event.room_name),
-        }
+        call_id = call_of_room(event.room_name) if event.room_name else None
+        return {"room_id": event.room_id, "session_id": event.session_id, "call_id": call_id, "cid": cid_of_room(call_id)}
     return {}
 
 

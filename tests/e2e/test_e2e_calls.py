@@ -8,6 +8,7 @@ Outcomes are judged by the answers and by what the stand-ins end up holding.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,12 +18,15 @@ from urllib.parse import quote
 import httpx
 import jwt
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from standins import FakeHms, FakeStream, serve
 from tests.e2e.test_e2e import procfile
 from tests.support.servers import real_redis, real_url
 from worker.cli import launch
+from worker.store.enqueue import QUEUE
+from worker.store.keys import channel_key
 
 pytestmark = pytest.mark.redis
 
@@ -171,6 +175,61 @@ def test_a_member_ending_the_call_ends_the_room_and_clears_the_channel(calls: Ca
     end_rooms = [p for _, p, _ in calls.hms.calls if p == f"/active-rooms/{room_id}/end-room"]
     assert len(end_rooms) == 1
     assert calls.end("alice", call_id).json() == {"status": "no active session"}
+
+
+def settle(calls: Calls, seconds: float = 20.0) -> None:
+    """Wait until no webhook is being delivered and no task is waiting in the queue, ten looks in a
+    row (a second: what the worker took meanwhile has run; a reconcile due later may still wait)."""
+    store, calm, deadline = redis.Redis.from_url(real_url()), 0, time.monotonic() + seconds
+    while calm < 10:
+        assert time.monotonic() < deadline, "callsync did not settle"
+        busy = calls.stream.deliveries_in_flight + calls.hms.deliveries_in_flight + store.llen(QUEUE)
+        calm = 0 if busy else calm + 1
+        time.sleep(0.1)
+
+
+def test_a_channel_whose_id_differs_only_in_case_cannot_take_end_or_show_anothers_call(calls: Calls) -> None:
+    """The review's case 1 with real processes: Mallory, sole member of messaging:TEAM-x, against the
+    live call of messaging:team-x that its members made with the reference client."""
+    tag = uuid.uuid4().hex[:8]
+    victim, hers = f"messaging:team-{tag}", f"messaging:TEAM-{tag}"
+    for cid, members in ((victim, ("alice", "bob")), (hers, ("mallory",))):
+        calls.stream.create_channel(cid)
+        for user in members:
+            calls.stream.add_member(cid, user)
+    room = calls.hms.create_room(f"call-{victim}")
+    session = calls.hms.open_session(room["id"])
+    launch.wait_for(lambda: calls.stream.call_fields(victim).get("callActive") is True, 15, "callsync to show the call")
+    created = calls.create("mallory", hers, f"call-{hers}")
+    assert created.status_code == 200 and claims(created.json()["token"])["room_id"] != room["id"]
+    assert calls.create("mallory", hers, f"call-{victim}").status_code == 409
+    assert calls.join("mallory", f"call-{victim}").status_code == 403
+    assert calls.end("mallory", f"call-{hers}").json() == {"status": "no active session"}
+    joined = calls.join("bob", f"call-{victim}")
+    assert joined.status_code == 200 and claims(joined.json()["token"])["room_id"] == room["id"]
+    assert calls.create("alice", victim, f"call-{victim}").status_code == 200
+    settle(calls)
+    assert calls.hms.sessions[session["id"]]["active"]
+    assert calls.stream.call_fields(hers) == {}  # never shown the victim's call
+    assert calls.stream.call_fields(victim) == {"callActive": True, "callId": f"call-{victim}"}
+
+
+def test_another_channels_end_call_ends_nothing(calls: Calls) -> None:
+    """The review's case 2 with real processes: a member of messaging:evil-x writes the victim's call
+    into their own channel, then End call."""
+    victim, evil = channel(calls, "victim", "alice"), channel(calls, "evil", "mallory")
+    room = calls.hms.create_room(f"call-{victim}")
+    session = calls.hms.open_session(room["id"])
+    launch.wait_for(lambda: calls.stream.call_fields(victim).get("callActive") is True, 15, "callsync to show the call")
+    calls.stream.client_update(evil, {"data.callActive": True, "data.callId": f"call-{victim}"}, user_id="mallory")
+    settle(calls)
+    calls.stream.client_update(evil, {"data.callActive": False}, ["data.callId"], user_id="mallory")
+    store = redis.Redis.from_url(real_url())  # not real_redis(): that one flushes
+    launch.wait_for(lambda: store.hget(channel_key(evil), "a") == b"0", 15, "callsync to record the End call")
+    settle(calls)
+    assert calls.hms.sessions[session["id"]]["active"]
+    assert not [p for _, p, _ in calls.hms.calls if p == f"/active-rooms/{room['id']}/end-room"]
+    assert calls.stream.call_fields(victim) == {"callActive": True, "callId": f"call-{victim}"}
 
 
 def test_no_token_appears_in_any_process_log(calls: Calls) -> None:

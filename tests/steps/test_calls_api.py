@@ -174,10 +174,12 @@ def test_creating_again_reuses_the_room_without_asking_anyone(web: Web) -> None:
 
 def test_any_call_id_is_bound_to_the_channel_that_created_it(web: Web) -> None:
     assert web.create("alice", call_id="Standup.1").status_code == 200
-    assert State(web.redis).channels_of_call("standup.1") == {CID}
+    assert State(web.redis).channels_of_call("Standup.1") == {CID}
+    assert State(web.redis).channels_of_call("standup.1") == set()  # call ids are exact
     asked = len(web.stream.calls) + len(web.hms.calls)
-    assert web.join("bob", call_id="standup.1").status_code == 200  # room names are case-insensitive
+    assert web.join("bob", call_id="Standup.1").status_code == 200
     assert len(web.stream.calls) + len(web.hms.calls) == asked  # membership and room cached for any id
+    assert web.join("bob", call_id="standup.1").status_code == 404  # another call, nobody's yet
     assert web.create("mallory", call_id="Standup.1", cid="messaging:random").status_code == 409
     assert web.create("alice", call_id="call-messaging:random").status_code == 409
 

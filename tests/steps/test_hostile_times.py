@@ -116,7 +116,7 @@ def test_a_stream_event_from_the_future_is_dated_now_and_later_news_still_counts
     world.rt.state.record_stream_event(future, world.now)
     assert float(world.rt.redis.hget(channel_key(CID), "v")) == world.now
     later = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 1, False, "alice")
-    assert world.rt.state.record_stream_event(later, world.now + 1).applied
+    assert world.rt.state.record_stream_event(later, world.now + 1)[0].applied
 
 
 def test_the_sweep_drops_a_bound_channel_scored_in_the_future(world):

@@ -143,6 +143,7 @@ def task_arguments(world: World) -> dict[str, tuple[Any, ...]]:
         actions.END_SESSION: (CALL, "s-1", "maximum session length reached"),
         actions.CHECK_SESSION: (CALL, "s-1"),
         "callsync.sweep": (),
+        actions.RECORD_OWNER: ("standup", CID),
     }
 
 

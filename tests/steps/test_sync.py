@@ -294,7 +294,7 @@ def test_an_event_recorded_between_the_read_and_the_write_is_reconciled_after_al
     # While callsync's PATCH is on its way, a client's update lands at Stream after it: its
     # event matches the record callsync read (inactive), so by itself it asks for nothing.
     late = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 1, False, "alice")
-    assert not world.rt.state.record_stream_event(late, world.now).needs_reconcile
+    assert not world.rt.state.record_stream_event(late, world.now)[0].needs_reconcile
     sync._write(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
     world.stream.client_update(CID, {"data.callActive": False}, ["data.callId"])  # what Stream now shows
     world.stream.outbox.clear()

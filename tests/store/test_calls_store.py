@@ -6,8 +6,8 @@ import redis
 
 from worker.core.calls import MEMBERSHIP_TTL, Room, Roster
 from worker.core.events import HmsEvent
-from worker.store.calls import CallsStore, owner_key, roster_key
-from worker.store.state import CALL_TTL, State
+from worker.store.calls import CallsStore, roster_key
+from worker.store.state import State
 
 CID, CALL = "messaging:general", "call-messaging:general"
 
@@ -19,9 +19,11 @@ def test_a_snapshot_counts_the_request_and_reads_what_is_cached(redis_client: re
     assert 0 < redis_client.ttl("cs:callrate:7:alice") <= 61
     store.save_roster(CID, Roster(True, frozenset({"alice"}), frozenset({"eve"}), complete=True))
     store.save_room(CALL, Room("room-1", CALL))
-    assert store.claim("Call-Messaging:General", CID) == CID
+    assert State(redis_client).bind(CID, "standup", 1.0).first
+    assert store.snapshot("alice", 7, 60.0, "standup", CID).owner == CID
+    assert store.snapshot("alice", 7, 60.0, "Standup", CID).owner is None  # call ids are exact
     snap = store.snapshot("alice", 7, 60.0, CALL, CID)
-    assert (snap.requests, snap.owner, snap.room) == (2, CID, Room("room-1", CALL))
+    assert (snap.requests, snap.owner, snap.room) == (4, None, Room("room-1", CALL))  # a reference id: no record
     assert snap.roster == Roster(True, frozenset({"alice"}), complete=True)
     assert store.snapshot("eve", 7, 60.0, CALL, CID).roster == Roster(True, complete=True)  # a "no" is not kept
     assert store.snapshot("alice", 8, 60.0, CALL, None).requests == 1  # a new window, no roster asked
@@ -29,18 +31,11 @@ def test_a_snapshot_counts_the_request_and_reads_what_is_cached(redis_client: re
 
 def test_a_room_callsync_saw_a_session_of_counts_as_known(redis_client: redis.Redis) -> None:
     State(redis_client).record_hms_event(
-        HmsEvent("e1", "session.open.success", "room-9", "Call-Messaging:General", "s1", 1.0, 1.0, False), 1.0
+        HmsEvent("e1", "session.open.success", "room-9", "call-messaging:team--cs1e000", "s1", 1.0, 1.0, False), 1.0
     )
-    assert CallsStore(redis_client).snapshot("alice", 1, 60.0, CALL, None).room == Room("room-9", "Call-Messaging:General")
-
-
-def test_the_first_channel_to_claim_a_call_owns_it(redis_client: redis.Redis) -> None:
-    store = CallsStore(redis_client)
-    assert store.claim("standup", CID) == CID
-    redis_client.expire(owner_key("standup"), 5)
-    assert store.claim("STANDUP", "messaging:random") == CID  # case-insensitive, like room names
-    assert redis_client.ttl(owner_key("standup")) <= 5  # another channel's claim refreshes nothing
-    assert store.claim("standup", CID) == CID and redis_client.ttl(owner_key("standup")) > CALL_TTL - 5
+    known = CallsStore(redis_client).snapshot("alice", 1, 60.0, "call-messaging:TEAM", None).room
+    assert known == Room("room-9", "call-messaging:team--cs1e000")  # the derived room of that exact id
+    assert CallsStore(redis_client).snapshot("alice", 1, 60.0, "call-messaging:team", None).room is None
 
 
 def test_rosters_expire_and_partial_ones_take_single_answers(redis_client: redis.Redis) -> None:

@@ -65,10 +65,15 @@ def test_a_real_start_time_moves_an_estimated_one_in_the_index(state):
     assert index(state) == {bucket_of(T0): {"call-a:b"}}
 
 
-def test_a_mixed_case_room_keeps_its_spelling(state):
+def test_a_call_is_keyed_by_its_exact_id_and_a_derived_room_by_the_id_it_encodes(state):
     open_(state, "call-messaging:General", "s1", T0)
-    assert state.call("CALL-MESSAGING:general").session.room_name == "call-messaging:General"
-    assert state.claim_overdue(T0, 10, T0 + 1) == [("call-messaging:General", "s1")]
+    assert state.call("call-messaging:general").session is None  # another case is another call
+    assert state.call("call-messaging:General").session.room_name == "call-messaging:General"
+    open_(state, "call-messaging:general--cs0", "s2", T0)  # the derived room of call-messaging:general
+    derived = state.call("call-messaging:general").session
+    assert derived.session_id == "s2" and derived.room_name == "call-messaging:general--cs0"
+    moved = sorted(state.claim_overdue(T0, 10, T0 + 1))
+    assert moved == [("call-messaging:General", "s1"), ("call-messaging:general", "s2")]  # call ids, not room names
 
 
 def test_rooms_without_a_call_id_name_are_not_recorded(state):
@@ -160,10 +165,13 @@ def test_the_holders_own_token_takes_the_lock_back_for_a_full_lock_time(state):
     assert state.load(CID, lock=("task-2", 5.0)) is None
 
 
-def test_a_default_call_listed_in_another_case_is_read_once(state):
-    state.bind(CID, "CALL-messaging:general", T0)
+def test_a_call_of_another_channel_is_never_among_a_channels_calls(state):
+    assert state.bind("messaging:other", "standup", T0).owned
+    assert not state.bind(CID, "standup", T0 + 1).owned  # another channel bound it first
+    assert not state.bind(CID, "call-messaging:General", T0 + 1).owned  # it names messaging:General
+    assert state.bind(CID, "CALL-messaging:general", T0 + 1).owned  # a free-form id (no `call-` form) nobody bound
     loaded = state.load(CID)
-    assert loaded is not None and [c.call_id for c in loaded.calls] == ["CALL-messaging:general"]
+    assert loaded is not None and [c.call_id for c in loaded.calls] == ["CALL-messaging:general", "call-messaging:general"]
 
 
 def test_replace_writes_only_over_the_record_it_read(state):
@@ -193,13 +201,13 @@ def test_an_event_that_changes_nothing_says_so(state):
         fields = CallFields(active, "call-x" if active else None)
         return StreamEvent("channel.updated", CID, fields, version, False, "u1")
 
-    first = state.record_stream_event(event(T0, True), T0)
-    assert first.changed and first.new_binding
-    again = state.record_stream_event(event(T0, True), T0)  # the same again (a duplicate)
+    first, bound = state.record_stream_event(event(T0, True), T0)
+    assert first.changed and first.new_binding and bound is not None and bound.first
+    again, _ = state.record_stream_event(event(T0, True), T0)  # the same again (a duplicate)
     assert again.applied and not again.changed
-    older = state.record_stream_event(event(T0 - 5, False), T0)
+    older, _ = state.record_stream_event(event(T0 - 5, False), T0)
     assert not older.applied and not older.changed
-    assert state.record_stream_event(event(T0 + 1, False), T0).changed
+    assert state.record_stream_event(event(T0 + 1, False), T0)[0].changed
 
 
 def test_a_change_stays_pending_until_a_reconcile_that_read_it_finishes(state):
@@ -208,8 +216,8 @@ def test_a_change_stays_pending_until_a_reconcile_that_read_it_finishes(state):
     def event(version: float, call_id: str | None) -> StreamEvent:
         return StreamEvent("channel.updated", CID, CallFields(call_id is not None, call_id), version, False, "u1")
 
-    assert state.record_stream_event(event(T0, "call-x"), T0).pending
-    again = state.record_stream_event(event(T0, "call-x"), T0)
+    assert state.record_stream_event(event(T0, "call-x"), T0)[0].pending
+    again, _ = state.record_stream_event(event(T0, "call-x"), T0)
     assert not again.changed and again.pending and again.needs_reconcile  # its reconcile has not run
     state.record_channel(CID, CallFields(True, "call-x"), T0)  # a reconcile's read of Stream keeps the mark
     assert state.load(CID).raw.get(b"p") == b"1"
@@ -218,7 +226,7 @@ def test_a_change_stays_pending_until_a_reconcile_that_read_it_finishes(state):
     state.finish(CID, "t", seen)
     assert state.load(CID).raw.get(b"p") == b"1" and state.load(CID, lock=("u", 5.0)) is not None  # kept; unlocked
     state.finish(CID, "u", state.load(CID))
-    settled = state.record_stream_event(event(T0 + 1, "call-y"), T0)
+    settled, _ = state.record_stream_event(event(T0 + 1, "call-y"), T0)
     assert not settled.pending and not settled.needs_reconcile
 
 

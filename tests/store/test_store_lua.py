@@ -1,16 +1,18 @@
-"""The store's Lua programs on fakeredis and real Redis: compare_and_set.lua, and the sweep's
-claim (claim_overdue.lua) holding to core.sessions.advance."""
+"""The store's Lua programs on fakeredis and real Redis: compare_and_set.lua, the sweep's claim
+(claim_overdue.lua) holding to core.sessions.advance, a channel's load (load_channel.lua) to
+core.binding.call_ids_of_channel, and the owner's binding (bind_owned.lua) to core.binding.may_bind."""
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from worker.core.binding import call_ids_of_channel, default_call_id
 from worker.core.sessions import Session, advance
 from worker.store import scripts
 from worker.store.codec import session_to_hash
-from worker.store.keys import BUCKET_SECONDS, OPEN_BUCKETS, bucket_key, bucket_of, call_key
-from worker.store.state import NO_TTL, State, compare_and_set, written
+from worker.store.keys import BUCKET_SECONDS, OPEN_BUCKETS, bindings_key, bucket_key, bucket_of, call_key, owner_key
+from worker.store.state import NO_TTL, Bound, State, compare_and_set, written
 
 T0 = 1_800_000_000
 
@@ -69,3 +71,42 @@ def test_the_sweeps_claim_moves_sessions_as_core_sessions_advance_does(redis_cli
         expected = advance(session, "ending", now) if call_id in moved else session
         assert state.call(call_id).session == expected
         assert moved.get(call_id, session.session_id) == session.session_id
+
+
+CIDS = st.builds(
+    lambda kind, cid_id: f"{kind}:{cid_id}",
+    st.text("abcAB_-", min_size=1, max_size=8),
+    st.text("abcXYZ09.-:_", min_size=1, max_size=12),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cid=CIDS, others=st.lists(st.text("abcXY09-:", min_size=1, max_size=10), unique=True, max_size=4), data=st.data())
+def test_load_channel_lua_lists_the_calls_core_binding_names(redis_client, cid: str, others: list[str], data) -> None:
+    """load_channel.lua adds the default call id itself (atomically with the read): it must name
+    the same calls, in the same order, as core.binding.call_ids_of_channel."""
+    redis_client.flushdb()
+    default = default_call_id(cid)
+    spellings = st.sampled_from([default, default.upper(), default.swapcase()])
+    bound = others + data.draw(st.lists(spellings, unique=True, max_size=1))
+    bound = data.draw(st.permutations(bound))
+    for at, call_id in enumerate(bound):
+        redis_client.zadd(bindings_key(cid), {call_id: 1000.0 + at})
+    loaded = State(redis_client).load(cid)
+    assert loaded is not None
+    assert [c.call_id for c in loaded.calls] == call_ids_of_channel(cid, bound)
+
+
+def test_bind_owned_lua_binds_only_the_owner_and_records_the_first_binder(redis_client) -> None:
+    state = State(redis_client)
+    assert state.bind("messaging:a", "standup", T0) == Bound("standup", owned=True, new=True, first=True, owner="messaging:a")
+    assert state.bind("messaging:a", "standup", T0 + 1) == Bound("standup", owned=True, new=False, owner="messaging:a")
+    assert state.bind("messaging:b", "standup", T0 + 2) == Bound("standup", owned=False, owner="messaging:a")
+    assert redis_client.zscore(bindings_key("messaging:b"), "standup") is None  # binds nothing
+    # A reference-form id: its channel, never the first that showed it; nothing recorded.
+    assert not state.bind("messaging:TEAM", "call-messaging:team", T0).owned
+    assert state.bind("messaging:team", "call-messaging:team", T0) == Bound(
+        "call-messaging:team", owned=True, new=True, first=False, owner="messaging:team"
+    )
+    assert redis_client.get(owner_key("call-messaging:team")) is None
+    assert state.owner_of_call("standup") == "messaging:a" and state.owner_of_call("call-messaging:TEAM") == "messaging:TEAM"

@@ -106,7 +106,9 @@ def test_a_members_event_showing_the_claim_restarts_it():
 def test_client_ending_the_call_ends_the_open_session():
     calls = [BoundCall(X, session())]
     before, after = CallFields(True, X), INACTIVE
-    assert client_ended_call(before, after, False, calls) == session()
+    assert client_ended_call(before, after, False, calls) == BoundCall(X, session())
+    # Another channel's call is never among a channel's calls: its End call ends nothing.
+    assert client_ended_call(CallFields(True, "call-messaging:team"), after, False, calls) is None
     assert client_ended_call(before, after, True, calls) is None  # a server write (maybe ours)
     assert client_ended_call(INACTIVE, after, False, calls) is None
     assert client_ended_call(before, CallFields(True, X), False, calls) is None

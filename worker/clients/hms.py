@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import jwt
 
-from worker.clients.http import CALL_DEADLINE_SECONDS, OnUpstreamCall, ignore_call, segment, upstream_request
+from worker.clients.http import CALL_DEADLINE_SECONDS, Answer, OnUpstreamCall, ignore_call, segment, upstream_request
 from worker.core.calls import Room
 from worker.core.checks import LiveSession
 from worker.core.events import parse_time
@@ -67,24 +67,26 @@ class HmsClient:
     def __init__(self, client: httpx.Client, on_call: OnUpstreamCall = ignore_call, deadline: float = CALL_DEADLINE_SECONDS):
         self._http, self._on_call, self._deadline = client, on_call, deadline
 
-    def end_room(self, room_id: str, reason: str) -> bool:
-        """End the room's active session for everyone; False if there was none (404)."""
+    def _request(self, method: str, endpoint: str, path: str | None = None, **kwargs: Any) -> Answer:
+        """Every call to 100ms: `endpoint` is the path template (for metrics), `path` the real path."""
+        return upstream_request(
+            self._http, API, method, path or endpoint, endpoint=endpoint, on_call=self._on_call, deadline=self._deadline, **kwargs
+        )
+
+    def _unless_missing(self, method: str, endpoint: str, path: str, **kwargs: Any) -> Answer | None:
+        """`_request`, with None for a 404 (no such room, no active session)."""
         try:
-            upstream_request(
-                self._http,
-                API,
-                "POST",
-                f"/active-rooms/{segment(room_id)}/end-room",
-                endpoint="/active-rooms/{room_id}/end-room",
-                on_call=self._on_call,
-                deadline=self._deadline,
-                json={"reason": reason, "lock": False},
-            )
+            return self._request(method, endpoint, path, **kwargs)
         except UpstreamError as exc:
             if exc.status == 404:
-                return False
+                return None
             raise
-        return True
+
+    def end_room(self, room_id: str, reason: str) -> bool:
+        """End the room's active session for everyone; False if there was none (404)."""
+        path = f"/active-rooms/{segment(room_id)}/end-room"
+        body = {"reason": reason, "lock": False}
+        return self._unless_missing("POST", "/active-rooms/{room_id}/end-room", path, json=body) is not None
 
     def live_session(self, room_id: str) -> LiveSession | None:
         """The room's active session, or None when 100ms reports none.
@@ -92,16 +94,7 @@ class HmsClient:
         `GET /sessions?room_id=..&active=true` is the documented way (100ms-docs,
         Sessions/list-sessions.mdx); `active` is sent explicitly.
         """
-        response = upstream_request(
-            self._http,
-            API,
-            "GET",
-            "/sessions",
-            endpoint="/sessions",
-            on_call=self._on_call,
-            deadline=self._deadline,
-            params={"room_id": room_id, "active": "true", "limit": 10},
-        )
+        response = self._request("GET", "/sessions", params={"room_id": room_id, "active": "true", "limit": 10})
         for session in _dict(response.json()).get("data") or []:
             session = _dict(session)
             if session.get("active") is True and session.get("id"):
@@ -113,14 +106,8 @@ class HmsClient:
     def active_session(self, room_id: str) -> LiveSession | None:
         """The session live in the room now, or None when the room is not active (404):
         `GET /active-rooms/{room_id}` (100ms-docs, api-reference/active-rooms/retrieve-active-room.mdx)."""
-        try:
-            url, endpoint = f"/active-rooms/{segment(room_id)}", "/active-rooms/{room_id}"
-            response = upstream_request(self._http, API, "GET", url, endpoint=endpoint, on_call=self._on_call)
-        except UpstreamError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        session = _dict(_dict(response.json()).get("session"))
+        response = self._unless_missing("GET", "/active-rooms/{room_id}", f"/active-rooms/{segment(room_id)}")
+        session = _dict(_dict(response.json()).get("session")) if response is not None else {}
         if not session.get("id"):
             return None
         return LiveSession(room_id=room_id, session_id=str(session["id"]), started_at=parse_time(session.get("created_at")))
@@ -134,16 +121,7 @@ class HmsClient:
         """The enabled room called `name` (case-insensitive), without creating it
         (`GET /rooms?name=`; 100ms lists enabled rooms unless asked otherwise, 100ms-docs
         Rooms/list-rooms.mdx)."""
-        response = upstream_request(
-            self._http,
-            API,
-            "GET",
-            "/rooms",
-            endpoint="/rooms",
-            on_call=self._on_call,
-            deadline=self._deadline,
-            params={"name": name},
-        )
+        response = self._request("GET", "/rooms", params={"name": name})
         for found in _dict(response.json()).get("data") or []:
             room = _room(found)
             if room is not None and room.name.lower() == name.lower():
@@ -152,48 +130,30 @@ class HmsClient:
 
     def room(self, room_id: str) -> Room | None:
         """The room `room_id`, or None when 100ms knows none (`GET /rooms/{id}`, Rooms/retrieve-room.mdx)."""
-        try:
-            response = upstream_request(
-                self._http,
-                API,
-                "GET",
-                f"/rooms/{segment(room_id)}",
-                endpoint="/rooms/{room_id}",
-                on_call=self._on_call,
-                deadline=self._deadline,
-            )
-        except UpstreamError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _room(response.json())
+        response = self._unless_missing("GET", "/rooms/{room_id}", f"/rooms/{segment(room_id)}")
+        return _room(response.json()) if response is not None else None
 
-    def create_room(self, name: str, template_id: str = "") -> Room:
+    def create_room(self, name: str, template_id: str = "", description: str = "") -> Room:
         """The room called `name`, created if there is none (`POST /rooms` returns the existing
         room of that name, names case-insensitive; Rooms/create-via-api.mdx). That call also
         updates an existing room with what it is given, so callers look the room up first."""
         body = {"name": name, **({"template_id": template_id} if template_id else {})}
-        response = upstream_request(
-            self._http, API, "POST", "/rooms", endpoint="/rooms", json=body, on_call=self._on_call, deadline=self._deadline
-        )
+        body |= {"description": description} if description else {}
+        response = self._request("POST", "/rooms", json=body)
         room = _room(response.json())
         if room is None:
             raise UpstreamError(API, response.status, "room creation answered no room id", Retry.BACKOFF)
         return room
 
+    def describe_room(self, room_id: str, description: str) -> None:
+        """Set a room's description, and nothing else of it (`POST /rooms/{room_id}`, the room
+        update of 100ms-docs Rooms/update-a-room.mdx: fields not given are left as they are)."""
+        self._request("POST", "/rooms/{room_id}", f"/rooms/{segment(room_id)}", json={"description": description})
+
     def replay_failed_webhooks(self, start: str, end: str) -> dict[str, Any]:
         """Ask 100ms to re-send the webhook deliveries that failed between `start` and `end`."""
-        response = upstream_request(
-            self._http,
-            API,
-            "POST",
-            "/analytics/webhooks/replay",
-            endpoint="/analytics/webhooks/replay",
-            on_call=self._on_call,
-            deadline=self._deadline,
-            json={"start_time": start, "end_time": end, "status": "failed"},
-        )
-        return _dict(response.json())
+        body = {"start_time": start, "end_time": end, "status": "failed"}
+        return _dict(self._request("POST", "/analytics/webhooks/replay", json=body).json())
 
 
 def _dict(value: object) -> dict[str, Any]:
@@ -202,5 +162,7 @@ def _dict(value: object) -> dict[str, Any]:
 
 def _room(value: object) -> Room | None:
     room = _dict(value)
-    room_id, name = room.get("id"), room.get("name")
-    return Room(room_id, name) if isinstance(room_id, str) and room_id and isinstance(name, str) else None
+    room_id, name, description = room.get("id"), room.get("name"), room.get("description")
+    if not isinstance(room_id, str) or not room_id or not isinstance(name, str):
+        return None
+    return Room(room_id, name, description if isinstance(description, str) else None)

@@ -20,7 +20,8 @@ RECONCILE = "callsync.reconcile_channel"
 END_SESSION = "callsync.end_session"
 CHECK_SESSION = "callsync.check_session"
 SWEEP = "callsync.sweep"
-TASK_NAMES = (APPLY_STREAM_EVENT, APPLY_HMS_EVENT, RECONCILE, END_SESSION, CHECK_SESSION, SWEEP)
+RECORD_OWNER = "callsync.record_owner"
+TASK_NAMES = (APPLY_STREAM_EVENT, APPLY_HMS_EVENT, RECONCILE, END_SESSION, CHECK_SESSION, SWEEP, RECORD_OWNER)
 
 
 # --- a channel's next step (core.reconcile.plan_channel) ---------------------------------
@@ -112,3 +113,12 @@ class CheckSession(Scheduled):
     task: ClassVar[str] = CHECK_SESSION
     call_id: str
     session_id: str
+
+
+@dataclass(frozen=True)
+class RecordOwner(Scheduled):
+    """Write `cid`, the first channel to bind the free-form `call_id`, into its 100ms room."""
+
+    task: ClassVar[str] = RECORD_OWNER
+    call_id: str
+    cid: str

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
+from worker.core.binding import owner_of
 from worker.core.events import CID_RE, cid_of_room, valid_call_id
 from worker.core.sessions import Session
 from worker.core.upstream import UpstreamError
@@ -39,10 +40,12 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Room:
-    """A 100ms room: the call's room has the call id as its name."""
+    """A 100ms room: the call's room has the call id as its name (or a name derived from it:
+    core.binding.derived_room_name); its description may record the call's owner."""
 
     id: str
     name: str
+    description: str | None = None
 
 
 # --- which call, which channel ---------------------------------------------------------------
@@ -77,22 +80,18 @@ def create_request(body: object) -> tuple[str, str]:
     return call_id, str(kind)
 
 
-def check_owner(call_id: str, cid: str, owner: str | None) -> None:
-    """A call belongs to one channel: Refused 409 when `call_id` is another channel's.
-
-    Its owner is the channel that created it through the calls API, else the channel its
-    name gives in the reference client's form `call-<type>:<id>`.
-    """
-    named = cid_of_room(call_id)
-    if named is not None and named != cid:
-        raise Refused(409, f"call {call_id} names another channel")
+def check_owner(call_id: str, cid: str, recorded: str | None) -> None:
+    """A call belongs to one channel (core.binding.owner_of): Refused 409 when `call_id` is
+    another channel's, by its reference form or because another channel bound it first."""
+    owner = owner_of(call_id, recorded)
     if owner is not None and owner != cid:
-        raise Refused(409, f"call {call_id} belongs to another channel")
+        named = cid_of_room(call_id) is not None
+        raise Refused(409, f"call {call_id} {'names' if named else 'belongs to'} another channel")
 
 
-def channel_of_call(call_id: str, owner: str | None) -> str:
+def channel_of_call(call_id: str, recorded: str | None) -> str:
     """The channel whose members may join or end `call_id`, or Refused 404 (a call nobody created)."""
-    cid = owner or cid_of_room(call_id)
+    cid = owner_of(call_id, recorded)
     if cid is None:
         raise Refused(404, "no such call")
     return cid

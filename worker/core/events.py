@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from worker.core.binding import cid_of_room as cid_of_room  # the binding rule, re-exported for parsers' users
+from worker.core.binding import is_reserved
 
+# A 100ms room name's characters (100ms-docs Rooms/create-via-api.mdx), which call ids share.
 CALL_ID_RE = re.compile(r"[A-Za-z0-9.\-:_]{1,256}")
 # Lone surrogates (JSON escapes like "\ud800") are not text: no Redis key or URL can carry them.
 CID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}:[^\s\ud800-\udfff]{1,255}")
@@ -50,11 +52,18 @@ def parse_time(value: object) -> float | None:
     return moment.timestamp()
 
 
-def valid_call_id(value: object) -> str | None:
-    """The call id if `value` is one (docs/behaviour.md, terms), else None."""
+def valid_room_name(value: object) -> str | None:
+    """The room name if `value` can be one, else None."""
     if isinstance(value, str) and CALL_ID_RE.fullmatch(value):
         return value
     return None
+
+
+def valid_call_id(value: object) -> str | None:
+    """The call id if `value` is one (docs/behaviour.md, terms): a room name that is not of the
+    form callsync reserves for the rooms of ids that differ only in case (core.binding)."""
+    name = valid_room_name(value)
+    return name if name is not None and not is_reserved(name) else None
 
 
 @dataclass(frozen=True)
@@ -215,7 +224,7 @@ def parse_hms_event(body: object) -> HmsEvent | None:
         id=event_id,
         type=kind,
         room_id=room_id,
-        room_name=valid_call_id(data.get("room_name")),
+        room_name=valid_room_name(data.get("room_name")),
         session_id=session_id,
         started_at=started_at,
         at=_hms_event_time(body, data, started_at),

@@ -51,10 +51,10 @@ def desired_state(calls: Sequence[BoundCall]) -> CallFields:
 
 
 def _find(calls: Sequence[BoundCall], call_id: str | None) -> BoundCall | None:
+    """The bound call of that exact id (call ids are case-sensitive, as channel ids are)."""
     if call_id is None:
         return None
-    wanted = call_id.lower()
-    return next((call for call in calls if call.call_id.lower() == wanted), None)
+    return next((call for call in calls if call.call_id == call_id), None)
 
 
 def _claim_is_stale(claim: BoundCall | None, since: float, grace: float) -> bool:
@@ -110,9 +110,14 @@ def plan_channel(channel: Channel, calls: Sequence[BoundCall], now: float, grace
     # Never later than now: no claim, whatever clock dated it, defers its check past one grace.
     since = min(channel.claim_since, now) if channel.claim_since is not None else now
     claim = _find(calls, known.call_id)
+    due = since + grace
+    if claim is None and known.call_id is not None:
+        # Another channel's call (core.binding): wrong whatever its room's state, so 100ms is not
+        # asked; cleared one grace after the claim first showed, so a client that writes it
+        # again and again costs at most one clearing write per grace.
+        return Recheck(known.call_id, due) if due - now >= TIMER_RESOLUTION_SECONDS else WriteFields(INACTIVE)
     if claim is None or _claim_is_stale(claim, since, grace):
         return WriteFields(INACTIVE)
-    due = since + grace
     # Due within a millisecond is due now: countdowns and their markers in Redis count whole
     # milliseconds, so a float remainder (4.8e-7 s after six 10 s hops) would make a 0 ms timer.
     return Recheck(claim.call_id, due) if due - now >= TIMER_RESOLUTION_SECONDS else VerifyCall(claim.call_id)
@@ -120,7 +125,8 @@ def plan_channel(channel: Channel, calls: Sequence[BoundCall], now: float, grace
 
 def claim_since(previous: Channel | None, fields: CallFields, version: float, by_member: bool = False) -> float | None:
     """When the claim in `fields` began: kept while the same call stays claimed by server-side
-    writes (callsync's own and their echoes), restarted by a member's event showing it.
+    writes (callsync's own and their echoes), restarted by a member's event showing it
+    (`by_member`: a member's event showing a call of the channel's own).
 
     A member's event may be the member starting a new call under the same call id (the
     reference client writes the claim again right after joining), so the claim is judged from
@@ -147,12 +153,14 @@ def call_ended_by_client(previous: CallFields | None, new: CallFields, from_serv
 
 def client_ended_call(
     previous: CallFields | None, new: CallFields, from_server: bool, calls: Sequence[BoundCall]
-) -> Session | None:
+) -> BoundCall | None:
     """docs/behaviour.md, rule 3: a client turned `callActive` off while the session is open.
 
-    Returns the open session to end for everyone, else None.
+    Returns the call whose open session to end for everyone, else None. `calls` are the
+    channel's own (core.binding): another channel's call is never among them, so its End call
+    ends nothing.
     """
     claim = _find(calls, call_ended_by_client(previous, new, from_server))
     if claim is None or claim.session is None or not claim.session.is_open:
         return None
-    return claim.session
+    return claim

@@ -11,6 +11,7 @@ from celery import Celery, signals
 from worker.settings import Settings
 from worker.steps.runtime import Runtime, build_runtime
 from worker.store.enqueue import QUEUE
+from worker.store.migrate import ensure_schema
 
 _runtimes: dict[tuple[int, int], Runtime] = {}
 _runtimes_lock = threading.Lock()
@@ -29,7 +30,9 @@ def _build_runtime(app: Celery, key: tuple[int, int]) -> Runtime:
     def publish(task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
         app.send_task(task, args=args, countdown=countdown, queue=QUEUE)
 
-    runtime = _runtimes[key] = build_runtime(settings, publish)
+    runtime = build_runtime(settings, publish)
+    ensure_schema(runtime.redis)  # once per process: what an earlier release wrote, converted
+    _runtimes[key] = runtime
     runtime.tally.flush_every(runtime.redis)  # counters reach Redis once a second
     runtime.closers.append(lambda: runtime.tally.stop(runtime.redis))
     return runtime

@@ -14,14 +14,15 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
-from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT, CHECK_SESSION, END_SESSION, RECONCILE, SWEEP
+from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT, CHECK_SESSION, END_SESSION, RECONCILE, RECORD_OWNER, SWEEP
+from worker.core.binding import call_of_room
 from worker.core.events import HmsEvent, StreamEvent, cid_of_room
 from worker.core.upstream import Retry as UpstreamRetry
 from worker.core.upstream import UpstreamError, redis_retry_delay, retry_delay
 from worker.jobs.runtimes import runtime_for
 from worker.logs import fields
 from worker.ops import counters
-from worker.steps import sessions, sync
+from worker.steps import owners, sessions, sync
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import Runtime, acting_for
 from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
@@ -214,12 +215,14 @@ def ids_of(task_name: str, args: tuple[Any, ...]) -> dict[str, Any]:
             "event_type": first.get("type"),
             "room_id": first.get("room_id"),
             "session_id": first.get("session_id"),
-            "call_id": first.get("room_name"),
+            "call_id": call_of_room(first["room_name"]) if isinstance(first.get("room_name"), str) else None,
         }
     if task_name == RECONCILE:
         return {"cid": first}
     if task_name in (END_SESSION, CHECK_SESSION) and len(args) > 1:
         return {"call_id": first, "session_id": args[1], "cid": cid_of_room(str(first))}
+    if task_name == RECORD_OWNER and len(args) > 1:
+        return {"call_id": first, "cid": args[1]}
     return {}
 
 
@@ -264,3 +267,8 @@ def check_session(self: Task, call_id: str, session_id: str) -> None:
 @task(name=SWEEP)
 def sweep(self: Task) -> None:
     run_step(self, sweeps.sweep)
+
+
+@task(name=RECORD_OWNER)
+def record_owner(self: Task, call_id: str, cid: str) -> None:
+    run_step(self, owners.record_owner, call_id, cid)

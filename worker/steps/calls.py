@@ -22,6 +22,7 @@ from worker.clients.hms import HmsClient, ManagementAuth
 from worker.clients.http import OnUpstreamCall, ignore_call, upstream_client
 from worker.clients.stream import StreamAuth, StreamClient
 from worker.core.actions import EndSession, Scheduled
+from worker.core.binding import derived_room_name, owner_description, owner_in_description
 from worker.core.calls import (
     Membership,
     Refused,
@@ -123,16 +124,16 @@ class CallsApi:
         with _platforms_down():
             self._require_member(cid, user, snap.roster)
             check_owner(call_id, cid, snap.owner)  # after membership: outsiders learn nothing of calls
-            room = snap.room or self._find_or_create_room(call_id)
-        check_owner(call_id, cid, self.store.claim(call_id, cid))
-        # Bound whatever the id's form: the session's open then shows in this channel (rule 11).
-        self.state.bind(cid, call_id, self.clock())
+            # Bound (and, for a free-form id nobody bound, owned) before its room is made: of two
+            # channels racing for one id, only the owner's create reaches 100ms (rule 11).
+            check_owner(call_id, cid, self.state.bind(cid, call_id, self.clock()).owner)
+            room = snap.room or self._find_or_create_room(call_id, cid)
         return call_answer(call_id, room, self._token(room, user))
 
     def join(self, caller: Caller, call_id: str, line: dict[str, Any]) -> dict[str, Any]:
         user, call_id, _, snap = self._member_of_call(caller, call_id, line)
         with _platforms_down():
-            room = snap.room or self._existing_room(call_id)
+            room = snap.room or self._existing_room(call_id)[0]
         if room is None:
             raise Refused(404, "no such call")
         return call_answer(call_id, room, self._token(room, user))
@@ -150,7 +151,7 @@ class CallsApi:
             return {"status": "no active session"}
         if step == "end" and self.state.begin_ending(call_id, session.session_id, self.clock()):
             reason = f"call ended by {user} in channel {cid}"
-            self.enqueue(EndSession(session.room_name or call_id, session.session_id, reason))
+            self.enqueue(EndSession(call_id, session.session_id, reason))
             log.info("call %s: session %s ending at the request of %s", call_id, session.session_id, user)
         return {"status": "ending"}
 
@@ -231,26 +232,40 @@ class CallsApi:
                 self.store.end_roster_fill(cid)
         return roster
 
-    def _existing_room(self, call_id: str) -> Room | None:
+    def _existing_room(self, call_id: str) -> tuple[Room | None, bool]:
+        """The room serving `call_id` (named exactly by it, else by its derived name: 100ms
+        compares names without case, and a room of another case is another call's), and
+        whether the call id's own name is taken by such a room."""
         _, hms = self.upstreams.get()
         room = hms.room_by_name(call_id)
+        taken = room is not None and room.name != call_id
+        if taken:
+            derived = hms.room_by_name(derived_room_name(call_id))
+            room = derived if derived is not None and derived.name == derived_room_name(call_id) else None
         if room is not None:
             self.store.save_room(call_id, room)
-        return room
+        return room, taken
 
-    def _find_or_create_room(self, call_id: str) -> Room:
-        # Looked up first: POST /rooms would also reset an existing room's template.
-        room = self._existing_room(call_id)
-        if room is None:
-            _, hms = self.upstreams.get()
-            room = hms.create_room(call_id, self.settings.hms_template_id)
-            self.store.save_room(call_id, room)
-            log.info("created 100ms room %s for call %s", room.id, call_id)
+    def _find_or_create_room(self, call_id: str, cid: str) -> Room:
+        """The call's room, created (with `cid` recorded as its owner) when there is none: looked
+        up first, since POST /rooms with an existing name would reconfigure that room."""
+        room, taken = self._existing_room(call_id)
+        if room is not None:
+            recorded = owner_in_description(room.description)
+            if recorded is not None and recorded != cid and cid_of_room(call_id) is None:
+                self.state.take_ownership(call_id, recorded, cid, self.clock())  # the platform's word
+                raise Refused(409, f"call {call_id} belongs to another channel")
+            return room
+        name = derived_room_name(call_id) if taken else call_id
+        _, hms = self.upstreams.get()
+        room = hms.create_room(name, self.settings.hms_template_id, owner_description(cid))
+        self.store.save_room(call_id, room)
+        log.info("created 100ms room %s (%s) for call %s", room.id, room.name, call_id)
         return room
 
     def _adopt_live_session(self, call_id: str, room: Room | None) -> Session | None:
         """A session 100ms runs in the call's room that callsync never heard of, recorded (rule 4)."""
-        room = room or self._existing_room(call_id)
+        room = room or self._existing_room(call_id)[0]
         _, hms = self.upstreams.get()
         live = hms.live_session(room.id) if room else None
         if live is None:

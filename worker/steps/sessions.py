@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from worker.core import checks
 from worker.core.actions import EndRoom, Reconcile, RecordClosed, RecordOpen, SessionChange
+from worker.steps.owners import call_room
 from worker.steps.runtime import Runtime
 
 log = logging.getLogger("callsync.sync")  # one logger for the worker's steps
@@ -30,7 +31,10 @@ def verify_call(rt: Runtime, call_id: str) -> None:
     """Ask 100ms whether `call_id`'s room is live: adopt its session, or record it idle."""
     now = rt.clock()
     recorded = rt.state.call(call_id).session
-    room_id = recorded.room_id if recorded else rt.hms.room_id_by_name(call_id)
+    # The room named exactly by the call id (or its derived name): a lookup by name is
+    # case-insensitive, and a room of another case is another call's.
+    room = None if recorded else call_room(rt, call_id)
+    room_id = recorded.room_id if recorded else room.id if room else None
     live = rt.hms.live_session(room_id) if room_id else None
     if live is None:
         rt.state.confirm_idle(call_id, now)
@@ -51,7 +55,7 @@ def check_session(rt: Runtime, call_id: str, session_id: str) -> None:
     if concluded:
         _record(rt, concluded)
         log.info("session %s of room %s is over in 100ms: recorded its lost close", session_id, session.room_id)
-        reconcile_call(rt, session.room_name or call_id)
+        reconcile_call(rt, call_id)
 
 
 def end_session(rt: Runtime, call_id: str, session_id: str, reason: str) -> None:
@@ -77,7 +81,7 @@ def end_session(rt: Runtime, call_id: str, session_id: str, reason: str) -> None
                 log.info(
                     "session %s of room %s is not the live one in 100ms: recorded closed, not ended", session_id, session.room_id
                 )
-    reconcile_call(rt, session.room_name or call_id)
+    reconcile_call(rt, call_id)
 
 
 def _record(rt: Runtime, actions: Sequence[SessionChange]) -> None:

@@ -82,7 +82,7 @@ def schedule_checks(rt: Runtime) -> int:
     for _, call_id in page:
         session = rt.state.call(call_id).session
         if session is not None and session.is_open:
-            rt.schedule(CheckSession(session.room_name or call_id, session.session_id))
+            rt.schedule(CheckSession(call_id, session.session_id))
     return len(page)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from worker import logs
-from worker.core.actions import EndSession, ReadChannel, Recheck, Reconcile, VerifyCall
+from worker.core.actions import EndSession, ReadChannel, Recheck, Reconcile, RecordOwner, VerifyCall
 from worker.core.channels import channel_change
 from worker.core.events import CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import busy_wait, call_ended_by_client, client_ended_call, live_call, plan_channel
@@ -41,18 +41,22 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
     """Record what Stream showed for the channel, end the call if a client ended it, reconcile it."""
     assert event.cid is not None
     now = rt.clock()
-    observed = rt.state.record_stream_event(event, now)
+    observed, bound = rt.state.record_stream_event(event, now)
+    if bound is not None and bound.first:
+        rt.schedule(RecordOwner(bound.call_id, event.cid))
     if not observed.needs_reconcile:
         return  # the echo of callsync's own write, a duplicate, an older event: nothing to do
     shown = observed.current.fields if observed.applied and observed.current is not None else None
     # Judged against the fields before the pending change, so a re-run of this task after its
     # first try failed midway still sees the client's flip. The calls are read only for a flip.
     if shown is not None and rt.settings.end_room_on_call_end and call_ended_by_client(observed.before, shown, event.from_server):
-        calls = rt.state.calls_of_channel(event.cid)
+        calls = rt.state.calls_of_channel(event.cid)  # the channel's own: another's call is not among them
         ended = client_ended_call(observed.before, shown, event.from_server, calls)
         # Mark it first: a reconcile racing the end-room call must not put the flag back.
-        if ended is not None and rt.state.begin_ending(ended.room_name or "", ended.session_id, now):
-            rt.schedule(EndSession(ended.room_name or "", ended.session_id, f"call ended in channel {event.cid}"))
+        if ended is not None and ended.session is not None:
+            session_id = ended.session.session_id
+            if rt.state.begin_ending(ended.call_id, session_id, now):
+                rt.schedule(EndSession(ended.call_id, session_id, f"call ended in channel {event.cid}"))
     reconcile_channel(rt, event.cid)
 
 

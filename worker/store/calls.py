@@ -28,11 +28,8 @@ from worker.store.keys import (
     roster_fill_key,
     roster_key,
 )
-from worker.store.scripts import Script
 
 FILL_SECONDS = 3.0  # how long one request may take to ask Stream for a roster while others wait
-
-_CLAIM = Script.named("claim_owner")
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,7 @@ class Snapshot:
     """What one request reads in one round trip."""
 
     requests: int  # the user's requests in this rate window, this one included
-    owner: str | None  # the channel that created the call through the calls API
+    owner: str | None  # the first channel that bound the call (core.binding.owner_of)
     room: Room | None  # the call's room, if known
     roster: Roster | None  # what is cached of the channel asked about, for this user; None: nothing
 
@@ -128,7 +125,3 @@ class CallsStore:
         pipe.hset(room_key(call_id), mapping={ROOM_ID: room.id, ROOM_NAME: room.name})
         pipe.expire(room_key(call_id), CALL_TTL)
         pipe.execute()
-
-    def claim(self, call_id: str, cid: str) -> str:
-        """Make `cid` the call's owner unless another channel is; returns the owner."""
-        return _s(_CLAIM(self.redis, [owner_key(call_id)], [cid, CALL_TTL])) or cid

@@ -9,7 +9,7 @@ Fields are terse because a million records are kept. The schema:
 |                          | st    | open / ending / closed                                       |
 |                          | t0    | the session's start, whole milliseconds                      |
 |                          | t1    | when it ended (or callsync asked it to), seconds             |
-|                          | n     | 100ms's spelling of the room name, when not the key's        |
+|                          | n     | the room's name, when it is not the call id                  |
 |                          | idle  | when 100ms last said the room has no live session            |
 | channel (`cs:ch:<cid>`)  | a, id | callActive ("1"/"0") and callId as last shown                |
 |                          | x     | "0": Stream said the channel is deleted or missing           |
@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from worker.core.binding import call_of_room
 from worker.core.channels import ChannelRecord
 from worker.core.events import CallFields
 from worker.core.reconcile import BoundCall, Channel
@@ -68,7 +69,7 @@ def call_from_hash(call_id: str, raw: Raw) -> BoundCall:
         session = Session(
             session_id=session_id,
             room_id=text(raw.get(_b(k.CALL_ROOM_ID))) or "",
-            room_name=text(raw.get(_b(k.CALL_ROOM_NAME))) or call_id.lower(),
+            room_name=text(raw.get(_b(k.CALL_ROOM_NAME))) or call_id,
             status=text(raw.get(_b(k.CALL_STATUS))) or "open",  # type: ignore[arg-type]
             started_at=from_ms(raw.get(_b(k.CALL_STARTED_MS))),
             ended_at=number(raw.get(_b(k.CALL_ENDED_AT))),
@@ -83,8 +84,8 @@ def session_to_hash(session: Session) -> dict[str, Any]:
         k.CALL_STATUS: session.status,
         k.CALL_STARTED_MS: round((session.started_at or 0.0) * 1000),
     }
-    if session.room_name and session.room_name != session.room_name.lower():
-        raw[k.CALL_ROOM_NAME] = session.room_name  # the key is lower case; keep 100ms's spelling (it names a channel)
+    if session.room_name and session.room_name != call_of_room(session.room_name):
+        raw[k.CALL_ROOM_NAME] = session.room_name  # a derived name: the key is the call id it encodes
     if session.ended_at is not None:
         raw[k.CALL_ENDED_AT] = repr(session.ended_at)
     return raw

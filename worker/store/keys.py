@@ -1,8 +1,9 @@
 """Every Redis key callsync uses, and the hash fields of its records (one schema for the store).
 
 Every key of ours starts with `cs:<kind>:` and kinds contain no colon, so a key built from
-input (a cid, a call id, a session id) can never land in another kind's namespace. Room names
-are case-insensitive in 100ms, so keys built from a call id use its lower case.
+input (a cid, a call id, a session id) can never land in another kind's namespace. Keys built
+from a call id use it exactly as written: call ids are case-sensitive, as the channel ids in
+them are (two ids that differ only in case are two calls with two rooms: core/binding.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ CALL_SESSION_ID = "s"
 CALL_STATUS = "st"  # open | ending | closed
 CALL_STARTED_MS = "t0"  # the session's start in whole milliseconds (Redis packs an integer small)
 CALL_ENDED_AT = "t1"  # unix seconds (repr of a float)
-CALL_ROOM_NAME = "n"  # only when 100ms's spelling is not the key's lower case
+CALL_ROOM_NAME = "n"  # the room's name, only when it is not the call id (core.binding.derived_room_name)
 CALL_IDLE_AT = "idle"  # when 100ms last said the room had no live session
 
 # --- the channel record (hash at channel_key) -------------------------------------------
@@ -76,7 +77,7 @@ def lock_key(cid: str) -> str:
 
 
 def call_key(call_id: str) -> str:
-    return f"cs:c:{call_id.lower()}"
+    return f"cs:c:{call_id}"
 
 
 CALL_KEY_PREFIX = call_key("")
@@ -91,10 +92,6 @@ def bucket_key(bucket: int) -> str:
 
 
 BUCKET_KEY_PREFIX = "cs:ob:"
-
-
-def call_channels_key(call_id: str) -> str:
-    return f"cs:cc:{call_id.lower()}"
 
 
 def channel_key(cid: str) -> str:
@@ -115,11 +112,19 @@ def later_key(cid: str) -> str:
 
 
 def owner_key(call_id: str) -> str:
-    return f"cs:owner:{call_id.lower()}"
+    """The first channel that bound a call whose id names no channel (core.binding.owner_of)."""
+    return f"cs:owner:{call_id}"
 
 
 def room_key(call_id: str) -> str:
-    return f"cs:room:{call_id.lower()}"
+    return f"cs:room:{call_id}"
+
+
+# The layout of the keys above changed in schema 2 (call ids exact, one owner per call):
+# worker/store/migrate.py converts what schema 1 wrote, once, and records the version here.
+SCHEMA = "cs:schema"
+SCHEMA_VERSION = 2
+LEGACY_CALL_CHANNELS_PREFIX = "cs:cc:"  # schema 1: call id (lower case) -> every channel that showed it
 
 
 def roster_key(cid: str) -> str:

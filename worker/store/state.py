@@ -48,10 +48,10 @@ from worker.store.keys import (
     bindings_key,
     bucket_key,
     bucket_of,
-    call_channels_key,
     call_key,
     channel_key,
     lock_key,
+    owner_key,
 )
 from worker.store.scripts import Script
 
@@ -60,6 +60,7 @@ _UNLOCK = Script.named("unlock")
 _COMPARE_AND_SET = Script.named("compare_and_set")
 _CLAIM_OVERDUE = Script.named("claim_overdue")
 _OPEN_PAGE = Script.named("open_page")
+_BIND_OWNED = Script.named("bind_owned")
 
 Command = tuple[Any, ...]  # a Redis command run by compare_and_set.lua with the write
 KEEP_TTL, NO_TTL = 0, -1  # compare_and_set.lua's TTL argument besides seconds
@@ -119,16 +120,16 @@ def _bound_index(cid: str, at: float) -> list[Command]:
     return [("ZADD", BOUND_CHANNELS, "GT", at, cid), ("ZREMRANGEBYSCORE", BOUND_CHANNELS, "-inf", at - CALL_TTL)]
 
 
-def _binding(cid: str, call_id: str, at: float) -> list[Command]:
-    """Bind `call_id` to `cid` at `at`; the first command's reply is 1 for a new binding."""
-    return [
-        ("ZADD", bindings_key(cid), at, call_id),
-        ("ZREMRANGEBYRANK", bindings_key(cid), 0, -MAX_BINDINGS - 1),
-        ("EXPIRE", bindings_key(cid), CALL_TTL),
-        ("SADD", call_channels_key(call_id), cid),
-        ("EXPIRE", call_channels_key(call_id), CALL_TTL),
-        *_bound_index(cid, at),
-    ]
+@dataclass(frozen=True)
+class Bound:
+    """What binding a call to a channel did: `owned` (the channel is the call's owner, and is
+    bound), `new` (it was not bound before), `first` (this made it the owner of a free-form id)."""
+
+    call_id: str
+    owned: bool
+    new: bool = False
+    first: bool = False
+    owner: str | None = None
 
 
 def _texts(values: Iterable[Any]) -> list[str]:
@@ -169,7 +170,7 @@ class State:
         return self.record_hms_event_and_channels(event, now)[0]
 
     def record_hms_event_and_channels(self, event: HmsEvent, now: float) -> tuple[Session | None, set[str]]:
-        """`record_hms_event`, also returning the channels of the room's call (read in the same step)."""
+        """`record_hms_event`, also returning the channel of the room's call (read in the same step)."""
         return self._record_session(event.room_name, event.session_id, lambda same: observe(same, event), now)
 
     def record_session(self, change: SessionChange) -> Session | None:
@@ -188,27 +189,30 @@ class State:
         self, room: str | None, session_id: str, update: Callable[[Session | None], Session], now: float
     ) -> tuple[Session | None, set[str]]:
         """Write `update(recorded)` (the recorded session if it is `session_id`, else None) as the
-        room's current session if it is newer (core.sessions.is_newer), keep the room's channel
-        in the index of bound channels at `now`, and read the channels of the room's call."""
+        current session of the room's call (core.binding.call_of_room) if it is newer
+        (core.sessions.is_newer), keep its channel in the index of bound channels at `now`, and
+        read the channel the call belongs to."""
         if not room:
             return None, set()
-        key = call_key(room)
+        call_id = binding.call_of_room(room)
+        key = call_key(call_id)
+        named = binding.cid_of_room(call_id)
 
         def decide(raw: Raw) -> tuple[Session, scripts.ScriptCall]:
-            current = call_from_hash(room, raw).session
+            current = call_from_hash(call_id, raw).session
             same = current if current is not None and current.session_id == session_id else None
             new = update(same)
             record, ttl, commands = None, KEEP_TTL, list[Command]()
             if is_newer(new, current):
-                record, (ttl, commands) = call_to_hash(raw, new), session_moves(key.removeprefix(CALL_KEY_PREFIX), current, new)
-            room_cid = binding.cid_of_room(room)
-            if room_cid:
-                commands += _bound_index(room_cid, now)  # our clock: an event's own time may be anything
-            commands.append(("SMEMBERS", call_channels_key(room)))  # last: its reply is the last one
+                record, (ttl, commands) = call_to_hash(raw, new), session_moves(call_id, current, new)
+            if named:
+                commands += _bound_index(named, now)  # our clock: an event's own time may be anything
+            commands.append(("GET", owner_key(call_id)))  # last: its reply is the last one
             return new, compare_and_set(key, raw, record, ttl, commands)
 
         session, replies = self._write(key, decide)
-        return session, binding.channels_of_call(room, _texts(replies[-1]))
+        owner = binding.owner_of(call_id, text(replies[-1]))
+        return session, {owner} if owner else set()
 
     def begin_ending(self, call_id: str, session_id: str, at: float) -> Session | None:
         """Move the call's open session `session_id` to "ending" (callsync asks 100ms to end it).
@@ -270,15 +274,37 @@ class State:
         self._write(key, decide)
 
     # --- bindings ----------------------------------------------------------------
-    def bind(self, cid: str, call_id: str, at: float) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for command in _binding(cid, call_id, at):
-            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+    def bind(self, cid: str, call_id: str, at: float) -> Bound:
+        """Bind `call_id` to `cid` at `at` if `cid` owns it, recording `cid` as the owner of a
+        free-form id nobody bound before (core.binding.may_bind, in one atomic step)."""
+        keys = [owner_key(call_id), bindings_key(cid), BOUND_CHANNELS]
+        named = binding.cid_of_room(call_id) or ""
+        reply = _BIND_OWNED(self.redis, keys, [cid, call_id, repr(at), CALL_TTL, MAX_BINDINGS, named])
+        if reply[0] != 1:
+            return Bound(call_id, owned=False, owner=text(reply[1]))
+        return Bound(call_id, owned=True, new=bool(reply[1]), first=bool(reply[2]), owner=cid)
+
+    def take_ownership(self, call_id: str, owner: str, previous: str, at: float) -> bool:
+        """Make `owner` the owner of the free-form `call_id` in place of `previous` (the platform
+        said so), moving the binding over; False when `previous` is not its recorded owner."""
+        if text(self.redis.get(owner_key(call_id))) != previous:
+            return False
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(owner_key(call_id), owner, ex=CALL_TTL)
+        pipe.zrem(bindings_key(previous), call_id)
+        pipe.zadd(bindings_key(owner), {call_id: at})
+        pipe.expire(bindings_key(owner), CALL_TTL)
         pipe.execute()
+        return True
+
+    def owner_of_call(self, call_id: str) -> str | None:
+        """The channel `call_id` belongs to (core.binding.owner_of), if any."""
+        return binding.cid_of_room(call_id) or text(self.redis.get(owner_key(call_id)))
 
     def channels_of_call(self, call_id: str) -> set[str]:
-        """Channels bound to `call_id`, and the one its name binds (core.binding)."""
-        return binding.channels_of_call(call_id, _texts(self.redis.smembers(call_channels_key(call_id))))
+        """The channel `call_id` belongs to, as a set (empty: nobody bound it yet)."""
+        owner = self.owner_of_call(call_id)
+        return {owner} if owner else set()
 
     def calls_of_channel(self, cid: str) -> list[BoundCall]:
         """Every call bound to `cid` with its room's current session."""
@@ -339,7 +365,6 @@ class State:
         exists: bool = True,
         claimed_since: float | None = None,
         pending: PendingMode = "keep",
-        bind: tuple[str, float] | None = None,
         by_member: bool = False,
         missing_for: str | None = None,
     ) -> ChannelChange:
@@ -347,27 +372,28 @@ class State:
         (core.channels.channel_change decides).
 
         `claimed_since` dates a claim callsync wrote itself: the start of the session it is for.
-        `bind` (call id, time) binds that call to the channel in the same step.
         """
         key = channel_key(cid)
-        commands = _binding(cid, *bind) if bind is not None else []
 
         def decide(raw: Raw) -> tuple[ChannelChange, scripts.ScriptCall]:
             record = record_from_hash(cid, raw)
             change, new = channel_change(cid, record, fields, version, exists, claimed_since, pending, by_member, missing_for)
             encoded = record_to_hash(new) if new is not None else None
-            return change, compare_and_set(key, raw, encoded, CALL_TTL if new is not None else KEEP_TTL, commands)
+            return change, compare_and_set(key, raw, encoded, CALL_TTL if new is not None else KEEP_TTL)
 
-        change, replies = self._write(key, decide)
+        change, _ = self._write(key, decide)
         assert isinstance(change, ChannelChange)
-        return replace(change, new_binding=bool(replies[0])) if bind is not None else change
+        return change
 
-    def record_stream_event(self, event: StreamEvent, now: float) -> ChannelChange:
-        """Record what `event` shows of its channel (core.channels.stream_news decides what)."""
+    def record_stream_event(self, event: StreamEvent, now: float) -> tuple[ChannelChange, Bound | None]:
+        """Record what `event` shows of its channel (core.channels.stream_news decides what),
+        binding the call it shows if the channel owns it; returns the change and the binding."""
         news = stream_news(event, now)
         if news is None:
-            return ChannelChange(None, None, applied=False)
-        bind = (news.binds, now) if news.binds else None
-        return self.record_channel(
-            news.cid, news.fields, news.version, news.exists, bind=bind, pending="mark", by_member=news.by_member
-        )
+            return ChannelChange(None, None, applied=False), None
+        bound = self.bind(news.cid, news.binds, now) if news.binds else None
+        owned = bound is None or bound.owned
+        # A member's claim of another channel's call does not restart its claim (core.reconcile.claim_since).
+        by_member = news.by_member and owned
+        change = self.record_channel(news.cid, news.fields, news.version, news.exists, pending="mark", by_member=by_member)
+        return (replace(change, new_binding=True) if bound is not None and bound.new else change), bound

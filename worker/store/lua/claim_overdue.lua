@@ -11,14 +11,14 @@ for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)) do
   for _, member in ipairs(redis.call('SMEMBERS', bkey)) do
     if #moved >= 2 * limit then return moved end
     local key = ARGV[5] .. member
-    local st, t0, sid, name = unpack(redis.call('HMGET', key, 'st', 't0', 's', 'n'))
+    local st, t0, sid = unpack(redis.call('HMGET', key, 'st', 't0', 's'))
     if st ~= 'open' or not t0 then
       redis.call('SREM', bkey, member)
     elseif tonumber(t0) <= cutoff * 1000 then
       redis.call('HSET', key, 'st', 'ending', 't1', ARGV[3])
       redis.call('EXPIRE', key, tonumber(ARGV[4]))
       redis.call('SREM', bkey, member)
-      moved[#moved + 1] = name or member
+      moved[#moved + 1] = member
       moved[#moved + 1] = sid
     end
   end
