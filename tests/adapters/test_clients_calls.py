@@ -66,9 +66,20 @@ def test_rooms_by_name_by_id_and_created(hms: tuple[FakeHms, HmsClient]) -> None
     assert fake.calls[-1] == ("POST", "/rooms", {"name": "Standup", "template_id": "tpl-1"})
     assert client.create_room("standup") == created  # the same room: 100ms names are case-insensitive
     assert fake.calls[-1] == ("POST", "/rooms", {"name": "standup"})  # no template: the room keeps its own
-    assert client.room_by_name("STANDUP") == created == Room(created.id, "Standup")
+    assert client.room_by_name("STANDUP") == created == Room(created.id, "Standup", "")
     assert client.room(created.id) == created and client.room("0" * 24) is None
     assert client.room_id_by_name("standup") == created.id
+
+
+def test_a_rooms_description_is_set_at_create_and_changed_alone(hms: tuple[FakeHms, HmsClient]) -> None:
+    fake, client = hms
+    created = client.create_room("weekly", description="callsync owner=messaging:a")
+    assert created.description == "callsync owner=messaging:a"
+    client.describe_room(created.id, "callsync owner=messaging:b")
+    assert fake.calls[-1] == ("POST", f"/rooms/{created.id}", {"description": "callsync owner=messaging:b"})
+    room = client.room(created.id)
+    assert room is not None and room.description == "callsync owner=messaging:b"
+    assert fake.rooms[created.id]["template_id"] == fake.template_id  # nothing else changed
 
 
 def test_a_room_answer_without_an_id_is_an_upstream_error() -> None:
