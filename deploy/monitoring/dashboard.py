@@ -238,7 +238,7 @@ def grafana_panel(spec: dict[str, Any], panel_id: int, x: int, y: int) -> dict[s
         defaults["thresholds"] = {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in spec["steps"]]}
     options: dict[str, Any] = {
         "tooltip": {"mode": "multi", "sort": "desc"},
-        "legend": {"displayMode": "list", "placement": "bottom"},
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
     }
     if kind == "stat":
         options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}, "colorMode": "background"}

@@ -138,7 +138,9 @@ def test_each_expression_parses_and_reads_what_callsync_exports(exported: dict[s
     known = set(TARGET_LABELS)
     for metric, matched in selectors:
         assert metric in exported, f"{where}: callsync exports no {metric}"
-        assert matched <= exported[metric] | TARGET_LABELS, f"{where}: {metric} has no label {matched - exported[metric]}"
+        assert matched <= exported[metric] | TARGET_LABELS, (
+            f"{where}: {metric} has no label {matched - exported[metric] - TARGET_LABELS}"
+        )
         known |= exported[metric]
     assert grouping <= known, f"{where}: groups by {grouping - known}, which none of its metrics has"
 
