@@ -10,7 +10,8 @@ from worker.settings import ConfigError, load_settings, redacted_url
 
 def test_the_sentinels_the_service_and_the_database():
     address = parse_sentinel_url("redis+sentinel://h1:26379,h2:26380,10.0.0.3/mymaster/2")
-    assert address == SentinelAddress(sentinels=(("h1", 26379), ("h2", 26380), ("10.0.0.3", 26379)), service_name="mymaster", db=2)
+    sentinels = (("h1", 26379), ("h2", 26380), ("10.0.0.3", 26379))
+    assert address == SentinelAddress(sentinels=sentinels, service_name="mymaster", db=2)
     assert parse_sentinel_url("redis+sentinel://[::1]:5000/cache").sentinels == (("::1", 5000),)
     assert parse_sentinel_url("redis+sentinel://h1/mymaster/").db == 0
     assert parse_sentinel_url("redis+sentinel://h1,h1:26379/m").sentinels == (("h1", 26379),)  # named twice, asked once
