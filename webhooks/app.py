@@ -16,6 +16,7 @@ from flask import Flask, Response, request
 
 from webhooks.body import BadBody, BodyTooLarge, inflate_limited, read_limited
 from webhooks.metrics import WebhookMetrics
+from worker.connect import settings_client
 from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT
 from worker.core.binding import call_of_room
 from worker.core.events import (
@@ -87,7 +88,7 @@ def create_app(
     """The web app: the receiver's views, then each of `blueprints` ("module:factory", called
     with the settings, the Redis client, the enqueuer and the metrics)."""
     settings = settings or load_settings(os.environ).require("web")
-    client = redis_client or redis.Redis.from_url(settings.redis_url or "", health_check_interval=30)
+    client = redis_client or settings_client(settings, health_check_interval=30)  # either form of REDIS_URL
     enqueuer = Enqueuer(client, create_celery(settings), DEDUPE_TTL, max_depth=settings.max_queue_depth)
     metrics = WebhookMetrics(RedisCollector(client))
     app = Flask("callsync")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from worker.sentinel_url import FORM, is_sentinel_url, parse_sentinel_url
+
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -164,9 +166,16 @@ def _header(env: Mapping[str, str], name: str, default: str) -> str:
 
 @_collected
 def _redis_url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    """A Redis URL: one server (redis://, rediss://, unix://) or Sentinels naming a primary
+    (worker/sentinel_url.py), checked here so that a malformed one stops the start."""
     raw = env.get(name, "").strip() or default
-    if raw and not re.match(r"^(rediss?|unix)://", raw):
-        raise ConfigError(f"{name} must start with redis://, rediss:// or unix://")
+    if raw and is_sentinel_url(raw):
+        try:
+            parse_sentinel_url(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name} {exc} (the Sentinel form is {FORM})") from None
+    elif raw and not re.match(r"^(rediss?|unix)://", raw):
+        raise ConfigError(f"{name} must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://")
     return raw
 
 

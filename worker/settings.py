@@ -8,6 +8,7 @@ one line per variable (docs/configuration.md), instead of one per attempt.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -27,6 +28,7 @@ from worker.readers import (
     _redis_url,
     _url,
 )
+from worker.sentinel_url import SentinelAddress, is_sentinel_url, parse_sentinel_url
 
 __all__ = ["ConfigError", "Rate", "Role", "Settings", "load_settings"]  # the readers' types, re-exported
 
@@ -93,6 +95,11 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for scrubbing logs."""
         return tuple(s for s in (*self.stream_secrets, self.hms_app_secret, *self.hms_webhook_secrets) if s)
+
+    @property
+    def sentinel(self) -> SentinelAddress | None:
+        """The Sentinels and primary REDIS_URL names in its Sentinel form, else None (one server)."""
+        return parse_sentinel_url(self.redis_url) if self.redis_url and is_sentinel_url(self.redis_url) else None
 
     @property
     def stream_secrets(self) -> tuple[str, ...]:
@@ -167,14 +174,18 @@ def _required(name: str, roles: list[Role]) -> str:
 
 
 def redacted_url(url: str) -> str:
-    """`url` without its password (`redis://:secret@host` → `redis://:***@host`), for anything shown."""
+    """`url` without its passwords, for anything shown: the userinfo's (`redis://:secret@host` →
+    `redis://:***@host`) and a query's `password=` (the Sentinel form's primary password)."""
     scheme, sep, rest = url.partition("://")
+    rest, question, query = rest.partition("?")
+    if question:
+        query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", query)
     netloc, slash, path = rest.partition("/")
     userinfo, at, host = netloc.rpartition("@")  # the last "@": where a URL parser splits too
     if not sep or not at:
-        return url
+        return f"{scheme}{sep}{rest}{question}{query}"
     user, colon, _ = userinfo.partition(":")  # without a colon the one value may be a password
-    return f"{scheme}://{user + ':' if colon else ''}***@{host}{slash}{path}"
+    return f"{scheme}://{user + ':' if colon else ''}***@{host}{slash}{path}{question}{query}"
 
 
 # A wait longer than a countdown may be is served in hops (Settings.longest_countdown_seconds),

@@ -70,3 +70,62 @@ def test_messages_go_through_the_transport():
         assert message.payload == {"n": 1}
         message.ack()
         queue.close()
+
+
+SENTINEL_URL = "redis+sentinel://:hunter2-sentinels@s1:26379,[::1]:26380/mymaster/3?password=hunter2%2Fprimary&username=app"
+
+
+def test_the_sentinel_form_gets_kombus_sentinel_transport_with_both_passwords_in_their_place():
+    assert broker.transport_for(SENTINEL_URL) == "worker.jobs.broker:SentinelTransport"
+    # kombu reads the primary's credentials and the database from the first URL of its list.
+    assert broker.broker_url(SENTINEL_URL) == "sentinel://app:hunter2%2Fprimary@s1:26379/3;sentinel://[::1]:26380/3"
+    assert broker.broker_url("redis://h:6379/0") == "redis://h:6379/0"
+    settings = load_settings({"REDIS_URL": SENTINEL_URL})
+    options = create_celery(settings).conf.broker_transport_options
+    assert options["master_name"] == "mymaster"
+    assert options["sentinel_kwargs"] == {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, "password": "hunter2-sentinels"}
+    assert options["visibility_timeout"] == settings.visibility_timeout_seconds  # the redelivery options stay
+    assert broker.ssl_options(SENTINEL_URL) is None
+    tls = "rediss+sentinel://s1/mymaster?ssl_cert_reqs=none&ssl_ca_certs=/ca.pem"
+    assert broker.ssl_options(tls) == {"ssl_cert_reqs": ssl.CERT_NONE, "ssl_ca_certs": "/ca.pem"}
+    address = load_settings({"REDIS_URL": tls}).sentinel
+    assert address is not None and broker.sentinel_transport_options(address)["sentinel_kwargs"]["ssl"] is True
+
+
+def test_no_sentinel_password_in_what_celery_inspect_conf_shows():
+    app = create_celery(load_settings({"REDIS_URL": SENTINEL_URL}))
+    for with_defaults in (False, True):
+        shown = json.dumps(app.conf.table(with_defaults=with_defaults), default=repr)
+        assert "hunter2" not in shown
+
+
+@pytest.mark.redis
+def test_on_sentinels_the_broker_the_store_and_redbeat_reach_the_primary(tmp_path):
+    from kombu.utils.url import maybe_sanitize_url
+    from redbeat.schedulers import get_redis
+
+    from tests.support.sentinels import PRIMARY_PASSWORD, SENTINEL_PASSWORD, sentinel_group
+    from worker.connect import settings_client
+
+    with sentinel_group(tmp_path) as group:
+        settings = load_settings({"REDIS_URL": group.url})
+        app = create_celery(settings)
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            assert isinstance(channel, broker.SentinelChannel)
+            first = channel._create_client()
+            assert channel._create_client() is first and first.ping()
+            queue = connection.SimpleQueue("cs-test-broker")
+            queue.put({"n": 1})
+            message = queue.get(timeout=5)
+            assert message.payload == {"n": 1}
+            message.ack()
+            queue.close()
+        store = settings_client(settings)
+        assert store.connection_pool.get_master_address() == ("127.0.0.1", group.primary_port)
+        store.set("cs-test-key", "v")
+        assert group.server(group.primary_port).get("cs-test-key") == "v"
+        beat_settings(app, settings)
+        assert get_redis(app).get("cs-test-key") == "v"  # RedBeat's client: str replies, as its own
+        shown = maybe_sanitize_url(app.conf.redbeat_redis_url)  # what beat's banner shows
+        assert PRIMARY_PASSWORD not in shown and SENTINEL_PASSWORD not in shown

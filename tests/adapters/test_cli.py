@@ -140,14 +140,24 @@ def _dead_pid() -> int:
     "argv",
     [["status"], ["status", "--json"], ["dead-letters", "list"], ["dead-letters", "replay", "--all"], ["dead-letters", "purge"]],
 )
-def test_an_unreachable_redis_is_one_line_and_exit_1(monkeypatch, capsys, argv):
-    monkeypatch.setenv("REDIS_URL", "redis://:hunter2-password@127.0.0.1:1/0")
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2-password@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0 does not answer (ConnectionError: "),
+        (  # the Sentinel form: neither the Sentinels' nor the primary's password
+            "redis+sentinel://:hunter2-sentinels@127.0.0.1:1,127.0.0.1:2/mymaster/0?password=hunter2-primary",
+            "redis+sentinel://:***@127.0.0.1:1,127.0.0.1:2/mymaster/0?password=*** does not answer (MasterNotFoundError: ",
+        ),
+    ],
+)
+def test_an_unreachable_redis_is_one_line_and_exit_1(monkeypatch, capsys, argv, url, shown):
+    monkeypatch.setenv("REDIS_URL", url)
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 1
     captured = capsys.readouterr()
     [line] = captured.err.strip().splitlines()
-    assert line.startswith("callsync: Redis at redis://:***@127.0.0.1:1/0 does not answer (ConnectionError: ")
+    assert line.startswith(f"callsync: Redis at {shown}"), line
     assert "hunter2" not in captured.out + captured.err and "Traceback" not in captured.err
 
 

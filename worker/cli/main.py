@@ -17,6 +17,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from worker.cli import runfile
+from worker.connect import redis_client
 from worker.core.events import parse_time
 from worker.logs import configure_logging
 from worker.settings import ConfigError, Role, Settings, load_settings, redacted_url
@@ -55,16 +56,17 @@ def redis_url_here(settings: Settings) -> str:
 
 def store(url: str) -> redis.Redis:
     # Bounded waits: an unreachable host answers with one line, not a hang.
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=15)
+    return redis_client(url, socket_connect_timeout=5, socket_timeout=15)
 
 
 def unreachable(url: str, exc: Exception) -> SystemExit:
     from urllib.parse import unquote, urlsplit
 
     from worker.logs import scrub
+    from worker.sentinel_url import is_sentinel_url, parse_sentinel_url
 
-    password = unquote(urlsplit(url).password or "")
-    said = scrub(str(exc), [password] if password else [])
+    passwords = parse_sentinel_url(url).passwords if is_sentinel_url(url) else (unquote(urlsplit(url).password or ""),)
+    said = scrub(str(exc), [p for p in passwords if p])
     return fail(f"Redis at {redacted_url(url)} does not answer ({type(exc).__name__}: {said})")
 
 

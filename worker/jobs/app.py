@@ -10,12 +10,15 @@ from typing import Any
 
 from celery import Celery
 
+from worker.connect import settings_client
 from worker.core.actions import SWEEP
 from worker.jobs import broker
 from worker.ops.heartbeat import Heartbeat
 from worker.settings import Settings
 from worker.store.enqueue import QUEUE
 from worker.store.keys import BEAT_PREFIX
+
+REDBEAT_REDIS_OPTIONS = {"health_check_interval": 30, "socket_connect_timeout": 5, "socket_timeout": 10}
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -33,19 +36,24 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     stop every redelivery for five minutes. Here it expires after a look's interval (at least
     5 s). A look that outlasts it is harmless: each message is restored in its own WATCH
     transaction, so two looks cannot restore one message twice.
+
+    With REDIS_URL's Sentinel form, also which primary to ask the Sentinels for and how to log
+    in to them (`broker.sentinel_transport_options`).
     """
     timeout = settings.visibility_timeout_seconds
     interval = max(1, min(10, timeout // 10))
+    sentinel = settings.sentinel
     return {
         "visibility_timeout": timeout,
         "unacked_restore_interval": interval,
         "unacked_restore_throttle": 1,  # one ZRANGE under kombu's mutex per look
         "unacked_mutex_expire": max(5, interval),
+        **(broker.sentinel_transport_options(sentinel) if sentinel else {}),
     }
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("callsync", broker=settings.redis_url, include=["worker.jobs.tasks"])
+    app = Celery("callsync", broker=broker.broker_url(settings.redis_url), include=["worker.jobs.tasks"])
     app.conf.update(
         broker_transport=broker.transport_for(settings.redis_url),
         broker_use_ssl=broker.ssl_options(settings.redis_url),
@@ -75,7 +83,7 @@ def create_celery(settings: Settings) -> Celery:
         # Its Redis URL is set by the beat role alone (`beat_settings`): `celery inspect conf`
         # and Flower show a worker's configuration, masking only the broker URL's password.
         beat_scheduler="worker.jobs.beat:SteadyRedBeatScheduler",
-        redbeat_redis_options={"health_check_interval": 30, "socket_connect_timeout": 5, "socket_timeout": 10},
+        redbeat_redis_options=REDBEAT_REDIS_OPTIONS,
         redbeat_key_prefix=BEAT_PREFIX,
         redbeat_lock_timeout=30,
         beat_max_loop_interval=5,
@@ -86,5 +94,16 @@ def create_celery(settings: Settings) -> Celery:
 
 
 def beat_settings(app: Celery, settings: Settings) -> None:
-    """What only the beat role needs: RedBeat's URL (TLS options follow `broker_use_ssl`)."""
-    app.conf.redbeat_redis_url = settings.redis_url
+    """What only the beat role needs: RedBeat's Redis, a client made as every role's
+    (worker/connect.py), so that the schedule and its lock follow a Sentinel failover too.
+
+    RedBeat takes a client already set on the app as its connection (redbeat/schedulers.py
+    `get_redis`: `app.redbeat_redis`), and reads replies as str (its own clients'
+    `decode_responses=True`). Its URL is then only shown in beat's banner: the broker's form,
+    which kombu masks (it cannot parse the Sentinel form's host list).
+    """
+    from redbeat.schedulers import REDBEAT_REDIS_KEY  # the beat role's import alone
+
+    app.conf.redbeat_redis_url = broker.broker_url(settings.redis_url)
+    client = settings_client(settings, decode_responses=True, **REDBEAT_REDIS_OPTIONS)
+    setattr(app, REDBEAT_REDIS_KEY, client)

@@ -17,6 +17,7 @@ from typing import Any, cast
 import redis
 from celery import bootsteps
 
+from worker.connect import settings_client
 from worker.store.keys import WORKER_INFO, WORKERS
 
 HEARTBEAT_SECONDS = 10.0
@@ -67,7 +68,7 @@ class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, consumer: Any) -> None:
         settings = consumer.app.callsync_settings
-        self._client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        self._client = settings_client(settings, socket_timeout=2)
         info = {
             "pid": os.getpid(),
             "concurrency": consumer.controller.concurrency,

@@ -19,6 +19,7 @@ import jwt
 import jwt.warnings
 import redis
 
+from worker import connect
 from worker.clients.hms import HmsClient, ManagementAuth
 from worker.clients.http import upstream_client
 from worker.clients.stream import StreamAuth, StreamClient
@@ -129,7 +130,7 @@ def build_runtime(
     clock: Callable[[], float] = time.time,
 ) -> Runtime:
     """Wire one process's runtime. Tests hand in fakeredis and an httpx MockTransport."""
-    client = redis_client or redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0", health_check_interval=30)
+    client = redis_client or connect.redis_client(settings.redis_url or "redis://127.0.0.1:6379/0", health_check_interval=30)
     if settings.dry_run:
         transport = DryRunTransport()
     stream_http = upstream_client(
