@@ -27,6 +27,7 @@ CLIENT_HEADERS = ("authorization", "content-type", "stream-auth-type", "x-stream
 ROSTER_MEMBER_LIMIT = 100  # QueryChannels returns at most this many members of a channel
 MEMBERSHIP_TTL = 30  # seconds a "may call" answer is trusted: a burst of joins asks Stream once
 UPSTREAM_RETRY_AFTER = 5  # seconds a client is told to wait when a platform gave no wait
+QUEUE_FULL_RETRY_AFTER = 10  # seconds a client is told to wait while the task queue is full (as the receiver)
 
 
 class Refused(Exception):

@@ -21,8 +21,9 @@ import httpx
 from worker.clients.hms import HmsClient, ManagementAuth
 from worker.clients.http import OnUpstreamCall, ignore_call, upstream_client
 from worker.clients.stream import StreamAuth, StreamClient
-from worker.core.actions import EndSession, Scheduled
+from worker.core.actions import EndSession
 from worker.core.calls import (
+    QUEUE_FULL_RETRY_AFTER,
     Membership,
     Refused,
     Room,
@@ -48,6 +49,8 @@ from worker.core.tokens import Unauthenticated, call_token_claims, sign_call_tok
 from worker.core.upstream import UpstreamError
 from worker.settings import Settings
 from worker.store.calls import FILL_SECONDS, CallsStore, Snapshot
+from worker.store.ending import begin_ending_queued
+from worker.store.enqueue import Enqueuer, QueueFull
 from worker.store.state import State
 
 log = logging.getLogger("callsync.calls")
@@ -55,8 +58,6 @@ log = logging.getLogger("callsync.calls")
 # (the answer is a 503 with Retry-After, and the client tries again).
 DEADLINE_SECONDS = 5.0
 FILL_POLL_SECONDS = 0.02
-
-Enqueue = Callable[[Scheduled], None]
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,11 @@ class CallsApi:
         store: CallsStore,
         state: State,
         upstreams: Upstreams,
-        enqueue: Enqueue,
+        queue: Enqueuer,
         clock: Callable[[], float] = time.time,
     ):
         self.settings, self.store, self.state, self.upstreams = settings, store, state, upstreams
-        self.enqueue, self.clock = enqueue, clock
+        self.queue, self.clock = queue, clock
 
     def create(self, caller: Caller, cid: str, body: object, line: dict[str, Any]) -> dict[str, Any]:
         user = self._authenticate(caller, line)
@@ -148,10 +149,14 @@ class CallsApi:
         step = end_step(session)
         if session is None or step == "ask":
             return {"status": "no active session"}
-        if step == "end" and self.state.begin_ending(call_id, session.session_id, self.clock()):
-            reason = f"call ended by {user} in channel {cid}"
-            self.enqueue(EndSession(session.room_name or call_id, session.session_id, reason))
-            log.info("call %s: session %s ending at the request of %s", call_id, session.session_id, user)
+        if step == "end":
+            task = EndSession(session.room_name or call_id, session.session_id, f"call ended by {user} in channel {cid}")
+            try:  # marked ending and queued together, or neither: a refused end leaves the session open
+                moved = begin_ending_queued(self.store.redis, call_id, session.session_id, self.clock(), self.queue, task)
+            except QueueFull:
+                raise Refused(503, "too many tasks waiting; retry later", QUEUE_FULL_RETRY_AFTER) from None
+            if moved is not None:
+                log.info("call %s: session %s ending at the request of %s", call_id, session.session_id, user)
         return {"status": "ending"}
 
     # --- steps --------------------------------------------------------------------------
