@@ -7,7 +7,8 @@ import pytest
 import redis
 
 from standins import FakeHms, FakeStream
-from tests.steps.test_calls_api import CALL, platforms, queued, sockets, web_for  # noqa: F401 (fixtures)
+from tests.steps import test_calls_api as api
+from tests.steps.test_calls_api import CALL, queued, web_for
 from tests.support.world import World, open_call
 from worker.steps import sweep as sweeps
 from worker.steps.sweep import ENDING_RETRY_SECONDS
@@ -16,6 +17,7 @@ from worker.store.keys import ENDING_SESSIONS, OPEN_BUCKETS
 from worker.store.state import State
 
 Platforms = tuple[FakeStream, FakeHms, str, str]
+sockets, platforms = api.sockets, api.platforms  # the calls API's fixtures: stand-ins on sockets
 
 
 def open_index(client: redis.Redis) -> set[bytes]:
