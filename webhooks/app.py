@@ -13,9 +13,11 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webhooks.body import BadBody, BodyTooLarge, inflate_limited, read_limited
 from webhooks.metrics import WebhookMetrics
+from worker.core.access import MEMBER_ADDED, MemberAdded, member_added
 from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT
 from worker.core.events import (
     HMS_TYPES,
@@ -33,11 +35,12 @@ from worker.jobs.app import create_celery
 from worker.logs import fields
 from worker.ops.collector import RedisCollector
 from worker.settings import Settings, load_settings
+from worker.store.calls import CallsStore
 from worker.store.enqueue import QUEUE, Enqueuer, QueueFull
 from worker.store.keys import DEDUPE_TTL, dedupe_key
 
 log = logging.getLogger("callsync.webhooks")
-KNOWN_TYPES = frozenset(STREAM_TYPES) | frozenset(HMS_TYPES)
+KNOWN_TYPES = frozenset(STREAM_TYPES) | frozenset(HMS_TYPES) | {MEMBER_ADDED}
 Parse = Callable[[object, str | None], tuple[Any, str | None]]
 DedupeKeys = Callable[[str | None, bytes], list[str]]
 
@@ -64,6 +67,8 @@ def _ids(event: Any) -> dict[str, Any]:
     """Channel, room and session ids of a parsed event, for its log line."""
     if isinstance(event, StreamEvent):
         return {"cid": event.cid, "call_id": event.fields.call_id if event.fields else None}
+    if isinstance(event, MemberAdded):
+        return {"cid": event.cid, "user_id": event.user_id}
     if isinstance(event, HmsEvent):
         return {
             "room_id": event.room_id,
@@ -95,6 +100,11 @@ def create_app(
     metrics = WebhookMetrics(RedisCollector(client))
     app = Flask("callsync")
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, after inflating
+    if settings.trusted_proxies:
+        # The client's address (the calls API limits 401s per address) as the trusted proxies
+        # report it: werkzeug takes the last `trusted_proxies` X-Forwarded-For entries only.
+        proxies = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     prefix = settings.field_path
 
     def receive(
@@ -105,6 +115,9 @@ def create_app(
             event, line["delivery_id"], body = accept(verify, parse, line, delivery_id)
             if event is None:
                 outcome, response = "ignored", _answer(200, status="ignored")
+            elif isinstance(event, MemberAdded):
+                line.update(_ids(event))
+                outcome, response = "accepted", forget_refusal(event)
             else:
                 line.update(_ids(event))
                 try:
@@ -123,6 +136,15 @@ def create_app(
         metrics.count(source, line["event_type"], outcome, reason)
         log.info("webhook %s", outcome, extra=fields(**line, outcome=outcome, reason=reason or None, status=response.status_code))
         return response
+
+    def forget_refusal(event: MemberAdded) -> Response:
+        """A member added: drop the calls API's "no" kept for them in that channel (a tiny store
+        step, nothing queued: the calls API asks Stream afresh on their next request)."""
+        try:
+            CallsStore(client).forget_refusal(event.cid, event.user_id)
+        except redis.RedisError:
+            raise Rejected(503, "unavailable", "state store unavailable; retry later") from None
+        return _answer(200, status="accepted")
 
     def accept(
         verify: Callable[[bytes], None], parse: Parse, line: dict[str, Any], delivery_id: str | None
@@ -161,6 +183,8 @@ def create_app(
 
         def parse(obj: object, webhook_id: str | None) -> tuple[Any, str | None]:
             event = parse_stream_event(obj, prefix)
+            if event is None:
+                return member_added(obj), webhook_id  # None: a type callsync ignores
             return (event if event is None or stream_delivery_is_current(event.created_at, clock()) else None), webhook_id
 
         def keys(webhook_id: str | None, body: bytes) -> list[str]:

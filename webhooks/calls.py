@@ -46,6 +46,7 @@ def _caller() -> Caller:
         auth_type=request.headers.get("stream-auth-type"),
         user_id=request.args.get("user_id"),
         api_key=request.args.get("api_key"),
+        address=request.remote_addr,
     )
 
 
