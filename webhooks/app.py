@@ -85,6 +85,23 @@ class Rejected(Exception):
         self.code, self.reason, self.error, self.headers = code, reason, error, headers
 
 
+def _behind_proxies(app: Flask, proxies: int) -> None:
+    """Take the client's address (the calls API limits 401s per address) as `proxies` trusted
+    proxies report it: werkzeug's ProxyFix reads only that many X-Forwarded-For entries from its end."""
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
+
+
+def _forget_refusal(client: redis.Redis, event: MemberAdded) -> Response:
+    """A member added: drop the calls API's "no" kept for them in that channel (a tiny store
+    step, nothing queued: the calls API asks Stream afresh on their next request)."""
+    try:
+        CallsStore(client).forget_refusal(event.cid, event.user_id)
+    except redis.RedisError:
+        raise Rejected(503, "unavailable", "state store unavailable; retry later") from None
+    return _answer(200, status="accepted")
+
+
 def create_app(
     settings: Settings | None = None,
     redis_client: redis.Redis | None = None,
@@ -100,11 +117,7 @@ def create_app(
     metrics = WebhookMetrics(RedisCollector(client))
     app = Flask("callsync")
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, after inflating
-    if settings.trusted_proxies:
-        # The client's address (the calls API limits 401s per address) as the trusted proxies
-        # report it: werkzeug takes the last `trusted_proxies` X-Forwarded-For entries only.
-        proxies = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
+    _behind_proxies(app, settings.trusted_proxies)
     prefix = settings.field_path
 
     def receive(
@@ -117,7 +130,7 @@ def create_app(
                 outcome, response = "ignored", _answer(200, status="ignored")
             elif isinstance(event, MemberAdded):
                 line.update(_ids(event))
-                outcome, response = "accepted", forget_refusal(event)
+                outcome, response = "accepted", _forget_refusal(client, event)
             else:
                 line.update(_ids(event))
                 try:
@@ -136,15 +149,6 @@ def create_app(
         metrics.count(source, line["event_type"], outcome, reason)
         log.info("webhook %s", outcome, extra=fields(**line, outcome=outcome, reason=reason or None, status=response.status_code))
         return response
-
-    def forget_refusal(event: MemberAdded) -> Response:
-        """A member added: drop the calls API's "no" kept for them in that channel (a tiny store
-        step, nothing queued: the calls API asks Stream afresh on their next request)."""
-        try:
-            CallsStore(client).forget_refusal(event.cid, event.user_id)
-        except redis.RedisError:
-            raise Rejected(503, "unavailable", "state store unavailable; retry later") from None
-        return _answer(200, status="accepted")
 
     def accept(
         verify: Callable[[bytes], None], parse: Parse, line: dict[str, Any], delivery_id: str | None
