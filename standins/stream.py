@@ -1,4 +1,5 @@
-"""Stream Chat stand-in: server auth, partial updates with dotted paths, QueryChannels, signed channel.updated.
+"""Stream Chat stand-in: server auth, partial updates with dotted paths, QueryChannels, QueryMembers,
+users and the app's settings (GET /app), signed channel.updated (and member.added, when asked).
 
 As the live API does, a partial update leaves `channel.updated_at` as it was (an event recorded
 from the live API, GetStream/stream-chat-test-mock-server src/jsons/ws_events_channel.json, and
@@ -65,6 +66,12 @@ class FakeStream(Fake):
         self.bump_updated_at = bump_updated_at
         self.channels: dict[str, Json] = {}
         self.members: dict[str, dict[str, Json]] = {}  # cid -> user id -> member record, in joining order
+        # user id -> the user's fields beyond `id` (UserResponse: banned, ban_expires, deactivated_at,
+        # deleted_at, revoke_tokens_issued_before, ...); a member's `user` is built from it when read.
+        self.users: dict[str, Json] = {}
+        # The app's settings as GET /app answers them (AppResponseFields; `revoke_tokens_issued_before`).
+        self.app_settings: Json = {"name": "callsync-standin", "revoke_tokens_issued_before": None}
+        self.member_events = False  # send member.added webhooks, as an app subscribed to them does
         self.patch_times: list[float] = []  # arrival of each applied partial update
         self._stamps: dict[str, int] = {}  # cid -> its last stamp (an event's created_at) in nanoseconds
         # Called with (cid, its call fields, "client" or "server") after every change.
@@ -73,6 +80,7 @@ class FakeStream(Fake):
         self.app.add_url_rule("/channels/<ctype>/<cid_id>", view_func=self._partial_update, methods=["PATCH"])
         self.app.add_url_rule("/channels/<ctype>/<cid_id>", view_func=self._full_update, methods=["POST"])
         self.app.add_url_rule("/members", view_func=self._query_members, methods=["GET"])
+        self.app.add_url_rule("/app", view_func=self._get_app, methods=["GET"])
         self.app.after_request(self._rate_limit_headers)
 
     def create_channel(self, cid: str, **custom: Any) -> Json:
@@ -111,7 +119,46 @@ class FakeStream(Fake):
             }
             self.members.setdefault(cid, {})[user_id] = member
             self.channels[cid]["member_count"] = len(self.members[cid])
-            return copy.deepcopy(member)
+            hook = self._member_added(cid, member) if self.member_events else None
+            added = self._with_user(member)
+        if hook is not None:
+            self._deliver(hook)
+        return added
+
+    def set_user(self, user_id: str, **fields: Any) -> None:
+        """Set fields of a user as Stream keeps them (a time as RFC 3339: `deactivated_at`,
+        `revoke_tokens_issued_before`, ...; `banned: True` for an app-wide ban); None unsets one."""
+        with self._lock:
+            user = self.users.setdefault(user_id, {})
+            for name, value in fields.items():
+                if value is None:
+                    user.pop(name, None)
+                else:
+                    user[name] = value
+
+    def revoke_all_tokens(self, before: str | None) -> None:
+        """The app-wide revoke (UpdateApp `revoke_tokens_issued_before`; None lifts it)."""
+        with self._lock:
+            self.app_settings["revoke_tokens_issued_before"] = before
+
+    def _with_user(self, member: Json) -> Json:
+        """A member record as Stream answers it: with its user's current fields (lock held)."""
+        user_id = member["user_id"]
+        return {**copy.deepcopy(member), "user": {"id": user_id, "banned": False, **copy.deepcopy(self.users.get(user_id, {}))}}
+
+    def _member_added(self, cid: str, member: Json) -> Webhook:
+        """Queue a signed member.added (MemberAddedEvent: cid, channel_type, channel_id, member, user)."""
+        kind, _, ident = cid.partition(":")
+        event = {
+            "type": "member.added",
+            "cid": cid,
+            "channel_type": kind,
+            "channel_id": ident,
+            "member": self._with_user(member),
+            "user": {"id": member["user_id"]},
+            "created_at": self._stamp(cid),
+        }
+        return self._signed(event)
 
     def remove_member(self, cid: str, user_id: str) -> None:
         with self._lock:
@@ -206,6 +253,10 @@ class FakeStream(Fake):
         if user is not None:
             event["user"] = user
         event.update(created_at=self._stamp(cid), request_info=request_info)
+        return self._signed(event)
+
+    def _signed(self, event: Json) -> Webhook:
+        """Queue `event` signed with X-Signature = hex HMAC-SHA256(api_secret, raw body) (lock held)."""
         body = json.dumps(event).encode()
         headers = {
             "Content-Type": "application/json",
@@ -258,7 +309,7 @@ class FakeStream(Fake):
             found = [
                 {
                     "channel": copy.deepcopy(self.channels[c]),
-                    "members": copy.deepcopy(list(self.members.get(c, {}).values())[:member_limit]),
+                    "members": [self._with_user(m) for m in list(self.members.get(c, {}).values())[:member_limit]],
                 }
                 for c in wanted
                 if c in self.channels and (users is None or any(u in self.members.get(c, {}) for u in users))
@@ -283,8 +334,14 @@ class FakeStream(Fake):
         with self._lock:
             if cid not in self.channels:
                 return self._error(404, f"Channel '{cid}' not found")
-            members = [m for u, m in self.members.get(cid, {}).items() if users is None or u in users]
-            return json_response({"members": copy.deepcopy(members[offset : offset + limit]), "duration": "0.40ms"})
+            members = [self._with_user(m) for u, m in self.members.get(cid, {}).items() if users is None or u in users]
+            return json_response({"members": members[offset : offset + limit], "duration": "0.40ms"})
+
+    def _get_app(self) -> Response:
+        """GET /app: `{"app": AppResponseFields, "duration"}` (GetStream/protocol, GetApp)."""
+        with self._lock:
+            app = {key: value for key, value in self.app_settings.items() if value is not None}
+        return json_response({"app": app, "duration": "0.30ms"})
 
 
 def _in(condition: object) -> list[str] | None:

@@ -13,10 +13,12 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webhooks.body import BadBody, BodyTooLarge, inflate_limited, read_limited
 from webhooks.metrics import WebhookMetrics
 from worker.connect import settings_client
+from worker.core.access import MEMBER_ADDED, MemberAdded, member_added
 from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT
 from worker.core.binding import call_of_room
 from worker.core.events import (
@@ -35,11 +37,12 @@ from worker.jobs.app import create_celery
 from worker.logs import fields
 from worker.ops.collector import RedisCollector
 from worker.settings import Settings, load_settings
+from worker.store.calls import CallsStore
 from worker.store.enqueue import QUEUE, Enqueuer, QueueFull
 from worker.store.keys import DEDUPE_TTL, dedupe_key
 
 log = logging.getLogger("callsync.webhooks")
-KNOWN_TYPES = frozenset(STREAM_TYPES) | frozenset(HMS_TYPES)
+KNOWN_TYPES = frozenset(STREAM_TYPES) | frozenset(HMS_TYPES) | {MEMBER_ADDED}
 Parse = Callable[[object, str | None], tuple[Any, str | None]]
 DedupeKeys = Callable[[str | None, bytes], list[str]]
 
@@ -66,6 +69,8 @@ def _ids(event: Any) -> dict[str, Any]:
     """Channel, room and session ids of a parsed event, for its log line."""
     if isinstance(event, StreamEvent):
         return {"cid": event.cid, "call_id": event.fields.call_id if event.fields else None}
+    if isinstance(event, MemberAdded):
+        return {"cid": event.cid, "user_id": event.user_id}
     if isinstance(event, HmsEvent):
         call_id = call_of_room(event.room_name) if event.room_name else None
         return {"room_id": event.room_id, "session_id": event.session_id, "call_id": call_id, "cid": cid_of_room(call_id)}
@@ -76,6 +81,23 @@ class Rejected(Exception):
     def __init__(self, code: int, reason: str, error: str, headers: dict[str, str] | None = None):
         super().__init__(error)
         self.code, self.reason, self.error, self.headers = code, reason, error, headers
+
+
+def _behind_proxies(app: Flask, proxies: int) -> None:
+    """Take the client's address (the calls API limits 401s per address) as `proxies` trusted
+    proxies report it: werkzeug's ProxyFix reads only that many X-Forwarded-For entries from its end."""
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
+
+
+def _forget_refusal(client: redis.Redis, event: MemberAdded) -> Response:
+    """A member added: drop the calls API's "no" kept for them in that channel (a tiny store
+    step, nothing queued: the calls API asks Stream afresh on their next request)."""
+    try:
+        CallsStore(client).forget_refusal(event.cid, event.user_id)
+    except redis.RedisError:
+        raise Rejected(503, "unavailable", "state store unavailable; retry later") from None
+    return _answer(200, status="accepted")
 
 
 def create_app(
@@ -93,6 +115,7 @@ def create_app(
     metrics = WebhookMetrics(RedisCollector(client))
     app = Flask("callsync")
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, after inflating
+    _behind_proxies(app, settings.trusted_proxies)
     prefix = settings.field_path
 
     def receive(
@@ -103,6 +126,9 @@ def create_app(
             event, line["delivery_id"], body = accept(verify, parse, line, delivery_id)
             if event is None:
                 outcome, response = "ignored", _answer(200, status="ignored")
+            elif isinstance(event, MemberAdded):
+                line.update(_ids(event))
+                outcome, response = "accepted", _forget_refusal(client, event)
             else:
                 line.update(_ids(event))
                 try:
@@ -159,6 +185,8 @@ def create_app(
 
         def parse(obj: object, webhook_id: str | None) -> tuple[Any, str | None]:
             event = parse_stream_event(obj, prefix)
+            if event is None:
+                return member_added(obj), webhook_id  # None: a type callsync ignores
             return (event if event is None or stream_delivery_is_current(event.created_at, clock()) else None), webhook_id
 
         def keys(webhook_id: str | None, body: bytes) -> list[str]:

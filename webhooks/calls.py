@@ -19,7 +19,6 @@ from flask_cors import CORS
 
 from webhooks.body import BodyTooLarge, read_limited
 from webhooks.metrics import WebhookMetrics
-from worker.core.actions import Scheduled
 from worker.core.calls import Refused, channel_of_path, cors_options
 from worker.logs import fields
 from worker.ops.counters import Tally, upstream_counter
@@ -47,6 +46,7 @@ def _caller() -> Caller:
         auth_type=request.headers.get("stream-auth-type"),
         user_id=request.args.get("user_id"),
         api_key=request.args.get("api_key"),
+        address=request.remote_addr,
     )
 
 
@@ -80,12 +80,8 @@ def calls_blueprint(
     # upstream call (a cached join makes none), so nothing waits in a process for a scrape.
     tally = Tally()
     if why_not is None:
-
-        def enqueue(action: Scheduled) -> None:
-            enqueuer.enqueue_once(None, action.task, action.args())
-
         upstreams = Upstreams(settings, on_call=upstream_counter(tally))
-        api = CallsApi(settings, CallsStore(client), State(client), upstreams, enqueue)
+        api = CallsApi(settings, CallsStore(client), State(client), upstreams, enqueuer)
     else:
         log.warning("calls API unavailable: %s", why_not, extra=fields(reason=why_not))
 

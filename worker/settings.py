@@ -73,6 +73,10 @@ class Settings:
     call_token_ttl_seconds: int = 3600
     cors_origins: tuple[str, ...] = ()
     calls_per_user: Rate = Rate(30, 60.0)
+    # 401 answers one client address may get from the calls API in a window; then 429 until it ends.
+    unauthenticated_per_address: Rate = Rate(30, 60.0)
+    # Proxies in front of the web role that add to X-Forwarded-For (0: clients connect directly).
+    trusted_proxies: int = 0
 
     @property
     def calls_api_unavailable(self) -> str | None:
@@ -270,4 +274,6 @@ def _parse(env: _Environment) -> Settings:
         call_token_ttl_seconds=_int(env, "CALLSYNC_CALL_TOKEN_TTL_SECONDS", 3600, low=60, high=86400),
         cors_origins=_origins(env, "CALLSYNC_CORS_ORIGINS", ()),
         calls_per_user=_rate(env, "CALLSYNC_CALLS_PER_USER", Rate(30, 60.0)),
+        unauthenticated_per_address=_rate(env, "CALLSYNC_UNAUTHENTICATED_PER_ADDRESS", Rate(30, 60.0)),
+        trusted_proxies=_int(env, "CALLSYNC_TRUSTED_PROXIES", 0, low=0, high=10),
     )

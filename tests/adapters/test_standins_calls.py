@@ -50,7 +50,8 @@ def test_query_channels_lists_members_up_to_member_limit_with_the_count(stream: 
     assert state["channel"]["member_count"] == 5
     assert [m["user_id"] for m in state["members"]] == ["user-0", "user-1", "user-2"]
     member = state["members"][0]
-    assert member["user"] == {"id": "user-0"} and member["channel_role"] == "channel_member" and member["banned"] is False
+    assert member["user"] == {"id": "user-0", "banned": False}
+    assert member["channel_role"] == "channel_member" and member["banned"] is False
 
 
 def test_query_channels_with_a_members_filter_finds_only_the_users_channels(stream: FakeStream, sc: httpx.Client) -> None:

@@ -27,6 +27,7 @@ from redis.retry import Retry
 
 from standins import FakeHms, FakeStream, serve
 from webhooks.app import create_app
+from worker.core.calls import REFUSAL_TTL
 from worker.ops import counters
 from worker.settings import Rate, Settings
 from worker.store.enqueue import QUEUE
@@ -390,13 +391,16 @@ def test_a_cold_burst_of_joins_asks_stream_once(web: Web) -> None:
     assert web.stream_calls("/channels") == asked + 1
 
 
-def test_a_no_is_always_asked_afresh_so_a_member_added_just_now_gets_in(web: Web) -> None:
+def test_a_no_is_kept_a_few_seconds_and_a_member_added_gets_in_once_it_expires(web: Web) -> None:
     web.create("alice")  # the roster is cached without carol
     asked = web.stream_calls("/channels")
     assert web.join("carol").status_code == 403
-    web.stream.add_member(CID, "carol")
+    assert web.join("carol").status_code == 403 and web.stream_calls("/channels") == asked + 1  # the "no" is kept
+    assert 0 < web.redis.ttl(f"cs:no:{CID} carol") <= REFUSAL_TTL
+    web.stream.add_member(CID, "carol")  # no member.added webhook: carol waits for the "no" to expire
+    web.redis.delete(f"cs:no:{CID} carol")  # REFUSAL_TTL seconds later
     assert web.join("carol").status_code == 200
-    assert web.stream_calls("/channels") == asked + 2  # each "no" was checked with Stream
+    assert web.stream_calls("/channels") == asked + 2
     assert web.join("carol").status_code == 200 and web.stream_calls("/channels") == asked + 2  # a "yes" is cached
 
 
@@ -423,14 +427,15 @@ def upstream_calls(web: Web) -> dict[Call, float]:
 def test_the_calls_apis_upstream_calls_are_counted_with_their_status(web: Web) -> None:
     assert upstream_calls(web) == {}
     web.stream.fail_next(1, 503)
-    assert web.create("alice").status_code == 503  # QueryChannels answered 503
+    assert web.create("alice").status_code == 503  # GET /app (the app's revoke time) answered 503
     web.hms.fail_next(1, 429, {"Retry-After": "2"})
-    assert web.create("alice").status_code == 503  # QueryChannels 200 (roster cached), room lookup 429
+    assert web.create("alice").status_code == 503  # GET /app and QueryChannels 200 (cached), room lookup 429
     assert web.create("alice").status_code == 200  # room lookup 200 (none), room created
     assert web.join("bob").status_code == 200  # membership and room cached: nothing asked
     assert upstream_calls(web) == {
-        ("stream", "POST", "/channels", "503"): 1,
+        ("stream", "GET", "/app", "503"): 1,
         ("stream", "POST", "/channels", "200"): 1,
+        ("stream", "GET", "/app", "200"): 1,  # the app's revoke time, read once and cached
         ("hms", "GET", "/rooms", "429"): 1,
         ("hms", "GET", "/rooms", "200"): 1,
         ("hms", "POST", "/rooms", "200"): 1,

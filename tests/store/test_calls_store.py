@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import redis
 
+from worker.core.access import StreamUser
 from worker.core.calls import MEMBERSHIP_TTL, Room, Roster
 from worker.core.events import HmsEvent
 from worker.store.calls import CallsStore, roster_key
 from worker.store.state import State
 
 CID, CALL = "messaging:general", "call-messaging:general"
+NOW = 1_800_000_000.0
 
 
 def test_a_snapshot_counts_the_request_and_reads_what_is_cached(redis_client: redis.Redis) -> None:
@@ -17,7 +19,7 @@ def test_a_snapshot_counts_the_request_and_reads_what_is_cached(redis_client: re
     empty = store.snapshot("alice", 7, 60.0, CALL, CID)
     assert (empty.requests, empty.owner, empty.room, empty.roster) == (1, None, None, None)
     assert 0 < redis_client.ttl("cs:callrate:7:alice") <= 61
-    store.save_roster(CID, Roster(True, frozenset({"alice"}), frozenset({"eve"}), complete=True))
+    store.save_roster(CID, Roster(True, frozenset({"alice"}), frozenset({"eve"}), complete=True), NOW)
     store.save_room(CALL, Room("room-1", CALL))
     assert State(redis_client).bind(CID, "standup", 1.0).first
     assert store.snapshot("alice", 7, 60.0, "standup", CID).owner == CID
@@ -40,12 +42,12 @@ def test_a_room_callsync_saw_a_session_of_counts_as_known(redis_client: redis.Re
 
 def test_rosters_expire_and_partial_ones_take_single_answers(redis_client: redis.Redis) -> None:
     store = CallsStore(redis_client)
-    store.save_roster(CID, Roster(True, frozenset({"alice"}), complete=False))
+    store.save_roster(CID, Roster(True, frozenset({"alice"}), complete=False), NOW)
     assert 0 < redis_client.ttl(roster_key(CID)) <= MEMBERSHIP_TTL
     assert store.roster(CID, "zoe") == Roster(True, complete=False)
-    store.save_member(CID, "zoe")
+    store.save_member(CID, "zoe", StreamUser())
     assert store.roster(CID, "zoe") == Roster(True, frozenset({"zoe"}), complete=False)
-    store.save_roster(CID, Roster(exists=False))
+    store.save_roster(CID, Roster(exists=False), NOW)
     assert store.roster(CID, "alice") == Roster(exists=False)
 
 
@@ -53,7 +55,7 @@ def test_one_request_fills_a_roster_and_the_others_wait_for_it(redis_client: red
     store = CallsStore(redis_client)
     assert store.take_roster_fill(CID) and not store.take_roster_fill(CID)
     assert store.await_roster(CID, "alice", 0.05, 0.01) is None  # still filling: gave up waiting
-    store.save_roster(CID, Roster(True, frozenset({"alice"})))
+    store.save_roster(CID, Roster(True, frozenset({"alice"})), NOW)
     store.end_roster_fill(CID)
     assert store.await_roster(CID, "alice", 1.0, 0.01) == Roster(True, frozenset({"alice"}))
     assert store.take_roster_fill(CID)

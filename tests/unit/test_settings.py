@@ -154,6 +154,8 @@ def test_calls_api_settings_are_parsed():
             "CALLSYNC_CALL_TOKEN_TTL_SECONDS": "600",
             "CALLSYNC_CORS_ORIGINS": "https://App.example.com/, http://localhost:3000,https://app.example.com",
             "CALLSYNC_CALLS_PER_USER": "5/s",
+            "CALLSYNC_UNAUTHENTICATED_PER_ADDRESS": "100/h",
+            "CALLSYNC_TRUSTED_PROXIES": "2",
             "STREAM_API_SECRET": "new, old ,",
         }
     )
@@ -164,10 +166,12 @@ def test_calls_api_settings_are_parsed():
     )
     assert settings.cors_origins == ("https://app.example.com", "http://localhost:3000")
     assert settings.calls_per_user == Rate(5, 1.0)
+    assert (settings.unauthenticated_per_address, settings.trusted_proxies) == (Rate(100, 3600.0), 2)
     assert settings.stream_secrets == ("new", "old")
     assert {"new", "old"} <= set(settings.secrets)  # each secret of a rotation is scrubbed from logs
     defaults = load_settings({})
     assert (defaults.hms_default_role, defaults.call_token_ttl_seconds, defaults.cors_origins) == ("guest", 3600, ())
+    assert (defaults.unauthenticated_per_address, defaults.trusted_proxies) == (Rate(30, 60.0), 0)
 
 
 @pytest.mark.parametrize(
@@ -180,6 +184,9 @@ def test_calls_api_settings_are_parsed():
         ("CALLSYNC_CALL_TOKEN_TTL_SECONDS", "10"),
         ("CALLSYNC_CALL_TOKEN_TTL_SECONDS", "864000"),
         ("CALLSYNC_CALLS_PER_USER", "lots"),
+        ("CALLSYNC_UNAUTHENTICATED_PER_ADDRESS", "0/m"),
+        ("CALLSYNC_TRUSTED_PROXIES", "-1"),
+        ("CALLSYNC_TRUSTED_PROXIES", "many"),
     ],
 )
 def test_malformed_calls_api_values_name_the_variable(name, value):

@@ -105,6 +105,14 @@ class StreamClient:
         )
         return _dict(response.json())
 
+    def app_settings(self) -> dict[str, Any]:
+        """The app's settings: `GET /app` (GetStream/protocol openapi/chat-openapi.json, GetApp:
+        `{"app": AppResponseFields}`, which holds `revoke_tokens_issued_before`)."""
+        response = upstream_request(
+            self._http, API, "GET", "/app", endpoint="/app", on_call=self._on_call, deadline=self._deadline
+        )
+        return _dict(response.json())
+
 
 def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
+from worker.core.access import Access, StreamUser, stream_user
 from worker.core.binding import owner_of
 from worker.core.events import CID_RE, cid_of_room, valid_call_id
 from worker.core.sessions import Session
@@ -27,7 +28,17 @@ CHANNEL_TYPE_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 CLIENT_HEADERS = ("authorization", "content-type", "stream-auth-type", "x-stream-client", "x-client-request-id")
 ROSTER_MEMBER_LIMIT = 100  # QueryChannels returns at most this many members of a channel
 MEMBERSHIP_TTL = 30  # seconds a "may call" answer is trusted: a burst of joins asks Stream once
+# Seconds a "no" (not a member, no such channel, a user Stream shut out) is kept per channel and
+# user: a refused user asking again costs Stream nothing meanwhile; a member added in that window
+# waits at most this long (less when the app sends `member.added` webhooks: one clears it).
+REFUSAL_TTL = 5
+# QueryMembers (300 a minute per app, shared by every channel) asks about users beyond the first
+# ROSTER_MEMBER_LIMIT members; one channel may spend at most this many a minute, then 503.
+MEMBER_QUERIES_PER_CHANNEL = 30
+MEMBER_QUERY_PERIOD = 60.0
+APP_SETTINGS_TTL = 60  # seconds the app's revoke time (GET /app) is trusted
 UPSTREAM_RETRY_AFTER = 5  # seconds a client is told to wait when a platform gave no wait
+QUEUE_FULL_RETRY_AFTER = 10  # seconds a client is told to wait while the task queue is full (as the receiver)
 
 
 class Refused(Exception):
@@ -115,6 +126,11 @@ class Roster:
     allowed: frozenset[str] = frozenset()
     refused: frozenset[str] = frozenset()
     complete: bool = True
+    # What Stream says of allowed members' users (core.access); absent: nothing against them.
+    users: Mapping[str, StreamUser] = field(default_factory=dict)
+
+    def user(self, user_id: str) -> StreamUser:
+        return self.users.get(user_id, StreamUser())
 
 
 def may_call(member: dict[str, Any]) -> bool:
@@ -127,13 +143,19 @@ def may_call(member: dict[str, Any]) -> bool:
     return not (member.get("invited") is True and not member.get("invite_accepted_at"))
 
 
-def _member_ids(members: Iterable[object]) -> tuple[set[str], set[str]]:
+def _member_ids(members: Iterable[object]) -> tuple[set[str], set[str], dict[str, StreamUser]]:
+    """Who may call, who may not, and the users of those who may (each member's `user`,
+    a UserResponse: GetStream/protocol openapi/chat-openapi.json ChannelMemberResponse)."""
     allowed: set[str] = set()
     refused: set[str] = set()
+    users: dict[str, StreamUser] = {}
     for member in members:
         if isinstance(member, dict) and isinstance(member.get("user_id"), str):
             (allowed if may_call(member) else refused).add(member["user_id"])
-    return allowed, refused
+            user = stream_user(member.get("user"))
+            if may_call(member) and user != StreamUser():
+                users[member["user_id"]] = user
+    return allowed, refused, users
 
 
 def roster_of(answer: object, cid: str) -> Roster:
@@ -147,10 +169,10 @@ def roster_of(answer: object, cid: str) -> Roster:
             continue
         members = state.get("members")
         members = members if isinstance(members, list) else []
-        allowed, refused = _member_ids(members)
+        allowed, refused, users = _member_ids(members)
         count = channel.get("member_count")
         complete = isinstance(count, int) and not isinstance(count, bool) and count <= len(members)
-        return Roster(True, frozenset(allowed), frozenset(refused), complete)
+        return Roster(True, frozenset(allowed), frozenset(refused), complete, users)
     return Roster(exists=False)
 
 
@@ -166,9 +188,14 @@ def membership(roster: Roster, user_id: str) -> Membership:
 
 def member_of(answer: object, user_id: str) -> bool:
     """Whether a QueryMembers answer (`{"members": [...]}`, filtered on the user) lets `user_id` call."""
+    return user_id in members_roster(answer).allowed
+
+
+def members_roster(answer: object) -> Roster:
+    """A QueryMembers answer filtered on a user, as a roster complete for that user."""
     members = answer.get("members") if isinstance(answer, dict) else None
-    allowed, _ = _member_ids(members if isinstance(members, list) else [])
-    return user_id in allowed
+    allowed, refused, users = _member_ids(members if isinstance(members, list) else [])
+    return Roster(True, frozenset(allowed), frozenset(refused), True, users)
 
 
 def require_member(found: Membership, cid: str) -> None:
@@ -176,6 +203,25 @@ def require_member(found: Membership, cid: str) -> None:
         raise Refused(404, "no such channel")
     if found is not Membership.MEMBER:
         raise Refused(403, f"not a member of channel {cid}")
+
+
+def require_access(access: Access) -> None:
+    """Refused 401 for a token Stream revoked, 403 for a user Stream shut out (core.access)."""
+    if access is Access.REVOKED:
+        raise Refused(401, "the token was revoked in Stream (issued before a revoke time of the user or the app)")
+    if access is Access.SHUT_OUT:
+        raise Refused(403, "the user is banned app-wide, deactivated or deleted in Stream")
+
+
+def remembered(refused: Refused) -> str:
+    """A refusal as kept in the cache of "no"s (REFUSAL_TTL): its status and message."""
+    return f"{refused.status} {refused.error}"
+
+
+def recalled(kept: str | None) -> Refused | None:
+    """A refusal from the cache of "no"s, as it was given (None: none kept, or not one of ours)."""
+    status, _, error = (kept or "").partition(" ")
+    return Refused(int(status), error) if status in ("403", "404") and error else None
 
 
 # --- how often --------------------------------------------------------------------------------
@@ -191,6 +237,19 @@ def check_rate(count: int, limit: int, retry_after: int) -> None:
     """Refused 429 once a user's `count` of requests in the window passes `limit`."""
     if count > limit:
         raise Refused(429, "too many calls API requests from this user; retry later", retry_after)
+
+
+def check_unauthenticated(count: int, limit: int, retry_after: int) -> None:
+    """Refused 429 once a client address's `count` of 401 answers in the window reaches `limit`:
+    it is refused whatever it sends until the window ends (so guessing tokens gains nothing)."""
+    if count >= limit:
+        raise Refused(429, "too many requests without a valid token from this address; retry later", retry_after)
+
+
+def check_member_queries(count: int, retry_after: int) -> None:
+    """Refused 503 once a channel's QueryMembers lookups in the window pass their bound."""
+    if count > MEMBER_QUERIES_PER_CHANNEL:
+        raise Refused(503, "too many membership lookups for this channel; retry later", retry_after)
 
 
 def unavailable(error: UpstreamError) -> Refused:

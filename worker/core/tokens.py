@@ -13,7 +13,8 @@ from __future__ import annotations
 import hmac
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -39,6 +40,14 @@ def token_of(authorization: str | None) -> str | None:
     return value or None
 
 
+@dataclass(frozen=True)
+class UserToken:
+    """A verified Stream user token: whom it proves, and its claims (for core.access: `iat`)."""
+
+    user_id: str
+    claims: Mapping[str, Any] = field(repr=False)
+
+
 def verify_user_token(
     authorization: str | None,
     auth_type: str | None,
@@ -48,10 +57,24 @@ def verify_user_token(
     secrets: Iterable[str],
     now: float,
 ) -> str:
-    """The Stream user id a request proves, or Unauthenticated.
+    """The Stream user id a request proves, or Unauthenticated (as `verified_user`)."""
+    return verified_user(authorization, auth_type, query_user_id, query_api_key, api_key, secrets, now).user_id
+
+
+def verified_user(
+    authorization: str | None,
+    auth_type: str | None,
+    query_user_id: str | None,
+    query_api_key: str | None,
+    api_key: str,
+    secrets: Iterable[str],
+    now: float,
+) -> UserToken:
+    """The Stream user a request proves, with its token's claims, or Unauthenticated.
 
     `api_key` must be this app's; the token must verify (HS256) under one of `secrets`, be
     current (`exp`, `nbf`, `iat` against `now`) and name a `user_id`, the query's if it has one.
+    Whether Stream has since revoked it is core.access's question.
     """
     if not query_api_key or not api_key or not hmac.compare_digest(query_api_key.encode(), api_key.encode()):
         raise Unauthenticated("api_key is missing or not this app's")
@@ -67,7 +90,7 @@ def verify_user_token(
         raise Unauthenticated("the token names no user_id")
     if query_user_id and query_user_id != user_id:
         raise Unauthenticated("user_id does not match the token")
-    return user_id
+    return UserToken(user_id, claims)
 
 
 def _verified_claims(token: str, secrets: Iterable[str]) -> dict[str, Any]:

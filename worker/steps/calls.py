@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,53 +20,37 @@ import httpx
 from worker.clients.hms import HmsClient, ManagementAuth
 from worker.clients.http import OnUpstreamCall, ignore_call, upstream_client
 from worker.clients.stream import StreamAuth, StreamClient
-from worker.core.actions import EndSession, Scheduled
+from worker.core.actions import EndSession
 from worker.core.binding import derived_room_name, owner_description, owner_in_description
 from worker.core.calls import (
-    Membership,
+    QUEUE_FULL_RETRY_AFTER,
     Refused,
     Room,
-    Roster,
     call_answer,
     call_of_path,
     channel_of_call,
     check_owner,
-    check_rate,
     create_request,
     end_step,
-    member_of,
-    membership,
-    rate_window,
-    require_member,
-    roster_of,
     unavailable,
 )
 from worker.core.checks import adopted
 from worker.core.events import cid_of_room
 from worker.core.sessions import Session
-from worker.core.tokens import Unauthenticated, call_token_claims, sign_call_token, verify_user_token
+from worker.core.tokens import UserToken, call_token_claims, sign_call_token
 from worker.core.upstream import UpstreamError
 from worker.settings import Settings
-from worker.store.calls import FILL_SECONDS, CallsStore, Snapshot
+from worker.steps.access import Caller, Gatekeeper
+from worker.store.calls import CallsStore, Snapshot
+from worker.store.ending import begin_ending_queued
+from worker.store.enqueue import Enqueuer, QueueFull
 from worker.store.state import State
 
 log = logging.getLogger("callsync.calls")
 # A browser waits on these calls: a shorter deadline than the workers', and no retry here
 # (the answer is a 503 with Retry-After, and the client tries again).
 DEADLINE_SECONDS = 5.0
-FILL_POLL_SECONDS = 0.02
-
-Enqueue = Callable[[Scheduled], None]
-
-
-@dataclass(frozen=True)
-class Caller:
-    """What a request says about who sends it, as the stream-chat client sends it."""
-
-    authorization: str | None
-    auth_type: str | None  # the `stream-auth-type` header
-    user_id: str | None  # the query's `user_id`
-    api_key: str | None  # the query's `api_key`
+__all__ = ["Caller", "CallsApi", "Upstreams"]  # Caller is worker.steps.access's, for the views
 
 
 class Upstreams:
@@ -109,20 +92,22 @@ class CallsApi:
         store: CallsStore,
         state: State,
         upstreams: Upstreams,
-        enqueue: Enqueue,
+        queue: Enqueuer,
         clock: Callable[[], float] = time.time,
     ):
         self.settings, self.store, self.state, self.upstreams = settings, store, state, upstreams
-        self.enqueue, self.clock = enqueue, clock
+        self.queue, self.clock = queue, clock
+        self.gate = Gatekeeper(settings, store, lambda: upstreams.get()[0], clock)
 
     def create(self, caller: Caller, cid: str, body: object, line: dict[str, Any]) -> dict[str, Any]:
-        user = self._authenticate(caller, line)
+        token = self._authenticate(caller, line)
+        user = token.user_id
         call_id, _kind = create_request(body)
         line.update(call_id=call_id, cid=cid)
         check_owner(call_id, cid, None)
-        snap = self._snapshot(user, call_id, cid)
+        snap = self._snapshot(caller, token, call_id, cid)
         with _platforms_down():
-            self._require_member(cid, user, snap.roster)
+            self.gate.admit(caller, token, cid, snap.app_revoked, (snap.roster, snap.refusal))
             check_owner(call_id, cid, snap.owner)  # after membership: outsiders learn nothing of calls
             # Bound (and, for a free-form id nobody bound, owned) before its room is made: of two
             # channels racing for one id, only the owner's create reaches 100ms (rule 11).
@@ -149,88 +134,40 @@ class CallsApi:
         step = end_step(session)
         if session is None or step == "ask":
             return {"status": "no active session"}
-        if step == "end" and self.state.begin_ending(call_id, session.session_id, self.clock()):
-            reason = f"call ended by {user} in channel {cid}"
-            self.enqueue(EndSession(call_id, session.session_id, reason))
-            log.info("call %s: session %s ending at the request of %s", call_id, session.session_id, user)
+        if step == "end":
+            task = EndSession(call_id, session.session_id, f"call ended by {user} in channel {cid}")
+            try:  # marked ending and queued together, or neither: a refused end leaves the session open
+                moved = begin_ending_queued(self.store.redis, call_id, session.session_id, self.clock(), self.queue, task)
+            except QueueFull:
+                raise Refused(503, "too many tasks waiting; retry later", QUEUE_FULL_RETRY_AFTER) from None
+            if moved is not None:
+                log.info("call %s: session %s ending at the request of %s", call_id, session.session_id, user)
         return {"status": "ending"}
 
     # --- steps --------------------------------------------------------------------------
 
-    def _authenticate(self, caller: Caller, line: dict[str, Any]) -> str:
-        s = self.settings
-        try:
-            user = verify_user_token(
-                caller.authorization,
-                caller.auth_type,
-                caller.user_id,
-                caller.api_key,
-                s.stream_api_key,
-                s.stream_secrets,
-                self.clock(),
-            )
-        except Unauthenticated as exc:
-            raise Refused(401, str(exc)) from None
-        line["user_id"] = user
-        return user
+    def _authenticate(self, caller: Caller, line: dict[str, Any]) -> UserToken:
+        token = self.gate.authenticate(caller)
+        line["user_id"] = token.user_id
+        return token
 
-    def _snapshot(self, user: str, call_id: str, cid: str | None) -> Snapshot:
-        rate = self.settings.calls_per_user
-        window, retry_after = rate_window(self.clock(), rate.period)
-        snap = self.store.snapshot(user, window, rate.period, call_id, cid)
-        check_rate(snap.requests, rate.count, retry_after)
-        return snap
+    def _snapshot(self, caller: Caller, token: UserToken, call_id: str, cid: str | None) -> Snapshot:
+        with _platforms_down():
+            return self.gate.snapshot(caller, token, call_id, cid)
 
     def _member_of_call(self, caller: Caller, path_call_id: str, line: dict[str, Any]) -> tuple[str, str, str, Snapshot]:
         call_id = call_of_path(path_call_id)
         line["call_id"] = call_id
-        user = self._authenticate(caller, line)
+        token = self._authenticate(caller, line)
+        user = token.user_id
         guess = cid_of_room(call_id)
-        snap = self._snapshot(user, call_id, guess)
+        snap = self._snapshot(caller, token, call_id, guess)
         cid = line["cid"] = channel_of_call(call_id, snap.owner)
         # The snapshot read the roster of the channel the id's form gives; another owner's is one read more.
-        cached = snap.roster if cid == guess else self.store.roster(cid, user)
+        cached = (snap.roster, snap.refusal) if cid == guess else self.store.cached_answer(cid, user)
         with _platforms_down():
-            self._require_member(cid, user, cached)
+            self.gate.admit(caller, token, cid, snap.app_revoked, cached)
         return user, call_id, cid, snap
-
-    def _require_member(self, cid: str, user: str, cached: Roster | None) -> None:
-        """Refused unless `user` may call in `cid`. A "yes" is cached briefly, so a burst of
-        joins costs Stream one call; a "no" is always asked afresh, so a user added to the
-        channel a moment ago is not refused by an answer from before."""
-        if _allows(cached, user):
-            return
-        found = membership(self._roster(cid, user), user)
-        if found is Membership.ASK:  # a channel larger than one page of members
-            stream, _ = self.upstreams.get()
-            try:
-                answer = stream.channel_member(cid, user)
-            except UpstreamError as error:
-                if error.status == 404:  # deleted since QueryChannels found it (Stream's "does not exist")
-                    raise Refused(404, "no such channel") from None
-                raise
-            allowed = member_of(answer, user)
-            if allowed:
-                self.store.save_member(cid, user)
-            found = Membership.MEMBER if allowed else Membership.NOT_MEMBER
-        require_member(found, cid)
-
-    def _roster(self, cid: str, user: str) -> Roster:
-        """The channel's roster, asked of Stream once for a burst: while one request asks, the
-        others wait for its answer, and ask themselves only if it does not let them in."""
-        holding = self.store.take_roster_fill(cid)
-        if not holding:
-            waited = self.store.await_roster(cid, user, FILL_SECONDS, FILL_POLL_SECONDS)
-            if waited is not None and _allows(waited, user):
-                return waited
-        stream, _ = self.upstreams.get()
-        try:
-            roster = roster_of(stream.channel_roster(cid), cid)
-            self.store.save_roster(cid, roster)
-        finally:
-            if holding:
-                self.store.end_roster_fill(cid)
-        return roster
 
     def _existing_room(self, call_id: str) -> tuple[Room | None, bool]:
         """The room serving `call_id` (named exactly by it, else by its derived name: 100ms
@@ -278,10 +215,6 @@ class CallsApi:
             s.hms_access_key, room.id, user, s.hms_default_role, self.clock(), s.call_token_ttl_seconds, str(uuid.uuid4())
         )
         return sign_call_token(claims, s.hms_app_secret)
-
-
-def _allows(roster: Roster | None, user: str) -> bool:
-    return roster is not None and membership(roster, user) is Membership.MEMBER
 
 
 @contextmanager

@@ -16,11 +16,19 @@ from dataclasses import dataclass
 from worker.core.actions import CheckSession, EndSession
 from worker.core.timebounds import FUTURE_SKEW_SECONDS
 from worker.steps.runtime import Runtime
+from worker.store.ending import claim_stuck_endings
 from worker.store.keys import BOUND_CHANNELS, CHECK_CURSOR, LAST_SWEEP, SWEEP_LOCK
 
 log = logging.getLogger("callsync.sweep")
 
 PAGE = 1000
+# A session marked "ending" is closed within seconds when all goes well (the end task runs, then
+# 100ms's close arrives, or the task records the session over). One still ending this long after
+# its mark had its end lost (a task dead-lettered or dropped with a lost Redis, a close never
+# seen): it is ended again, once per this interval while it stays so. Longer than a queue that
+# is merely slow, so a busy hour costs few duplicate end tasks (each finds the room over and
+# records the close).
+ENDING_RETRY_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class SweepResult:
     ran: bool
     ended: int = 0
     checks: int = 0
+    ended_again: int = 0  # sessions left ending past ENDING_RETRY_SECONDS, sent to be ended again
 
 
 def checks_per_sweep(per_minute: int, interval_seconds: int) -> int:
@@ -46,13 +55,19 @@ def sweep(rt: Runtime) -> SweepResult:
         # times) would outrank every real binding for good.
         rt.redis.zremrangebyscore(BOUND_CHANNELS, f"({now + FUTURE_SKEW_SECONDS}", "+inf")
         ended = end_overdue(rt, now)
+        ended_again = end_stuck(rt, now)
         checks = schedule_checks(rt)
         rt.redis.set(LAST_SWEEP, repr(now))
     finally:
         lock.release()
-    if ended or checks:
-        log.info("sweep: %d session(s) past the limit ended, %d re-check(s) scheduled", ended, checks)
-    return SweepResult(ran=True, ended=ended, checks=checks)
+    if ended or checks or ended_again:
+        log.info(
+            "sweep: %d session(s) past the limit ended, %d left ending ended again, %d re-check(s) scheduled",
+            ended,
+            ended_again,
+            checks,
+        )
+    return SweepResult(ran=True, ended=ended, checks=checks, ended_again=ended_again)
 
 
 def end_overdue(rt: Runtime, now: float) -> int:
@@ -67,6 +82,18 @@ def end_overdue(rt: Runtime, now: float) -> int:
         ended += len(moved)
         if len(moved) < PAGE:
             return ended
+
+
+def end_stuck(rt: Runtime, now: float) -> int:
+    """End again every session marked ending more than ENDING_RETRY_SECONDS ago that is still ending."""
+    sent = 0
+    while True:
+        looked_at, stuck = claim_stuck_endings(rt.redis, now - ENDING_RETRY_SECONDS, PAGE, now)
+        for call_id, session_id in stuck:
+            rt.schedule(EndSession(call_id, session_id, f"still ending {ENDING_RETRY_SECONDS} s after its end was asked"))
+        sent += len(stuck)
+        if looked_at < PAGE:
+            return sent
 
 
 def schedule_checks(rt: Runtime) -> int:

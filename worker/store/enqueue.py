@@ -98,6 +98,19 @@ class Enqueuer:
         self._wake = threading.Condition()
         self._flusher_pid: int | None = None
 
+    @property
+    def queue(self) -> str:
+        return self._queue
+
+    @property
+    def max_depth(self) -> int:
+        return self._max_depth
+
+    def message(self, task_name: str, args: tuple[Any, ...]) -> str:
+        """The queue message that runs `task_name(*args)`, for a store step that pushes it itself
+        in the same atomic step as a write (worker/store/ending.py)."""
+        return self._template.render(task_name, args)
+
     def enqueue_once(self, dedupe_keys: str | Sequence[str] | None, task_name: str, args: tuple[Any, ...]) -> bool:
         """Enqueue unless one of `dedupe_keys` was already spent (then spend them all); False
         means duplicate.

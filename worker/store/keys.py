@@ -26,6 +26,9 @@ MAX_BINDINGS = 8  # call ids remembered per channel
 OPEN_BUCKETS = "cs:open"
 BUCKET_SECONDS = 10
 BOUND_CHANNELS = "cs:bound"  # zset: cid → last time a binding was seen (for `callsync status`)
+# zset: call (as in the open index) → when its session was marked "ending" (or last sent to be
+# ended again): the sweep ends again a session whose end did not complete (worker/steps/sweep.py).
+ENDING_SESSIONS = "cs:ending"
 
 # --- the call record (hash at call_key) -----------------------------------------------
 CALL_ROOM_ID = "r"
@@ -52,6 +55,7 @@ PENDING_FIELDS = (CHANNEL_PENDING, CHANNEL_BEFORE_ACTIVE, CHANNEL_BEFORE_CALL_ID
 ROOM_ID = "id"  # fields of room_key's hash
 ROOM_NAME = "name"
 ROSTER_META = " roster"  # the roster hash's field saying what it holds: user ids have no whitespace
+APP_REVOKED_BEFORE = "cs:app:revoke"  # the app's `revoke_tokens_issued_before` as last read ("" for none)
 
 # --- kept by other parts (named here so no raw key lives outside the store) -------------
 DEAD_LETTER_INDEX = "cs:dlz"  # zset: id → time of failure
@@ -137,3 +141,18 @@ def roster_fill_key(cid: str) -> str:
 
 def rate_key(window: int, user_id: str) -> str:
     return f"cs:callrate:{window}:{user_id}"
+
+
+def refusal_key(cid: str, user_id: str) -> str:
+    """A "no" the calls API gave `user_id` in `cid`, kept a few seconds (user ids and cids hold no space)."""
+    return f"cs:no:{cid} {user_id}"
+
+
+def member_queries_key(window: int, cid: str) -> str:
+    """QueryMembers lookups made for `cid` in a rate window."""
+    return f"cs:mq:{window}:{cid}"
+
+
+def unauthenticated_key(window: int, address: str) -> str:
+    """Requests from a client address the calls API answered 401 in a rate window."""
+    return f"cs:authfail:{window}:{address}"

@@ -42,6 +42,7 @@ from worker.store.keys import (
     CALL_STATUS,
     CALL_TTL,
     CLOSED_TTL,
+    ENDING_SESSIONS,
     MAX_BINDINGS,
     OPEN_BUCKETS,
     PENDING_FIELDS,
@@ -107,11 +108,20 @@ def session_moves(member: str, before: Session | None, after: Session) -> tuple[
     stays = after.is_open and before is not None and bucket_of(after.started_at) == bucket_of(before.started_at)
     if before is not None and before.is_open and not stays:
         moves.append(("SREM", bucket_key(bucket_of(before.started_at)), member))
+    moves += _ending_moves(member, before, after)
     if not after.is_open:
         return CLOSED_TTL, moves
     bucket = bucket_of(after.started_at)
     moves += [("SADD", bucket_key(bucket), member), ("ZADD", OPEN_BUCKETS, bucket * BUCKET_SECONDS, str(bucket))]
     return NO_TTL, moves  # an open session never expires: the sweep ends it
+
+
+def _ending_moves(member: str, before: Session | None, after: Session) -> list[Command]:
+    """Keep the index of sessions marked ending (the sweep ends again one whose end did not complete)."""
+    was_ending, is_ending = before is not None and before.status == "ending", after.status == "ending"
+    if is_ending and not was_ending:
+        return [("ZADD", ENDING_SESSIONS, after.ended_at or 0, member)]
+    return [("ZREM", ENDING_SESSIONS, member)] if was_ending and not is_ending else []
 
 
 def _bound_index(cid: str, at: float) -> list[Command]:
@@ -237,7 +247,7 @@ class State:
         returns the (call id, session id) pairs this caller moved (the script builds keys
         inside, so this needs a single Redis, not a cluster)."""
         args: list[str | float] = [started_before, limit, repr(now), CLOSED_TTL, CALL_KEY_PREFIX, BUCKET_KEY_PREFIX]
-        flat = _texts(cast(list[bytes], _CLAIM_OVERDUE(self.redis, [OPEN_BUCKETS], args)))
+        flat = _texts(cast(list[bytes], _CLAIM_OVERDUE(self.redis, [OPEN_BUCKETS, ENDING_SESSIONS], args)))
         return list(zip(flat[::2], flat[1::2], strict=True))
 
     def open_page(self, after: tuple[int, str] | None, count: int) -> list[tuple[int, str]]:

@@ -3,7 +3,8 @@
 -- only ever takes "open" to "ending"; tests/test_store_lua.py holds the two together) and
 -- leaves the index; emptied buckets go too. Returns {call id, session id} pairs this caller
 -- moved, so concurrent sweeps never both end a room. Fields: worker/store/keys.py (CALL_*).
--- KEYS: the bucket index. ARGV: cutoff, limit, now, closed TTL, call key prefix, bucket key prefix.
+-- KEYS: the bucket index, the index of ending sessions (each moved session joins it at `now`).
+-- ARGV: cutoff, limit, now, closed TTL, call key prefix, bucket key prefix.
 local cutoff, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local moved = {}
 for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)) do
@@ -18,6 +19,7 @@ for _, bucket in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)) do
       redis.call('HSET', key, 'st', 'ending', 't1', ARGV[3])
       redis.call('EXPIRE', key, tonumber(ARGV[4]))
       redis.call('SREM', bkey, member)
+      redis.call('ZADD', KEYS[2], ARGV[3], member)
       moved[#moved + 1] = member
       moved[#moved + 1] = sid
     end
