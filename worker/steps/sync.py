@@ -170,7 +170,7 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
 
 def _log_recheck(cid: str, loaded: Loaded, action: Recheck, now: float) -> None:
     """The channel claims a call callsync cannot confirm yet (docs/behaviour.md, rule 4): say so, and when it looks again."""
-    session = next((c.session for c in loaded.calls if c.call_id.lower() == action.call_id.lower() and c.session), None)
+    session = next((c.session for c in loaded.calls if c.call_id == action.call_id and c.session), None)
     line = logs.fields(
         cid=cid,
         call_id=action.call_id,
