@@ -23,6 +23,7 @@ KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
 HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-keys"
 CID, CALL = "messaging:general", "call-messaging:general"
 
+
 def _apply_stream_event(rt: Any, raw: dict[str, Any]) -> None:
     sync.apply_stream_event(rt, StreamEvent.from_json(raw))
 
