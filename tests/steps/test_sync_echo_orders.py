@@ -53,8 +53,9 @@ def play(world: World, case: Case) -> tuple[bool, list[Any]]:
     world.stream.create_channel(CID)
     world.deliver_stream_outbox()
     room = world.hms.create_room(CALL)
-    start = float(math.floor(world.now))
+    start = float(math.floor(world.now)) + 1  # after every stamp so far
     world.now = start + 0.241
+    world.stream_latency = 0.156  # the PATCH reaches Stream, which stamps its echo, then
     session = world.hms.open_session(room["id"], started_at=start)
     world.hms.outbox.clear()
     if case.early:

@@ -64,14 +64,19 @@ class Recorder:
 
 
 class Platforms(httpx.BaseTransport):
-    """Routes requests to the Stream or the 100ms stand-in by host."""
+    """Routes requests to the Stream or the 100ms stand-in by host; `to_stream` runs as a request
+    reaches Stream (the World moves its clock by the way's length there)."""
 
-    def __init__(self, stream: FakeStream, hms: FakeHms):
+    def __init__(self, stream: FakeStream, hms: FakeHms, to_stream: Callable[[], None] = lambda: None):
         self._stream = httpx.WSGITransport(app=stream.app)
         self._hms = httpx.WSGITransport(app=hms.app)
+        self._to_stream = to_stream
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return (self._stream if request.url.host == "stream.test" else self._hms).handle_request(request)
+        if request.url.host == "stream.test":
+            self._to_stream()
+            return self._stream.handle_request(request)
+        return self._hms.handle_request(request)
 
 
 class World:
@@ -94,13 +99,19 @@ class World:
             **overrides,
         )
         self.queue = Recorder(lambda: self.now)
+        # Seconds a request takes to reach Stream: the clock moves by it, so Stream stamps what
+        # a write causes (its echo) after the time callsync read before sending it.
+        self.stream_latency = 0.0
         self.rt = build_runtime(
             self.settings,
             self.queue,
             redis_client=redis_client,
-            transport=Platforms(self.stream, self.hms),
+            transport=Platforms(self.stream, self.hms, self._reach_stream),
             clock=lambda: self.now,
         )
+
+    def _reach_stream(self) -> None:
+        self.now += self.stream_latency
 
     # --- deliveries, as the receiver would hand them over -----------------------------
     def hms_event(self, kind: str, session: dict[str, Any], room: dict[str, Any], **data: Any) -> HmsEvent:
