@@ -14,7 +14,10 @@ twice; a 503 or a refused connection is retried as the platforms do. In a fifth 
 lifecycles a member writes the claim (`callActive`/`callId`) right after joining, as the
 reference client does, and that session's `session.open.success` reaches the courier a second
 later. The Stream stand-in behaves as the live API: partial updates leave `channel.updated_at`
-unchanged, events carry their own `created_at`. Upstream, 5% of API
+unchanged, events carry their own `created_at`; for a quarter of callsync's writes (seeded) the
+Stream stand-in hands the write's echo to the courier, which delivers it at once, before the
+write's answer (as Stream may: it sends `channel.updated` as soon as it applies the update); the
+outbox copy follows as a duplicate. Upstream, 5% of API
 calls answer a 5xx and 2% a 429 with the platform's wait headers. In the middle one worker's
 whole process group is SIGKILLed (a process manager starts a replacement), then Redis is
 SIGKILLed and started again on the same port and append-only file.
@@ -49,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", help="CALLSYNC_STREAM_UPDATE_RATE for the run, e.g. 30/s")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--visibility-timeout", type=int)
+    parser.add_argument("--echo-first", type=float, help="share of writes whose echo comes before their answer (0.25)")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs here")
     args = parser.parse_args(argv)
     cfg = Config.short() if args.short else Config()
-    for name in ("lifecycles", "channels", "seconds", "rate", "seed", "visibility_timeout"):
+    for name in ("lifecycles", "channels", "seconds", "rate", "seed", "visibility_timeout", "echo_first"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.log_dir = args.logs

@@ -2,6 +2,7 @@
 """Webhook POST → upstream PATCH latency, measured at the Stream stand-in, with real processes.
 
     .venv/bin/python bench/e2e.py [--rate 100] [--seconds 30] [--steps 100,125,150,175,200,250,300] [--step-seconds 10]
+                                  [--echo-first 0.25]
 
 Runs `callsync web` (gunicorn, 2 x 8 threads) and ONE `callsync worker` (callsync's default
 pool unless --pool) on a real Redis (BENCH_REDIS_URL, default redis://127.0.0.1:6379/13: the database is
@@ -11,7 +12,9 @@ take turns, each alternating open and close, so each webhook flips one channel. 
 latency of a webhook is the arrival time of its PATCH at the stand-in minus the time just
 before it was POSTed (one clock: same machine). The Stream update ceiling is lifted for
 the bench (the stand-in does not limit); each PATCH's echo `channel.updated` comes back to
-the receiver as in production, so the worker runs two tasks per webhook.
+the receiver as in production, so the worker runs two tasks per webhook. `--echo-first SHARE`:
+that share of the echoes is delivered before its write's answer, which waits 50 ms more (as
+Stream may deliver it: issue 23).
 
 Phase 1: `--rate` webhooks/s for `--seconds`: p50, p99, max. Phase 2: rates of `--steps`,
 `--step-seconds` each, until the queue grows (depth rising through the step, or not
@@ -52,12 +55,14 @@ CHANNELS = 2000
 SENDERS = 16
 
 
-def standins(conn: Connection, receiver: str, channels: int) -> None:
+def standins(conn: Connection, receiver: str, channels: int, echo_first: float = 0.0) -> None:
     """The child process: both stand-ins, recording (arrival, cid, active) of every PATCH."""
     from standins import FakeHms, FakeStream, serve
 
     os.setpgrp()  # a process group of its own, so the bench can count its CPU apart
     stream = FakeStream(KEY, SECRET, webhook_url=f"{receiver}/webhooks/stream")
+    # A share of writes whose echo is delivered (and taken) before their answer, which then waits 50 ms.
+    stream.echo_before_answer(echo_first, lead=0.05, seed=23)
     hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_url=f"{receiver}/webhooks/hms", webhook_secret=HOOK)
     for n in range(channels):
         stream.create_channel(f"messaging:bench-{n}")
@@ -295,6 +300,7 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=10)
     parser.add_argument("--pool", default=None, choices=["prefork", "threads", "solo"], help="worker pool (default: callsync's)")
     parser.add_argument("--concurrency", type=int, default=None, help="worker concurrency (default: callsync's)")
+    parser.add_argument("--echo-first", type=float, default=0.0, help="share of writes whose echo comes before their answer")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that `finally` stops the processes
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -303,7 +309,7 @@ def main() -> None:
     port = launch.free_port()
     web = f"http://127.0.0.1:{port}"
     parent, child = multiprocessing.Pipe()
-    stand = multiprocessing.Process(target=standins, args=(child, web, CHANNELS), daemon=True)
+    stand = multiprocessing.Process(target=standins, args=(child, web, CHANNELS, args.echo_first), daemon=True)
     stand.start()
     stream_url, hms_url = parent.recv()
     env = {

@@ -7,14 +7,20 @@ the channel.updated example of GetStream/stream-chat-python docs/webhooks/webhoo
 show it equal to the channel's `created_at` after the update); every event carries its own
 `created_at`. `bump_updated_at=True` restores the stand-in's earlier behaviour (each update
 stamps `updated_at`), for comparing the two.
+
+Stream sends a partial update's `channel.updated` as soon as it applies the update, so the echo
+can reach the caller's webhook endpoint before the update's answer does: `echo_before_answer`
+makes a share of partial updates deliver their echo first, then answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import hmac
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -23,7 +29,7 @@ from typing import Any
 import jwt
 from flask import Response, g, request
 
-from .base import Fake, Json, Webhook, decode_hs256, json_response, rfc3339_ns, rfc3339_us
+from .base import Fake, Json, Webhook, _delivery_client, decode_hs256, json_response, rfc3339_ns, rfc3339_us
 
 _STREAM_CODES = {400: 4, 401: 5, 404: 16, 429: 9}  # Stream error codes by HTTP status
 
@@ -76,6 +82,8 @@ class FakeStream(Fake):
         self._stamps: dict[str, int] = {}  # cid -> its last stamp (an event's created_at) in nanoseconds
         # Called with (cid, its call fields, "client" or "server") after every change.
         self.change_watchers: list[Callable[[str, Json, str], None]] = []
+        self._echo_first: tuple[random.Random, float, float, Callable[[Webhook], None] | None] | None = None
+        self.echoes_before_answer = 0  # partial updates whose echo was sent before their answer
         self.app.add_url_rule("/channels", view_func=self._query_channels, methods=["POST"])
         self.app.add_url_rule("/channels/<ctype>/<cid_id>", view_func=self._partial_update, methods=["PATCH"])
         self.app.add_url_rule("/channels/<ctype>/<cid_id>", view_func=self._full_update, methods=["POST"])
@@ -184,6 +192,36 @@ class FakeStream(Fake):
         event: Json = json.loads(hook[1])
         return event
 
+    def echo_before_answer(
+        self, share: float = 1.0, lead: float = 0.0, seed: int = 0, send: Callable[[Webhook], None] | None = None
+    ) -> None:
+        """From now on a `share` of partial updates (a seeded draw) send their channel.updated
+        before they answer, as Stream may: `send(webhook)` when given (the test's or the
+        courier's delivery), else a POST to `webhook_url` whose answer is awaited; then the
+        answer waits `lead` seconds more (real time), so the receiver's task can run first. The
+        echo stays in the outbox as every webhook does. `share=0` turns it off."""
+        with self._lock:
+            self._echo_first = (random.Random(seed), share, lead, send) if share > 0 else None
+
+    def _send_before_answer(self, hook: Webhook) -> bool:
+        """Deliver `hook` now if this update's echo goes first (its draw); whether it did."""
+        with self._lock:
+            if self._echo_first is None:
+                return False
+            rng, share, lead, send = self._echo_first
+            if rng.random() >= share:
+                return False
+            self.echoes_before_answer += 1
+        if send is not None:
+            send(hook)
+        elif self.webhook_url is not None:
+            headers, body = hook
+            with contextlib.suppress(Exception):
+                _delivery_client().post(self.webhook_url, content=body, headers=headers)
+        if lead:
+            time.sleep(lead)
+        return True
+
     def _changed(self, cid: str, by: str) -> None:
         if self.change_watchers:
             fields = self.call_fields(cid)
@@ -285,7 +323,8 @@ class FakeStream(Fake):
             hook = self._channel_updated(cid, {"type": "server"}, None)
             self.patch_times.append(g.arrived)
         self._changed(cid, "server")
-        self._deliver(hook)
+        if not self._send_before_answer(hook):
+            self._deliver(hook)
         return json_response({"channel": channel, "members": [], "duration": "1.00ms"})
 
     def _full_update(self, ctype: str, cid_id: str) -> Response:

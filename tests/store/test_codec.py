@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.core.channels import ChannelRecord
+from worker.core.channels import ChannelRecord, WriteIntent
 from worker.core.events import CallFields
 from worker.core.reconcile import Channel
 from worker.core.sessions import Session
@@ -34,6 +36,15 @@ def records(draw: st.DrawFn) -> ChannelRecord:
 @given(records())
 def test_a_channel_record_reads_back_as_written(record: ChannelRecord) -> None:
     assert record_from_hash(CID, as_redis(record_to_hash(record))) == record
+
+
+intents = st.builds(WriteIntent, fields, times, st.none() | times)
+
+
+@given(records(), intents)
+def test_a_write_in_flight_reads_back_as_written(record: ChannelRecord, intent: WriteIntent) -> None:
+    with_intent = replace(record, intent=intent)
+    assert record_from_hash(CID, as_redis(record_to_hash(with_intent))) == with_intent
 
 
 @given(

@@ -23,7 +23,13 @@ KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
 HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-keys"
 CID, CALL = "messaging:general", "call-messaging:general"
 
+
+def _apply_stream_event(rt: Any, raw: dict[str, Any]) -> None:
+    sync.apply_stream_event(rt, StreamEvent.from_json(raw))
+
+
 STEPS = {
+    actions.APPLY_STREAM_EVENT: _apply_stream_event,
     actions.RECONCILE: sync.reconcile_channel,
     actions.END_SESSION: sessions.end_session,
     actions.CHECK_SESSION: sessions.check_session,
@@ -59,14 +65,19 @@ class Recorder:
 
 
 class Platforms(httpx.BaseTransport):
-    """Routes requests to the Stream or the 100ms stand-in by host."""
+    """Routes requests to the Stream or the 100ms stand-in by host; `to_stream` runs as a request
+    reaches Stream (the World moves its clock by the way's length there)."""
 
-    def __init__(self, stream: FakeStream, hms: FakeHms):
+    def __init__(self, stream: FakeStream, hms: FakeHms, to_stream: Callable[[], None] = lambda: None):
         self._stream = httpx.WSGITransport(app=stream.app)
         self._hms = httpx.WSGITransport(app=hms.app)
+        self._to_stream = to_stream
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return (self._stream if request.url.host == "stream.test" else self._hms).handle_request(request)
+        if request.url.host == "stream.test":
+            self._to_stream()
+            return self._stream.handle_request(request)
+        return self._hms.handle_request(request)
 
 
 class World:
@@ -89,13 +100,19 @@ class World:
             **overrides,
         )
         self.queue = Recorder(lambda: self.now)
+        # Seconds a request takes to reach Stream: the clock moves by it, so Stream stamps what
+        # a write causes (its echo) after the time callsync read before sending it.
+        self.stream_latency = 0.0
         self.rt = build_runtime(
             self.settings,
             self.queue,
             redis_client=redis_client,
-            transport=Platforms(self.stream, self.hms),
+            transport=Platforms(self.stream, self.hms, self._reach_stream),
             clock=lambda: self.now,
         )
+
+    def _reach_stream(self) -> None:
+        self.now += self.stream_latency
 
     # --- deliveries, as the receiver would hand them over -----------------------------
     def hms_event(self, kind: str, session: dict[str, Any], room: dict[str, Any], **data: Any) -> HmsEvent:
@@ -127,6 +144,31 @@ class World:
             if event is not None:
                 sync.apply_stream_event(self.rt, StreamEvent.from_json(event.to_json()))
                 self.drain()
+
+    def echo_before_answer(self, share: float = 1.0, seed: int = 0, keep: bool = False) -> None:
+        """Make the Stream stand-in hand a share of callsync's writes' echoes to callsync while
+        their PATCH is in flight, before its answer (as Stream may): the echo's task runs there
+        and then, and is deferred as Celery would defer it if its channel is busy (the writer
+        holds the lock); it runs again once the clock passes its wait. `keep`: the outbox keeps
+        the echo too, for a later copy."""
+
+        def send(hook: tuple[dict[str, str], bytes]) -> None:
+            if not keep:
+                self.stream.outbox.remove(hook)
+            self.apply_stream_body(hook[1])
+
+        self.stream.echo_before_answer(share, seed=seed, send=send)
+
+    def apply_stream_body(self, body: bytes) -> None:
+        """What the task of one Stream webhook does, a busy channel deferring it as Celery would."""
+        event = parse_stream_event(json.loads(body), self.settings.field_path)
+        if event is None:
+            return
+        raw = event.to_json()
+        try:
+            _apply_stream_event(self.rt, raw)
+        except sync.Deferred as later:
+            self.queue(actions.APPLY_STREAM_EVENT, (raw,), countdown=later.seconds)
 
     def drain(self, until: float | None = None) -> None:
         """Run the scheduled follow-ups due by `until` (the world's clock when not given), the

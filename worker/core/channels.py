@@ -6,6 +6,14 @@ reconcile, unless an earlier change still waits for one (the pending mark). A re
 that mark from the Stream event that changed it until a reconcile that read the change
 completes: so a task re-run after its reconcile failed (a 429, a busy lock, a killed worker)
 still reconciles, although its event now changes nothing.
+
+A write callsync is about to send is recorded first, as the record's `intent` (`WriteIntent`):
+Stream sends the write's `channel.updated` echo as soon as it applies it, so the echo may be
+recorded before the write's answer and bookkeeping are. An echo the intent covers is recorded as
+callsync's write (the claim dated as the write dates it), is no news and wakes nothing: the
+writer's task reconciles after it (its bookkeeping, its retry, or its redelivery once the lock
+expires). The write's bookkeeping settles the intent (`settle_write`); an intent whose writer
+died lapses `WRITE_INTENT_SECONDS` after it was made.
 """
 
 from __future__ import annotations
@@ -14,20 +22,48 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from worker.core.events import CallFields, StreamEvent
-from worker.core.reconcile import Channel, claim_since
+from worker.core.reconcile import CLOCK_SKEW_SECONDS, Channel, claim_since
 from worker.core.timebounds import stream_event_time
 
 UNSET = CallFields(False, None)
+# How long a write is in flight at most: the channel's lock is held this long for its writer
+# (worker/steps/sync.py LOCK_SECONDS), and its PATCH times out well within it.
+WRITE_INTENT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class WriteIntent:
+    """A write callsync is about to send to a channel, recorded before its PATCH leaves."""
+
+    fields: CallFields  # what it writes
+    at: float  # callsync's clock, read before the PATCH left: the write's date
+    claim_since: float | None = None  # a claim's date: the start of the session it is written for
+
+    def in_flight(self, at: float) -> bool:
+        """Whether the write may still be in flight at `at` (after that, its writer died)."""
+        return at <= self.at + WRITE_INTENT_SECONDS
+
+    def echoed_by(self, fields: CallFields | None, version: float, by_member: bool) -> bool:
+        """Whether Stream showing `fields` at `version` is this write's echo: a server-side
+        change to exactly these fields, stamped while the write may be in flight (Stream stamps
+        it at or after the write's date; the clocks agree to CLOCK_SKEW_SECONDS)."""
+        return not by_member and fields == self.fields and self.at - CLOCK_SKEW_SECONDS <= version and self.in_flight(version)
+
+    def claim(self, previous: Channel | None) -> float | None:
+        """The date of the claim the write shows over `previous` (core.reconcile.claim_since)."""
+        return claim_since(previous, self.fields, self.at, written_for=self.claim_since)
 
 
 @dataclass(frozen=True)
 class ChannelRecord:
-    """A channel's record: what it last showed, the time of that news, and its pending mark."""
+    """A channel's record: what it last showed, the time of that news, its pending mark, and
+    the write callsync has in flight to it."""
 
     channel: Channel
     version: float
     pending: bool = False
     before: CallFields | None = None  # with the mark: the fields before its change (None: none)
+    intent: WriteIntent | None = None  # recorded before a write leaves, settled by its bookkeeping
 
 
 @dataclass(frozen=True)
@@ -40,17 +76,20 @@ class ChannelChange:
     new_binding: bool = False  # the event bound a call to the channel that was not bound before
     pending: bool = False  # the record holds a change no completed reconcile has seen yet
     before: CallFields | None = None  # the fields before that change (or before this event)
+    echo: bool = False  # the news was the echo of the write in flight (the record's intent)
 
     @property
     def changed(self) -> bool:
-        """Whether the event changed anything a reconcile of the channel reads."""
-        return self.new_binding or (self.applied and self.current != self.previous)
+        """Whether the event changed anything a reconcile of the channel reads (the echo of the
+        write in flight is callsync's own change: its writer reconciles after it)."""
+        return self.new_binding or (self.applied and not self.echo and self.current != self.previous)
 
     @property
     def needs_reconcile(self) -> bool:
         """False only for an event that changed nothing (an echo of callsync's own write, a
-        duplicate, an older event) while no earlier change waits for its reconcile."""
-        return self.changed or self.pending
+        duplicate, an older event) while no earlier change waits for its reconcile, and for the
+        echo of the write in flight (its writer reconciles after it, whatever is pending)."""
+        return self.changed or (self.pending and not self.echo)
 
 
 # "mark" for an event (marked if it changed the record), "keep" the mark as it is, "clear" it
@@ -83,11 +122,65 @@ def channel_change(
             return ChannelChange(previous, previous, applied=False, pending=True), replace(record, pending=True)
         return ChannelChange(previous, previous, applied=False, pending=was_pending, before=before), None
     shown = fields if exists and fields is not None else UNSET
+    intent = record.intent if record is not None and record.intent is not None and record.intent.in_flight(version) else None
+    echo = intent is not None and exists and intent.echoed_by(fields, version, by_member)
+    if echo and intent is not None and claimed_since is None:
+        claimed_since = intent.claim(previous)  # callsync's own write: dated as its bookkeeping dates it
     since = claimed_since if claimed_since is not None and shown.active else claim_since(previous, shown, version, by_member)
     current = Channel(cid, shown, exists, since, None if exists else missing_for)
-    marked = pending == "force" or (pending != "clear" and (was_pending or (pending == "mark" and current != previous)))
-    new = ChannelRecord(current, version, marked, before if marked else None)
-    return ChannelChange(previous, current, applied=True, pending=marked, before=before), new
+    news = pending == "mark" and current != previous and not echo
+    marked = pending == "force" or (pending != "clear" and (was_pending or news))
+    new = ChannelRecord(current, version, marked, before if marked else None, intent)
+    return ChannelChange(previous, current, applied=True, pending=marked, before=before, echo=echo), new
+
+
+def settle_write(
+    cid: str, read: ChannelRecord | None, current: ChannelRecord | None, fields: CallFields, intent: WriteIntent
+) -> tuple[ChannelRecord | None, bool]:
+    """A write's bookkeeping: Stream answered `fields` to the write `intent` that a reconcile
+    recorded over `read`; the record is now `current`. Returns the record to write (None:
+    leave it) and whether the channel must be reconciled again.
+
+    Nothing since (current is read): the write is the news, dated `intent.at`, and the pending
+    mark the reconcile read is cleared. Only the write's echo since (once or more): it is the
+    news already, dated by Stream; the intent is settled the same way. Anything else is news the
+    reconcile did not plan from: the write is recorded unless older, the intent dropped, and
+    the channel reconciled again."""
+    if current == read:
+        _, written = channel_change(cid, read, fields, intent.at, claimed_since=intent.claim(_channel(read)), pending="clear")
+        return _settled(written or read, intent), False
+    if read is not None and current is not None:
+        _, echoed = channel_change(cid, read, fields, current.version, pending="mark")
+        if echoed == current:
+            return _settled(replace(current, pending=False, before=None), intent), False
+    claim = intent.claim(_channel(current))
+    _, written = channel_change(cid, current, fields, intent.at, claimed_since=claim, pending="force")
+    settled = _settled(written or current, intent)
+    return (settled if settled != current else None), True
+
+
+def _channel(record: ChannelRecord | None) -> Channel | None:
+    return record.channel if record is not None else None
+
+
+def _settled(record: ChannelRecord | None, intent: WriteIntent) -> ChannelRecord | None:
+    """`record` without `intent` (another write's intent stays: it is its writer's to settle)."""
+    if record is None or record.intent != intent:
+        return record
+    return replace(record, intent=None)
+
+
+def drop_intent(record: ChannelRecord | None, intent: WriteIntent) -> ChannelRecord | None:
+    """The record once the write `intent` failed (its writer's retry plans again): without the
+    intent, so an echo of it that still comes is news; None when there is nothing to change."""
+    if record is None or record.intent != intent:
+        return None
+    return replace(record, intent=None)
+
+
+def with_intent(record: ChannelRecord | None, intent: WriteIntent) -> ChannelRecord | None:
+    """The record with `intent` as the write in flight (None: nothing recorded, nothing to hold it)."""
+    return replace(record, intent=intent) if record is not None else None
 
 
 @dataclass(frozen=True)

@@ -123,10 +123,15 @@ def plan_channel(channel: Channel, calls: Sequence[BoundCall], now: float, grace
     return Recheck(claim.call_id, due) if due - now >= TIMER_RESOLUTION_SECONDS else VerifyCall(claim.call_id)
 
 
-def claim_since(previous: Channel | None, fields: CallFields, version: float, by_member: bool = False) -> float | None:
+def claim_since(
+    previous: Channel | None, fields: CallFields, version: float, by_member: bool = False, written_for: float | None = None
+) -> float | None:
     """When the claim in `fields` began: kept while the same call stays claimed by server-side
     writes (callsync's own and their echoes), restarted by a member's event showing it
     (`by_member`: a member's event showing a call of the channel's own).
+    `written_for`: the claim is callsync's own write (or that write's echo, core.channels
+    `WriteIntent`) for a session that started then; it dates a new claim, whatever the clocks
+    that stamped the write and its echo say.
 
     A member's event may be the member starting a new call under the same call id (the
     reference client writes the claim again right after joining), so the claim is judged from
@@ -140,7 +145,7 @@ def claim_since(previous: Channel | None, fields: CallFields, version: float, by
         return version
     if previous is not None and previous.fields == fields and previous.claim_since is not None:
         return previous.claim_since
-    return version
+    return written_for if written_for is not None else version
 
 
 def call_ended_by_client(previous: CallFields | None, new: CallFields, from_server: bool) -> str | None:

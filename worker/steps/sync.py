@@ -8,24 +8,29 @@ with fakeredis and a fake upstream transport, and Celery only adds retries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+
+import redis
 
 from worker import logs
 from worker.core.actions import EndSession, ReadChannel, Recheck, Reconcile, RecordOwner, VerifyCall
-from worker.core.channels import channel_change
+from worker.core.channels import WRITE_INTENT_SECONDS, WriteIntent, settle_write
 from worker.core.events import CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import busy_wait, call_ended_by_client, client_ended_call, live_call, plan_channel
 from worker.core.timebounds import admit_hms_event
 from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from worker.steps.runtime import Runtime, lock_token
 from worker.steps.sessions import verify_call
-from worker.store import scripts
+from worker.store import intents, scripts
 from worker.store.keys import later_key
 from worker.store.state import Loaded, written
 
 log = logging.getLogger("callsync.sync")
 
-LOCK_SECONDS = 60  # longer than one reconcile's worst case (two upstream calls with timeouts)
+# Longer than one reconcile's worst case (two upstream calls with timeouts); a write in flight is
+# believed in flight as long (core.channels.WRITE_INTENT_SECONDS): its writer holds the channel.
+LOCK_SECONDS = int(WRITE_INTENT_SECONDS)
 MAX_STEPS = 4  # read → verify → write is the longest path through plan_channel
 
 
@@ -130,25 +135,29 @@ def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> Load
 
 
 def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str, now: float) -> None:
-    """Write the call fields to Stream, then record what Stream answered, answer the rate
-    limiter and release the channel's lock, all three in one round trip."""
+    """Record the write's intent, write the call fields to Stream, then record what Stream
+    answered (settling the intent), answer the rate limiter and release the channel's lock, all
+    three in one round trip."""
+    live = live_call(loaded.calls)
+    # Dated `now`, read before the PATCH left (Stream's answer carries no event time): its echo
+    # and every later change are dated after it, a late older change before it. The claim it
+    # writes belongs to the session it is for, whatever the clocks say (docs/design.md, "State
+    # in Redis").
+    intent = WriteIntent(wanted, now, live.session.started_at if live and live.session else None)
     with rt.limiter.update() as grant:
         if grant.wait > 0:
             labels = {"api": "stream", "source": "ceiling"}
             rt.tally.inc(RATE_LIMIT_WAITS, labels)
             rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, grant.wait)
             raise Deferred(grant.wait, "Stream update ceiling reached")
-        fields = rt.stream.update_call_fields(cid, wanted)
-        live = live_call(loaded.calls)
-        # The claim callsync writes belongs to the session it is for, whatever the clocks say.
-        since = live.session.started_at if live and live.session else None
-        # Dated `now`, read before the PATCH left (Stream's answer carries no event time): its
-        # echo and every later change are dated after it, a late older change before it
-        # (docs/design.md, "State in Redis").
-        _, record = channel_change(cid, loaded.record, fields, now, claimed_since=since, pending="clear")
+        # Before the PATCH leaves: Stream sends its echo as soon as it applies it, so the echo's
+        # task may record it before the answer is here.
+        read, record = intents.record_intent(rt.state, cid, loaded.raw, intent)
+        fields = _send(rt, cid, wanted, intent)
+        settled, _ = settle_write(cid, record, record, fields, intent)
         steps = [rt.limiter.release_call(grant.token), rt.state.unlock_call(cid, token)]
-        if record is not None:
-            steps.insert(0, rt.state.replace_call(cid, loaded.raw, record))
+        if settled is not None:
+            steps.insert(0, rt.state.replace_call(cid, read, settled))
         results = scripts.run(rt.redis, steps)
         *_, released, unlocked = results
         grant.released = not isinstance(released, Exception)
@@ -160,12 +169,21 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
     session = live.session.session_id if live and live.session else None
     line = logs.fields(cid=cid, active=fields.active, call_id=fields.call_id, planned_from=planned_from, session_id=session)
     log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id, extra=line)
-    if record is not None and not written(results[0]):
-        # An event was recorded between the read and this write, and it judged itself against
-        # a record now out of date: record the write without losing the newer news, keep the
-        # channel pending and reconcile it again.
-        rt.state.record_channel(cid, fields, now, claimed_since=since, pending="force")
+    # The record changed since the intent was recorded: by the write's echo alone (settled
+    # without more), or by news the write was not planned from (reconcile again).
+    if settled is not None and not written(results[0]) and intents.settle_write(rt.state, cid, read, fields, intent):
         rt.schedule(Reconcile(cid))
+
+
+def _send(rt: Runtime, cid: str, wanted: CallFields, intent: WriteIntent) -> CallFields:
+    """The PATCH; a write that failed drops its intent (the task's retry plans again), so an
+    echo of it that still comes, had it landed, is news."""
+    try:
+        return rt.stream.update_call_fields(cid, wanted)
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):  # else the intent lapses (WRITE_INTENT_SECONDS)
+            intents.drop_intent(rt.state, cid, intent)
+        raise
 
 
 def _log_recheck(cid: str, loaded: Loaded, action: Recheck, now: float) -> None:

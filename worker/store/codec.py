@@ -18,6 +18,8 @@ Fields are terse because a million records are kept. The schema:
 |                          | mf    | the live session a read that found no channel was made for   |
 |                          | p     | "1": a change no completed reconcile has read (pending mark) |
 |                          | pa,pi | callActive/callId before that change                         |
+|                          | w     | the write in flight (its intent): "1 <callId>" or "0"        |
+|                          | wt    | its date, then its claim's date if any: "<at> <claim since>" |
 
 Floats are written with repr, so they read back exactly.
 """
@@ -28,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.core.binding import call_of_room
-from worker.core.channels import ChannelRecord
+from worker.core.channels import ChannelRecord, WriteIntent
 from worker.core.events import CallFields
 from worker.core.reconcile import BoundCall, Channel
 from worker.core.sessions import Session
@@ -116,6 +118,23 @@ def channel_from_hash(cid: str, raw: Raw) -> Channel:
     )
 
 
+def intent_from_hash(raw: Raw) -> WriteIntent | None:
+    """The write in flight recorded in a channel's hash (None: none)."""
+    written, dates = text(raw.get(_b(k.CHANNEL_INTENT))), text(raw.get(_b(k.CHANNEL_INTENT_AT)))
+    if written is None or dates is None:
+        return None
+    active, _, call_id = written.partition(" ")
+    at, _, since = dates.partition(" ")
+    return WriteIntent(CallFields(active == "1", call_id or None), float(at), number(since))
+
+
+def intent_to_hash(intent: WriteIntent) -> dict[str, str]:
+    fields = intent.fields
+    written = ("1" if fields.active else "0") + (f" {fields.call_id}" if fields.call_id else "")
+    dates = repr(intent.at) if intent.claim_since is None else f"{intent.at!r} {intent.claim_since!r}"
+    return {k.CHANNEL_INTENT: written, k.CHANNEL_INTENT_AT: dates}
+
+
 def record_from_hash(cid: str, raw: Raw) -> ChannelRecord | None:
     """The channel's record (None: nothing recorded)."""
     if not raw:
@@ -124,7 +143,7 @@ def record_from_hash(cid: str, raw: Raw) -> ChannelRecord | None:
     active = raw.get(_b(k.CHANNEL_BEFORE_ACTIVE))
     before = CallFields(active == b"1", text(raw.get(_b(k.CHANNEL_BEFORE_CALL_ID)))) if active is not None else None
     version = number(raw.get(_b(k.CHANNEL_VERSION))) or 0.0
-    return ChannelRecord(channel_from_hash(cid, raw), version, pending, before)
+    return ChannelRecord(channel_from_hash(cid, raw), version, pending, before, intent_from_hash(raw))
 
 
 def record_to_hash(record: ChannelRecord) -> dict[str, Any]:
@@ -147,4 +166,6 @@ def record_to_hash(record: ChannelRecord) -> dict[str, Any]:
         raw[k.CHANNEL_BEFORE_ACTIVE] = "1" if record.before.active else "0"
         if record.before.call_id:
             raw[k.CHANNEL_BEFORE_CALL_ID] = record.before.call_id
+    if record.intent is not None:
+        raw |= intent_to_hash(record.intent)
     return raw

@@ -50,6 +50,8 @@ CHANNEL_PENDING = "p"  # "1": a change no completed reconcile has read yet
 CHANNEL_BEFORE_ACTIVE = "pa"  # callActive before the pending change ("1" | "0"; absent: none)
 CHANNEL_BEFORE_CALL_ID = "pi"  # callId before the pending change
 PENDING_FIELDS = (CHANNEL_PENDING, CHANNEL_BEFORE_ACTIVE, CHANNEL_BEFORE_CALL_ID)
+CHANNEL_INTENT = "w"  # the write in flight (core.channels.WriteIntent): "1 <callId>" | "0"
+CHANNEL_INTENT_AT = "wt"  # its date, and its claim's when it writes one: "<at>" | "<at> <claim since>"
 
 # --- the calls API (worker/store/calls.py) ------------------------------------------------
 ROOM_ID = "id"  # fields of room_key's hash

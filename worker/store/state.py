@@ -152,11 +152,12 @@ class State:
     def __init__(self, client: redis.Redis):
         self.redis = client
 
-    def _write(self, key: str, decide: Any) -> Any:
+    def _write(self, key: str, decide: Any, first: Raw | None = None) -> Any:
         """Read `key`'s hash, `decide(raw)` → (value, compare_and_set call or None), and retry
-        until the write finds the hash as read; returns (value, the commands' replies)."""
+        until the write finds the hash as read; returns (value, the commands' replies). `first`:
+        the hash as the caller last read it, to decide from before reading again."""
         while True:
-            raw = self.redis.hgetall(key)
+            raw, first = (first, None) if first is not None else (self.redis.hgetall(key), None)
             value, call = decide(raw)
             if call is None:
                 return value, []

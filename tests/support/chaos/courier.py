@@ -1,4 +1,5 @@
-"""The courier: the platforms' webhook delivery, late, shuffled and sometimes twice."""
+"""The courier: the platforms' webhook delivery, late, shuffled and sometimes twice; and, for a
+share of callsync's writes, Stream's echo at once, before the write's answer."""
 
 from __future__ import annotations
 
@@ -51,7 +52,23 @@ class Courier:
         self.thread = threading.Thread(target=self._loop, name="courier", daemon=True)
 
     def start(self) -> None:
+        """Start delivering; from now on a `echo_first` share of callsync's writes have their echo
+        delivered before their answer (the outbox copy follows later, as a duplicate)."""
+        stream = next(fake for source, fake in self.sources if isinstance(fake, FakeStream))
+        stream.echo_before_answer(self.cfg.echo_first, self.cfg.echo_lead, self.cfg.seed + 5, send=self.deliver_now)
         self.thread.start()
+
+    def deliver_now(self, hook: tuple[dict[str, str], bytes]) -> None:
+        """Deliver a Stream echo while its write waits for its answer: once, without retries."""
+        headers, body = hook
+        try:
+            answer = self.http.post(f"{self.web}/webhooks/stream", content=body, headers=headers)
+            outcome = f"answered {answer.json().get('status')}" if answer.is_success else f"answered {answer.status_code}"
+        except (httpx.HTTPError, ValueError) as exc:
+            outcome = f"not delivered: {type(exc).__name__}"
+        with self.lock:
+            self.stats["stream echoes before their answer"] += 1
+            self.stats[f"echo before its answer {outcome}"] += 1
 
     def pending(self) -> tuple[int, int]:
         """Deliveries scheduled and not yet sent, and those being sent (or retried after a 503)."""

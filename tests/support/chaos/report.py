@@ -75,7 +75,9 @@ class Report:
             f"{self.deliveries['duplicated']} duplicated, shuffled within {c.window:.0f} s; "
             f"answers: {self.deliveries['answered accepted']} accepted, {self.deliveries['answered duplicate']} duplicate, "
             f"{self.deliveries['answered ignored']} ignored; {self.deliveries['retried after 503']} retried after 503, "
-            f"{self.deliveries['retried after a refused connection']} after a refused connection; lost {self.lost}",
+            f"{self.deliveries['retried after a refused connection']} after a refused connection; lost {self.lost}; "
+            f"{self.deliveries['stream echoes before their answer']} Stream echoes delivered before their write's answer "
+            f"({self.deliveries['echo before its answer answered accepted']} accepted, then the outbox copy)",
             "upstream faults injected: "
             + "; ".join(
                 f"{api} {sum(f.values())} of {self.upstream_calls.get(api, 0)} calls ({_faults(f)})"

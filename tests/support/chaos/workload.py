@@ -27,6 +27,8 @@ class Config:
     p_429: float = 0.02
     client_claims: float = 0.2  # lifecycles whose member writes the claim right after joining
     claim_lag: float = 1.0  # seconds more before their session.open.success reaches the courier
+    echo_first: float = 0.25  # writes whose echo Stream delivers before answering them (as it may)
+    echo_lead: float = 0.05  # seconds such an answer waits after the echo was taken
     seed: int = 6
     visibility_timeout: int = 30
     settle_deadline: float = 240.0
