@@ -161,7 +161,7 @@ def test_a_member_creates_the_call_and_another_joins_the_same_room(web: Web) -> 
     assert joined.status_code == 200 and joined.json["call"] == created.json["call"]
     bob = claims_of(joined.json["token"])
     assert bob["user_id"] == "bob" and bob["room_id"] == room["id"] and bob["jti"] != alice["jti"]
-    assert CID in State(web.redis).channels_of_call(CALL)
+    assert State(web.redis).owner_of_call(CALL) == CID
 
 
 def test_creating_again_reuses_the_room_without_asking_anyone(web: Web) -> None:
@@ -175,8 +175,8 @@ def test_creating_again_reuses_the_room_without_asking_anyone(web: Web) -> None:
 
 def test_any_call_id_is_bound_to_the_channel_that_created_it(web: Web) -> None:
     assert web.create("alice", call_id="Standup.1").status_code == 200
-    assert State(web.redis).channels_of_call("Standup.1") == {CID}
-    assert State(web.redis).channels_of_call("standup.1") == set()  # call ids are exact
+    assert State(web.redis).owner_of_call("Standup.1") == CID
+    assert State(web.redis).owner_of_call("standup.1") is None  # call ids are exact
     asked = len(web.stream.calls) + len(web.hms.calls)
     assert web.join("bob", call_id="Standup.1").status_code == 200
     assert len(web.stream.calls) + len(web.hms.calls) == asked  # membership and room cached for any id

@@ -178,8 +178,8 @@ def test_replace_writes_only_over_the_record_it_read(state):
     from worker.core.channels import channel_change
     from worker.core.events import CallFields
     from worker.store import scripts
+    from worker.store.cas import written
     from worker.store.keys import channel_key
-    from worker.store.state import written
 
     state.record_channel(CID, CallFields(False, None), T0)
     loaded = state.load(CID)

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from worker.core.binding import call_ids_of_channel, default_call_id
 from worker.core.sessions import Session, advance
 from worker.store import scripts
+from worker.store.cas import NO_TTL, compare_and_set, written
 from worker.store.codec import session_to_hash
 from worker.store.keys import BUCKET_SECONDS, OPEN_BUCKETS, bindings_key, bucket_key, bucket_of, call_key, owner_key
-from worker.store.state import NO_TTL, Bound, State, compare_and_set, written
+from worker.store.state import Bound, State
 
 T0 = 1_800_000_000
 

@@ -22,9 +22,10 @@ log = logging.getLogger("callsync.sync")  # one logger for the worker's steps
 # two. These steps' retry would repeat an upstream call that already took effect (end-room), or
 # could not re-run its reconcile (a check that already recorded the close): they schedule it.
 def reconcile_call(rt: Runtime, call_id: str) -> None:
-    """Schedule a reconcile of every channel bound to `call_id`."""
-    for cid in sorted(rt.state.channels_of_call(call_id)):
-        rt.schedule(Reconcile(cid))
+    """Schedule a reconcile of the channel `call_id` belongs to (none: nobody bound it yet)."""
+    owner = rt.state.owner_of_call(call_id)
+    if owner is not None:
+        rt.schedule(Reconcile(owner))
 
 
 def verify_call(rt: Runtime, call_id: str) -> None:

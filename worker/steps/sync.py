@@ -23,8 +23,9 @@ from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from worker.steps.runtime import Runtime, lock_token
 from worker.steps.sessions import verify_call
 from worker.store import intents, scripts
+from worker.store.cas import written
 from worker.store.keys import later_key
-from worker.store.state import Loaded, written
+from worker.store.state import Loaded
 
 log = logging.getLogger("callsync.sync")
 

@@ -12,9 +12,10 @@ from worker.core import channels
 from worker.core.channels import ChannelRecord, WriteIntent
 from worker.core.events import CallFields
 from worker.store import scripts
+from worker.store.cas import compare_and_set
 from worker.store.codec import Raw, record_from_hash, record_to_hash
 from worker.store.keys import CALL_TTL, channel_key
-from worker.store.state import State, compare_and_set
+from worker.store.state import State
 
 
 def record_intent(state: State, cid: str, read: Raw, intent: WriteIntent) -> tuple[Raw, ChannelRecord | None]:

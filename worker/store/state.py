@@ -8,7 +8,7 @@ Keys and fields: worker/store/keys.py; hash encodings: worker/store/codec.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from worker.core.events import CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import BoundCall, Channel
 from worker.core.sessions import Session, advance, is_newer, observe
 from worker.store import scripts
+from worker.store.cas import KEEP_TTL, NO_TTL, Command, compare_and_set, written
 from worker.store.codec import (
     Raw,
     call_from_hash,
@@ -58,38 +59,9 @@ from worker.store.scripts import Script
 
 _LOAD_CHANNEL = Script.named("load_channel")
 _UNLOCK = Script.named("unlock")
-_COMPARE_AND_SET = Script.named("compare_and_set")
 _CLAIM_OVERDUE = Script.named("claim_overdue")
 _OPEN_PAGE = Script.named("open_page")
 _BIND_OWNED = Script.named("bind_owned")
-
-Command = tuple[Any, ...]  # a Redis command run by compare_and_set.lua with the write
-KEEP_TTL, NO_TTL = 0, -1  # compare_and_set.lua's TTL argument besides seconds
-
-
-def compare_and_set(
-    key: str, read: Raw, new: Mapping[Any, Any] | None, ttl: int = KEEP_TTL, commands: Sequence[Command] = ()
-) -> scripts.ScriptCall:
-    """Write `new` (None: leave the hash) and run `commands` if `key` still holds `read`; to run
-    with `scripts.run`, its result read by `written`."""
-    args: list[Any] = [len(read)]
-    for field_, value in read.items():
-        args += [field_, value]
-    if new is None:
-        args.append(-1)
-    else:
-        args.append(len(new))
-        for field_, value in new.items():
-            args += [field_, value]
-    args.append(ttl)
-    for command in commands:
-        args += [len(command), *command]
-    return (_COMPARE_AND_SET, [key], args)
-
-
-def written(result: Any) -> bool:
-    """Whether a compare_and_set call found its record as read, and wrote."""
-    return isinstance(result, list) and result[:1] == [1]
 
 
 @dataclass(frozen=True)
@@ -311,11 +283,6 @@ class State:
     def owner_of_call(self, call_id: str) -> str | None:
         """The channel `call_id` belongs to (core.binding.owner_of), if any."""
         return binding.cid_of_room(call_id) or text(self.redis.get(owner_key(call_id)))
-
-    def channels_of_call(self, call_id: str) -> set[str]:
-        """The channel `call_id` belongs to, as a set (empty: nobody bound it yet)."""
-        owner = self.owner_of_call(call_id)
-        return {owner} if owner else set()
 
     def calls_of_channel(self, cid: str) -> list[BoundCall]:
         """Every call bound to `cid` with its room's current session."""
