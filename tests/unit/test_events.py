@@ -11,6 +11,7 @@ from worker.core.events import (
     parse_time,
     valid_call_id,
 )
+from worker.core.peers import Peer
 
 PREFIX = ("data",)
 
@@ -151,3 +152,28 @@ def test_hms_ignored_and_invalid():
             parse_hms_event(broken)
     with pytest.raises(InvalidEvent):
         parse_hms_event(hms_body(session_id=None))
+
+
+def test_a_peer_event_carries_its_peer_and_a_session_event_none() -> None:
+    join = {
+        "id": "e1",
+        "type": "peer.join.success",
+        "timestamp": "2026-11-20T10:00:05Z",
+        "data": {
+            "room_id": "r1",
+            "room_name": "call-x",
+            "session_id": "s1",
+            "peer_id": "p1",
+            "user_id": "ann",
+            "joined_at": "2026-11-20T10:00:05Z",
+            "session_started_at": "2026-11-20T10:00:00Z",
+        },
+    }
+    leave = {**join, "id": "e2", "type": "peer.leave.success", "data": {**join["data"], "left_at": "2026-11-20T10:09:05Z"}}
+    opened = {**join, "id": "e3", "type": "session.open.success"}
+    joined, left, session = (parse_hms_event(b) for b in (join, leave, opened))
+    assert joined is not None and left is not None and session is not None
+    assert joined.peer() == Peer("p1", "ann", 1795168805.0, None)
+    assert left.peer() == Peer("p1", "ann", 1795168805.0, 1795169345.0)
+    assert session.peer() is None
+    assert HmsEvent.from_json(joined.to_json()) == joined

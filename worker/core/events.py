@@ -13,6 +13,7 @@ from typing import Any
 
 from worker.core.binding import cid_of_room as cid_of_room  # the binding rule, re-exported for parsers' users
 from worker.core.binding import is_reserved
+from worker.core.peers import Peer
 
 # A 100ms room name's characters (100ms-docs Rooms/create-via-api.mdx), which call ids share.
 CALL_ID_RE = re.compile(r"[A-Za-z0-9.\-:_]{1,256}")
@@ -22,6 +23,7 @@ CID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}:[^\s\ud800-\udfff]{1,255}")
 STREAM_TYPES = frozenset({"channel.created", "channel.updated", "channel.deleted"})
 # Events of a session that runs (a leave is of a peer, not of the session): each records it open.
 HMS_SESSION_ALIVE = frozenset({"session.open.success", "peer.join.success", "peer.leave.success"})
+HMS_PEER_TYPES = frozenset({"peer.join.success", "peer.leave.success"})
 HMS_CLOSING = frozenset({"session.close.success", "room.end.success"})
 HMS_TYPES = HMS_SESSION_ALIVE | HMS_CLOSING
 
@@ -123,10 +125,21 @@ class HmsEvent:
     started_at: float | None
     at: float | None  # when it happened: stopped_at, left_at, joined_at or envelope time
     is_replay: bool
+    # Peer events only (a task queued before these existed runs without them):
+    peer_id: str | None = None
+    user_id: str | None = None  # the id in the peer's app token: the Stream user id for the calls API's tokens
+    joined_at: float | None = None
 
     @property
     def closes(self) -> bool:
         return self.type in HMS_CLOSING
+
+    def peer(self) -> Peer | None:
+        """The peer a peer.join/peer.leave reports (its leave dated by `at`), else None."""
+        if self.peer_id is None or self.type not in HMS_PEER_TYPES:
+            return None
+        left_at = self.at if self.type == "peer.leave.success" else None
+        return Peer(self.peer_id, self.user_id, self.joined_at, left_at)
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -229,6 +242,9 @@ def parse_hms_event(body: object) -> HmsEvent | None:
         started_at=started_at,
         at=_hms_event_time(body, data, started_at),
         is_replay=body.get("is_replay") is True,
+        peer_id=_str(data, "peer_id", 128) if kind in HMS_PEER_TYPES else None,
+        user_id=_str(data, "user_id", 256) if kind in HMS_PEER_TYPES else None,
+        joined_at=parse_time(data.get("joined_at")) if kind in HMS_PEER_TYPES else None,
     )
 
 

@@ -22,7 +22,7 @@ from worker.core.timebounds import admit_hms_event
 from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from worker.steps.runtime import Runtime, lock_token
 from worker.steps.sessions import verify_call
-from worker.store import intents, scripts
+from worker.store import intents, peers, scripts
 from worker.store.cas import written
 from worker.store.keys import later_key
 from worker.store.state import Loaded
@@ -73,6 +73,9 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     if admitted is None:
         log.info("ignored %s of session %s: its times are outside what callsync believes", event.type, event.session_id)
         return
+    peer = admitted.peer()
+    if peer is not None:  # who is in the call (GET /calls/{id}, call messages), in any order
+        peers.record_peer(rt.redis, admitted.session_id, peer)
     session, cids = rt.state.record_hms_event_and_channels(admitted, now)
     if session is not None and session.room_name:
         for cid in sorted(cids):

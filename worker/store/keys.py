@@ -133,6 +133,14 @@ SCHEMA_VERSION = 2
 LEGACY_CALL_CHANNELS_PREFIX = "cs:cc:"  # schema 1: call id (lower case) -> every channel that showed it
 
 
+def peers_key(session_id: str) -> str:
+    """Hash: peer id → "<joined ms>,<left ms>,<user id>" (core.peers), and PEERS_OVERFLOW."""
+    return f"cs:peers:{session_id}"
+
+
+PEERS_OVERFLOW = "#over"  # joins past core.peers.MAX_PEERS_PER_SESSION, counted not kept (peer ids are uuids)
+
+
 def roster_key(cid: str) -> str:
     return f"cs:roster:{cid}"
 
