@@ -44,13 +44,13 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from standins.credentials import HMS_KEY, HMS_SECRET, STREAM_KEY, STREAM_SECRET
+from standins.credentials import HOOK_SECRET as HOOK
+from standins.running import platform_settings
 from worker.cli import launch
 from worker.cli.processes import freeze_startup_objects
 from worker.store.enqueue import QUEUE
 
-KEY, SECRET = "bench-stream-key", "bench-stream-secret-0123456789abcdef"
-HMS_KEY, HMS_SECRET = "bench-hms-key", "bench-hms-secret-0123456789abcdef"
-HOOK = "bench-hook-secret"
 CHANNELS = 2000
 SENDERS = 16
 
@@ -60,7 +60,7 @@ def standins(conn: Connection, receiver: str, channels: int, echo_first: float =
     from standins import FakeHms, FakeStream, serve
 
     os.setpgrp()  # a process group of its own, so the bench can count its CPU apart
-    stream = FakeStream(KEY, SECRET, webhook_url=f"{receiver}/webhooks/stream")
+    stream = FakeStream(STREAM_KEY, STREAM_SECRET, webhook_url=f"{receiver}/webhooks/stream")
     # A share of writes whose echo is delivered (and taken) before their answer, which then waits 50 ms.
     stream.echo_before_answer(echo_first, lead=0.05, seed=23)
     hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_url=f"{receiver}/webhooks/hms", webhook_secret=HOOK)
@@ -315,15 +315,7 @@ def main() -> None:
     env = {
         **launch.clean_environment(),
         "REDIS_URL": redis_url,
-        **launch.platform_settings(
-            stream_url=stream_url,
-            stream_key=KEY,
-            stream_secret=SECRET,
-            hms_url=hms_url,
-            hms_key=HMS_KEY,
-            hms_secret=HMS_SECRET,
-            hook_secret=HOOK,
-        ),
+        **platform_settings(stream_url, hms_url),
         "CALLSYNC_STREAM_UPDATE_RATE": "1000000/s",
     }
     logs = Path(tempfile.mkdtemp(prefix="callsync-bench-"))

@@ -11,7 +11,8 @@ roles never import them.
 
 from .base import Call, Json, Webhook
 from .hms import FakeHms
+from .running import Platforms, running
 from .serve import serve
 from .stream import FakeStream
 
-__all__ = ["Call", "FakeHms", "FakeStream", "Json", "Webhook", "serve"]
+__all__ = ["Call", "FakeHms", "FakeStream", "Json", "Platforms", "Webhook", "running", "serve"]

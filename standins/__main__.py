@@ -10,19 +10,10 @@ from Python (`standins.FakeStream`, `FakeHms`) for anything scripted: tests, `ca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import threading
 
-from worker.cli.launch import platform_settings
-
-from .hms import FakeHms
-from .serve import serve
-from .stream import FakeStream
-
-STREAM_KEY = "standin-stream-key"
-STREAM_SECRET = "standin-stream-secret-0123456789abcdef"  # noqa: S105 - a stand-in's public value
-HMS_KEY = "standin-hms-access-key"
-HMS_SECRET = "standin-hms-app-secret-0123456789abcdef"  # noqa: S105 - a stand-in's public value
-HOOK_SECRET = "standin-hms-webhook-secret"  # noqa: S105 - a stand-in's public value
+from .running import running
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,32 +23,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--receiver", default="http://127.0.0.1:8000", help="where callsync receives webhooks")
     parser.add_argument("--channel", action="append", default=[], help="a channel cid to create (repeatable)")
     args = parser.parse_args(argv)
-    receiver = args.receiver.rstrip("/")
-    stream = FakeStream(STREAM_KEY, STREAM_SECRET, webhook_url=f"{receiver}/webhooks/stream")
-    hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_url=f"{receiver}/webhooks/hms", webhook_secret=HOOK_SECRET)
-    for cid in args.channel:
-        stream.create_channel(cid)
-    stream_url, stop_stream = serve(stream.app, port=args.stream_port)
-    hms_url, stop_hms = serve(hms.app, port=args.hms_port)
-    env = platform_settings(
-        stream_url=stream_url,
-        stream_key=STREAM_KEY,
-        stream_secret=STREAM_SECRET,
-        hms_url=hms_url,
-        hms_key=HMS_KEY,
-        hms_secret=HMS_SECRET,
-        hook_secret=HOOK_SECRET,
-    )
-    print("# stand-ins serving; point callsync at them with:", flush=True)
-    for name, value in env.items():
-        print(f"export {name}={value}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_stream()
-        stop_hms()
+    with running(stream_port=args.stream_port, hms_port=args.hms_port) as platforms:
+        platforms.send_webhooks_to(args.receiver)
+        for cid in args.channel:
+            platforms.stream.create_channel(cid)
+        print("# stand-ins serving; point callsync at them with:", flush=True)
+        for name, value in platforms.settings().items():
+            print(f"export {name}={value}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
 
 
 if __name__ == "__main__":

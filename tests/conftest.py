@@ -16,6 +16,7 @@ import fakeredis
 import pytest
 import redis
 
+from standins import Platforms, running
 from tests.support.servers import real_redis, stop_embedded
 
 pytest_plugins = ["pytester"]  # tests/test_suite.py runs a small suite under these hooks
@@ -47,3 +48,10 @@ def redis_client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def platforms() -> Iterator[Platforms]:
+    """Both stand-ins served over HTTP under the stand-ins' credentials (standins.credentials)."""
+    with running() as served:
+        yield served

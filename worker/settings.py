@@ -114,7 +114,7 @@ class Settings:
     @property
     def longest_countdown_seconds(self) -> float:
         """The longest countdown callsync gives a task: half the visibility timeout, so a
-        waiting task is never handed out twice (worker/jobs/tasks.py RETRY_WAIT); longer waits hop."""
+        waiting task is never handed out twice (worker/jobs/tasks.py `_retry`); longer waits hop."""
         return self.visibility_timeout_seconds / 2
 
     @property
@@ -241,7 +241,7 @@ def _parse(env: _Environment) -> Settings:
     concurrency = _int(env, "CALLSYNC_WORKER_CONCURRENCY", 0)
     stream_secrets = [s.strip() for s in env.get("STREAM_API_SECRET", "").split(",") if s.strip()] or [""]
     return Settings(
-        redis_url=_redis_url(env, "REDIS_URL", None),
+        redis_url=_redis_url(env, "REDIS_URL", Settings.redis_url),
         stream_api_key=env.get("STREAM_API_KEY", "").strip(),
         stream_api_secret=stream_secrets[0],
         stream_rotation_secrets=tuple(stream_secrets[1:]),
@@ -249,31 +249,31 @@ def _parse(env: _Environment) -> Settings:
         hms_access_key=env.get("HMS_ACCESS_KEY", "").strip(),
         hms_app_secret=env.get("HMS_APP_SECRET", "").strip(),
         hms_base_url=_url(env, "HMS_BASE_URL", Settings.hms_base_url),
-        hms_webhook_header=_header(env, "HMS_WEBHOOK_HEADER", "X-Callsync-Secret"),
+        hms_webhook_header=_header(env, "HMS_WEBHOOK_HEADER", Settings.hms_webhook_header),
         hms_webhook_secrets=tuple(s.strip() for s in env.get("HMS_WEBHOOK_SECRET", "").split(",") if s.strip()),
         field_prefix=_prefix(env, "CALLSYNC_FIELD_PREFIX", Settings.field_prefix),
-        max_session_seconds=_int(env, "CALLSYNC_MAX_SESSION_SECONDS", 43200),
-        sweep_interval_seconds=_int(env, "CALLSYNC_SWEEP_INTERVAL_SECONDS", 60),
-        stale_flag_grace_seconds=_int(env, "CALLSYNC_STALE_FLAG_GRACE_SECONDS", 60, low=0),
-        end_room_on_call_end=_bool(env, "CALLSYNC_END_ROOM_ON_CALL_END", True),
-        session_checks_per_minute=_int(env, "CALLSYNC_SESSION_CHECKS_PER_MINUTE", 60),
-        stream_update_rate=_rate(env, "CALLSYNC_STREAM_UPDATE_RATE", Rate(300, 60.0)),
-        max_body_bytes=_int(env, "CALLSYNC_MAX_BODY_BYTES", 1048576, low=64),
-        max_queue_depth=_int(env, "CALLSYNC_MAX_QUEUE_DEPTH", 100_000),
-        dry_run=_bool(env, "CALLSYNC_DRY_RUN", False),
-        task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", 10, low=0, high=100),
-        max_redeliveries=_int(env, "CALLSYNC_MAX_REDELIVERIES", 5, low=0, high=100),
-        visibility_timeout_seconds=_int(env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS", 1200, low=10),
-        task_events=_bool(env, "CALLSYNC_TASK_EVENTS", False),
-        port=_int(env, "PORT", 8000, high=65535),
-        web_concurrency=_int(env, "WEB_CONCURRENCY", 2, high=1024),
-        worker_pool=_choice(env, "CALLSYNC_WORKER_POOL", "threads", WORKER_POOLS),
+        max_session_seconds=_int(env, "CALLSYNC_MAX_SESSION_SECONDS", Settings.max_session_seconds),
+        sweep_interval_seconds=_int(env, "CALLSYNC_SWEEP_INTERVAL_SECONDS", Settings.sweep_interval_seconds),
+        stale_flag_grace_seconds=_int(env, "CALLSYNC_STALE_FLAG_GRACE_SECONDS", Settings.stale_flag_grace_seconds, low=0),
+        end_room_on_call_end=_bool(env, "CALLSYNC_END_ROOM_ON_CALL_END", Settings.end_room_on_call_end),
+        session_checks_per_minute=_int(env, "CALLSYNC_SESSION_CHECKS_PER_MINUTE", Settings.session_checks_per_minute),
+        stream_update_rate=_rate(env, "CALLSYNC_STREAM_UPDATE_RATE", Settings.stream_update_rate),
+        max_body_bytes=_int(env, "CALLSYNC_MAX_BODY_BYTES", Settings.max_body_bytes, low=64),
+        max_queue_depth=_int(env, "CALLSYNC_MAX_QUEUE_DEPTH", Settings.max_queue_depth),
+        dry_run=_bool(env, "CALLSYNC_DRY_RUN", Settings.dry_run),
+        task_max_retries=_int(env, "CALLSYNC_TASK_MAX_RETRIES", Settings.task_max_retries, low=0, high=100),
+        max_redeliveries=_int(env, "CALLSYNC_MAX_REDELIVERIES", Settings.max_redeliveries, low=0, high=100),
+        visibility_timeout_seconds=_int(env, "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS", Settings.visibility_timeout_seconds, low=10),
+        task_events=_bool(env, "CALLSYNC_TASK_EVENTS", Settings.task_events),
+        port=_int(env, "PORT", Settings.port, high=65535),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", Settings.web_concurrency, high=1024),
+        worker_pool=_choice(env, "CALLSYNC_WORKER_POOL", Settings.worker_pool, WORKER_POOLS),
         worker_concurrency=concurrency or None,
-        hms_default_role=_name(env, "HMS_DEFAULT_ROLE", "guest"),
-        hms_template_id=_name(env, "HMS_TEMPLATE_ID", ""),
-        call_token_ttl_seconds=_int(env, "CALLSYNC_CALL_TOKEN_TTL_SECONDS", 3600, low=60, high=86400),
-        cors_origins=_origins(env, "CALLSYNC_CORS_ORIGINS", ()),
-        calls_per_user=_rate(env, "CALLSYNC_CALLS_PER_USER", Rate(30, 60.0)),
-        unauthenticated_per_address=_rate(env, "CALLSYNC_UNAUTHENTICATED_PER_ADDRESS", Rate(30, 60.0)),
-        trusted_proxies=_int(env, "CALLSYNC_TRUSTED_PROXIES", 0, low=0, high=10),
+        hms_default_role=_name(env, "HMS_DEFAULT_ROLE", Settings.hms_default_role),
+        hms_template_id=_name(env, "HMS_TEMPLATE_ID", Settings.hms_template_id),
+        call_token_ttl_seconds=_int(env, "CALLSYNC_CALL_TOKEN_TTL_SECONDS", Settings.call_token_ttl_seconds, low=60, high=86400),
+        cors_origins=_origins(env, "CALLSYNC_CORS_ORIGINS", Settings.cors_origins),
+        calls_per_user=_rate(env, "CALLSYNC_CALLS_PER_USER", Settings.calls_per_user),
+        unauthenticated_per_address=_rate(env, "CALLSYNC_UNAUTHENTICATED_PER_ADDRESS", Settings.unauthenticated_per_address),
+        trusted_proxies=_int(env, "CALLSYNC_TRUSTED_PROXIES", Settings.trusted_proxies, low=0, high=10),
     )

@@ -10,13 +10,14 @@ import httpx
 import pytest
 
 from standins import FakeHms, FakeStream
+from standins.credentials import HMS_KEY, HMS_SECRET
+from standins.credentials import STREAM_KEY as KEY
+from standins.credentials import STREAM_SECRET as SECRET
 from worker.clients.hms import HmsClient, ManagementAuth
 from worker.clients.stream import StreamAuth, StreamClient
 from worker.core.calls import Room
 from worker.core.upstream import UpstreamError
 
-KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
-HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-keys"
 CID = "messaging:general"
 
 

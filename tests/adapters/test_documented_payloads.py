@@ -12,6 +12,8 @@ from typing import Any
 import fakeredis
 import pytest
 
+from standins.credentials import HOOK_SECRET as HOOK
+from standins.credentials import STREAM_SECRET as SECRET
 from tests.samples import stream_headers
 from webhooks.app import create_app
 from worker.core.events import CallFields, HmsEvent, StreamEvent, parse_hms_event, parse_stream_event, parse_time
@@ -19,7 +21,6 @@ from worker.settings import Settings
 from worker.store.enqueue import QUEUE
 
 DOCUMENTED = Path(__file__).parents[1] / "samples" / "documented"
-SECRET, HOOK = "documented-stream-secret", "documented-hms-secret"
 SETTINGS = Settings(redis_url="redis://unused", stream_api_secret=SECRET, hms_webhook_secrets=(HOOK,))
 
 

@@ -17,6 +17,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from standins.credentials import HMS_SECRET
+from standins.credentials import STREAM_SECRET as SECRET
 from tests.samples import load, samples_clock, stream_headers
 from tests.support.servers import real_redis, real_url
 from webhooks.app import create_app
@@ -29,7 +31,6 @@ from worker.steps.sweep import LAST_SWEEP
 from worker.store.deadletters import DeadLetters
 from worker.store.state import State
 
-SECRET, HMS_SECRET = "stream-secret-for-metrics", "hms-secret-for-metrics"
 SETTINGS = Settings(redis_url="redis://unused", stream_api_secret=SECRET, hms_webhook_secrets=(HMS_SECRET,), max_body_bytes=4096)
 
 

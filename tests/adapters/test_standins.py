@@ -16,10 +16,10 @@ import pytest
 from flask import Flask, request
 
 from standins import FakeHms, FakeStream, serve
+from standins.credentials import HMS_KEY, HMS_SECRET, STREAM_KEY, STREAM_SECRET
+from tests.support.roles import wait_for
 from worker.core.events import parse_time
 
-STREAM_KEY, STREAM_SECRET = "stream-key", "stream-secret-long-enough-for-hs256"
-HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256"
 WRONG = "wrong-secret-also-long-enough-for-hs256"
 CID = "messaging:general"
 RFC3339_US = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -85,13 +85,6 @@ def hms() -> FakeHms:
 def hc(hms: FakeHms) -> Iterator[httpx.Client]:
     with hms_client(hms) as client:
         yield client
-
-
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 # --- Stream Chat ---------------------------------------------------------------------------

@@ -7,13 +7,14 @@ import fakeredis
 import pytest
 import redis
 
+from standins.credentials import HMS_SECRET
+from standins.credentials import STREAM_SECRET as SECRET
 from tests.samples import SAMPLES_AT, load, samples_clock, stream_headers
 from webhooks.app import create_app
 from worker.core.signing import sign_stream
 from worker.settings import Settings
 from worker.store.enqueue import QUEUE
 
-SECRET, HMS_SECRET = "stream-secret-for-tests", "hms-secret-for-tests"
 SETTINGS = Settings(
     redis_url="redis://unused", stream_api_secret=SECRET, hms_webhook_secrets=("old-hms", HMS_SECRET), max_body_bytes=4096
 )

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.roles import wait_for
 from tests.support.servers import real_url
-from tests.support.stack import CALL, CID, SECRETS, Stack, running_stack, wait_for
+from tests.support.stack import CALL, CID, SECRETS, Stack, running_stack
 from worker.cli.main import main
 from worker.logs import JsonFormatter
 from worker.store.deadletters import DeadLetters

@@ -9,13 +9,12 @@ flight); Redis is flushed only before the processes start and after they stop.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shlex
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,9 @@ import jwt
 import pytest
 import redis
 
-from standins import FakeHms, FakeStream, serve
+from standins import FakeHms, FakeStream, running
+from standins.credentials import HMS_SECRET, HOOK_SECRET, STREAM_SECRET
+from tests.support.roles import environment, procfile, wait_for
 from tests.support.servers import real_redis, real_url
 from worker.cli import launch
 from worker.clients.http import CALL_DEADLINE_SECONDS
@@ -34,9 +35,6 @@ from worker.store.enqueue import QUEUE
 pytestmark = pytest.mark.redis
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY, SECRET = "e2e-stream-key", "e2e-stream-secret-long-enough-for-hs256"
-HMS_KEY, HMS_SECRET = "e2e-hms-access-key", "e2e-hms-app-secret-long-enough-for-hs256"
-HOOK_SECRET = "e2e-hms-webhook-secret"
 MAX_SESSION, SWEEP, GRACE, RATE = 20, 1, 1, 20  # seconds, seconds, seconds, updates per second
 
 
@@ -80,66 +78,38 @@ class System:
         return httpx.post(
             f"{self.webs[web]}/webhooks/hms",
             content=raw,
-            headers={"X-Callsync-Secret": HOOK_SECRET, "Content-Type": "application/json"},
+            headers={"X-Callsync-Secret": self.hms.webhook_secret, "Content-Type": "application/json"},
         )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*launch.CALLSYNC, *args], env=self.env, capture_output=True, text=True, timeout=60, check=False)
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    return launch.wait_for(condition, timeout, what)
-
-
-def procfile() -> dict[str, list[str]]:
-    """The Procfile's roles as argv lists, `callsync` resolved to this environment's script."""
-    script = Path(sys.executable).parent / "callsync"
-    roles = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if command.strip():
-            argv = shlex.split(command)
-            roles[name.strip()] = [str(script), *argv[1:]] if argv[0] == "callsync" and script.exists() else argv
-    return roles
-
-
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     store = real_redis()  # flushes the test database before anything starts
+    stack = contextlib.ExitStack()
     logs = tmp_path_factory.mktemp("e2e-logs")
-    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
-    stream_url, stop_stream = serve(stream.app)
-    hms_url, stop_hms = serve(hms.app)
+    platforms = stack.enter_context(running())
+    stream, hms = platforms.stream, platforms.hms
     ports = [launch.free_port(), launch.free_port()]
     webs = [f"http://127.0.0.1:{port}" for port in ports]
-    stream.webhook_url, hms.webhook_url = f"{webs[0]}/webhooks/stream", f"{webs[0]}/webhooks/hms"
-    env = {
-        **launch.clean_environment(),
-        "REDIS_URL": real_url(),
-        **launch.platform_settings(
-            stream_url=stream_url,
-            stream_key=KEY,
-            stream_secret=SECRET,
-            hms_url=hms_url,
-            hms_key=HMS_KEY,
-            hms_secret=HMS_SECRET,
-            hook_secret=HOOK_SECRET,
-        ),
-        "CALLSYNC_SWEEP_INTERVAL_SECONDS": str(SWEEP),
-        "CALLSYNC_STALE_FLAG_GRACE_SECONDS": str(GRACE),
-        "CALLSYNC_MAX_SESSION_SECONDS": str(MAX_SESSION),
-        "CALLSYNC_STREAM_UPDATE_RATE": f"{RATE}/s",
-        "WEB_CONCURRENCY": "1",
-        "CALLSYNC_WORKER_CONCURRENCY": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
+    platforms.send_webhooks_to(webs[0])
+    env = environment(
+        platforms,
+        real_url(),
+        CALLSYNC_SWEEP_INTERVAL_SECONDS=SWEEP,
+        CALLSYNC_STALE_FLAG_GRACE_SECONDS=GRACE,
+        CALLSYNC_MAX_SESSION_SECONDS=MAX_SESSION,
+        CALLSYNC_STREAM_UPDATE_RATE=f"{RATE}/s",
+        WEB_CONCURRENCY=1,
+        CALLSYNC_WORKER_CONCURRENCY=2,
+    )
     system = System(stream, hms, webs, store, env)
-    roles = procfile()
     try:
         for n in range(2):  # scaled as `ps:scale web=2 worker=2 beat=2`
-            for name, argv in roles.items():
-                role_env = {**env, "PORT": str(ports[n])}
-                child = launch.start(f"{name}{n + 1}", _sub_all(argv, role_env), role_env, logs)
+            for name, argv in procfile(ports[n]).items():
+                child = launch.start(f"{name}{n + 1}", argv, {**env, "PORT": str(ports[n])}, logs)
                 system.children.append(child)
         for web in webs:
             wait_for(lambda web=web: launch.http_ok(f"{web}/readyz"), 30, f"{web}/readyz")
@@ -155,14 +125,9 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         yield system
     finally:
         launch.stop(system.children)
-        stop_stream()
-        stop_hms()
+        stack.close()
         store.flushdb()
         store.close()
-
-
-def _sub_all(argv: list[str], env: dict[str, str]) -> list[str]:
-    return [arg.replace("$PORT", env["PORT"]) for arg in argv]
 
 
 @pytest.fixture
@@ -363,7 +328,7 @@ def test_rule7_other_4xx_is_dead_lettered_at_once_and_can_be_replayed(sut: Syste
     letters = wait_for(lambda: json.loads(sut.cli("dead-letters", "list", "--json").stdout or "[]"), 15, "a dead letter")
     [letter] = [x for x in letters if x["args"][0].get("session_id") == session["id"]]
     assert letter["task"] == "callsync.apply_hms_event" and "stream 400" in letter["error"]
-    assert SECRET not in json.dumps(letters) and HMS_SECRET not in json.dumps(letters)
+    assert STREAM_SECRET not in json.dumps(letters) and HMS_SECRET not in json.dumps(letters)
     sut.settle()
     assert len(_stream_times(sut, cid)) == 1 and fields(sut, cid).get("callActive") is not True  # no retry
     replay = sut.cli("dead-letters", "replay", letter["id"])
@@ -402,11 +367,11 @@ def test_rule8_9_updates_stay_under_the_ceiling_across_workers(sut: System) -> N
 
 def test_rule10_no_secret_or_token_in_any_process_log(sut: System) -> None:
     unauthorized = httpx.post(f"{sut.webs[0]}/webhooks/stream", content=b"{}", headers={"X-Signature": "00"})
-    assert unauthorized.status_code == 401 and SECRET not in unauthorized.text
+    assert unauthorized.status_code == 401 and STREAM_SECRET not in unauthorized.text
     text = "\n".join(c.log.read_text(errors="replace") for c in sut.children if c.log)
     assert "call fields set" in text and "dead-lettered" in text  # the logs saw real work and failures
-    server_token = jwt.encode({"server": True}, SECRET, algorithm="HS256")
-    for secret in (SECRET, HMS_SECRET, HOOK_SECRET, server_token):
+    server_token = jwt.encode({"server": True}, STREAM_SECRET, algorithm="HS256")
+    for secret in (STREAM_SECRET, HMS_SECRET, HOOK_SECRET, server_token):
         assert secret not in text
     assert "eyJ" not in text, "a JWT appears in a log"
     assert "api_key=" not in text

@@ -7,6 +7,7 @@ Outcomes are judged by the answers and by what the stand-ins end up holding.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -21,18 +22,15 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from standins import FakeHms, FakeStream, serve
-from tests.e2e.test_e2e import procfile
+from standins import FakeHms, FakeStream, running
+from standins.credentials import HMS_SECRET, HOOK_SECRET, STREAM_KEY, STREAM_SECRET
+from tests.support.roles import environment, procfile
 from tests.support.servers import real_redis, real_url
 from worker.cli import launch
 from worker.store.enqueue import QUEUE
 from worker.store.keys import channel_key
 
 pytestmark = pytest.mark.redis
-
-KEY, SECRET = "e2e-calls-stream-key", "e2e-calls-stream-secret-long-enough-for-hs256"
-HMS_KEY, HMS_SECRET = "e2e-calls-hms-access-key", "e2e-calls-hms-app-secret-long-enough-for-hs256"
-HOOK_SECRET = "e2e-calls-hms-webhook-secret"
 
 
 @dataclass
@@ -45,11 +43,11 @@ class Calls:
 
     def send(self, path: str, user: str, body: dict[str, Any], token: str | None = None) -> httpx.Response:
         """One request as stream-chat-js 8.61 sends it from a browser tab's client."""
-        token = token or jwt.encode({"user_id": user}, SECRET, algorithm="HS256")
+        token = token or jwt.encode({"user_id": user}, STREAM_SECRET, algorithm="HS256")
         self.tokens.append(token)
         answer = httpx.post(
             f"{self.web}{path}",
-            params={"user_id": user, "api_key": KEY},
+            params={"user_id": user, "api_key": STREAM_KEY},
             content=json.dumps(body).encode(),
             headers={
                 "authorization": token,
@@ -78,33 +76,16 @@ class Calls:
 def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calls]:
     store = real_redis()
     logs = tmp_path_factory.mktemp("e2e-calls-logs")
-    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
-    stream_url, stop_stream = serve(stream.app)
-    hms_url, stop_hms = serve(hms.app)
+    stack = contextlib.ExitStack()
+    platforms = stack.enter_context(running())
+    stream, hms = platforms.stream, platforms.hms
     port = launch.free_port()
     web = f"http://127.0.0.1:{port}"
-    stream.webhook_url, hms.webhook_url = f"{web}/webhooks/stream", f"{web}/webhooks/hms"
-    env = {
-        **launch.clean_environment(),
-        "REDIS_URL": real_url(),
-        **launch.platform_settings(
-            stream_url=stream_url,
-            stream_key=KEY,
-            stream_secret=SECRET,
-            hms_url=hms_url,
-            hms_key=HMS_KEY,
-            hms_secret=HMS_SECRET,
-            hook_secret=HOOK_SECRET,
-        ),
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",  # two processes: the caches are Redis's, not a process's
-        "CALLSYNC_WORKER_CONCURRENCY": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
-    roles = procfile()
-    children = [
-        launch.start(name, [arg.replace("$PORT", str(port)) for arg in roles[name]], env, logs) for name in ("web", "worker")
-    ]
+    platforms.send_webhooks_to(web)
+    # Two web processes: the caches are Redis's, not a process's.
+    env = environment(platforms, real_url(), PORT=port, WEB_CONCURRENCY=2, CALLSYNC_WORKER_CONCURRENCY=2)
+    roles = procfile(port)
+    children = [launch.start(name, roles[name], env, logs) for name in ("web", "worker")]
     try:
         launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 30, "the web role")
         worker_log = children[1].log
@@ -113,8 +94,7 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calls]:
         yield Calls(stream, hms, web, children)
     finally:
         launch.stop(children)
-        stop_stream()
-        stop_hms()
+        stack.close()
         store.flushdb()
         store.close()
 
@@ -238,7 +218,7 @@ def test_no_token_appears_in_any_process_log(calls: Calls) -> None:
     text = "\n".join(c.log.read_text(errors="replace") for c in calls.children if c.log)
     assert "calls api create 200" in text and '"user_id": "alice"' in text  # the lines name the user and the call
     assert len(calls.tokens) >= 4
-    for secret in (*calls.tokens, SECRET, HMS_SECRET, HOOK_SECRET):
+    for secret in (*calls.tokens, STREAM_SECRET, HMS_SECRET, HOOK_SECRET):
         assert secret not in text
     assert "eyJ" not in text and "api_key=" not in text
 

@@ -5,13 +5,14 @@ queue, the client's retry ends the room and the channel is cleared."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 
-from standins import FakeHms, FakeStream, serve
-from tests.e2e.test_e2e import procfile
-from tests.e2e.test_e2e_calls import HMS_KEY, HMS_SECRET, HOOK_SECRET, KEY, SECRET, Calls, channel
+from standins import running
+from tests.e2e.test_e2e_calls import Calls, channel
+from tests.support.roles import environment, procfile
 from tests.support.servers import real_redis, real_url
 from worker.cli import launch
 from worker.store.enqueue import QUEUE
@@ -22,31 +23,15 @@ pytestmark = pytest.mark.redis
 
 def test_an_end_refused_by_a_full_queue_leaves_the_session_open_and_the_retry_ends_it(tmp_path: Path) -> None:
     store = real_redis()
-    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
-    stream_url, stop_stream = serve(stream.app)
-    hms_url, stop_hms = serve(hms.app)
+    stack = contextlib.ExitStack()
+    platforms = stack.enter_context(running())
+    stream, hms = platforms.stream, platforms.hms
     port = launch.free_port()
     web = f"http://127.0.0.1:{port}"
-    stream.webhook_url, hms.webhook_url = f"{web}/webhooks/stream", f"{web}/webhooks/hms"
-    env = {
-        **launch.clean_environment(),
-        "REDIS_URL": real_url(),
-        **launch.platform_settings(
-            stream_url=stream_url,
-            stream_key=KEY,
-            stream_secret=SECRET,
-            hms_url=hms_url,
-            hms_key=HMS_KEY,
-            hms_secret=HMS_SECRET,
-            hook_secret=HOOK_SECRET,
-        ),
-        "PORT": str(port),
-        "CALLSYNC_MAX_QUEUE_DEPTH": "1",
-        "CALLSYNC_WORKER_CONCURRENCY": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
-    roles = procfile()
-    children = [launch.start("web", [arg.replace("$PORT", str(port)) for arg in roles["web"]], env, tmp_path)]
+    platforms.send_webhooks_to(web)
+    env = environment(platforms, real_url(), PORT=port, CALLSYNC_MAX_QUEUE_DEPTH=1, CALLSYNC_WORKER_CONCURRENCY=2)
+    roles = procfile(port)
+    children = [launch.start("web", roles["web"], env, tmp_path)]
     try:
         launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 30, "the web role")
         calls = Calls(stream, hms, web, children)
@@ -76,7 +61,6 @@ def test_an_end_refused_by_a_full_queue_leaves_the_session_open_and_the_retry_en
         assert [p for _, p, _ in hms.calls if p == f"/active-rooms/{room_id}/end-room"] == [f"/active-rooms/{room_id}/end-room"]
     finally:
         launch.stop(children)
-        stop_stream()
-        stop_hms()
+        stack.close()
         store.flushdb()
         store.close()

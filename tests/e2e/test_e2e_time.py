@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_e2e import ACTIVE, GRACE, INACTIVE, SWEEP, System, fields, names, system, wait_for  # noqa: F401
+from tests.e2e.test_e2e import ACTIVE, GRACE, INACTIVE, SWEEP, System, fields, names, system  # noqa: F401
+from tests.support.roles import wait_for
 
 pytestmark = pytest.mark.redis
 DAY = 86400.0

@@ -21,14 +21,14 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from standins import FakeHms, FakeStream, serve
+from standins import FakeHms, FakeStream, Platforms
+from tests.support.roles import environment
 from tests.support.sentinels import PRIMARY_PASSWORD, SENTINEL_PASSWORD, Group, sentinel_group
 from worker.cli import launch
 from worker.connect import redis_client
@@ -36,9 +36,6 @@ from worker.store.keys import dedupe_key
 
 pytestmark = pytest.mark.redis  # it starts its own servers, whatever CALLSYNC_TEST_REDIS_URL says
 
-KEY, SECRET = "failover-stream-key", "failover-stream-secret-long-enough-for-hs256"
-HMS_KEY, HMS_SECRET = "failover-hms-access-key", "failover-hms-app-secret-long-enough-for-hs256"
-HOOK_SECRET = "failover-hms-webhook-secret"
 CHANNELS = 200  # one session open each
 RATE = 50.0  # session opens a second
 KILL_AFTER = 60  # opens sent before the primary is killed
@@ -89,40 +86,17 @@ class Sender:
         self.client.close()
 
 
-@pytest.fixture
-def standins() -> Iterator[tuple[FakeStream, FakeHms, dict[str, str]]]:
-    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
-    stream_url, stop_stream = serve(stream.app)
-    hms_url, stop_hms = serve(hms.app)
-    settings = launch.platform_settings(
-        stream_url=stream_url,
-        stream_key=KEY,
-        stream_secret=SECRET,
-        hms_url=hms_url,
-        hms_key=HMS_KEY,
-        hms_secret=HMS_SECRET,
-        hook_secret=HOOK_SECRET,
-    )
-    try:
-        yield stream, hms, settings
-    finally:
-        stop_stream()
-        stop_hms()
-
-
-def start_roles(group: Group, platforms: dict[str, str], logs: Path) -> tuple[list[launch.Child], str, dict[str, str]]:
+def start_roles(group: Group, platforms: Platforms, logs: Path) -> tuple[list[launch.Child], str, dict[str, str]]:
     port = launch.free_port()
-    env = {
-        **launch.clean_environment(),
-        "REDIS_URL": group.url,
-        **platforms,
-        "CALLSYNC_SWEEP_INTERVAL_SECONDS": "1",
-        "CALLSYNC_STREAM_UPDATE_RATE": "6000/m",  # the test measures the failover, not the ceiling
-        "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "20",
-        "WEB_CONCURRENCY": "2",
-        "CALLSYNC_WORKER_CONCURRENCY": "8",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = environment(
+        platforms,
+        group.url,
+        CALLSYNC_SWEEP_INTERVAL_SECONDS=1,
+        CALLSYNC_STREAM_UPDATE_RATE="6000/m",  # the test measures the failover, not the ceiling
+        CALLSYNC_VISIBILITY_TIMEOUT_SECONDS=20,
+        WEB_CONCURRENCY=2,
+        CALLSYNC_WORKER_CONCURRENCY=8,
+    )
     children = [
         launch.start("web", launch.role_argv("web", "--port", port, "--host", "127.0.0.1"), env, logs),
         launch.start("worker", launch.role_argv("worker"), env, logs),
@@ -159,10 +133,8 @@ def stream_opens(stream: FakeStream, hms: FakeHms, group: Group) -> tuple[dict[s
     return channels, killed_at
 
 
-def test_every_role_follows_a_sentinel_failover_under_load(
-    tmp_path: Path, standins: tuple[FakeStream, FakeHms, dict[str, str]]
-) -> None:
-    stream, hms, platforms = standins
+def test_every_role_follows_a_sentinel_failover_under_load(tmp_path: Path, platforms: Platforms) -> None:
+    stream, hms = platforms.stream, platforms.hms
     with sentinel_group(tmp_path) as group:
         children, web, env = start_roles(group, platforms, tmp_path)
         pids = {child.name: child.process.pid for child in children}

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from standins import FakeStream
-from tests.support.stack import CALL, CID, HOOK_SECRET, SECRET, Stack, running_stack, wait_for
+from tests.support.roles import wait_for
+from tests.support.stack import CALL, CID, HOOK_SECRET, SECRET, Stack, running_stack
 from worker.store.deadletters import DeadLetters
 
 pytestmark = pytest.mark.redis

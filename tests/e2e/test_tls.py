@@ -11,40 +11,21 @@ import json
 import subprocess
 from pathlib import Path
 
-from standins import FakeHms, FakeStream, serve
+from standins import Platforms
+from tests.support.roles import environment
 from tests.support.tls import PASSWORD, tls_redis
 from worker.cli import launch
 
-KEY, SECRET = "tls-stream-key", "tls-stream-secret-long-enough-for-hs256"
-HMS_KEY, HMS_SECRET = "tls-hms-access-key", "tls-hms-app-secret-long-enough-for-hs256"
-HOOK_SECRET = "tls-hms-webhook-secret-value"
 CID, CALL = "messaging:general", "call-messaging:general"
 
 
-def test_a_webhook_reaches_its_patch_through_a_tls_only_redis(tmp_path: Path) -> None:
+def test_a_webhook_reaches_its_patch_through_a_tls_only_redis(tmp_path: Path, platforms: Platforms) -> None:
+    stream, hms = platforms.stream, platforms.hms
     with tls_redis(tmp_path) as url:
-        stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
-        stream_url, stop_stream = serve(stream.app)
-        hms_url, stop_hms = serve(hms.app)
         port = launch.free_port()
         web = f"http://127.0.0.1:{port}"
-        hms.webhook_url, stream.webhook_url = f"{web}/webhooks/hms", f"{web}/webhooks/stream"
-        env = {
-            **launch.clean_environment(),
-            "REDIS_URL": url,
-            **launch.platform_settings(
-                stream_url=stream_url,
-                stream_key=KEY,
-                stream_secret=SECRET,
-                hms_url=hms_url,
-                hms_key=HMS_KEY,
-                hms_secret=HMS_SECRET,
-                hook_secret=HOOK_SECRET,
-            ),
-            "CALLSYNC_SWEEP_INTERVAL_SECONDS": "1",
-            "WEB_CONCURRENCY": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
+        platforms.send_webhooks_to(web)
+        env = environment(platforms, url, CALLSYNC_SWEEP_INTERVAL_SECONDS=1, WEB_CONCURRENCY=1)
         children = [
             launch.start("web", launch.role_argv("web", "--port", port, "--host", "127.0.0.1"), env, tmp_path),
             launch.start("worker", launch.role_argv("worker", "--concurrency", 2), env, tmp_path),
@@ -72,8 +53,6 @@ def test_a_webhook_reaches_its_patch_through_a_tls_only_redis(tmp_path: Path) ->
             assert all(child.alive() for child in children)
         finally:
             launch.stop(children)
-            stop_stream()
-            stop_hms()
         for child in children:
             assert child.log is not None
             text = child.log.read_text()

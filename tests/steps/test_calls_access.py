@@ -7,19 +7,17 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
 
-from standins import FakeHms, FakeStream
 from standins.base import rfc3339
-from tests.steps import test_calls_api as api
-from tests.steps.test_calls_api import CID, KEY, Web, user_token, web_for
+from standins.credentials import STREAM_KEY as KEY
+from tests.support.calls_api import CALL, CID, Served, Web, user_token, web_for
 from worker.core.calls import MEMBER_QUERIES_PER_CHANNEL, REFUSAL_TTL
 from worker.settings import Rate
 
-Platforms = tuple[FakeStream, FakeHms, str, str]
-sockets, platforms, web = api.sockets, api.platforms, api.web  # the calls API's fixtures
 HOUR = 3600.0
 
 
@@ -140,7 +138,7 @@ def test_query_members_is_bounded_per_channel(web: Web) -> None:
 
 def post_from(web: Web, address: str, token: str, **headers: str) -> Any:
     return web.client.post(
-        f"/calls/{api.quote(api.CALL, safe='')}",
+        f"/calls/{quote(CALL, safe='')}",
         query_string={"api_key": KEY, "user_id": "alice"},
         json={},
         headers={"authorization": token, "stream-auth-type": "jwt", **headers},
@@ -148,8 +146,8 @@ def post_from(web: Web, address: str, token: str, **headers: str) -> Any:
     )
 
 
-def test_unauthenticated_requests_are_limited_per_client_address(redis_client: redis.Redis, platforms: Platforms) -> None:
-    web = web_for(platforms, redis_client, unauthenticated_per_address=Rate(3, 60.0))
+def test_unauthenticated_requests_are_limited_per_client_address(redis_client: redis.Redis, served: Served) -> None:
+    web = web_for(served, redis_client, unauthenticated_per_address=Rate(3, 60.0))
     web.create("alice")
     forged = user_token("alice", secret="guessed-secret-long-enough-for-hs256-keys")
     assert [post_from(web, "203.0.113.7", forged).status_code for _ in range(4)] == [401, 401, 401, 429]
@@ -159,12 +157,12 @@ def test_unauthenticated_requests_are_limited_per_client_address(redis_client: r
     assert post_from(web, "198.51.100.1", forged).status_code == 401
 
 
-def test_behind_trusted_proxies_the_forwarded_address_counts(redis_client: redis.Redis, platforms: Platforms) -> None:
+def test_behind_trusted_proxies_the_forwarded_address_counts(redis_client: redis.Redis, served: Served) -> None:
     forged = user_token("alice", secret="guessed-secret-long-enough-for-hs256-keys")
-    direct = web_for(platforms, redis_client, unauthenticated_per_address=Rate(1, 60.0))
+    direct = web_for(served, redis_client, unauthenticated_per_address=Rate(1, 60.0))
     spoofed = {"X-Forwarded-For": "192.0.2.99"}
     assert [post_from(direct, "10.0.0.5", forged, **spoofed).status_code for _ in range(2)] == [401, 429]  # the header is ignored
-    proxied = web_for(platforms, redis_client, unauthenticated_per_address=Rate(1, 60.0), trusted_proxies=1)
+    proxied = web_for(served, redis_client, unauthenticated_per_address=Rate(1, 60.0), trusted_proxies=1)
     hop = {"X-Forwarded-For": "192.0.2.99, 203.0.113.50"}  # a client's own entry, then what the one proxy saw
     assert [post_from(proxied, "10.0.0.6", forged, **hop).status_code for _ in range(2)] == [401, 429]
     other_client = {"X-Forwarded-For": "203.0.113.51"}

@@ -8,143 +8,25 @@ token bare in `authorization`, `stream-auth-type: jwt`, and `user_id`, `api_key`
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import jwt
 import pytest
 import redis
-from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from standins import FakeHms, FakeStream, serve
-from webhooks.app import create_app
+from standins.credentials import HMS_KEY, HMS_SECRET
+from standins.credentials import STREAM_KEY as KEY
+from standins.credentials import STREAM_SECRET as SECRET
+from tests.support.calls_api import CALL, CID, Served, Web, claims_of, queued, user_token, web_for
 from worker.core.calls import REFUSAL_TTL
 from worker.ops import counters
-from worker.settings import Rate, Settings
-from worker.store.enqueue import QUEUE
+from worker.settings import Rate
 from worker.store.state import State
-
-KEY, SECRET = "calls-stream-key", "calls-stream-secret-long-enough-for-hs256"
-HMS_KEY, HMS_SECRET = "calls-hms-access-key", "calls-hms-app-secret-long-enough-for-hs256"
-CID, CALL = "messaging:general", "call-messaging:general"
-
-
-@dataclass
-class Web:
-    client: FlaskClient
-    stream: FakeStream
-    hms: FakeHms
-    redis: redis.Redis
-    settings: Settings
-
-    def post(self, path: str, user: str | None = "alice", body: Any = None, token: str | None = None, **query: str) -> Any:
-        """POST as stream-chat-js 8.61 does."""
-        headers = {
-            "stream-auth-type": "jwt",
-            "x-stream-client": "stream-chat-js-v8.61.0-browser",
-            "x-client-request-id": "0f8fad5b-d9cb-469f-a165-70867728950e",
-        }
-        if token or user:
-            headers["authorization"] = token or user_token(user or "")
-        params = {"api_key": KEY, **({"user_id": user} if user else {}), **query}
-        return self.client.post(path, query_string=params, json=body if body is not None else {}, headers=headers)
-
-    def create(self, user: str = "alice", call_id: str = CALL, cid: str = CID, **kw: Any) -> Any:
-        return self.post(f"/channels/{cid.replace(':', '/')}/call", user, {"id": call_id, "type": "video"}, **kw)
-
-    def join(self, user: str = "alice", call_id: str = CALL, **kw: Any) -> Any:
-        return self.post(f"/calls/{quote(call_id, safe='')}", user, **kw)
-
-    def end(self, user: str = "alice", call_id: str = CALL) -> Any:
-        return self.post(f"/calls/{quote(call_id, safe='')}/end", user)
-
-    def stream_calls(self, path: str) -> int:
-        return sum(1 for _, p, _ in self.stream.calls if p == path)
-
-
-def user_token(user_id: str, secret: str = SECRET, **claims: Any) -> str:
-    return jwt.encode({"user_id": user_id, **claims}, secret, algorithm="HS256")
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    return jwt.decode(token, HMS_SECRET, algorithms=["HS256"])
-
-
-def queued(client: redis.Redis) -> list[tuple[str, list[Any]]]:
-    out = []
-    for raw in client.lrange(QUEUE, 0, -1):
-        envelope = json.loads(raw)
-        args, _, _ = json.loads(base64.b64decode(envelope["body"]))
-        out.append((envelope["headers"]["task"], args))
-    return out
-
-
-def settings_for(stream_url: str, hms_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "redis_url": "redis://unused",
-        "stream_api_key": KEY,
-        "stream_api_secret": SECRET,
-        "stream_rotation_secrets": ("old-stream-secret-long-enough-for-hs256",),
-        "stream_base_url": stream_url,
-        "hms_access_key": HMS_KEY,
-        "hms_app_secret": HMS_SECRET,
-        "hms_base_url": hms_url,
-        "hms_webhook_secrets": ("hook",),
-    }
-    return Settings(**(values | overrides))
-
-
-class Swap:
-    """A WSGI app that forwards to whichever app it holds: one socket per module, fresh fakes per test."""
-
-    def __init__(self) -> None:
-        self.app: Any = None
-
-    def __call__(self, environ: Any, start_response: Any) -> Any:
-        return self.app(environ, start_response)
-
-
-@pytest.fixture(scope="module")
-def sockets() -> Iterator[tuple[Swap, str, Swap, str]]:
-    stream, hms = Swap(), Swap()
-    stream_url, stop_stream = serve(stream)
-    hms_url, stop_hms = serve(hms)
-    yield stream, stream_url, hms, hms_url
-    stop_stream()
-    stop_hms()
-
-
-@pytest.fixture
-def platforms(sockets: tuple[Swap, str, Swap, str]) -> tuple[FakeStream, FakeHms, str, str]:
-    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET)
-    stream.create_channel(CID)
-    for user in ("alice", "bob"):
-        stream.add_member(CID, user)
-    stream.create_channel("messaging:random")
-    stream.add_member("messaging:random", "mallory")
-    stream_swap, stream_url, hms_swap, hms_url = sockets
-    stream_swap.app, hms_swap.app = stream.app, hms.app
-    return stream, hms, stream_url, hms_url
-
-
-def web_for(platforms: tuple[FakeStream, FakeHms, str, str], redis_client: redis.Redis, **overrides: Any) -> Web:
-    stream, hms, stream_url, hms_url = platforms
-    settings = settings_for(stream_url, hms_url, **overrides)
-    return Web(create_app(settings, redis_client).test_client(), stream, hms, redis_client, settings)
-
-
-@pytest.fixture
-def web(redis_client: redis.Redis, platforms: tuple[FakeStream, FakeHms, str, str]) -> Web:
-    return web_for(platforms, redis_client)
 
 
 def test_a_member_creates_the_call_and_another_joins_the_same_room(web: Web) -> None:
@@ -247,8 +129,8 @@ def test_a_channel_deleted_between_the_two_queries_is_404_not_a_503(web: Web) ->
     assert "Retry-After" not in answer.headers
 
 
-def test_a_template_is_given_to_new_rooms(redis_client: redis.Redis, platforms: tuple[FakeStream, FakeHms, str, str]) -> None:
-    web = web_for(platforms, redis_client, hms_template_id="tpl123", hms_default_role="host", call_token_ttl_seconds=600)
+def test_a_template_is_given_to_new_rooms(redis_client: redis.Redis, served: Served) -> None:
+    web = web_for(served, redis_client, hms_template_id="tpl123", hms_default_role="host", call_token_ttl_seconds=600)
     token = web.create("alice").json["token"]
     [room] = web.hms.rooms.values()
     assert room["template_id"] == "tpl123"
@@ -256,10 +138,8 @@ def test_a_template_is_given_to_new_rooms(redis_client: redis.Redis, platforms: 
     assert claims["role"] == "host" and claims["exp"] - claims["iat"] == 600
 
 
-def test_a_user_over_the_rate_is_told_when_to_come_back(
-    redis_client: redis.Redis, platforms: tuple[FakeStream, FakeHms, str, str]
-) -> None:
-    web = web_for(platforms, redis_client, calls_per_user=Rate(2, 60.0))
+def test_a_user_over_the_rate_is_told_when_to_come_back(redis_client: redis.Redis, served: Served) -> None:
+    web = web_for(served, redis_client, calls_per_user=Rate(2, 60.0))
     assert [web.join("alice").status_code for _ in range(2)] == [404, 404]
     limited = web.join("alice")
     assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
@@ -280,9 +160,9 @@ def test_100ms_down_is_a_503(web: Web) -> None:
     assert down.status_code == 503 and "100ms" in down.json["error"] and down.headers["Retry-After"]
 
 
-def test_redis_down_is_a_503(platforms: tuple[FakeStream, FakeHms, str, str]) -> None:
+def test_redis_down_is_a_503(served: Served) -> None:
     gone = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
-    web = web_for(platforms, gone)
+    web = web_for(served, gone)
     answer = web.create("alice")
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
 
@@ -302,19 +182,17 @@ def test_end_by_a_member_marks_the_session_ending_and_schedules_the_end(web: Web
 
 
 def test_without_its_settings_the_calls_api_answers_503_and_webhooks_still_work(
-    redis_client: redis.Redis, platforms: tuple[FakeStream, FakeHms, str, str]
+    redis_client: redis.Redis, served: Served
 ) -> None:
     for overrides, named in (({"hms_app_secret": ""}, "HMS_APP_SECRET"), ({"dry_run": True}, "dry run")):
-        web = web_for(platforms, redis_client, **overrides)
+        web = web_for(served, redis_client, **overrides)
         answer = web.create("alice")
         assert answer.status_code == 503 and named in answer.json["error"]
         assert web.client.get("/healthz").status_code == 200
 
 
-def test_cors_answers_the_configured_origins_only(
-    redis_client: redis.Redis, platforms: tuple[FakeStream, FakeHms, str, str]
-) -> None:
-    web = web_for(platforms, redis_client, cors_origins=("https://app.example.com",))
+def test_cors_answers_the_configured_origins_only(redis_client: redis.Redis, served: Served) -> None:
+    web = web_for(served, redis_client, cors_origins=("https://app.example.com",))
     asked = "authorization,content-type,stream-auth-type,x-stream-client,x-client-request-id"
     for path in ("/channels/messaging/general/call", f"/calls/{quote(CALL, safe='')}", f"/calls/{quote(CALL, safe='')}/end"):
         preflight = web.client.options(
@@ -344,7 +222,7 @@ def test_cors_answers_the_configured_origins_only(
         "Access-Control-Allow-Origin"
         not in web.client.post("/webhooks/hms", headers={"Origin": "https://app.example.com"}).headers
     )
-    plain = web_for(platforms, redis_client)  # no origins configured: no CORS at all
+    plain = web_for(served, redis_client)  # no origins configured: no CORS at all
     assert (
         "Access-Control-Allow-Origin"
         not in plain.client.options(

@@ -3,21 +3,15 @@ item 4), and the sweep ends again a session left ending (worker/steps/sweep.py).
 
 from __future__ import annotations
 
-import pytest
 import redis
 
-from standins import FakeHms, FakeStream
-from tests.steps import test_calls_api as api
-from tests.steps.test_calls_api import CALL, queued, web_for
+from tests.support.calls_api import CALL, Served, queued, web_for
 from tests.support.world import World, open_call
 from worker.steps import sweep as sweeps
 from worker.steps.sweep import ENDING_RETRY_SECONDS
 from worker.store.enqueue import QUEUE
 from worker.store.keys import ENDING_SESSIONS, OPEN_BUCKETS
 from worker.store.state import State
-
-Platforms = tuple[FakeStream, FakeHms, str, str]
-sockets, platforms = api.sockets, api.platforms  # the calls API's fixtures: stand-ins on sockets
 
 
 def open_index(client: redis.Redis) -> set[bytes]:
@@ -29,10 +23,8 @@ def live_session(web, room_id: str) -> str:  # type: ignore[no-untyped-def]
     return str(session["id"])
 
 
-def test_a_full_queue_refuses_the_end_with_a_503_and_leaves_the_session_open(
-    redis_client: redis.Redis, platforms: Platforms
-) -> None:
-    web = web_for(platforms, redis_client, max_queue_depth=2)
+def test_a_full_queue_refuses_the_end_with_a_503_and_leaves_the_session_open(redis_client: redis.Redis, served: Served) -> None:
+    web = web_for(served, redis_client, max_queue_depth=2)
     room_id = web.create("alice").json["call"]["hms"]["room_id"]
     session_id = live_session(web, room_id)
     redis_client.lpush(QUEUE, "waiting-1", "waiting-2")  # the queue holds its ceiling
@@ -51,8 +43,8 @@ def test_a_full_queue_refuses_the_end_with_a_503_and_leaves_the_session_open(
     assert open_index(redis_client) == set() and redis_client.zscore(ENDING_SESSIONS, CALL) is not None
 
 
-def test_a_redis_error_in_the_step_writes_neither_the_mark_nor_the_task(redis_client: redis.Redis, platforms: Platforms) -> None:
-    web = web_for(platforms, redis_client)
+def test_a_redis_error_in_the_step_writes_neither_the_mark_nor_the_task(redis_client: redis.Redis, served: Served) -> None:
+    web = web_for(served, redis_client)
     room_id = web.create("alice").json["call"]["hms"]["room_id"]
     live_session(web, room_id)
     redis_client.set(QUEUE, "not a list")  # the step's first command fails (WRONGTYPE): Redis refused it
@@ -62,11 +54,6 @@ def test_a_redis_error_in_the_step_writes_neither_the_mark_nor_the_task(redis_cl
     assert open_index(redis_client) == {CALL.encode()}
     redis_client.delete(QUEUE)
     assert web.end("bob").json == {"status": "ending"} and len(queued(redis_client)) == 1
-
-
-@pytest.fixture
-def world(redis_client: redis.Redis) -> World:
-    return World(redis_client)
 
 
 def end_rooms(world: World) -> list[str]:

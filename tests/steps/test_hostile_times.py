@@ -22,11 +22,6 @@ DAY = 86400.0
 YEAR_9999 = "9999-12-31T23:59:59.999999999Z"
 
 
-@pytest.fixture
-def world(redis_client):
-    return World(redis_client)
-
-
 def envelope(kind: str, room: dict[str, Any], session_id: str, timestamp: str, **data: Any) -> HmsEvent:
     body = {
         "version": "2.0",

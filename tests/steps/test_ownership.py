@@ -13,7 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from standins import FakeHms, FakeStream
-from tests.steps.test_calls_api import HMS_KEY, HMS_SECRET, KEY, SECRET, Swap, Web, claims_of, platforms, sockets, web_for  # noqa: F401 - the calls API's fixtures, shared
+from standins.credentials import HMS_KEY, HMS_SECRET
+from standins.credentials import STREAM_KEY as KEY
+from standins.credentials import STREAM_SECRET as SECRET
+from tests.support.calls_api import Served, Swap, Web, claims_of, web_for
 from tests.support.world import World
 from worker.core.binding import derived_room_name, owner_description
 from worker.core.events import HmsEvent
@@ -33,13 +36,13 @@ def live_room(web: Web, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 @pytest.fixture
-def web(redis_client: Any, platforms: tuple[FakeStream, FakeHms, str, str]) -> Web:  # noqa: F811
-    stream = platforms[0]
+def web(redis_client: Any, served: Served) -> Web:  # the calls API's, with the victim's channel
+    stream = served[0]
     for cid, members in ((VICTIM, ("alice", "bob")), (MALLORY, ("mallory",))):
         stream.create_channel(cid)
         for user in members:
             stream.add_member(cid, user)
-    return web_for(platforms, redis_client)
+    return web_for(served, redis_client)
 
 
 def test_a_channel_whose_id_differs_only_in_case_gets_its_own_room_and_cannot_touch_the_other(web: Web) -> None:
@@ -98,7 +101,7 @@ IDS = st.sampled_from(["call-messaging:a", "call-messaging:A", "call-messaging:b
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(sorted(USERS)), IDS, st.booleans()), min_size=1, max_size=8))
-def test_no_request_from_a_member_of_one_channel_reaches_anothers_room(sockets: tuple[Swap, str, Swap, str], steps) -> None:  # noqa: F811
+def test_no_request_from_a_member_of_one_channel_reaches_anothers_room(sockets: tuple[Swap, str, Swap, str], steps) -> None:
     stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET)
     for cid, user in USERS.items():
         stream.create_channel(cid)

@@ -16,11 +16,6 @@ from worker.settings import Rate
 from worker.steps import sessions, sync
 
 
-@pytest.fixture
-def world(redis_client):
-    return World(redis_client)
-
-
 def test_session_open_sets_the_fields_once_and_the_echo_writes_nothing(world):
     world.stream.create_channel(CID, name="General", data={"topic": "x"})
     open_call(world)

@@ -18,10 +18,11 @@ from celery import Celery
 from celery.exceptions import Reject, Retry
 
 import worker.jobs.tasks  # noqa: F401 - registers the tasks on every app, as a worker's include does
-from standins import FakeHms, FakeStream, serve
+from standins import FakeHms, Platforms
+from tests.support.roles import environment
 from tests.support.servers import real_redis, real_url
 from tests.support.stack import running_stack
-from tests.support.world import CALL, CID, HMS_KEY, HMS_SECRET, KEY, SECRET, World
+from tests.support.world import CALL, CID, HMS_SECRET, SECRET, World
 from worker.cli import launch
 from worker.core import actions
 from worker.core.events import HmsEvent
@@ -276,24 +277,9 @@ def test_a_task_redelivered_past_the_bound_is_a_dead_letter_not_run(unpublishabl
     assert 0 < world.rt.redis.ttl("cs:redeliveries:killer") <= 2 * 6 * world.settings.visibility_timeout_seconds
 
 
-def worker_env(stream_url: str, hms_url: str, **extra: str) -> dict[str, str]:
+def worker_env(platforms: Platforms, **extra: str) -> dict[str, str]:
     """`callsync worker` on the machine's Redis and the stand-ins: a 10 s visibility timeout, one task at a time."""
-    return {
-        **launch.clean_environment(),
-        "REDIS_URL": real_url(),
-        **launch.platform_settings(
-            stream_url=stream_url,
-            stream_key=KEY,
-            stream_secret=SECRET,
-            hms_url=hms_url,
-            hms_key=HMS_KEY,
-            hms_secret=HMS_SECRET,
-            hook_secret="hms-webhook-secret-value",
-        ),
-        "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": "10",
-        "CALLSYNC_WORKER_CONCURRENCY": "1",
-        **extra,
-    }
+    return environment(platforms, real_url(), CALLSYNC_VISIBILITY_TIMEOUT_SECONDS=10, CALLSYNC_WORKER_CONCURRENCY=1, **extra)
 
 
 def check_to_run(client: redis.Redis, hms: FakeHms, env: dict[str, str]) -> str:
@@ -307,15 +293,13 @@ def check_to_run(client: redis.Redis, hms: FakeHms, env: dict[str, str]) -> str:
 
 
 @pytest.mark.redis
-def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path):
+def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path, platforms):
     # Real `callsync worker` processes, SIGKILLed while the task runs (its Stream call is held
     # open), as a task that kills its worker would have them; Redis hands it out again after the
     # visibility timeout, each time to a fresh worker.
     client = real_redis()
-    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET)
-    stream_url, stop_stream = serve(stream.app)
-    hms_url, stop_hms = serve(hms.app)
-    env = worker_env(stream_url, hms_url, CALLSYNC_MAX_REDELIVERIES="1")
+    hms = platforms.hms
+    env = worker_env(platforms, CALLSYNC_MAX_REDELIVERIES="1")
     session_id = check_to_run(client, hms, env)
     workers: list[launch.Child] = []
     try:
@@ -332,21 +316,17 @@ def test_a_task_that_kills_its_worker_is_dead_lettered_past_the_bound(tmp_path):
         assert len(hms.calls) == 2  # the third delivery was not run
     finally:
         launch.stop(workers)
-        stop_stream()
-        stop_hms()
         client.flushdb()
 
 
 @pytest.mark.redis
-def test_a_restore_mutex_left_by_a_dead_holder_delays_redelivery_by_seconds_not_minutes(tmp_path):
+def test_a_restore_mutex_left_by_a_dead_holder_delays_redelivery_by_seconds_not_minutes(tmp_path, platforms):
     # Workers look for tasks a dead worker held under kombu's `unacked_mutex`. A worker killed
     # (or a Redis restarted) during a look leaves the mutex behind until it expires: with
     # kombu's own 300 s every redelivery would wait five minutes (the chaos run's "did not settle").
     client = real_redis()
-    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET)
-    stream_url, stop_stream = serve(stream.app)
-    hms_url, stop_hms = serve(hms.app)
-    env = worker_env(stream_url, hms_url)
+    hms = platforms.hms
+    env = worker_env(platforms)
     check_to_run(client, hms, env)
     workers: list[launch.Child] = []
     try:
@@ -368,6 +348,4 @@ def test_a_restore_mutex_left_by_a_dead_holder_delays_redelivery_by_seconds_not_
         launch.wait_for(lambda: not client.hlen("unacked"), 20, "the redelivered run to be acknowledged")
     finally:
         launch.stop(workers)
-        stop_stream()
-        stop_hms()
         client.flushdb()

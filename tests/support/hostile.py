@@ -17,13 +17,15 @@ from flask.testing import FlaskClient
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
+from standins.credentials import HMS_SECRET
+from standins.credentials import STREAM_SECRET as SECRET
 from webhooks.app import create_app
 from worker.core.events import HMS_TYPES, STREAM_TYPES
 from worker.core.signing import sign_stream
 from worker.settings import Settings
 from worker.store.enqueue import QUEUE
 
-SECRET, HMS_SECRET, OLD_HMS_SECRET = "stream-secret-for-fuzz", "hms-secret-for-fuzz", "old-hms-secret"
+OLD_HMS_SECRET = "old-hms-secret-long-enough-0123456789"
 SECRETS = (SECRET, HMS_SECRET, OLD_HMS_SECRET)
 LIMIT = 4096
 SETTINGS = Settings(

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,14 +11,14 @@ import redis
 from celery.contrib.testing.worker import start_worker
 
 from standins import FakeHms, FakeStream, serve
+from standins.credentials import HMS_KEY, HMS_SECRET, HOOK_SECRET
+from standins.credentials import STREAM_KEY as KEY
+from standins.credentials import STREAM_SECRET as SECRET
 from tests.support.servers import real_redis, real_url
 from webhooks.app import create_app
 from worker.jobs.app import create_celery
 from worker.settings import Settings
 
-KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
-HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-keys"
-HOOK_SECRET = "hms-webhook-secret-value"
 SECRETS = (SECRET, HMS_SECRET, HOOK_SECRET)
 CID, CALL = "messaging:general", "call-messaging:general"
 
@@ -31,16 +30,6 @@ class Stack:
     redis: redis.Redis
     web: str
     settings: Settings
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 @contextlib.contextmanager

@@ -12,6 +12,9 @@ import httpx
 
 from standins import FakeHms, FakeStream
 from standins.base import rfc3339
+from standins.credentials import HMS_KEY, HMS_SECRET
+from standins.credentials import STREAM_KEY as KEY
+from standins.credentials import STREAM_SECRET as SECRET
 from worker.core import actions
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
 from worker.settings import Settings
@@ -19,8 +22,6 @@ from worker.steps import owners, sessions, sync
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import build_runtime
 
-KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
-HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-keys"
 CID, CALL = "messaging:general", "call-messaging:general"
 
 

@@ -24,9 +24,6 @@ import jwt
 from worker.cli import launch
 
 GRACE, MAX_SESSION, SWEEP = 3, 8, 1  # seconds: short so that the story fits in a minute
-STREAM_KEY, STREAM_SECRET = "demo-stream-key", "demo-stream-secret-0123456789abcdef"
-HMS_KEY, HMS_SECRET = "demo-hms-access-key", "demo-hms-app-secret-0123456789abcdef"
-HOOK_SECRET = "demo-hms-webhook-secret"  # noqa: S105 - a stand-in's value, public by design
 
 
 class Teller:
@@ -68,7 +65,7 @@ def redis_for_demo(redis_url: str | None) -> Iterator[tuple[str, str]]:
 
 def play(redis_url: str | None = None, log_dir: Path | None = None) -> int:
     """Run the story; 0 when every step ended as callsync promises, 1 otherwise."""
-    from standins import FakeHms, FakeStream, serve
+    from standins import running
 
     teller = Teller(lambda line: print(line, flush=True))
     outcome = 1
@@ -77,19 +74,16 @@ def play(redis_url: str | None = None, log_dir: Path | None = None) -> int:
         logs = log_dir or Path(tempfile.mkdtemp(prefix="callsync-demo-"))
         if log_dir is None:
             stack.callback(_forget_unless_failed, logs, teller, lambda: outcome)
-        stream = FakeStream(STREAM_KEY, STREAM_SECRET)
-        hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
-        stream_url, stop_stream = serve(stream.app)
-        hms_url, stop_hms = serve(hms.app)
+        platforms = stack.enter_context(running())
+        stream, hms = platforms.stream, platforms.hms
         # The web port is chosen once the stand-ins hold theirs: a port the kernel called free
         # and that was closed again may be handed to the next bind as well.
         port = launch.free_port()
         web = f"http://127.0.0.1:{port}"
-        stream.webhook_url, hms.webhook_url = f"{web}/webhooks/stream", f"{web}/webhooks/hms"
-        stack.callback(stop_stream)
-        stack.callback(stop_hms)
-        env = demo_environment(url, stream_url, hms_url)
-        teller.say(f"callsync demo: Stream stand-in {stream_url}, 100ms stand-in {hms_url}, Redis: {redis_name}")
+        platforms.send_webhooks_to(web)
+        env = demo_environment(url, platforms.settings())
+        urls = f"Stream stand-in {platforms.stream_url}, 100ms stand-in {platforms.hms_url}"
+        teller.say(f"callsync demo: {urls}, Redis: {redis_name}")
         where = f"their logs go to {logs}" if log_dir else "their logs are kept only if a step fails (--logs DIR keeps them)"
         teller.say(f"starting web (port {port}), worker and beat; {where}")
         children = [
@@ -113,20 +107,12 @@ def _forget_unless_failed(logs: Path, teller: Teller, outcome: Callable[[], int]
         teller.say(f"the roles' logs are kept in {logs}")
 
 
-def demo_environment(redis_url: str, stream_url: str, hms_url: str) -> dict[str, str]:
+def demo_environment(redis_url: str, platform_settings: dict[str, str]) -> dict[str, str]:
     base = launch.clean_environment()
     return {
         **base,
         "REDIS_URL": redis_url,
-        **launch.platform_settings(
-            stream_url=stream_url,
-            stream_key=STREAM_KEY,
-            stream_secret=STREAM_SECRET,
-            hms_url=hms_url,
-            hms_key=HMS_KEY,
-            hms_secret=HMS_SECRET,
-            hook_secret=HOOK_SECRET,
-        ),
+        **platform_settings,
         "CALLSYNC_STALE_FLAG_GRACE_SECONDS": str(GRACE),
         "CALLSYNC_MAX_SESSION_SECONDS": str(MAX_SESSION),
         "CALLSYNC_SWEEP_INTERVAL_SECONDS": str(SWEEP),
@@ -207,7 +193,7 @@ class Story:
         self.expect("the echo to settle", lambda: self.stream.deliveries_in_flight == 0)
         self.scene("2. A duplicate arrives", "100ms delivers the same session.open.success again (a retry).")
         _, body = self.hms.outbox[-1]
-        answer = httpx.post(f"{self.web}/webhooks/hms", content=body, headers={"X-Callsync-Secret": HOOK_SECRET})
+        answer = httpx.post(f"{self.web}/webhooks/hms", content=body, headers={"X-Callsync-Secret": self.hms.webhook_secret})
         self.teller.at("100ms → callsync", f"{answer.status_code} {answer.text.strip()}  (nothing more happens)")
         time.sleep(1.0)  # time in which a wrong duplicate write would show
         self.scene(
@@ -263,10 +249,10 @@ class Story:
 
     def calls_request(self, user: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST as the stream-chat JS client does, and tell the answer (never its token)."""
-        token = jwt.encode({"user_id": user}, STREAM_SECRET, algorithm="HS256")
+        token = jwt.encode({"user_id": user}, self.stream.api_secret, algorithm="HS256")
         answer = httpx.post(
             f"{self.web}{path}",
-            params={"user_id": user, "api_key": STREAM_KEY},
+            params={"user_id": user, "api_key": self.stream.api_key},
             json=body,
             headers={"authorization": token, "stream-auth-type": "jwt"},
             timeout=10,

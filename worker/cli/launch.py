@@ -33,21 +33,6 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("CALLSYNC_", "STREAM_", "HMS_", "REDIS_URL"))}
 
 
-def platform_settings(
-    *, stream_url: str, stream_key: str, stream_secret: str, hms_url: str, hms_key: str, hms_secret: str, hook_secret: str
-) -> dict[str, str]:
-    """The settings (docs/configuration.md) that point callsync's roles at a Stream and a 100ms, e.g. the stand-ins."""
-    return {
-        "STREAM_BASE_URL": stream_url,
-        "STREAM_API_KEY": stream_key,
-        "STREAM_API_SECRET": stream_secret,
-        "HMS_BASE_URL": hms_url,
-        "HMS_ACCESS_KEY": hms_key,
-        "HMS_APP_SECRET": hms_secret,
-        "HMS_WEBHOOK_SECRET": hook_secret,
-    }
-
-
 _handed_out: set[int] = set()
 
 

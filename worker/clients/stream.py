@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import jwt
 
-from worker.clients.http import CALL_DEADLINE_SECONDS, OnUpstreamCall, ignore_call, segment, upstream_request
+from worker.clients.http import CALL_DEADLINE_SECONDS, Answer, OnUpstreamCall, ignore_call, segment, upstream_request
 from worker.core.calls import ROSTER_MEMBER_LIMIT
 from worker.core.events import CallFields, read_fields
 
@@ -50,28 +50,25 @@ class StreamClient:
         self._path = field_path
         self._prefix = "".join(f"{part}." for part in field_path)
 
+    def _request(self, method: str, endpoint: str, path: str | None = None, **kwargs: Any) -> Answer:
+        """Every call to Stream: `endpoint` names it in metrics (the path with its ids as `{type}`,
+        `{id}`), `path` is the path sent when it differs."""
+        return upstream_request(
+            self._http, API, method, path or endpoint, endpoint=endpoint, on_call=self._on_call, deadline=self._deadline, **kwargs
+        )
+
     def update_call_fields(self, cid: str, fields: CallFields) -> CallFields:
         """PATCH the call fields; returns what Stream now shows. (The answer's `updated_at` is
         no clock: live partial updates leave it unchanged.)"""
         kind, _, ident = cid.partition(":")
-        response = upstream_request(
-            self._http,
-            API,
-            "PATCH",
-            f"/channels/{segment(kind)}/{segment(ident)}",
-            endpoint="/channels/{type}/{id}",
-            on_call=self._on_call,
-            deadline=self._deadline,
-            json=call_field_update(fields, self._prefix),
-        )
+        path = f"/channels/{segment(kind)}/{segment(ident)}"
+        response = self._request("PATCH", "/channels/{type}/{id}", path, json=call_field_update(fields, self._prefix))
         return read_fields(_dict(response.json().get("channel")), self._path)
 
     def read_call_fields(self, cid: str) -> CallFields | None:
         """The channel's call fields through QueryChannels (no side effects); None if it does not exist."""
         body = {"filter_conditions": {"cid": cid}, "state": True, "watch": False, "presence": False, "limit": 1}
-        response = upstream_request(
-            self._http, API, "POST", "/channels", endpoint="/channels", on_call=self._on_call, deadline=self._deadline, json=body
-        )
+        response = self._request("POST", "/channels", json=body)
         channels = response.json().get("channels") or []
         if not channels:
             return None
@@ -89,9 +86,7 @@ class StreamClient:
             "member_limit": ROSTER_MEMBER_LIMIT,
             "message_limit": 0,
         }
-        response = upstream_request(
-            self._http, API, "POST", "/channels", endpoint="/channels", on_call=self._on_call, deadline=self._deadline, json=body
-        )
+        response = self._request("POST", "/channels", json=body)
         return _dict(response.json())
 
     def channel_member(self, cid: str, user_id: str) -> dict[str, Any]:
@@ -100,17 +95,13 @@ class StreamClient:
         kind, _, ident = cid.partition(":")
         payload = {"type": kind, "id": ident, "filter_conditions": {"id": {"$in": [user_id]}}, "limit": 1}
         params = {"payload": json.dumps(payload, separators=(",", ":"))}
-        response = upstream_request(
-            self._http, API, "GET", "/members", endpoint="/members", on_call=self._on_call, deadline=self._deadline, params=params
-        )
+        response = self._request("GET", "/members", params=params)
         return _dict(response.json())
 
     def app_settings(self) -> dict[str, Any]:
         """The app's settings: `GET /app` (GetStream/protocol openapi/chat-openapi.json, GetApp:
         `{"app": AppResponseFields}`, which holds `revoke_tokens_issued_before`)."""
-        response = upstream_request(
-            self._http, API, "GET", "/app", endpoint="/app", on_call=self._on_call, deadline=self._deadline
-        )
+        response = self._request("GET", "/app")
         return _dict(response.json())
 
 

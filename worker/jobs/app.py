@@ -28,7 +28,7 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     took it: that bounds how long a killed worker's tasks wait for another worker. A task
     waiting on a countdown (backoff, a 429's wait, the stale-flag grace) is also held
     unacknowledged, so no countdown is longer than half the timeout: longer waits hop
-    (worker/jobs/tasks.py RETRY_WAIT). Workers look for such tasks every tenth of the timeout
+    (worker/jobs/tasks.py `_retry`). Workers look for such tasks every tenth of the timeout
     (at most every 10 s); kombu's default, every 100 s, would add up to 100 s to a short timeout.
 
     A look holds kombu's `unacked_mutex` for milliseconds, but a worker killed or a Redis

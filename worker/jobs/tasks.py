@@ -117,10 +117,7 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
 # and a copy that defers itself again multiplies. So no
 # countdown is longer than Settings.longest_countdown_seconds (half the timeout): a longer
 # retry wait is a hop of that length, its end kept here under the task id (a retry keeps its
-# id), and each hop is re-published until the wait is over, without spending a retry.
-RETRY_WAIT = RETRY_WAIT_PREFIX
-
-
+# id: RETRY_WAIT_PREFIX), and each hop is re-published until the wait is over, without spending a retry.
 def _retry(rt: Runtime, task: Task, args: tuple[Any, ...], error: Exception, text: str, delay: float, attempts: int) -> str:
     """Publish the retry and raise Celery's Retry. A retry Celery cannot publish (the broker
     gone, a countdown it cannot encode) is a Reject without requeue there: the task would be
@@ -128,7 +125,7 @@ def _retry(rt: Runtime, task: Task, args: tuple[Any, ...], error: Exception, tex
     hop = rt.settings.longest_countdown_seconds
     try:
         if delay > hop:
-            rt.redis.set(RETRY_WAIT + task.request.id, repr(rt.clock() + delay), ex=int(delay + 2 * hop) + 1)
+            rt.redis.set(RETRY_WAIT_PREFIX + task.request.id, repr(rt.clock() + delay), ex=int(delay + 2 * hop) + 1)
         retry = task.retry(exc=error, countdown=min(delay, hop), throw=False)
     except Reject as rejected:
         cause = rejected.reason if isinstance(rejected.reason, BaseException) else rejected
@@ -141,7 +138,7 @@ def _retry(rt: Runtime, task: Task, args: tuple[Any, ...], error: Exception, tex
 def _wait_goes_on(rt: Runtime, task: Task, args: tuple[Any, ...]) -> str | None:
     """None when this retry's wait is over (run it); otherwise publish the next hop (the same
     retry: same id, same count) and return this run's outcome."""
-    key = RETRY_WAIT + task.request.id
+    key = RETRY_WAIT_PREFIX + task.request.id
     raw = rt.redis.get(key)
     left = float(raw) - rt.clock() if raw is not None else 0.0
     if left <= 0:
@@ -161,12 +158,9 @@ def _wait_goes_on(rt: Runtime, task: Task, args: tuple[Any, ...]) -> str | None:
 # Redis hands a task out again when its worker died holding it (task_acks_late): a task that
 # kills its worker (memory, a crash in a C extension) would be handed out forever. kombu marks
 # such a message `redelivered` (kombu/transport/redis.py, _do_restore_message); each run of
-# one is counted under its task id, and past CALLSYNC_MAX_REDELIVERIES it is a dead letter.
-REDELIVERIES = REDELIVERIES_PREFIX
-
-
+# one is counted under its task id (REDELIVERIES_PREFIX), and past CALLSYNC_MAX_REDELIVERIES it is a dead letter.
 def _redelivered_too_often(rt: Runtime, task: Task, args: tuple[Any, ...]) -> bool:
-    key = REDELIVERIES + task.request.id
+    key = REDELIVERIES_PREFIX + task.request.id
     pipe = rt.redis.pipeline(transaction=False)
     pipe.incr(key)
     # Each redelivery comes a visibility timeout after the last: keep the count across all of them.

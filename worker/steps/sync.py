@@ -211,7 +211,7 @@ def _log_recheck(cid: str, loaded: Loaded, action: Recheck, now: float) -> None:
 def _schedule_once(rt: Runtime, cid: str, delay: float) -> None:
     """One delayed reconcile per channel at a time, however many events ask for it.
 
-    At most a hop ahead (worker/jobs/tasks.py RETRY_WAIT says why): a reconcile that runs before
+    At most a hop ahead (worker/jobs/tasks.py `_retry` says why): a reconcile that runs before
     its time plans again and schedules the next hop."""
     delay = min(delay, rt.settings.longest_countdown_seconds)
     if rt.redis.set(later_key(cid), "1", nx=True, px=max(int(delay * 1000), 1)):

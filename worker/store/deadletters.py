@@ -13,8 +13,6 @@ import redis
 from worker.logs import scrub
 from worker.store.keys import DEAD_LETTER_INDEX, DEAD_LETTER_RECORDS
 
-INDEX = DEAD_LETTER_INDEX
-RECORDS = DEAD_LETTER_RECORDS
 MAX_KEPT = 100_000
 
 
@@ -41,41 +39,41 @@ class DeadLetters:
         of a secret stays)."""
         letter = DeadLetter(str(uuid.uuid4()), task, args, scrub(error, self._secrets)[:500], attempts, now, task_id)
         pipe = self.redis.pipeline()
-        pipe.hset(RECORDS, letter.id, json.dumps(asdict(letter)))
-        pipe.zadd(INDEX, {letter.id: now})
+        pipe.hset(DEAD_LETTER_RECORDS, letter.id, json.dumps(asdict(letter)))
+        pipe.zadd(DEAD_LETTER_INDEX, {letter.id: now})
         pipe.execute()
         self._trim()
         return letter
 
     def _trim(self) -> None:
-        excess = self.redis.zcard(INDEX) - MAX_KEPT
+        excess = self.redis.zcard(DEAD_LETTER_INDEX) - MAX_KEPT
         if excess > 0:
-            oldest = self.redis.zrange(INDEX, 0, excess - 1)
-            self.redis.hdel(RECORDS, *oldest)
-            self.redis.zrem(INDEX, *oldest)
+            oldest = self.redis.zrange(DEAD_LETTER_INDEX, 0, excess - 1)
+            self.redis.hdel(DEAD_LETTER_RECORDS, *oldest)
+            self.redis.zrem(DEAD_LETTER_INDEX, *oldest)
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
         """The `limit` oldest letters; `limit` < 1 is an error (ZRANGE 0 -1 would be all of them)."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        ids = cast(list[bytes], self.redis.zrange(INDEX, 0, limit - 1))
-        raws = self.redis.hmget(RECORDS, ids) if ids else []
+        ids = cast(list[bytes], self.redis.zrange(DEAD_LETTER_INDEX, 0, limit - 1))
+        raws = self.redis.hmget(DEAD_LETTER_RECORDS, ids) if ids else []
         return [DeadLetter(**json.loads(raw)) for raw in raws if raw]
 
     def get(self, letter_id: str) -> DeadLetter | None:
-        raw = self.redis.hget(RECORDS, letter_id)
+        raw = self.redis.hget(DEAD_LETTER_RECORDS, letter_id)
         return DeadLetter(**json.loads(raw)) if raw else None
 
     def remove(self, letter_id: str) -> bool:
         pipe = self.redis.pipeline()
-        pipe.hdel(RECORDS, letter_id)
-        pipe.zrem(INDEX, letter_id)
+        pipe.hdel(DEAD_LETTER_RECORDS, letter_id)
+        pipe.zrem(DEAD_LETTER_INDEX, letter_id)
         return bool(pipe.execute()[0])
 
     def count(self) -> int:
-        return int(self.redis.zcard(INDEX))
+        return int(self.redis.zcard(DEAD_LETTER_INDEX))
 
     def purge(self) -> int:
         count = self.count()
-        self.redis.delete(RECORDS, INDEX)
+        self.redis.delete(DEAD_LETTER_RECORDS, DEAD_LETTER_INDEX)
         return count

@@ -3,7 +3,6 @@ over HTTP, the courier, the faults, and the judgement at the end."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -11,7 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,17 +19,12 @@ from typing import Any
 import httpx
 import redis
 
-from standins import FakeHms, FakeStream, serve
+from standins import FakeHms, FakeStream, Platforms, running
 from tests.support.chaos.courier import Courier
 from tests.support.chaos.redis_server import RedisServer
 from tests.support.chaos.report import Report, busiest_window, classify
 from tests.support.chaos.workload import (
-    HMS_KEY,
-    HMS_SECRET,
-    HOOK_SECRET,
     SECRETS,
-    STREAM_KEY,
-    STREAM_SECRET,
     TOKENISH,
     TOPIC,
     Config,
@@ -39,6 +33,7 @@ from tests.support.chaos.workload import (
     plan_workload,
     room_of,
 )
+from tests.support.roles import environment
 from worker.cli import launch
 from worker.core.events import parse_time
 from worker.settings import load_settings
@@ -80,40 +75,17 @@ class Chaos:
         self.report.timeline.append(line)
         print(line, flush=True)
 
-    @contextlib.contextmanager
-    def platforms(self) -> Iterator[tuple[FakeStream, FakeHms, str, str]]:
-        stream = FakeStream(STREAM_KEY, STREAM_SECRET)  # no webhook_url: webhooks wait in the outbox
-        hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
-        stream_url, stop_stream = serve(stream.app)
-        hms_url, stop_hms = serve(hms.app)
-        try:
-            yield stream, hms, stream_url, hms_url
-        finally:
-            stop_stream()
-            stop_hms()
-
-    def env(self, store: RedisServer, stream_url: str, hms_url: str) -> dict[str, str]:
-        inherited = launch.clean_environment()
-        return {
-            **inherited,
-            "REDIS_URL": store.url,
-            **launch.platform_settings(
-                stream_url=stream_url,
-                stream_key=STREAM_KEY,
-                stream_secret=STREAM_SECRET,
-                hms_url=hms_url,
-                hms_key=HMS_KEY,
-                hms_secret=HMS_SECRET,
-                hook_secret=HOOK_SECRET,
-            ),
-            "CALLSYNC_STREAM_UPDATE_RATE": self.cfg.rate,
-            "CALLSYNC_VISIBILITY_TIMEOUT_SECONDS": str(self.cfg.visibility_timeout),
-            "CALLSYNC_SWEEP_INTERVAL_SECONDS": "5",
-            "CALLSYNC_STALE_FLAG_GRACE_SECONDS": "5",
-            "CALLSYNC_WORKER_CONCURRENCY": "4",
-            "WEB_CONCURRENCY": "2",
-            "PYTHONUNBUFFERED": "1",
-        }
+    def env(self, store: RedisServer, platforms: Platforms) -> dict[str, str]:
+        return environment(
+            platforms,
+            store.url,
+            CALLSYNC_STREAM_UPDATE_RATE=self.cfg.rate,
+            CALLSYNC_VISIBILITY_TIMEOUT_SECONDS=self.cfg.visibility_timeout,
+            CALLSYNC_SWEEP_INTERVAL_SECONDS=5,
+            CALLSYNC_STALE_FLAG_GRACE_SECONDS=5,
+            CALLSYNC_WORKER_CONCURRENCY=4,
+            WEB_CONCURRENCY=2,
+        )
 
     def start_role(self, name: str, role: str, env: dict[str, str], *extra: Any) -> None:
         self.children[name] = launch.start(name, launch.role_argv(role, *extra), env, self.logs)
@@ -127,8 +99,9 @@ class Chaos:
         plan = plan_workload(cfg)
         self.report.minimum_writes = plan.minimum_writes
         try:
-            with self.platforms() as (stream, hms, stream_url, hms_url):
-                env = self.env(store, stream_url, hms_url)
+            with running() as platforms:  # no webhook_url: webhooks wait in the outbox
+                stream, hms = platforms.stream, platforms.hms
+                env = self.env(store, platforms)
                 port = launch.free_port()
                 web = f"http://127.0.0.1:{port}"
                 self.start_role("web", "web", {**env, "PORT": str(port)}, "--port", port)

@@ -7,9 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-STREAM_KEY, STREAM_SECRET = "chaos-stream-key", "chaos-stream-secret-0123456789abcdef"
-HMS_KEY, HMS_SECRET = "chaos-hms-access-key", "chaos-hms-app-secret-0123456789abcdef"
-HOOK_SECRET = "chaos-hms-webhook-secret-0123456789"
+from standins.credentials import HMS_SECRET, HOOK_SECRET, STREAM_SECRET
+
 SECRETS = (STREAM_SECRET, HMS_SECRET, HOOK_SECRET)
 TOKENISH = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*|(?i:bearer\s+)[\w.~+/=-]{8,}|api_key=")
 TOPIC = {"topic": "chaos"}  # a field callsync must never touch (docs/behaviour.md, rule 2)
