@@ -25,7 +25,7 @@ from webhooks.app import create_app
 from worker.cli.main import redated
 from worker.core.events import parse_hms_event
 from worker.ops import counters
-from worker.ops.heartbeat import beat
+from worker.ops.heartbeat import record_heartbeat
 from worker.settings import Settings
 from worker.steps.sweep import LAST_SWEEP
 from worker.store.deadletters import DeadLetters
@@ -111,7 +111,7 @@ def test_state_gauges_are_read_from_redis_at_scrape(redis_client):
     state.bind("messaging:other", "team-call", now)
     DeadLetters(redis_client).add("callsync.reconcile_channel", ["messaging:general"], "stream 400: bad", 1, now)
     redis_client.set(LAST_SWEEP, repr(now - 5))
-    beat(redis_client, "celery@host-1", {"pid": 1, "concurrency": 4}, now)
+    record_heartbeat(redis_client, "celery@host-1", {"pid": 1, "concurrency": 4}, now)
     samples = scrape(create_app(SETTINGS, redis_client, clock=samples_clock).test_client())
     assert samples[("callsync_redis_up", ())] == 1
     assert samples[("callsync_open_sessions", ())] == 1

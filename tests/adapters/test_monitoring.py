@@ -28,7 +28,7 @@ from tests.steps.test_retry_policy import Worker, channel_to_write
 from tests.support.world import CID
 from webhooks.app import create_app
 from worker.core import actions
-from worker.ops.heartbeat import beat
+from worker.ops.heartbeat import record_heartbeat
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 OPERATIONS = MONITORING.parents[1] / "docs" / "operations.md"
@@ -113,7 +113,7 @@ def exported() -> dict[str, set[str]]:
         world.rt.tally.flush(redis)
     finally:
         worker.close()
-    beat(redis, "celery@host-1", {"pid": 1, "concurrency": 4}, time.time())
+    record_heartbeat(redis, "celery@host-1", {"pid": 1, "concurrency": 4}, time.time())
     client = create_app(SETTINGS, redis, clock=samples_clock).test_client()
     assert post_stream(client, load("stream_channel_updated")).status_code == 202
     assert client.post("/calls/call-messaging:general/end").status_code == 503  # no calls API settings: still counted

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from worker.core.actions import RecordClosed, RecordOpen, SessionChange
-from worker.core.checks import LiveSession, adopted, over
+from worker.core.checks import LiveSession, adopted, no_longer_running
 from worker.core.events import HmsEvent
 from worker.core.sessions import Session
 from worker.store.keys import BOUND_CHANNELS, CLOSED_TTL, bucket_of, call_key
@@ -94,7 +94,7 @@ def test_a_close_found_by_a_check_records_it_closed_as_its_close_webhook_would(s
     def opened() -> None:
         state.record_hms_event(webhook(RecordOpen(session(), T0)), T0)
 
-    [change] = over(session(name=None), CALL, None, T0 + 600)
+    [change] = no_longer_running(session(name=None), CALL, None, T0 + 600)
     [recorded], keys = both_ways(state, opened, [change])
     assert recorded == Session("s1", "room-1", CALL, "closed", T0, T0 + 600)
     assert keys[call_key(CALL)][2] == "closed"  # a closed record expires
@@ -114,7 +114,7 @@ def test_a_check_that_finds_another_session_closes_the_old_and_adopts_the_new(st
     def opened() -> None:
         state.record_hms_event(webhook(RecordOpen(session(), T0)), T0)
 
-    changes = over(session(), CALL, LiveSession("room-1", "s2", T0 + 500), T0 + 600)
+    changes = no_longer_running(session(), CALL, LiveSession("room-1", "s2", T0 + 500), T0 + 600)
     [closed, adopted_], _ = both_ways(state, opened, changes)
     assert closed.status == "closed" and adopted_ == session("s2", T0 + 500)
     assert state.call(CALL).session == session("s2", T0 + 500)

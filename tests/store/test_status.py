@@ -2,7 +2,7 @@ import json
 import time
 
 from worker.core.events import HmsEvent
-from worker.ops.heartbeat import SEEN_SECONDS, beat, forget
+from worker.ops.heartbeat import SEEN_SECONDS, forget, record_heartbeat
 from worker.ops.status import gather, render
 from worker.steps.sweep import LAST_SWEEP
 from worker.store.deadletters import DeadLetters
@@ -20,8 +20,8 @@ def test_status_reflects_a_known_state(redis_client):
     State(redis_client).bind("messaging:b", "call-b", now - 15 * 86400)  # forgotten: older than the bindings' TTL
     DeadLetters(redis_client).add("callsync.end_session", ["s9", "why"], "hms 404: gone", 1, now)
     redis_client.set(LAST_SWEEP, repr(now - 42))
-    beat(redis_client, "celery@a", {"pid": 7, "concurrency": 4}, now - 5)
-    beat(redis_client, "celery@gone", {"pid": 8, "concurrency": 4}, now - SEEN_SECONDS - 1)
+    record_heartbeat(redis_client, "celery@a", {"pid": 7, "concurrency": 4}, now - 5)
+    record_heartbeat(redis_client, "celery@gone", {"pid": 8, "concurrency": 4}, now - SEEN_SECONDS - 1)
     status = gather(redis_client, now)
     assert json.loads(json.dumps(status)) == {
         "queues": {QUEUE: {"waiting": 2, "reserved": 0}},

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from worker.core.actions import EndRoom, RecordClosed, RecordOpen, SessionChange
-from worker.core.sessions import Session, is_live, sighted
+from worker.core.sessions import Session, after_news, is_live
 from worker.core.timebounds import in_bounds
 
 
@@ -38,7 +38,7 @@ def adopted(live: LiveSession, call_id: str, now: float) -> RecordOpen:
     return RecordOpen(Session(live.session_id, live.room_id, call_id, "open", started), now)
 
 
-def over(session: Session, call_id: str, live: LiveSession | None, now: float) -> list[SessionChange]:
+def no_longer_running(session: Session, call_id: str, live: LiveSession | None, now: float) -> list[SessionChange]:
     """`session` is not what 100ms runs: record it closed at `now`, and adopt what runs instead."""
     name = session.room_name or call_id
     actions: list[SessionChange] = [RecordClosed(replace(session, room_name=name), now)]
@@ -48,22 +48,22 @@ def over(session: Session, call_id: str, live: LiveSession | None, now: float) -
 
 
 def check(session: Session, call_id: str, live: LiveSession | None, now: float) -> list[SessionChange]:
-    """A recorded session re-checked: nothing while 100ms runs it, else `over`."""
+    """A recorded session re-checked: nothing while 100ms runs it, else `no_longer_running`."""
     if is_live(session, live.session_id if live else None):
         return []
-    return over(session, call_id, live, now)
+    return no_longer_running(session, call_id, live, now)
 
 
 def end(session: Session, call_id: str, live: LiveSession | None, reason: str, now: float) -> list[SessionChange | EndRoom]:
     """End `session`'s room, only while it is the one 100ms runs: end-room ends whatever runs in
     the room, and a newer session must not pay for an older one."""
     if not is_live(session, live.session_id if live else None):
-        return [*over(session, call_id, live, now)]
+        return [*no_longer_running(session, call_id, live, now)]
     return [EndRoom(session, reason)]
 
 
 def conclude(recorded: Session | None, change: SessionChange) -> Session:
     """The session after `change`, which callsync concluded itself: as the 100ms event that would
-    have said it leaves it (core.sessions.sighted). `recorded` is the same session as recorded
+    have said it leaves it (core.sessions.after_news). `recorded` is the same session as recorded
     (None: not yet)."""
-    return sighted(recorded, change.session, change.at, closes=isinstance(change, RecordClosed))
+    return after_news(recorded, change.session, change.at, closes=isinstance(change, RecordClosed))

@@ -43,10 +43,10 @@ def advance(session: Session, status: Status, at: float | None) -> Session:
 def observe(session: Session | None, event: HmsEvent) -> Session:
     """The session after `event`, whatever order events arrive in."""
     seen = Session(event.session_id, event.room_id, event.room_name, "open", event.started_at)
-    return sighted(session, seen, event.at, event.closes)
+    return after_news(session, seen, event.at, event.closes)
 
 
-def sighted(session: Session | None, seen: Session, at: float | None, closes: bool) -> Session:
+def after_news(session: Session | None, seen: Session, at: float | None, closes: bool) -> Session:
     """The session after news, dated `at`, that `seen` runs (or, `closes`, that it is over): a
     100ms event (`observe`) or what callsync concluded itself (core.checks.conclude). `session`
     is the same session as recorded (None: not yet); of `seen` only its ids, room name and start

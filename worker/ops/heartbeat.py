@@ -27,7 +27,7 @@ FORGET_SECONDS = 86400.0
 log = logging.getLogger("callsync.heartbeat")
 
 
-def beat(client: redis.Redis, hostname: str, info: dict[str, Any], now: float) -> None:
+def record_heartbeat(client: redis.Redis, hostname: str, info: dict[str, Any], now: float) -> None:
     pipe = client.pipeline(transaction=False)
     pipe.zadd(WORKERS, {hostname: now})
     pipe.hset(WORKER_INFO, hostname, json.dumps(info))
@@ -79,7 +79,7 @@ class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
         def tick() -> None:
             try:
                 assert self._client is not None
-                beat(self._client, hostname, info, time.time())
+                record_heartbeat(self._client, hostname, info, time.time())
             except redis.RedisError as exc:  # the broker connection has its own recovery
                 log.warning("heartbeat not recorded: %s", type(exc).__name__)
 
