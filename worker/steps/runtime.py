@@ -89,29 +89,26 @@ def lock_token() -> str:
     return _acting_for.get() or uuid.uuid4().hex
 
 
-class DryRunTransport(httpx.BaseTransport):
-    """CALLSYNC_DRY_RUN: log each request exactly, answer as the platform would, send nothing."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content) if request.content else None
-        url = request.url.copy_remove_param("api_key")
-        log.info(
-            "dry run: %s %s", request.method, url, extra=fields(dry_run=True, method=request.method, url=str(url), json=body)
-        )
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as Stream stamps updated_at
-        path = request.url.path
-        if request.method == "PATCH" and "/channels/" in path:
-            channel: dict[str, Any] = {"updated_at": now}
-            for dotted, value in (body or {}).get("set", {}).items():
-                _set_path(channel, dotted, value)
-            return httpx.Response(200, json={"channel": channel})
-        if request.method == "POST" and path.endswith("/channels"):
-            cid = ((body or {}).get("filter_conditions") or {}).get("cid", "")
-            kind, _, ident = str(cid).partition(":")
-            return httpx.Response(200, json={"channels": [{"channel": {"cid": cid, "type": kind, "id": ident}}]})
-        if path.endswith("/end-room"):
-            return httpx.Response(200, json={"message": "session is ending"})
-        return httpx.Response(200, json={"data": []})
+def dry_run_answer(request: httpx.Request) -> httpx.Response:
+    """CALLSYNC_DRY_RUN (served by httpx.MockTransport): log each request exactly, answer as the
+    platform would, send nothing."""
+    body = json.loads(request.content) if request.content else None
+    url = request.url.copy_remove_param("api_key")
+    log.info("dry run: %s %s", request.method, url, extra=fields(dry_run=True, method=request.method, url=str(url), json=body))
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as Stream stamps updated_at
+    path = request.url.path
+    if request.method == "PATCH" and "/channels/" in path:
+        channel: dict[str, Any] = {"updated_at": now}
+        for dotted, value in (body or {}).get("set", {}).items():
+            _set_path(channel, dotted, value)
+        return httpx.Response(200, json={"channel": channel})
+    if request.method == "POST" and path.endswith("/channels"):
+        cid = ((body or {}).get("filter_conditions") or {}).get("cid", "")
+        kind, _, ident = str(cid).partition(":")
+        return httpx.Response(200, json={"channels": [{"channel": {"cid": cid, "type": kind, "id": ident}}]})
+    if path.endswith("/end-room"):
+        return httpx.Response(200, json={"message": "session is ending"})
+    return httpx.Response(200, json={"data": []})
 
 
 def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
@@ -132,7 +129,7 @@ def build_runtime(
     """Wire one process's runtime. Tests hand in fakeredis and an httpx MockTransport."""
     client = redis_client or connect.redis_client(settings.redis_url or "redis://127.0.0.1:6379/0", health_check_interval=30)
     if settings.dry_run:
-        transport = DryRunTransport()
+        transport = httpx.MockTransport(dry_run_answer)
     stream_http = upstream_client(
         settings.stream_base_url, StreamAuth(settings.stream_api_key, settings.stream_api_secret or "unset"), transport
     )
