@@ -72,17 +72,11 @@ def run_all(port: int | None, workers: int | None, data_dir: Path) -> int:
     for note in notes:
         say(note)
     port = port or checked.port
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stopping: list[bool] = []
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     server, record, children = None, None, {}
     receiver = f"http://127.0.0.1:{port}"
-    code = 0
     try:
         if not env.get("REDIS_URL"):
             server = start_embedded_redis(data_dir)
@@ -96,30 +90,39 @@ def run_all(port: int | None, workers: int | None, data_dir: Path) -> int:
             "beat": [*command, "beat"],
         }
         children = {name: subprocess.Popen(argv, env=env) for name, argv in roles.items()}  # noqa: S603
-        serving = False
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    say(f"{name} exited with {child.returncode}; stopping")
-                    code, stopping = child.returncode or 1, True
-            if not serving and not stopping and _ready(receiver):
-                serving = True  # said once the receiver answers, not when it was merely started
-                say(f"receiver on {receiver} (POST /webhooks/stream, /webhooks/hms); Ctrl-C stops")
-            time.sleep(0.2)
+        return _supervise(children, receiver, stopping)
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.terminate()
-        for child in children.values():
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _stop(children)
         if record is not None:
             runfile.remove(record)
         if server is not None:
             server.stop()
-    return code
+
+
+def _supervise(children: dict[str, subprocess.Popen[bytes]], receiver: str, stopping: list[bool]) -> int:
+    """Watch the roles until a signal (0) or until one exits (its code): the others are stopped then."""
+    serving = False
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                say(f"{name} exited with {child.returncode}; stopping")
+                return child.returncode or 1
+        if not serving and _ready(receiver):
+            serving = True  # said once the receiver answers, not when it was merely started
+            say(f"receiver on {receiver} (POST /webhooks/stream, /webhooks/hms); Ctrl-C stops")
+        time.sleep(0.2)
+    return 0
+
+
+def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    for child in children.values():
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def _ready(receiver: str) -> bool:
