@@ -1,6 +1,6 @@
 -- The sweep's claim, a page at a time in one atomic step: every open session that started
 -- at or before the cutoff moves to "ending" (core.sessions.advance's forward-only move, which
--- only ever takes "open" to "ending"; tests/test_store_lua.py holds the two together) and
+-- only ever takes "open" to "ending"; tests/store/test_store_lua.py holds the two together) and
 -- leaves the index; emptied buckets go too. Returns {call id, session id} pairs this caller
 -- moved, so concurrent sweeps never both end a room. Fields: worker/store/keys.py (CALL_*).
 -- KEYS: the bucket index, the index of ending sessions (each moved session joins it at `now`).
