@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -9,10 +10,12 @@ from typing import Any
 from celery import Celery, signals
 
 from worker.settings import Settings
+from worker.steps.messages import upsert_message_user
 from worker.steps.runtime import Runtime, build_runtime
 from worker.store.enqueue import QUEUE
 from worker.store.migrate import ensure_schema
 
+log = logging.getLogger("callsync.worker")
 _runtimes: dict[tuple[int, int], Runtime] = {}
 _runtimes_lock = threading.Lock()
 
@@ -35,6 +38,10 @@ def _build_runtime(app: Celery, key: tuple[int, int]) -> Runtime:
     _runtimes[key] = runtime
     runtime.tally.flush_every(runtime.redis)  # counters reach Redis once a second
     runtime.closers.append(lambda: runtime.tally.stop(runtime.redis))
+    try:  # the sender of call messages (rule 13); a failure here is retried by the next worker start
+        upsert_message_user(runtime)
+    except Exception as error:  # a send by an unknown user then fails and is retried (rule 7)
+        log.warning("could not upsert the call message user: %s", type(error).__name__)
     return runtime
 
 
