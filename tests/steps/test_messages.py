@@ -22,7 +22,9 @@ def world(redis_client):
 def join(world: World, session, room, user: str) -> str:
     peer = world.hms.join_peer(session["id"], user, webhook=False)
     body = world.hms.sessions[session["id"]]["peers"][peer]
-    world.deliver_hms(world.hms_event("peer.join.success", session, room, peer_id=peer, user_id=user, joined_at=body["joined_at"]))
+    world.deliver_hms(
+        world.hms_event("peer.join.success", session, room, peer_id=peer, user_id=user, joined_at=body["joined_at"])
+    )
     return peer
 
 
@@ -64,7 +66,7 @@ def test_duplicates_and_redeliveries_leave_one_message_and_no_extra_writes(world
 
 
 def test_a_lost_record_of_a_send_is_an_update_not_a_second_message(world, redis_client):
-    room, session = open_call(world)
+    _, session = open_call(world)
     redis_client.hdel(call_message_key(session["id"]), "written")  # as if the send's answer was lost
     messages.write_call_message(world.rt, session["id"])
     assert len(world.stream.messages_in(CID)) == 1
@@ -101,7 +103,7 @@ def test_lost_peer_events_are_completed_from_100ms_at_close(world):
 
 
 def test_a_deleted_channel_drops_the_message_with_a_log_line(world, redis_client, caplog):
-    room, session = open_call(world)
+    _, session = open_call(world)
     world.stream.delete_channel(CID)
     key = call_message_key(session["id"])
     redis_client.hset(key, "ended_ms", str(round((world.now + 60) * 1000)))  # the close, recorded
@@ -130,7 +132,7 @@ def test_over_the_message_ceiling_the_write_waits_and_channel_updates_do_not(red
     world = World(redis_client, call_messages=True, stream_message_rate=Rate(1, 60.0))
     world.stream.create_channel(CID)
     messages.upsert_message_user(world.rt)
-    room, session = open_call(world)
+    open_call(world)
     assert world.fields().get("callActive") is True
     world.now += 1
     second_room = world.hms.create_room("call-messaging:other")

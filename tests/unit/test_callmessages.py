@@ -31,7 +31,11 @@ def test_a_live_session_says_call_started_with_the_call_object():
     assert message.text == "Call started"
     assert message.attachment == {
         "type": "call",
-        "call": {"id": "call-messaging:general", "provider": "hms", "hms": {"room_id": "room1", "room_name": "call-messaging:general"}},
+        "call": {
+            "id": "call-messaging:general",
+            "provider": "hms",
+            "hms": {"room_id": "room1", "room_name": "call-messaging:general"},
+        },
         "status": "live",
         "started_at": "2027-01-15T08:00:00.000Z",
     }

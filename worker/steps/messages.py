@@ -40,7 +40,11 @@ def note_session(rt: Runtime, session: Session | None) -> None:
     if session is None or not rt.settings.call_messages or not session.room_name:
         return
     key = call_message_key(session.session_id)
-    values = {"call_id": call_of_room(session.room_name), "room_id": session.room_id, "room_name": session.room_name}
+    values: dict[Any, Any] = {
+        "call_id": call_of_room(session.room_name),
+        "room_id": session.room_id,
+        "room_name": session.room_name,
+    }
     if session.started_at is not None:
         values["started_ms"] = str(round(session.started_at * 1000))
     if session.status == "closed":
@@ -63,7 +67,7 @@ def write_call_message(rt: Runtime, session_id: str) -> None:
     if not rt.settings.call_messages:
         return
     key = call_message_key(session_id)
-    raw = {text(k): text(v) or "" for k, v in rt.redis.hgetall(key).items()}
+    raw = {text(k) or "": text(v) or "" for k, v in rt.redis.hgetall(key).items()}
     if not raw or raw.get("gone") or raw.get("final"):
         return
     session = _session(rt, session_id, raw)
@@ -130,7 +134,7 @@ def _write(rt: Runtime, key: str, cid: str, session: CallSession, written: str |
             log.warning("call message %s dropped: %s", message.id, error.message, extra=line)
             return
         raise  # rule 7: a 429 waits, a 5xx backs off, another 4xx is a dead letter (jobs/tasks.py)
-    done: dict[str, Any] = {"written": message.digest}
+    done: dict[Any, Any] = {"written": message.digest}
     if session.closed:
         done["final"] = "1"
     rt.redis.hset(key, mapping=done)
