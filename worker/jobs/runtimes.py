@@ -38,11 +38,21 @@ def _build_runtime(app: Celery, key: tuple[int, int]) -> Runtime:
     _runtimes[key] = runtime
     runtime.tally.flush_every(runtime.redis)  # counters reach Redis once a second
     runtime.closers.append(lambda: runtime.tally.stop(runtime.redis))
-    try:  # the sender of call messages (rule 13); a failure here is retried by the next worker start
-        upsert_message_user(runtime)
-    except Exception as error:  # a send by an unknown user then fails and is retried (rule 7)
-        log.warning("could not upsert the call message user: %s", type(error).__name__)
     return runtime
+
+
+@signals.worker_ready.connect
+def _upsert_message_user(sender: Any = None, **_: Any) -> None:
+    """At worker start, the user call messages come from (rule 13, with CALLSYNC_CALL_MESSAGES).
+    A failure is logged, not fatal: a send by an unknown user fails and is retried (rule 7),
+    and the next worker start upserts again."""
+    app = getattr(sender, "app", None)
+    if app is None or not getattr(app, "callsync_settings", None) or not app.callsync_settings.call_messages:
+        return
+    try:
+        upsert_message_user(runtime_for(app))
+    except Exception as error:
+        log.warning("could not upsert the call message user: %s", type(error).__name__)
 
 
 @signals.worker_shutdown.connect  # the threads and solo pools
