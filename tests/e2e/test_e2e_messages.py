@@ -165,7 +165,7 @@ def test_a_deleted_channel_drops_the_message(calls: Calls) -> None:
 
 def test_a_429_on_send_makes_the_message_late_and_once(calls: Calls) -> None:
     calls.stream.fail_next_messages(1, 429)
-    cid, _, session = start(calls, "alice", "bob")
+    cid, _, _ = start(calls, "alice", "bob")
     one_message(calls, cid, "Call started", timeout=30)
     path = f"/channels/{cid.replace(':', '/')}/message"
     assert len([p for m, p, _ in calls.stream.calls if m == "POST" and p == path]) == 2  # the 429, then the send
