@@ -23,10 +23,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.servers import real_url, stop_embedded  # noqa: E402
-from tests.support.world import World  # noqa: E402
-from worker.settings import Rate  # noqa: E402
-from worker.steps import messages  # noqa: E402
+from tests.support.servers import real_url, stop_embedded
+from tests.support.world import World
+from worker.settings import Rate
+from worker.steps import messages
 
 
 def commands(client: redis.Redis) -> int:
