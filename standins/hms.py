@@ -111,6 +111,36 @@ class FakeHms(Fake):
             session = self._active(room_id)
             return str(session["id"]) if session else None
 
+    def join_peer(self, session_id: str, user_id: str, peer_id: str | None = None, webhook: bool = True) -> str:
+        """A peer joins: kept in the session's `peers` map as GET /sessions/{id} answers it
+        (100ms-docs Sessions/retrieve-a-session.mdx) and, with `webhook`, a peer.join.success."""
+        with self._lock:
+            session, peer_id = self.sessions[session_id], peer_id or str(uuid.uuid4())
+            joined = rfc3339_nano(self.clock())
+            session["peers"][peer_id] = {
+                "id": peer_id,
+                "session_id": session_id,
+                "name": user_id,
+                "role": "guest",
+                "user_id": user_id,
+                "joined_at": joined,
+            }
+            data = {**self._session_data(session), "peer_id": peer_id, "user_id": user_id, "role": "guest", "joined_at": joined}
+            hook = self._webhook("peer.join.success", data) if webhook else None
+        self._deliver(hook)
+        return peer_id
+
+    def leave_peer(self, session_id: str, peer_id: str, webhook: bool = True) -> None:
+        """A peer leaves: `left_at` in the session's record and, with `webhook`, a peer.leave.success."""
+        with self._lock:
+            session = self.sessions[session_id]
+            peer = session["peers"][peer_id]
+            peer["left_at"] = rfc3339_nano(self.clock())
+            data = {**self._session_data(session), "peer_id": peer_id, "user_id": peer["user_id"], "role": "guest"}
+            data.update(joined_at=peer["joined_at"], left_at=peer["left_at"])
+            hook = self._webhook("peer.leave.success", data) if webhook else None
+        self._deliver(hook)
+
     def close_session(self, session_id: str) -> None:
         """End a session; queues session.close.success (no-op if already closed)."""
         with self._lock:

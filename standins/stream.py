@@ -30,6 +30,7 @@ import jwt
 from flask import Response, g, request
 
 from .base import Fake, Json, Webhook, _delivery_client, decode_hs256, json_response, rfc3339_ns, rfc3339_us
+from .stream_messages import StreamMessages
 
 _STREAM_CODES = {400: 4, 401: 5, 404: 16, 429: 9}  # Stream error codes by HTTP status
 
@@ -56,7 +57,7 @@ def _apply(obj: Json, sets: Json, unsets: list[str]) -> None:
             node.pop(leaf, None)
 
 
-class FakeStream(Fake):
+class FakeStream(Fake, StreamMessages):
     """Stream Chat server-side REST API: partial update, QueryChannels, channel.updated webhooks."""
 
     def __init__(
@@ -89,6 +90,7 @@ class FakeStream(Fake):
         self.app.add_url_rule("/channels/<ctype>/<cid_id>", view_func=self._full_update, methods=["POST"])
         self.app.add_url_rule("/members", view_func=self._query_members, methods=["GET"])
         self.app.add_url_rule("/app", view_func=self._get_app, methods=["GET"])
+        self._add_message_routes()
         self.app.after_request(self._rate_limit_headers)
 
     def create_channel(self, cid: str, **custom: Any) -> Json:

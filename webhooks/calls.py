@@ -126,6 +126,10 @@ def calls_blueprint(
     def join_call(call_id: str) -> Response:
         return answer("join", lambda api, line: api.join(_caller(), call_id, line))
 
+    @blueprint.get("/calls/<call_id>")
+    def describe_call(call_id: str) -> Response:
+        return answer("describe", lambda api, line: api.describe(_caller(), call_id, line))
+
     @blueprint.post("/calls/<call_id>/end")
     def end_call(call_id: str) -> Response:
         return answer("end", lambda api, line: api.end(_caller(), call_id, line))

@@ -77,6 +77,10 @@ class Settings:
     unauthenticated_per_address: Rate = Rate(30, 60.0)
     # Proxies in front of the web role that add to X-Forwarded-For (0: clients connect directly).
     trusted_proxies: int = 0
+    # Call messages (docs/behaviour.md, rule 13): off unless asked for.
+    call_messages: bool = False
+    call_message_user: str = "callsync"
+    stream_message_rate: Rate = Rate(300, 60.0)
 
     @property
     def calls_api_unavailable(self) -> str | None:
@@ -205,6 +209,7 @@ def _countdowns_unfit(settings: Settings) -> list[str]:
     hop = settings.longest_countdown_seconds
     waits = {
         "CALLSYNC_STREAM_UPDATE_RATE's period": settings.stream_update_rate.period,
+        "CALLSYNC_STREAM_MESSAGE_RATE's period": settings.stream_message_rate.period,
         "CALLSYNC_STALE_FLAG_GRACE_SECONDS": float(settings.stale_flag_grace_seconds),
     }
     return [
@@ -276,4 +281,7 @@ def _parse(env: _Environment) -> Settings:
         calls_per_user=_rate(env, "CALLSYNC_CALLS_PER_USER", Settings.calls_per_user),
         unauthenticated_per_address=_rate(env, "CALLSYNC_UNAUTHENTICATED_PER_ADDRESS", Settings.unauthenticated_per_address),
         trusted_proxies=_int(env, "CALLSYNC_TRUSTED_PROXIES", Settings.trusted_proxies, low=0, high=10),
+        call_messages=_bool(env, "CALLSYNC_CALL_MESSAGES", Settings.call_messages),
+        call_message_user=_name(env, "CALLSYNC_CALL_MESSAGE_USER", Settings.call_message_user),
+        stream_message_rate=_rate(env, "CALLSYNC_STREAM_MESSAGE_RATE", Settings.stream_message_rate),
     )

@@ -30,23 +30,33 @@ def test_the_demo_tells_the_whole_story_within_a_minute(tmp_path) -> None:
         "4. A tab crashes",
         "5. A session outlives",
         "6. The calls API",
+        "7. Call messages",
     )
     for scene in scenes:
         assert scene in out
     changes = re.findall(r"Stream (messaging:\w+) (callActive=\w+).*\(written by (callsync|a client)\)", out)
-    assert changes == [
-        ("messaging:general", "callActive=true", "callsync"),
-        ("messaging:general", "callActive=false", "a client"),
-        ("messaging:random", "callActive=true", "a client"),
-        ("messaging:random", "callActive=false", "callsync"),
-        ("messaging:townhall", "callActive=true", "callsync"),
-        ("messaging:townhall", "callActive=false", "callsync"),
-        ("messaging:lobby", "callActive=true", "callsync"),
-        ("messaging:lobby", "callActive=false", "callsync"),
-    ]
+    assert (
+        changes
+        == [
+            ("messaging:general", "callActive=true", "callsync"),
+            ("messaging:general", "callActive=false", "a client"),
+            ("messaging:random", "callActive=true", "a client"),
+            ("messaging:random", "callActive=false", "callsync"),
+            ("messaging:townhall", "callActive=true", "callsync"),
+            ("messaging:townhall", "callActive=false", "callsync"),
+            ("messaging:lobby", "callActive=true", "callsync"),
+            ("messaging:lobby", "callActive=false", "callsync"),
+        ]
+        + [("messaging:lobby", "callActive=true", "callsync"), ("messaging:lobby", "callActive=false", "callsync")] * 2
+    )
     assert '200 {"status": "duplicate"}' in out
     assert out.count("/end-room (end the session for everyone)") == 3
-    assert "6 channel writes, 3 end-room; every channel ended as it should." in out
+    assert "10 channel writes, 3 end-room; every channel ended as it should." in out
+    # Scene 7: one message per session, updated at close (rule 13).
+    assert re.search(r"SendMessage callsync-\w+: 'Call started' \(status live\)", out)
+    assert re.search(r"UpdateMessage callsync-\w+: 'Call ended · \d+ s' \(status ended\)", out)
+    assert re.search(r"UpdateMessage callsync-\w+: 'Missed call' \(status missed\)", out)
+    assert re.search(r'bob → callsync +GET call-messaging:lobby: \[\{"user_id": "alice"', out)
     assert re.search(r"alice → callsync +POST /channels/messaging/lobby/call: 200 room \w+, a 100ms token for alice", out)
     assert re.search(r"bob → callsync +POST /calls/call-messaging:lobby: 200 room \w+, a 100ms token for bob", out)
     refused = r'mallory → callsync +POST /calls/call-messaging:lobby: 403 \{"error": "not a member of channel messaging:lobby"\}'

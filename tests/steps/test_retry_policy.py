@@ -57,7 +57,7 @@ class Worker:
 
     def __init__(self) -> None:
         self.app: Celery = create_celery(Settings(redis_url="memory://"))
-        self.world = World(fakeredis.FakeRedis(), task_max_retries=MAX_RETRIES)
+        self.world = World(fakeredis.FakeRedis(), task_max_retries=MAX_RETRIES, call_messages=True)
         self.use(self.world.rt)
         self.published()  # the in-memory broker is the process's: start empty
 
@@ -144,6 +144,7 @@ def task_arguments(world: World) -> dict[str, tuple[Any, ...]]:
         actions.CHECK_SESSION: (CALL, "s-1"),
         "callsync.sweep": (),
         actions.RECORD_OWNER: ("standup", CID),
+        actions.WRITE_CALL_MESSAGE: ("s-1",),
     }
 
 
@@ -245,7 +246,7 @@ def test_a_retry_takes_back_the_channel_lock_its_first_attempt_could_not_release
     # task's id, the lock's token: it takes the lock back at once and finishes, where another
     # task (last test) is deferred until the lock expires.
     server = fakeredis.FakeServer()
-    world = worker.world = World(fakeredis.FakeRedis(server=server), task_max_retries=MAX_RETRIES)
+    world = worker.world = World(fakeredis.FakeRedis(server=server), task_max_retries=MAX_RETRIES, call_messages=True)
     worker.use(world.rt)
     channel_to_write(world)
 

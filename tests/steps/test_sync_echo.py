@@ -19,11 +19,6 @@ from worker.steps import sync
 CLEARED = {"callActive": False}
 
 
-@pytest.fixture
-def world(redis_client):
-    return World(redis_client)
-
-
 def checks(world: World) -> list[Any]:
     """The calls callsync made to 100ms (a check of a claim asks for the room's sessions)."""
     return list(world.hms.calls)

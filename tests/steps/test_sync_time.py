@@ -6,17 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from tests.support.world import CALL, CID, World
 from worker.core.events import CallFields, parse_hms_event
 
 DAY = 86400.0
-
-
-@pytest.fixture
-def world(redis_client):
-    return World(redis_client)
 
 
 def server_clears(world: World) -> list[float]:

@@ -18,7 +18,7 @@ from standins.credentials import STREAM_SECRET as SECRET
 from worker.core import actions
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
 from worker.settings import Settings
-from worker.steps import owners, sessions, sync
+from worker.steps import messages, owners, sessions, sync
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import build_runtime
 
@@ -35,6 +35,7 @@ STEPS = {
     actions.END_SESSION: sessions.end_session,
     actions.CHECK_SESSION: sessions.check_session,
     actions.RECORD_OWNER: owners.record_owner,
+    actions.WRITE_CALL_MESSAGE: messages.write_call_message,
 }
 
 

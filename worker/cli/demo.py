@@ -117,6 +117,7 @@ def demo_environment(redis_url: str, platform_settings: dict[str, str]) -> dict[
         "CALLSYNC_MAX_SESSION_SECONDS": str(MAX_SESSION),
         "CALLSYNC_SWEEP_INTERVAL_SECONDS": str(SWEEP),
         "WEB_CONCURRENCY": "1",
+        "CALLSYNC_CALL_MESSAGES": "true",
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -139,6 +140,11 @@ class Story:
         method, path, body = call
         if method == "PATCH":
             self.teller.at("callsync → Stream", f"PATCH {path} {json.dumps(body)}")
+        elif method == "POST" and (path.endswith("/message") or path.startswith("/messages/")) and body:
+            message = body.get("message") or {}
+            status = (message.get("attachments") or [{}])[0].get("status")
+            kind = "SendMessage" if path.endswith("/message") else "UpdateMessage"
+            self.teller.at("callsync → Stream", f"{kind} {message.get('id')}: {message.get('text')!r} (status {status})")
         elif path == "/channels" and body and "member_limit" in body:
             self.teller.at("callsync → Stream", "POST /channels (QueryChannels: who are the channel's members?)")
 
@@ -176,6 +182,7 @@ class Story:
         self.tab_crashes()
         self.session_outlives_its_limit()
         self.calls_api()
+        self.call_messages()
         writes = sum(1 for method, _, _ in self.stream.calls if method == "PATCH")
         ends = sum(1 for _, path, _ in self.hms.calls if path.endswith("/end-room"))
         self.teller.say()
@@ -246,6 +253,40 @@ class Story:
         self.expect("the lobby call to show", lambda: self.fields(cid).get("callActive") is True)
         self.calls_request("bob", f"/calls/{quote(call, safe='')}/end", {})
         self.expect("the lobby call to end", lambda: self.fields(cid).get("callActive") is False)
+
+    def call_messages(self) -> None:
+        cid, call = "messaging:lobby", "call-messaging:lobby"
+        self.scene(
+            "7. Call messages (CALLSYNC_CALL_MESSAGES=true)",
+            "Each session is one message in the channel: posted when it opens, updated when it closes with\n"
+            '  its length and who came; "Missed call" when only the caller joined. GET /calls/{id} says who is in it.',
+        )
+        room = self.hms.create_room(call)
+        session = self.hms.open_session(room["id"])
+        for user in ("alice", "bob"):
+            self.hms.join_peer(session["id"], user)
+        path = f"/calls/{quote(call, safe='')}"
+        self.expect("both in the call", lambda: len(self.calls_get("bob", path).get("call", {}).get("participants", [])) == 2)
+        self.teller.at("bob → callsync", f"GET {call}: {json.dumps(self.calls_get('bob', path)['call']['participants'])}")
+        time.sleep(1.0)
+        self.hms.close_session(session["id"])
+        self.expect("the message to say the call ended", lambda: self._message_text(cid, session["id"]).startswith("Call ended"))
+        missed = self.hms.open_session(room["id"])
+        self.hms.join_peer(missed["id"], "alice")
+        time.sleep(0.5)
+        self.hms.close_session(missed["id"])
+        self.expect("the missed call", lambda: self._message_text(cid, missed["id"]) == "Missed call")
+
+    def _message_text(self, cid: str, session_id: str) -> str:
+        found = [m for m in self.stream.messages_in(cid) if m["id"] == f"callsync-{session_id}"]
+        return str(found[0]["text"]) if found else ""
+
+    def calls_get(self, user: str, path: str) -> dict[str, Any]:
+        token = jwt.encode({"user_id": user}, self.stream.api_secret, algorithm="HS256")
+        headers = {"authorization": token, "stream-auth-type": "jwt"}
+        params = {"user_id": user, "api_key": self.stream.api_key}
+        answer = httpx.get(f"{self.web}{path}", params=params, headers=headers, timeout=10)
+        return dict(answer.json()) if answer.status_code == 200 else {}
 
     def calls_request(self, user: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST as the stream-chat JS client does, and tell the answer (never its token)."""

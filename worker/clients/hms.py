@@ -15,6 +15,7 @@ from worker.clients.http import CALL_DEADLINE_SECONDS, Answer, OnUpstreamCall, i
 from worker.core.calls import Room
 from worker.core.checks import LiveSession
 from worker.core.events import parse_time
+from worker.core.peers import Peer
 from worker.core.upstream import Retry, UpstreamError
 
 API = "hms"
@@ -111,6 +112,33 @@ class HmsClient:
         if not session.get("id"):
             return None
         return LiveSession(room_id=room_id, session_id=str(session["id"]), started_at=parse_time(session.get("created_at")))
+
+    def session_peers(self, session_id: str) -> list[Peer] | None:
+        """Every peer 100ms recorded for the session, or None when it knows no such session (404):
+        `GET /sessions/{id}` (100ms-docs Sessions/retrieve-a-session.mdx: `peers` is a map keyed by
+        peer id of `{id, user_id, name, role, joined_at, left_at}`; Sessions/object.mdx calls it an
+        array, so both are read)."""
+        response = self._unless_missing("GET", "/sessions/{session_id}", f"/sessions/{segment(session_id)}")
+        if response is None:
+            return None
+        raw = _dict(response.json()).get("peers")
+        rows = list(raw.items()) if isinstance(raw, dict) else [(None, row) for row in raw] if isinstance(raw, list) else []
+        peers = []
+        for key, row in rows:
+            row = _dict(row)
+            peer_id = row.get("id") or key
+            if not isinstance(peer_id, str) or not peer_id:
+                continue
+            user = row.get("user_id")
+            peers.append(
+                Peer(
+                    peer_id,
+                    user if isinstance(user, str) and user else None,
+                    parse_time(row.get("joined_at")),
+                    parse_time(row.get("left_at")),
+                )
+            )
+        return peers
 
     def room_id_by_name(self, name: str) -> str | None:
         """The id of the room called `name` (case-insensitive), without creating it."""

@@ -104,6 +104,58 @@ class StreamClient:
         response = self._request("GET", "/app")
         return _dict(response.json())
 
+    # --- call messages (rule 13): paths and bodies as GetStream/stream-chat-python sends them
+    # (stream_chat/channel.py `send_message`, stream_chat/client.py `update_message`,
+    # `get_message`, `upsert_users`).
+    def send_message(self, cid: str, message: dict[str, Any]) -> dict[str, Any]:
+        """`POST /channels/{type}/{id}/message` `{"message"}` → 201 `{"message"}`; a new message pushes."""
+        kind, _, ident = cid.partition(":")
+        response = upstream_request(
+            self._http,
+            API,
+            "POST",
+            f"/channels/{segment(kind)}/{segment(ident)}/message",
+            endpoint="/channels/{type}/{id}/message",
+            on_call=self._on_call,
+            deadline=self._deadline,
+            json={"message": message},
+        )
+        return _dict(response.json().get("message"))
+
+    def update_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        """`POST /messages/{id}` `{"message"}`: the whole message replaced (an update does not push)."""
+        response = upstream_request(
+            self._http,
+            API,
+            "POST",
+            f"/messages/{segment(str(message['id']))}",
+            endpoint="/messages/{id}",
+            on_call=self._on_call,
+            deadline=self._deadline,
+            json={"message": message},
+        )
+        return _dict(response.json().get("message"))
+
+    def get_message(self, message_id: str) -> dict[str, Any]:
+        """`GET /messages/{id}` → `{"message"}`."""
+        response = upstream_request(
+            self._http,
+            API,
+            "GET",
+            f"/messages/{segment(message_id)}",
+            endpoint="/messages/{id}",
+            on_call=self._on_call,
+            deadline=self._deadline,
+        )
+        return _dict(response.json().get("message"))
+
+    def upsert_users(self, users: list[dict[str, Any]]) -> None:
+        """`POST /users` `{"users": {id: user}}` (created, or updated with the fields given)."""
+        body = {"users": {str(user["id"]): user for user in users}}
+        upstream_request(
+            self._http, API, "POST", "/users", endpoint="/users", on_call=self._on_call, deadline=self._deadline, json=body
+        )
+
 
 def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}

@@ -21,7 +21,8 @@ END_SESSION = "callsync.end_session"
 CHECK_SESSION = "callsync.check_session"
 SWEEP = "callsync.sweep"
 RECORD_OWNER = "callsync.record_owner"
-TASK_NAMES = (APPLY_STREAM_EVENT, APPLY_HMS_EVENT, RECONCILE, END_SESSION, CHECK_SESSION, SWEEP, RECORD_OWNER)
+WRITE_CALL_MESSAGE = "callsync.write_call_message"
+TASK_NAMES = (APPLY_STREAM_EVENT, APPLY_HMS_EVENT, RECONCILE, END_SESSION, CHECK_SESSION, SWEEP, RECORD_OWNER, WRITE_CALL_MESSAGE)
 
 
 # --- a channel's next step (core.reconcile.plan_channel) ---------------------------------
@@ -122,3 +123,11 @@ class RecordOwner(Scheduled):
     task: ClassVar[str] = RECORD_OWNER
     call_id: str
     cid: str
+
+
+@dataclass(frozen=True)
+class WriteCallMessage(Scheduled):
+    """Make the call message of `session_id` say what recorded state says now (rule 13)."""
+
+    task: ClassVar[str] = WRITE_CALL_MESSAGE
+    session_id: str

@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 from worker.core.access import Access, StreamUser, stream_user
 from worker.core.binding import owner_of
+from worker.core.callmessages import iso
 from worker.core.events import CID_RE, cid_of_room, valid_call_id
+from worker.core.peers import SessionPeers
 from worker.core.sessions import Session
 from worker.core.upstream import UpstreamError
 
@@ -284,6 +286,19 @@ def call_answer(call_id: str, room: Room, token: str) -> dict[str, Any]:
     return {"call": {"id": call_id, "provider": "hms", "hms": {"room_id": room.id, "room_name": room.name}}, "token": token}
 
 
+def call_state_answer(call_id: str, room: Room, live: Session | None, peers: SessionPeers | None) -> dict[str, Any]:
+    """The `GET /calls/{id}` answer: the call object, its live session (or null) and who is in it
+    now (each user once, at their earliest join still present)."""
+    present: dict[str, float | None] = {}
+    for peer in peers.present() if peers is not None else []:
+        if peer.user_id is not None and peer.user_id not in present:
+            present[peer.user_id] = peer.joined_at
+    call = call_answer(call_id, room, "")["call"]
+    call["session"] = {"id": live.session_id, "started_at": iso(live.started_at)} if live is not None else None
+    call["participants"] = [{"user_id": user, "joined_at": iso(at)} for user, at in present.items()]
+    return {"call": call}
+
+
 def cors_options(origins: tuple[str, ...]) -> dict[str, Any] | None:
     """flask-cors options for the calls API: these origins only, preflights with the client's
     headers; None (no CORS at all) without origins. No CORS headers without an Origin."""
@@ -291,7 +306,7 @@ def cors_options(origins: tuple[str, ...]) -> dict[str, Any] | None:
         return None
     return {
         "origins": list(origins),
-        "methods": ["POST"],
+        "methods": ["GET", "POST"],
         "allow_headers": list(CLIENT_HEADERS),
         "expose_headers": ["Retry-After"],
         "max_age": 600,

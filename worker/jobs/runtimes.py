@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -9,10 +10,12 @@ from typing import Any
 from celery import Celery, signals
 
 from worker.settings import Settings
+from worker.steps.messages import upsert_message_user
 from worker.steps.runtime import Runtime, build_runtime
 from worker.store.enqueue import QUEUE
 from worker.store.migrate import ensure_schema
 
+log = logging.getLogger("callsync.worker")
 _runtimes: dict[tuple[int, int], Runtime] = {}
 _runtimes_lock = threading.Lock()
 
@@ -36,6 +39,20 @@ def _build_runtime(app: Celery, key: tuple[int, int]) -> Runtime:
     runtime.tally.flush_every(runtime.redis)  # counters reach Redis once a second
     runtime.closers.append(lambda: runtime.tally.stop(runtime.redis))
     return runtime
+
+
+@signals.worker_ready.connect
+def _upsert_message_user(sender: Any = None, **_: Any) -> None:
+    """At worker start, the user call messages come from (rule 13, with CALLSYNC_CALL_MESSAGES).
+    A failure is logged, not fatal: a send by an unknown user fails and is retried (rule 7),
+    and the next worker start upserts again."""
+    app = getattr(sender, "app", None)
+    if app is None or not getattr(app, "callsync_settings", None) or not app.callsync_settings.call_messages:
+        return
+    try:
+        upsert_message_user(runtime_for(app))
+    except Exception as error:
+        log.warning("could not upsert the call message user: %s", type(error).__name__)
 
 
 @signals.worker_shutdown.connect  # the threads and solo pools

@@ -14,7 +14,16 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
-from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT, CHECK_SESSION, END_SESSION, RECONCILE, RECORD_OWNER, SWEEP
+from worker.core.actions import (
+    APPLY_HMS_EVENT,
+    APPLY_STREAM_EVENT,
+    CHECK_SESSION,
+    END_SESSION,
+    RECONCILE,
+    RECORD_OWNER,
+    SWEEP,
+    WRITE_CALL_MESSAGE,
+)
 from worker.core.binding import call_of_room
 from worker.core.events import HmsEvent, StreamEvent, cid_of_room
 from worker.core.upstream import Retry as UpstreamRetry
@@ -22,7 +31,7 @@ from worker.core.upstream import UpstreamError, redis_retry_delay, retry_delay
 from worker.jobs.runtimes import runtime_for
 from worker.logs import fields
 from worker.ops import counters
-from worker.steps import owners, sessions, sync
+from worker.steps import messages, owners, sessions, sync
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import Runtime, acting_for
 from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
@@ -215,6 +224,8 @@ def ids_of(task_name: str, args: tuple[Any, ...]) -> dict[str, Any]:
         return {"cid": first}
     if task_name in (END_SESSION, CHECK_SESSION) and len(args) > 1:
         return {"call_id": first, "session_id": args[1], "cid": cid_of_room(str(first))}
+    if task_name == WRITE_CALL_MESSAGE:
+        return {"session_id": first}
     if task_name == RECORD_OWNER and len(args) > 1:
         return {"call_id": first, "cid": args[1]}
     return {}
@@ -266,3 +277,8 @@ def sweep(self: Task) -> None:
 @task(name=RECORD_OWNER)
 def record_owner(self: Task, call_id: str, cid: str) -> None:
     run_step(self, owners.record_owner, call_id, cid)
+
+
+@task(name=WRITE_CALL_MESSAGE)
+def write_call_message(self: Task, session_id: str) -> None:
+    run_step(self, messages.write_call_message, session_id)

@@ -28,6 +28,7 @@ from worker.core.calls import (
     Room,
     call_answer,
     call_of_path,
+    call_state_answer,
     channel_of_call,
     check_owner,
     create_request,
@@ -44,6 +45,7 @@ from worker.steps.access import Caller, Gatekeeper
 from worker.store.calls import CallsStore, Snapshot
 from worker.store.ending import begin_ending_queued
 from worker.store.enqueue import Enqueuer, QueueFull
+from worker.store.peers import read_peers
 from worker.store.state import State
 
 log = logging.getLogger("callsync.calls")
@@ -122,6 +124,21 @@ class CallsApi:
         if room is None:
             raise Refused(404, "no such call")
         return call_answer(call_id, room, self._token(room, user))
+
+    def describe(self, caller: Caller, call_id: str, line: dict[str, Any]) -> dict[str, Any]:
+        """`GET /calls/{id}`: the call and who is in its live session now, from what callsync
+        recorded (no Stream write; 100ms is asked only for a room callsync never cached)."""
+        _, call_id, _, snap = self._member_of_call(caller, call_id, line)
+        session = self.state.call(call_id).session
+        live = session if session is not None and session.status != "closed" else None
+        room = snap.room or (Room(live.room_id, live.room_name) if live is not None and live.room_name else None)
+        if room is None:
+            with _platforms_down():
+                room = self._existing_room(call_id)[0]
+        if room is None:
+            raise Refused(404, "no such call")
+        peers = read_peers(self.store.redis, live.session_id) if live is not None else None
+        return call_state_answer(call_id, room, live, peers)
 
     def end(self, caller: Caller, call_id: str, line: dict[str, Any]) -> dict[str, str]:
         """End the call for everyone the way a client's End call does (rule 3): mark the session

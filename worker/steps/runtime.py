@@ -28,7 +28,7 @@ from worker.logs import fields
 from worker.ops.counters import Tally, upstream_counter
 from worker.settings import Settings
 from worker.store.deadletters import DeadLetters
-from worker.store.keys import STREAM_UPDATE_RATE
+from worker.store.keys import STREAM_MESSAGE_RATE, STREAM_UPDATE_RATE
 from worker.store.ratelimit import RateLimiter
 from worker.store.state import State
 
@@ -37,6 +37,14 @@ log = logging.getLogger("callsync.upstream")
 logging.getLogger("httpx").setLevel(logging.WARNING)
 # The platforms choose their secrets' length; a warning per token helps nobody.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
+
+
+class Deferred(Exception):
+    """Not a failure: run the same task again in `seconds` (busy lock, rate ceiling)."""
+
+    def __init__(self, seconds: float, why: str):
+        super().__init__(why)
+        self.seconds = seconds
 
 
 class Publish(Protocol):
@@ -58,6 +66,11 @@ class Runtime:
     tally: Tally
     clock: Callable[[], float] = time.time
     closers: list[Callable[[], None]] = field(default_factory=list)
+    message_limiter: RateLimiter = field(default=None)  # type: ignore[assignment]  # call messages' ceiling (rule 13)
+
+    def __post_init__(self) -> None:
+        if self.message_limiter is None:
+            self.message_limiter = RateLimiter(self.redis, STREAM_MESSAGE_RATE, self.settings.stream_message_rate)
 
     def schedule(self, action: Scheduled, countdown: float | None = None) -> None:
         """Run `action` as its task, after `countdown` seconds."""

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from worker.core import checks
 from worker.core.actions import EndRoom, Reconcile, RecordClosed, RecordOpen, SessionChange
+from worker.steps.messages import note_session
 from worker.steps.owners import call_room
 from worker.steps.runtime import Runtime
 
@@ -87,6 +88,6 @@ def end_session(rt: Runtime, call_id: str, session_id: str, reason: str) -> None
 
 def _record(rt: Runtime, actions: Sequence[SessionChange]) -> None:
     for action in actions:
-        rt.state.record_session(action)
+        note_session(rt, rt.state.record_session(action))  # an adoption opens, a check closes: rule 13
         if isinstance(action, RecordOpen):
             log.info("adopted live session %s of call %s", action.session.session_id, action.session.room_name)

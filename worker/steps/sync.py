@@ -16,10 +16,12 @@ import redis
 from worker import logs
 from worker.core.actions import EndSession, ReadChannel, Recheck, Reconcile, RecordOwner, VerifyCall
 from worker.core.channels import WRITE_INTENT_SECONDS, WriteIntent, settle_write
-from worker.core.events import CallFields, HmsEvent, StreamEvent
+from worker.core.events import HMS_PEER_TYPES, CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import busy_wait, call_ended_by_client, client_ended_call, live_call, plan_channel
 from worker.core.timebounds import admit_hms_event
 from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
+from worker.steps.messages import note_session
+from worker.steps.runtime import Deferred as Deferred  # re-exported: the tasks catch sync.Deferred
 from worker.steps.runtime import Runtime, lock_token
 from worker.steps.sessions import verify_call
 from worker.store import intents, peers, scripts
@@ -33,14 +35,6 @@ log = logging.getLogger("callsync.sync")
 # believed in flight as long (core.channels.WRITE_INTENT_SECONDS): its writer holds the channel.
 LOCK_SECONDS = int(WRITE_INTENT_SECONDS)
 MAX_STEPS = 4  # read → verify → write is the longest path through plan_channel
-
-
-class Deferred(Exception):
-    """Not a failure: run the same task again in `seconds` (busy lock, rate ceiling)."""
-
-    def __init__(self, seconds: float, why: str):
-        super().__init__(why)
-        self.seconds = seconds
 
 
 def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
@@ -77,6 +71,8 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     if peer is not None:  # who is in the call (GET /calls/{id}, call messages), in any order
         peers.record_peer(rt.redis, admitted.session_id, peer)
     session, cids = rt.state.record_hms_event_and_channels(admitted, now)
+    if admitted.type not in HMS_PEER_TYPES:  # a session opened or closed: its call message (rule 13)
+        note_session(rt, session)
     if session is not None and session.room_name:
         for cid in sorted(cids):
             reconcile_channel(rt, cid)

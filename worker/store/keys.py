@@ -63,6 +63,7 @@ APP_REVOKED_BEFORE = "cs:app:revoke"  # the app's `revoke_tokens_issued_before` 
 DEAD_LETTER_INDEX = "cs:dlz"  # zset: id → time of failure
 DEAD_LETTER_RECORDS = "cs:dl"  # hash: id → JSON record
 STREAM_UPDATE_RATE = "cs:rate:stream-update"  # zset: the shared ceiling's sliding log
+STREAM_MESSAGE_RATE = "cs:rate:stream-message"  # zset: the call messages' own ceiling (rule 13)
 METRICS = "cs:metrics"  # hash: field (metric and labels) → number
 WORKERS = "cs:workers"  # zset: hostname → last heartbeat (unix seconds)
 WORKER_INFO = "cs:workers:info"  # hash: hostname → JSON {pid, concurrency, queues, started_at}
@@ -139,6 +140,15 @@ def peers_key(session_id: str) -> str:
 
 
 PEERS_OVERFLOW = "#over"  # joins past core.peers.MAX_PEERS_PER_SESSION, counted not kept (peer ids are uuids)
+
+
+def call_message_key(session_id: str) -> str:
+    """Hash: what the call message of a session is made from (steps/messages.py) and what was written."""
+    return f"cs:callmsg:{session_id}"
+
+
+def call_message_lock_key(session_id: str) -> str:
+    return f"cs:callmsg-lock:{session_id}"
 
 
 def roster_key(cid: str) -> str:
