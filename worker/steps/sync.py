@@ -24,7 +24,7 @@ from worker.steps.runtime import Runtime, lock_token
 from worker.steps.sessions import verify_call
 from worker.store import intents, peers, scripts
 from worker.store.cas import written
-from worker.store.keys import later_key
+from worker.store.keys import later_key, owed_key
 from worker.store.state import Loaded
 
 log = logging.getLogger("callsync.sync")
@@ -76,10 +76,20 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     peer = admitted.peer()
     if peer is not None:  # who is in the call (GET /calls/{id}, call messages), in any order
         peers.record_peer(rt.redis, admitted.session_id, peer)
-    session, cids = rt.state.record_hms_event_and_channels(admitted, now)
-    if session is not None and session.room_name:
-        for cid in sorted(cids):
-            reconcile_channel(rt, cid)
+    # An event that left the call's record as it was (most peer events, a duplicate, an older
+    # session's late event) reconciles nothing: what a channel should show is computed from
+    # recorded state alone (level-triggered), and none of it moved (a re-run of a task whose first
+    # run changed the record and failed before reconciling still reconciles: keys.owed_key). A channel that is wrong for
+    # another reason already has its own reconcile owed: the change that made it so was recorded
+    # by a task that reconciles after it (retried, redelivered, deferred on the lock, or dead-
+    # lettered for an operator), a Stream change stays marked pending until a reconcile that read
+    # it completes, and a claim waiting on time has its delayed reconcile (`_schedule_once`).
+    # The receiver settles the commonest of these events without a task (core.sessions.settled_at_ingest).
+    _, cids = rt.state.record_hms_event_and_channels(admitted, now)
+    for cid in sorted(cids):
+        reconcile_channel(rt, cid)
+    if cids:
+        rt.redis.delete(owed_key(event.id))  # reconciled: a later run of this task has nothing owed
 
 
 # The two apply steps reconcile in the same task: recording an event is idempotent, so a

@@ -166,3 +166,9 @@ def member_queries_key(window: int, cid: str) -> str:
 def unauthenticated_key(window: int, address: str) -> str:
     """Requests from a client address the calls API answered 401 in a rate window."""
     return f"cs:authfail:{window}:{address}"
+
+
+def owed_key(event_id: str) -> str:
+    """Set in the step where a 100ms event changed its call's record, deleted once its task has
+    reconciled: the task's retry, which finds the record already changed, still reconciles."""
+    return f"cs:owed:{event_id}"

@@ -32,6 +32,7 @@ from worker.store.codec import (
     hash_of,
     record_from_hash,
     record_to_hash,
+    same_hash,
     text,
 )
 from worker.store.keys import (
@@ -54,6 +55,7 @@ from worker.store.keys import (
     channel_key,
     lock_key,
     owner_key,
+    owed_key,
 )
 from worker.store.scripts import Script
 
@@ -153,8 +155,9 @@ class State:
         return self.record_hms_event_and_channels(event, now)[0]
 
     def record_hms_event_and_channels(self, event: HmsEvent, now: float) -> tuple[Session | None, set[str]]:
-        """`record_hms_event`, also returning the channel of the room's call (read in the same step)."""
-        return self._record_session(event.room_name, event.session_id, lambda same: observe(same, event), now)
+        """`record_hms_event`, also returning the channel of the room's call (read in the same step)
+        when the event changed its record; none when it changed nothing (nothing to reconcile)."""
+        return self._record_session(event.room_name, event.session_id, lambda same: observe(same, event), now, owed_key(event.id))
 
     def record_session(self, change: SessionChange) -> Session | None:
         """Record a session change callsync concluded itself (core.checks: a check or an end found
@@ -169,31 +172,47 @@ class State:
         return self._record_session(session.room_name, session.session_id, lambda same: conclude(same, change), change.at)[0]
 
     def _record_session(
-        self, room: str | None, session_id: str, update: Callable[[Session | None], Session], now: float
+        self, room: str | None, session_id: str, update: Callable[[Session | None], Session], now: float, owed: str = ""
     ) -> tuple[Session | None, set[str]]:
         """Write `update(recorded)` (the recorded session if it is `session_id`, else None) as the
         current session of the room's call (core.binding.call_of_room) if it is newer
         (core.sessions.is_newer), keep its channel in the index of bound channels at `now`, and
-        read the channel the call belongs to."""
+        read the channel the call belongs to: none when the record stays as it was (an identical
+        record is not rewritten), unless `owed` (keys.owed_key) says this event's earlier run changed
+        it and has not reconciled yet."""
         if not room:
             return None, set()
         call_id = binding.call_of_room(room)
         key = call_key(call_id)
         named = binding.cid_of_room(call_id)
 
-        def decide(raw: Raw) -> tuple[Session, scripts.ScriptCall]:
+        def decide(raw: Raw) -> tuple[tuple[Session, bool], scripts.ScriptCall | None]:
             current = call_from_hash(call_id, raw).session
             same = current if current is not None and current.session_id == session_id else None
             new = update(same)
-            record, ttl, commands = None, KEEP_TTL, list[Command]()
-            if is_newer(new, current):
-                record, (ttl, commands) = call_to_hash(raw, new), session_moves(call_id, current, new)
+            record = call_to_hash(raw, new) if is_newer(new, current) else None
+            if record is None or same_hash(raw, record):
+                return (new, False), None  # an older session's news, or the record as it is: nothing to write
+            ttl, commands = session_moves(call_id, current, new)
+            if owed:  # in the same step as the change: a retry that finds the record changed still reconciles
+                commands.append(("SET", owed, "1", "EX", CLOSED_TTL))
             if named:
                 commands += _bound_index(named, now)  # our clock: an event's own time may be anything
             commands.append(("GET", owner_key(call_id)))  # last: its reply is the last one
-            return new, compare_and_set(key, raw, record, ttl, commands)
+            return (new, True), compare_and_set(key, raw, record, ttl, commands)
 
-        session, replies = self._write(key, decide)
+        (session, changed), replies = self._write(key, decide)
+        if not changed:
+            # The bound index is kept at our clock whatever the event says (as a change keeps it);
+            # the open index already holds an open session it did not move (session_moves).
+            pipe = self.redis.pipeline(transaction=False)
+            for command in [*(_bound_index(named, now) if named else []), *([("EXISTS", owed)] if owed else [])]:
+                pipe.execute_command(*command)
+            replies = pipe.execute()
+            if not (owed and replies[-1]):
+                return session, set()
+            owner = self.owner_of_call(call_id)
+            return session, {owner} if owner else set()
         owner = binding.owner_of(call_id, text(replies[-1]))
         return session, {owner} if owner else set()
 
