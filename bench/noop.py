@@ -46,11 +46,11 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e import HMS_KEY, HMS_SECRET, HOOK, KEY, SECRET, cpu_seconds  # noqa: E402
+from e2e import HMS_KEY, HMS_SECRET, HOOK, KEY, SECRET, cpu_seconds
 
-from worker.cli import launch  # noqa: E402
-from worker.settings import load_settings  # noqa: E402
-from worker.store.enqueue import QUEUE, MessageTemplate  # noqa: E402
+from worker.cli import launch
+from worker.settings import load_settings
+from worker.store.enqueue import QUEUE, MessageTemplate
 
 SENDERS = 4
 OWN_POLLS = ("llen", "zcard")  # the bench's drain polls: one of each per poll
@@ -110,7 +110,9 @@ class Bench:
         return depth == 0 and unacked == 0 and in_flight == 0
 
     def drain(self) -> None:
-        launch.wait_for(lambda: self.drained() and time.sleep(0.3) is None and self.drained(), 120, "the queue to drain", every=0.05)
+        launch.wait_for(
+            lambda: self.drained() and time.sleep(0.3) is None and self.drained(), 120, "the queue to drain", every=0.05
+        )
 
     def post_all(self, requests: list[tuple[str, dict[str, str], bytes]], expect: set[int]) -> None:
         def sender(k: int) -> None:
@@ -213,7 +215,11 @@ def main() -> None:
         ids = [(n % args.channels, str(uuid.uuid4())) for n in range(args.events)]
         joined = stamp(time.time())
         joins = [
-            ("/webhooks/hms", hms_headers, hms_body("peer.join.success", n, sessions[n], peer_id=p, user_id=f"u{p[:8]}", joined_at=joined))
+            (
+                "/webhooks/hms",
+                hms_headers,
+                hms_body("peer.join.success", n, sessions[n], peer_id=p, user_id=f"u{p[:8]}", joined_at=joined),
+            )
             for n, p in ids
         ]
         left = stamp(time.time() + 1)

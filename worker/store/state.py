@@ -54,8 +54,8 @@ from worker.store.keys import (
     call_key,
     channel_key,
     lock_key,
-    owner_key,
     owed_key,
+    owner_key,
 )
 from worker.store.scripts import Script
 
