@@ -206,8 +206,11 @@ class State:
             # The bound index is kept at our clock whatever the event says (as a change keeps it);
             # the open index already holds an open session it did not move (session_moves).
             pipe = self.redis.pipeline(transaction=False)
-            for command in [*(_bound_index(named, now) if named else []), *([("EXISTS", owed)] if owed else [])]:
-                pipe.execute_command(*command)
+            if named:
+                pipe.zadd(BOUND_CHANNELS, {named: now}, gt=True)
+                pipe.zremrangebyscore(BOUND_CHANNELS, "-inf", now - CALL_TTL)
+            if owed:
+                pipe.exists(owed)
             replies = pipe.execute()
             if not (owed and replies[-1]):
                 return session, set()
