@@ -88,8 +88,8 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     _, cids = rt.state.record_hms_event_and_channels(admitted, now)
     for cid in sorted(cids):
         reconcile_channel(rt, cid)
-    if cids:
-        rt.redis.delete(owed_key(event.id))  # reconciled: a later run of this task has nothing owed
+    if admitted.room_name:  # reconciled (or no channel to): a later run of this task owes nothing
+        rt.redis.delete(owed_key(event.id))
 
 
 # The two apply steps reconcile in the same task: recording an event is idempotent, so a
