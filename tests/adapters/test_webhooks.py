@@ -111,7 +111,13 @@ def test_hms_event_is_accepted_with_any_rotated_secret_and_deduped_by_id(client,
 def test_a_peer_event_of_the_session_recorded_open_is_settled_without_a_task(client, redis_client):
     """docs/design.md, "The path of a webhook": its peer recorded, nothing queued, answered 202."""
     opened = load("hms_session_open")
-    State(redis_client).record_hms_event(parse_hms_event(opened), SAMPLES_AT)  # as the open's task records it
+    state = State(redis_client)
+    _, _, owed = state.record_hms_event_and_channels(parse_hms_event(opened), SAMPLES_AT)  # as the open's task records it
+    assert owed is not None
+    join_first = {**opened, "id": "join-0", "type": "peer.join.success", "data": {**opened["data"], "peer_id": "peer-0"}}
+    assert post_hms(client, join_first).status_code == 202 and len(queued(redis_client)) == 1  # its reconcile still owed
+    redis_client.delete(QUEUE)
+    state.settle_owed(opened["data"]["room_name"], owed)  # and reconciles after it
     data = {**opened["data"], "peer_id": "peer-1", "user_id": "ann", "joined_at": "2026-11-20T10:00:00.3Z"}
     join = {**opened, "id": "join-1", "type": "peer.join.success", "data": data}
     assert post_hms(client, join).json == {"status": "accepted"}

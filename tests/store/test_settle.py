@@ -17,7 +17,7 @@ from worker.core.timebounds import admit_hms_event
 from worker.store import scripts
 from worker.store.codec import session_to_hash
 from worker.store.enqueue import QUEUE, _call, _Pending, settle_hms
-from worker.store.keys import DEDUPE_TTL, call_key, dedupe_key
+from worker.store.keys import DEDUPE_TTL, call_key, dedupe_key, owed_key
 from worker.store.peers import record_peer
 from worker.store.state import State
 
@@ -63,7 +63,10 @@ def worker_path(client: Any, event: HmsEvent) -> set[str]:
     event, peer = admitted, admitted.peer()
     if peer is not None:
         record_peer(client, event.session_id, peer)
-    return State(client).record_hms_event_and_channels(event, NOW)[1]
+    _, cids, owed = State(client).record_hms_event_and_channels(event, NOW)
+    if owed is not None and event.room_name:  # as apply_hms_event drops it after reconciling
+        State(client).settle_owed(event.room_name, owed)
+    return cids
 
 
 def seed(client: Any, session: Session | None) -> None:
@@ -73,11 +76,15 @@ def seed(client: Any, session: Session | None) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(recorded, events)
-def test_the_lua_settles_exactly_what_the_core_says(redis_client, session: Session | None, event: HmsEvent) -> None:
+@given(recorded, events, st.sampled_from([None, *ROOMS]))
+def test_the_lua_settles_exactly_what_the_core_says(
+    redis_client, session: Session | None, event: HmsEvent, owed: str | None
+) -> None:
     seed(redis_client, session)
+    if owed is not None:  # a reconcile still owed to that call
+        redis_client.set(owed_key(owed), "token")
     mine = session if session is not None and session.room_name == event.room_name else None
-    expected = settled_at_ingest(event, mine, NOW)
+    expected = settled_at_ingest(event, mine, NOW, reconcile_owed=owed == event.room_name)
     result = ingest(redis_client, event)
     assert result == (2 if expected else 1)
     assert redis_client.llen(QUEUE) == (0 if expected else 1)

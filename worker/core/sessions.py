@@ -99,18 +99,20 @@ def start_ms(started_at: float) -> int:
     return round(started_at * 1000)
 
 
-def settled_at_ingest(event: HmsEvent, recorded: Session | None, now: float) -> bool:
+def settled_at_ingest(event: HmsEvent, recorded: Session | None, now: float, reconcile_owed: bool = False) -> bool:
     """Whether recording `event` provably changes nothing but its peer (core.peers), so the
     receiver may record the peer and queue no task (docs/design.md, "The path of a webhook").
 
     A peer event of the room's current session, recorded open with the same start: `observe`
     gives that session back as it is (ids, status and room name kept, the start the same to the
     millisecond its record keeps), so the worker would rewrite nothing and reconcile nothing.
-    Anything else (no session recorded, another one, another start, a close) goes to the worker.
+    Anything else (no session recorded, another one, another start, a close, a reconcile still
+    owed to the call for an earlier change: `reconcile_owed`) goes to the worker.
     `worker/store/lua/dedupe_and_push.lua` decides the same over the record in Redis.
     """
     return (
         may_settle_at_ingest(event, now)
+        and not reconcile_owed
         and recorded is not None
         and recorded.session_id == event.session_id
         and recorded.is_open

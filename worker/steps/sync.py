@@ -15,6 +15,7 @@ import redis
 
 from worker import logs
 from worker.core.actions import EndSession, ReadChannel, Recheck, Reconcile, RecordOwner, VerifyCall
+from worker.core.binding import call_of_room
 from worker.core.channels import WRITE_INTENT_SECONDS, WriteIntent, settle_write
 from worker.core.events import CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import busy_wait, call_ended_by_client, client_ended_call, live_call, plan_channel
@@ -24,7 +25,7 @@ from worker.steps.runtime import Runtime, lock_token
 from worker.steps.sessions import verify_call
 from worker.store import intents, peers, scripts
 from worker.store.cas import written
-from worker.store.keys import later_key, owed_key
+from worker.store.keys import later_key
 from worker.store.state import Loaded
 
 log = logging.getLogger("callsync.sync")
@@ -78,18 +79,19 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
         peers.record_peer(rt.redis, admitted.session_id, peer)
     # An event that left the call's record as it was (most peer events, a duplicate, an older
     # session's late event) reconciles nothing: what a channel should show is computed from
-    # recorded state alone (level-triggered), and none of it moved (a re-run of a task whose first
-    # run changed the record and failed before reconciling still reconciles: keys.owed_key). A channel that is wrong for
-    # another reason already has its own reconcile owed: the change that made it so was recorded
-    # by a task that reconciles after it (retried, redelivered, deferred on the lock, or dead-
-    # lettered for an operator), a Stream change stays marked pending until a reconcile that read
-    # it completes, and a claim waiting on time has its delayed reconcile (`_schedule_once`).
-    # The receiver settles the commonest of these events without a task (core.sessions.settled_at_ingest).
-    _, cids = rt.state.record_hms_event_and_channels(admitted, now)
+    # recorded state alone (level-triggered), and none of it moved. A channel that is wrong for
+    # another reason has its own reconcile owed: every change of a call's record sets the call's
+    # owed mark in the same step (keys.owed_key), dropped only after a reconcile that followed it,
+    # so a change whose reconcile did not happen (a task that failed before it, the calls API's
+    # adoption) is reconciled by this event; a Stream change stays marked pending until a
+    # reconcile that read it completes; a claim waiting on time has its delayed reconcile
+    # (`_schedule_once`). The receiver settles the commonest of these events without a task
+    # (core.sessions.settled_at_ingest), and never while the mark is there.
+    _, cids, owed = rt.state.record_hms_event_and_channels(admitted, now)
     for cid in sorted(cids):
         reconcile_channel(rt, cid)
-    if admitted.room_name:  # reconciled (or no channel to): a later run of this task owes nothing
-        rt.redis.delete(owed_key(event.id))
+    if owed is not None and admitted.room_name:
+        rt.state.settle_owed(call_of_room(admitted.room_name), owed)
 
 
 # The two apply steps reconcile in the same task: recording an event is idempotent, so a

@@ -27,7 +27,7 @@ from worker.core import binding
 from worker.core.events import HmsEvent
 from worker.core.sessions import may_settle_at_ingest, start_ms
 from worker.store import scripts
-from worker.store.keys import BOUND_CHANNELS, CALL_TTL, call_key, peers_key
+from worker.store.keys import BOUND_CHANNELS, CALL_TTL, call_key, owed_key, peers_key
 from worker.store.peers import record_peer_args
 from worker.store.scripts import Script
 
@@ -94,7 +94,7 @@ def settle_hms(event: HmsEvent, now: float) -> Settle | None:
         return None
     call_id = binding.call_of_room(event.room_name)
     named = binding.cid_of_room(call_id) or ""
-    keys = [call_key(call_id), peers_key(event.session_id), BOUND_CHANNELS]
+    keys = [call_key(call_id), peers_key(event.session_id), BOUND_CHANNELS, owed_key(call_id)]
     args = [event.session_id, start_ms(event.started_at), *record_peer_args(event.peer()), named, repr(now), repr(now - CALL_TTL)]
     return Settle(keys, args)
 

@@ -168,7 +168,9 @@ def unauthenticated_key(window: int, address: str) -> str:
     return f"cs:authfail:{window}:{address}"
 
 
-def owed_key(event_id: str) -> str:
-    """Set in the step where a 100ms event changed its call's record, deleted once its task has
-    reconciled: the task's retry, which finds the record already changed, still reconciles."""
-    return f"cs:owed:{event_id}"
+def owed_key(call_id: str) -> str:
+    """A reconcile owed to the call's channel: set (to a token) in the step that changes the call's
+    record, dropped by the reconcile after it (State.settle_owed). A change recorded without its
+    reconcile (a task that failed before it, the calls API's adoption) is so reconciled by the
+    next event of the call, even one that changes nothing."""
+    return f"cs:owed:{call_id}"

@@ -1,10 +1,11 @@
 -- The receiver's one atomic step (worker/store/enqueue.py): spend the delivery's dedupe keys
 -- and push its message, or neither. 0: a duplicate, -1: the queue is full, 1: pushed, 2: settled
 -- (core.sessions.settled_at_ingest: a peer event of the session recorded open with the same
--- start; its peer is recorded here as the worker would, and no task is pushed).
--- KEYS: the dedupe keys, the queue, then (ARGV[4] = 3) the call record, the session's peers
--- hash, the index of bound channels. ARGV: message, dedupe TTL, queue ceiling, how many keys
--- follow the queue (0 or 3), then: session id, start ms, the record_peer arguments (peer id,
+-- start, and no reconcile owed to the call; its peer is recorded here as the worker would, and
+-- no task is pushed).
+-- KEYS: the dedupe keys, the queue, then (ARGV[4] = 4) the call record, the session's peers
+-- hash, the index of bound channels, the call's owed mark. ARGV: message, dedupe TTL, queue
+-- ceiling, how many keys follow the queue (0 or 4), then: session id, start ms, the record_peer arguments (peer id,
 -- user id, joined ms, left ms, bound, ttl, overflow field; peer id "" none), the named channel
 -- ("" none), now, the bound index's horizon (now - CALL_TTL).
 local extra = tonumber(ARGV[4])
@@ -14,7 +15,7 @@ for i = 1, n - 1 do
 end
 if extra > 0 then
   local call = redis.call('HMGET', KEYS[n + 1], 's', 'st', 't0')
-  if call[1] == ARGV[5] and call[2] == 'open' and call[3] == ARGV[6] then
+  if call[1] == ARGV[5] and call[2] == 'open' and call[3] == ARGV[6] and redis.call('EXISTS', KEYS[n + 4]) == 0 then
     for i = 1, n - 1 do
       redis.call('SET', KEYS[i], '1', 'EX', ARGV[2])
     end
