@@ -38,7 +38,7 @@ from worker.logs import fields
 from worker.ops.collector import RedisCollector
 from worker.settings import Settings, load_settings
 from worker.store.calls import CallsStore
-from worker.store.enqueue import QUEUE, Enqueuer, QueueFull
+from worker.store.enqueue import QUEUE, Enqueuer, QueueFull, settle_hms
 from worker.store.keys import DEDUPE_TTL, dedupe_key
 
 log = logging.getLogger("callsync.webhooks")
@@ -132,7 +132,9 @@ def create_app(
             else:
                 line.update(_ids(event))
                 try:
-                    taken = enqueuer.enqueue_once(keys(line["delivery_id"], body), task, (event.to_json(),))
+                    # A peer event the recorded call shows to change nothing is settled here (docs/design.md).
+                    settle = settle_hms(event, clock()) if isinstance(event, HmsEvent) else None
+                    taken = enqueuer.enqueue_once(keys(line["delivery_id"], body), task, (event.to_json(),), settle)
                 except redis.RedisError:
                     raise Rejected(503, "unavailable", "state store unavailable; retry later") from None
                 except QueueFull:

@@ -11,9 +11,12 @@ from standins.credentials import HMS_SECRET
 from standins.credentials import STREAM_SECRET as SECRET
 from tests.samples import SAMPLES_AT, load, samples_clock, stream_headers
 from webhooks.app import create_app
+from worker.core.events import parse_hms_event
 from worker.core.signing import sign_stream
 from worker.settings import Settings
 from worker.store.enqueue import QUEUE
+from worker.store.peers import read_peers
+from worker.store.state import State
 
 SETTINGS = Settings(
     redis_url="redis://unused", stream_api_secret=SECRET, hms_webhook_secrets=("old-hms", HMS_SECRET), max_body_bytes=4096
@@ -104,6 +107,25 @@ def test_hms_event_is_accepted_with_any_rotated_secret_and_deduped_by_id(client,
     assert post_hms(client, load("hms_session_open"), secret="old-hms").json == {"status": "duplicate"}
     [(task, event)] = queued(redis_client)
     assert task == "callsync.apply_hms_event" and event["session_id"] == "65f0c1d2e3a4b5c6d7e8f9aa"
+
+
+def test_a_peer_event_of_the_session_recorded_open_is_settled_without_a_task(client, redis_client):
+    """docs/design.md, "The path of a webhook": its peer recorded, nothing queued, answered 202."""
+    opened = load("hms_session_open")
+    state = State(redis_client)
+    _, _, owed = state.record_hms_event_and_channels(parse_hms_event(opened), SAMPLES_AT)  # as the open's task records it
+    assert owed is not None
+    join_first = {**opened, "id": "join-0", "type": "peer.join.success", "data": {**opened["data"], "peer_id": "peer-0"}}
+    assert post_hms(client, join_first).status_code == 202 and len(queued(redis_client)) == 1  # its reconcile still owed
+    redis_client.delete(QUEUE)
+    state.settle_owed(opened["data"]["room_name"], owed)  # and reconciles after it
+    data = {**opened["data"], "peer_id": "peer-1", "user_id": "ann", "joined_at": "2026-11-20T10:00:00.3Z"}
+    join = {**opened, "id": "join-1", "type": "peer.join.success", "data": data}
+    assert post_hms(client, join).json == {"status": "accepted"}
+    assert queued(redis_client) == [] and [p.user_id for p in read_peers(redis_client, data["session_id"]).present()] == ["ann"]
+    assert post_hms(client, join).json == {"status": "duplicate"}
+    other = {**join, "id": "join-2", "data": {**data, "session_started_at": "2026-11-20T10:00:00.2Z"}}  # another start
+    assert post_hms(client, other).status_code == 202 and [t for t, _ in queued(redis_client)] == ["callsync.apply_hms_event"]
 
 
 def test_unknown_event_types_are_ignored_and_leave_nothing(client, redis_client):

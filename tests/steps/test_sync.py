@@ -367,3 +367,18 @@ def test_a_check_of_an_ending_session_whose_room_is_over_records_its_close(world
     assert world.rt.state.call(CALL).session.status == "closed"
     world.drain()
     assert world.fields() == {"callActive": False}
+
+
+def test_an_event_that_changes_nothing_rewrites_nothing_and_reconciles_nothing(world):
+    """A peer event of the session recorded open leaves the call's record as it was: no reconcile
+    (the channel's lock, held by another task here, would defer one), its peer still recorded."""
+    world.stream.create_channel(CID)
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"])
+    sync.apply_hms_event(world.rt, world.hms_event("session.open.success", session, room))
+    record = world.rt.redis.hgetall(f"cs:c:{CALL}")
+    world.rt.redis.set(f"cs:lock:{CID}", "another-task", ex=60)
+    joined = world.hms_event("peer.join.success", session, room, peer_id="peer-1", user_id="ann", joined_at=session["created_at"])
+    sync.apply_hms_event(world.rt, joined)  # no Deferred: the channel was not touched
+    assert world.rt.redis.hgetall(f"cs:c:{CALL}") == record and world.rt.redis.hexists(f"cs:peers:{session['id']}", "peer-1")
+    assert world.fields() == {"callActive": True, "callId": CALL} and not world.rt.redis.keys("cs:owed:*")

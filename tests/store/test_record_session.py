@@ -35,6 +35,8 @@ def dump(state: State) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for raw_key in state.redis.keys("*"):
         key = raw_key.decode()
+        if key.startswith("cs:owed:"):  # a task's own bookkeeping (keys.owed_key), not the record
+            continue
         kind = state.redis.type(key).decode()
         if kind == "hash":
             value: Any = state.redis.hgetall(key)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from worker.core.events import HmsEvent
+from worker.core.events import HMS_PEER_TYPES, HmsEvent
+from worker.core.timebounds import admit_hms_event
 
 Status = Literal["open", "ending", "closed"]
 _RANK = {"open": 0, "ending": 1, "closed": 2}
@@ -80,3 +81,42 @@ def is_live(session: Session, live_session_id: str | None) -> bool:
     """Whether `session` is the one 100ms reports live in its room (100ms runs one at a time):
     only then may callsync end the room for it."""
     return live_session_id is not None and live_session_id == session.session_id
+
+
+def may_settle_at_ingest(event: HmsEvent, now: float) -> bool:
+    """What `settled_at_ingest` asks of the event alone: a peer event of a named room with a
+    start, whose times callsync admits at `now` as they are (core.timebounds)."""
+    return (
+        event.type in HMS_PEER_TYPES
+        and event.room_name is not None
+        and event.started_at is not None
+        and admit_hms_event(event, now) == event
+    )
+
+
+def start_ms(started_at: float) -> int:
+    """A session's start as its record keeps it (whole milliseconds)."""
+    return round(started_at * 1000)
+
+
+def settled_at_ingest(event: HmsEvent, recorded: Session | None, now: float, reconcile_owed: bool = False) -> bool:
+    """Whether recording `event` provably changes nothing but its peer (core.peers), so the
+    receiver may record the peer and queue no task (docs/design.md, "The path of a webhook").
+
+    A peer event of the room's current session, recorded open with the same start: `observe`
+    gives that session back as it is (ids, status and room name kept, the start the same to the
+    millisecond its record keeps), so the worker would rewrite nothing and reconcile nothing.
+    Anything else (no session recorded, another one, another start, a close, a reconcile still
+    owed to the call for an earlier change: `reconcile_owed`) goes to the worker.
+    `worker/store/lua/dedupe_and_push.lua` decides the same over the record in Redis.
+    """
+    return (
+        may_settle_at_ingest(event, now)
+        and not reconcile_owed
+        and recorded is not None
+        and recorded.session_id == event.session_id
+        and recorded.is_open
+        and recorded.started_at is not None
+        and event.started_at is not None
+        and start_ms(recorded.started_at) == start_ms(event.started_at)
+    )

@@ -15,6 +15,7 @@ import redis
 
 from worker import logs
 from worker.core.actions import EndSession, ReadChannel, Recheck, Reconcile, RecordOwner, VerifyCall
+from worker.core.binding import call_of_room
 from worker.core.channels import WRITE_INTENT_SECONDS, WriteIntent, settle_write
 from worker.core.events import HMS_PEER_TYPES, CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import busy_wait, call_ended_by_client, client_ended_call, live_call, plan_channel
@@ -70,12 +71,23 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     peer = admitted.peer()
     if peer is not None:  # who is in the call (GET /calls/{id}, call messages), in any order
         peers.record_peer(rt.redis, admitted.session_id, peer)
-    session, cids = rt.state.record_hms_event_and_channels(admitted, now)
+    # An event that left the call's record as it was (most peer events, a duplicate, an older
+    # session's late event) reconciles nothing: what a channel should show is computed from
+    # recorded state alone (level-triggered), and none of it moved. A channel that is wrong for
+    # another reason has its own reconcile owed: every change of a call's record sets the call's
+    # owed mark in the same step (keys.owed_key), dropped only after a reconcile that followed it,
+    # so a change whose reconcile did not happen (a task that failed before it, the calls API's
+    # adoption) is reconciled by this event; a Stream change stays marked pending until a
+    # reconcile that read it completes; a claim waiting on time has its delayed reconcile
+    # (`_schedule_once`). The receiver settles the commonest of these events without a task
+    # (core.sessions.settled_at_ingest), and never while the mark is there.
+    session, cids, owed = rt.state.record_hms_event_and_channels(admitted, now)
     if admitted.type not in HMS_PEER_TYPES:  # a session opened or closed: its call message (rule 13)
         note_session(rt, session)
-    if session is not None and session.room_name:
-        for cid in sorted(cids):
-            reconcile_channel(rt, cid)
+    for cid in sorted(cids):
+        reconcile_channel(rt, cid)
+    if owed is not None and admitted.room_name:
+        rt.state.settle_owed(call_of_room(admitted.room_name), owed)
 
 
 # The two apply steps reconcile in the same task: recording an event is idempotent, so a

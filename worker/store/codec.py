@@ -105,6 +105,12 @@ def call_to_hash(raw: Raw, session: Session | None = None, idle_at: float | None
     return out
 
 
+def same_hash(raw: Raw, record: Mapping[str, Any]) -> bool:
+    """Whether writing `record` (as `call_to_hash` makes it) over the hash `raw` leaves it as it is."""
+    encoded = {f: v if isinstance(v, bytes) else str(v).encode() for f, v in record.items()}
+    return {text(f) or "": v for f, v in raw.items()} == encoded
+
+
 def channel_from_hash(cid: str, raw: Raw) -> Channel:
     if not raw:
         return Channel(cid, None)

@@ -23,14 +23,19 @@ from typing import Any
 import redis
 from celery import Celery
 
+from worker.core import binding
+from worker.core.events import HmsEvent
+from worker.core.sessions import may_settle_at_ingest, start_ms
 from worker.store import scripts
+from worker.store.keys import BOUND_CHANNELS, CALL_TTL, call_key, owed_key, peers_key
+from worker.store.peers import record_peer_args
 from worker.store.scripts import Script
 
 QUEUE = "callsync"
 MAX_BATCH = 128
 WAIT_SECONDS = 5.0  # longer than any healthy round trip; then the request answers 503
 
-_DEDUPE_AND_PUSH = Script.named("dedupe_and_push")
+_DEDUPE_AND_PUSH = Script.named("dedupe_and_push", "peer_merge")
 DEFAULT_MAX_DEPTH = 100_000  # about 180 MB of Redis, minutes of a platform's peak
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -73,6 +78,27 @@ class MessageTemplate:
         return json.dumps(envelope, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class Settle:
+    """What lua/dedupe_and_push.lua needs to settle an event at ingest: keys and arguments."""
+
+    keys: list[str]
+    args: list[Any]
+
+
+def settle_hms(event: HmsEvent, now: float) -> Settle | None:
+    """The half of core.sessions.settled_at_ingest that needs the recorded call, for the Lua step
+    to decide (None: the event alone says it goes to the worker). Settled, it records the peer
+    and keeps the bound index at `now` as the worker would (state.py `_bound_index`)."""
+    if not may_settle_at_ingest(event, now) or event.room_name is None or event.started_at is None:
+        return None
+    call_id = binding.call_of_room(event.room_name)
+    named = binding.cid_of_room(call_id) or ""
+    keys = [call_key(call_id), peers_key(event.session_id), BOUND_CHANNELS, owed_key(call_id)]
+    args = [event.session_id, start_ms(event.started_at), *record_peer_args(event.peer()), named, repr(now), repr(now - CALL_TTL)]
+    return Settle(keys, args)
+
+
 class QueueFull(Exception):
     """The queue holds CALLSYNC_MAX_QUEUE_DEPTH messages: nothing was recorded (answer 503)."""
 
@@ -81,6 +107,7 @@ class QueueFull(Exception):
 class _Pending:
     keys: list[str]
     message: str
+    settle: Settle | None = None
     done: threading.Event = field(default_factory=threading.Event)
     taken: bool = False
     error: BaseException | None = None
@@ -111,15 +138,18 @@ class Enqueuer:
         in the same atomic step as a write (worker/store/ending.py)."""
         return self._template.render(task_name, args)
 
-    def enqueue_once(self, dedupe_keys: str | Sequence[str] | None, task_name: str, args: tuple[Any, ...]) -> bool:
+    def enqueue_once(
+        self, dedupe_keys: str | Sequence[str] | None, task_name: str, args: tuple[Any, ...], settle: Settle | None = None
+    ) -> bool:
         """Enqueue unless one of `dedupe_keys` was already spent (then spend them all); False
-        means duplicate.
+        means duplicate. With `settle` (`settle_hms`), an event the recorded call shows to change
+        nothing is settled in the same step instead (its keys spent, no task: True).
 
         Raises redis.RedisError when Redis cannot take it and QueueFull when the queue is at
         its ceiling (the caller answers 503 to both).
         """
         keys = [dedupe_keys] if isinstance(dedupe_keys, str) else list(dedupe_keys or ())
-        item = _Pending([*keys, self._queue], self._template.render(task_name, args))
+        item = _Pending([*keys, self._queue], self._template.render(task_name, args), settle)
         if self._flusher_pid != os.getpid():
             self._start_flusher()
         with self._wake:
@@ -151,7 +181,7 @@ class Enqueuer:
 
     def _flush(self, batch: list[_Pending]) -> None:
         try:
-            calls = [(_DEDUPE_AND_PUSH, item.keys, (item.message, self._ttl, self._max_depth)) for item in batch]
+            calls = [_call(item, self._ttl, self._max_depth) for item in batch]
             results = scripts.run(self._client, calls)
         except Exception as exc:  # Redis down, or a bug: fail this batch, but keep the flusher alive
             results = [exc] * len(batch)
@@ -163,3 +193,8 @@ class Enqueuer:
             else:
                 item.taken = bool(result)
             item.done.set()
+
+
+def _call(item: _Pending, ttl: int, max_depth: int) -> scripts.ScriptCall:
+    settle = item.settle or Settle([], [])
+    return (_DEDUPE_AND_PUSH, [*item.keys, *settle.keys], (item.message, ttl, max_depth, len(settle.keys), *settle.args))

@@ -176,3 +176,11 @@ def member_queries_key(window: int, cid: str) -> str:
 def unauthenticated_key(window: int, address: str) -> str:
     """Requests from a client address the calls API answered 401 in a rate window."""
     return f"cs:authfail:{window}:{address}"
+
+
+def owed_key(call_id: str) -> str:
+    """A reconcile owed to the call's channel: set (to a token) in the step that changes the call's
+    record, dropped by the reconcile after it (State.settle_owed). A change recorded without its
+    reconcile (a task that failed before it, the calls API's adoption) is so reconciled by the
+    next event of the call, even one that changes nothing."""
+    return f"cs:owed:{call_id}"

@@ -13,13 +13,19 @@ from worker.store import scripts
 from worker.store.keys import CLOSED_TTL, PEERS_OVERFLOW, peers_key
 from worker.store.scripts import Script
 
-_RECORD = Script.named("record_peer")
+_RECORD = Script.named("record_peer", "peer_merge")
+
+
+def record_peer_args(peer: Peer | None, bound: int = MAX_PEERS_PER_SESSION) -> list[str | int]:
+    """lua/peer_merge.lua's arguments after the key (peer id "": no peer to record)."""
+    if peer is None:
+        return ["", "", "", "", bound, CLOSED_TTL, PEERS_OVERFLOW]
+    return [peer.peer_id, peer.user_id or "", _ms(peer.joined_at), _ms(peer.left_at), bound, CLOSED_TTL, PEERS_OVERFLOW]
 
 
 def record_peer_call(session_id: str, peer: Peer, bound: int = MAX_PEERS_PER_SESSION) -> scripts.ScriptCall:
     """Merge one report of `peer` into the session's record (for `scripts.run`; replies 1 if it changed)."""
-    args = [peer.peer_id, peer.user_id or "", _ms(peer.joined_at), _ms(peer.left_at), bound, CLOSED_TTL, PEERS_OVERFLOW]
-    return (_RECORD, [peers_key(session_id)], args)
+    return (_RECORD, [peers_key(session_id)], record_peer_args(peer, bound))
 
 
 def record_peer(client: redis.Redis, session_id: str, peer: Peer, bound: int = MAX_PEERS_PER_SESSION) -> bool:

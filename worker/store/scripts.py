@@ -26,9 +26,11 @@ class Script:
 
     @staticmethod
     @cache
-    def named(name: str) -> Script:
-        """The program in worker/store/lua/<name>.lua (package data)."""
-        return Script(resources.files("worker.store").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8"))
+    def named(name: str, *libraries: str) -> Script:
+        """The program in worker/store/lua/<name>.lua (package data), after the `libraries`
+        (files of the same folder that define local functions it calls)."""
+        lua = resources.files("worker.store").joinpath("lua")
+        return Script("".join(lua.joinpath(f"{n}.lua").read_text(encoding="utf-8") for n in (*libraries, name)))
 
     def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         [result] = run(client, [(self, keys, args)])

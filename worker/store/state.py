@@ -8,6 +8,7 @@ Keys and fields: worker/store/keys.py; hash encodings: worker/store/codec.py.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -32,6 +33,7 @@ from worker.store.codec import (
     hash_of,
     record_from_hash,
     record_to_hash,
+    same_hash,
     text,
 )
 from worker.store.keys import (
@@ -53,6 +55,7 @@ from worker.store.keys import (
     call_key,
     channel_key,
     lock_key,
+    owed_key,
     owner_key,
 )
 from worker.store.scripts import Script
@@ -152,9 +155,10 @@ class State:
         """
         return self.record_hms_event_and_channels(event, now)[0]
 
-    def record_hms_event_and_channels(self, event: HmsEvent, now: float) -> tuple[Session | None, set[str]]:
-        """`record_hms_event`, also returning the channel of the room's call (read in the same step)."""
-        return self._record_session(event.room_name, event.session_id, lambda same: observe(same, event), now)
+    def record_hms_event_and_channels(self, event: HmsEvent, now: float) -> tuple[Session | None, set[str], str | None]:
+        """`record_hms_event`, also returning the channel of the room's call (read in the same step)
+        when a reconcile is owed, and the mark to settle once it is done (`settle_owed`)."""
+        return self._record_session(event.room_name, event.session_id, lambda same: observe(same, event), now, event.id)
 
     def record_session(self, change: SessionChange) -> Session | None:
         """Record a session change callsync concluded itself (core.checks: a check or an end found
@@ -166,36 +170,54 @@ class State:
         nothing.
         """
         session = change.session
-        return self._record_session(session.room_name, session.session_id, lambda same: conclude(same, change), change.at)[0]
+        update = lambda same: conclude(same, change)  # noqa: E731
+        return self._record_session(session.room_name, session.session_id, update, change.at, uuid.uuid4().hex)[0]
 
     def _record_session(
-        self, room: str | None, session_id: str, update: Callable[[Session | None], Session], now: float
-    ) -> tuple[Session | None, set[str]]:
+        self, room: str | None, session_id: str, update: Callable[[Session | None], Session], now: float, token: str
+    ) -> tuple[Session | None, set[str], str | None]:
         """Write `update(recorded)` (the recorded session if it is `session_id`, else None) as the
         current session of the room's call (core.binding.call_of_room) if it is newer
-        (core.sessions.is_newer), keep its channel in the index of bound channels at `now`, and
-        read the channel the call belongs to."""
+        (core.sessions.is_newer) and not the record as it is, with the call's owed mark
+        (keys.owed_key) set to `token`; keep its channel in the index of bound channels at `now`.
+        Returns the session, the call's channel when a reconcile is owed (this change, or an
+        earlier one whose mark is still there) and the mark's token."""
         if not room:
-            return None, set()
+            return None, set(), None
         call_id = binding.call_of_room(room)
-        key = call_key(call_id)
-        named = binding.cid_of_room(call_id)
+        key, named, owed = call_key(call_id), binding.cid_of_room(call_id), owed_key(call_id)
 
-        def decide(raw: Raw) -> tuple[Session, scripts.ScriptCall]:
+        def decide(raw: Raw) -> tuple[tuple[Session, bool], scripts.ScriptCall | None]:
             current = call_from_hash(call_id, raw).session
             same = current if current is not None and current.session_id == session_id else None
             new = update(same)
-            record, ttl, commands = None, KEEP_TTL, list[Command]()
-            if is_newer(new, current):
-                record, (ttl, commands) = call_to_hash(raw, new), session_moves(call_id, current, new)
-            if named:
-                commands += _bound_index(named, now)  # our clock: an event's own time may be anything
+            record = call_to_hash(raw, new) if is_newer(new, current) else None
+            if record is None or same_hash(raw, record):
+                return (new, False), None  # an older session's news, or the record as it is: nothing to write
+            ttl, commands = session_moves(call_id, current, new)
+            commands.append(("SET", owed, token, "EX", CLOSED_TTL))  # with the change: owed until reconciled
+            commands += _bound_index(named, now) if named else []  # our clock: an event's own time may be anything
             commands.append(("GET", owner_key(call_id)))  # last: its reply is the last one
-            return new, compare_and_set(key, raw, record, ttl, commands)
+            return (new, True), compare_and_set(key, raw, record, ttl, commands)
 
-        session, replies = self._write(key, decide)
-        owner = binding.owner_of(call_id, text(replies[-1]))
-        return session, {owner} if owner else set()
+        (session, changed), replies = self._write(key, decide)
+        if not changed:  # the bound index kept as a change keeps it; the open index already holds an open session
+            pipe = self.redis.pipeline(transaction=False)
+            if named:
+                pipe.zadd(BOUND_CHANNELS, {named: now}, gt=True)
+                pipe.zremrangebyscore(BOUND_CHANNELS, "-inf", now - CALL_TTL)
+            pipe.get(owed)
+            left = text(pipe.execute()[-1])
+            if left is None:
+                return session, set(), None
+            owner, token = self.owner_of_call(call_id), left
+        else:
+            owner = binding.owner_of(call_id, text(replies[-1]))
+        return session, {owner} if owner else set(), token
+
+    def settle_owed(self, call_id: str, token: str) -> None:
+        """The reconcile the call's owed mark asked for is done: drop the mark unless a later change set it again."""
+        scripts.run(self.redis, [(_UNLOCK, [owed_key(call_id)], [token])])
 
     def begin_ending(self, call_id: str, session_id: str, at: float) -> Session | None:
         """Move the call's open session `session_id` to "ending" (callsync asks 100ms to end it).
