@@ -46,8 +46,9 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e import HMS_KEY, HMS_SECRET, HOOK, KEY, SECRET, cpu_seconds
+from e2e import HMS_KEY, HMS_SECRET, HOOK, STREAM_KEY, STREAM_SECRET, cpu_seconds
 
+from standins.running import platform_settings
 from worker.cli import launch
 from worker.settings import load_settings
 from worker.store.enqueue import QUEUE, MessageTemplate
@@ -61,7 +62,7 @@ def standins(conn: Connection, receiver: str, channels: int) -> None:
     from standins import FakeHms, FakeStream, serve
 
     os.setpgrp()
-    stream = FakeStream(KEY, SECRET, webhook_url=f"{receiver}/webhooks/stream")
+    stream = FakeStream(STREAM_KEY, STREAM_SECRET, webhook_url=f"{receiver}/webhooks/stream")
     hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_url=f"{receiver}/webhooks/hms", webhook_secret=HOOK)
     for n in range(channels):
         stream.create_channel(f"messaging:bench-{n}")
@@ -181,15 +182,7 @@ def main() -> None:
     env = {
         **launch.clean_environment(),
         "REDIS_URL": redis_url,
-        **launch.platform_settings(
-            stream_url=stream_url,
-            stream_key=KEY,
-            stream_secret=SECRET,
-            hms_url=hms_url,
-            hms_key=HMS_KEY,
-            hms_secret=HMS_SECRET,
-            hook_secret=HOOK,
-        ),
+        **platform_settings(stream_url, hms_url),
         "CALLSYNC_STREAM_UPDATE_RATE": "1000000/s",
     }
     logs = Path(tempfile.mkdtemp(prefix="callsync-noop-"))
