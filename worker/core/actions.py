@@ -21,7 +21,8 @@ END_SESSION = "callsync.end_session"
 CHECK_SESSION = "callsync.check_session"
 SWEEP = "callsync.sweep"
 RECORD_OWNER = "callsync.record_owner"
-TASK_NAMES = (APPLY_STREAM_EVENT, APPLY_HMS_EVENT, RECONCILE, END_SESSION, CHECK_SESSION, SWEEP, RECORD_OWNER)
+DRAIN_WRITES = "callsync.drain_writes"
+TASK_NAMES = (APPLY_STREAM_EVENT, APPLY_HMS_EVENT, RECONCILE, END_SESSION, CHECK_SESSION, SWEEP, RECORD_OWNER, DRAIN_WRITES)
 
 
 # --- a channel's next step (core.reconcile.plan_channel) ---------------------------------
@@ -122,3 +123,11 @@ class RecordOwner(Scheduled):
     task: ClassVar[str] = RECORD_OWNER
     call_id: str
     cid: str
+
+
+@dataclass(frozen=True)
+class DrainWrites(Scheduled):
+    """Hold `endpoint`'s turn and write its queued keys at its ceiling (worker/steps/writes.py)."""
+
+    task: ClassVar[str] = DRAIN_WRITES
+    endpoint: str

@@ -14,7 +14,16 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
-from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT, CHECK_SESSION, END_SESSION, RECONCILE, RECORD_OWNER, SWEEP
+from worker.core.actions import (
+    APPLY_HMS_EVENT,
+    APPLY_STREAM_EVENT,
+    CHECK_SESSION,
+    DRAIN_WRITES,
+    END_SESSION,
+    RECONCILE,
+    RECORD_OWNER,
+    SWEEP,
+)
 from worker.core.binding import call_of_room
 from worker.core.events import HmsEvent, StreamEvent, cid_of_room
 from worker.core.upstream import Retry as UpstreamRetry
@@ -22,7 +31,7 @@ from worker.core.upstream import UpstreamError, redis_retry_delay, retry_delay
 from worker.jobs.runtimes import runtime_for
 from worker.logs import fields
 from worker.ops import counters
-from worker.steps import owners, sessions, sync
+from worker.steps import owners, sessions, sync, writes
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import Runtime, acting_for
 from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
@@ -75,7 +84,7 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
         with acting_for(task.request.id):
             step(rt, *args)
     except sync.Deferred as later:
-        # Not a failure: a fresh message, so it does not spend the retry budget. The step asks
+        # A busy channel lock (held for one reconcile; the Stream ceiling never defers). Not a failure: a fresh message, so it does not spend the retry budget. The step asks
         # again when it runs, so a wait longer than a hop is simply asked for again then. Same
         # task id: a redelivered task that defers (its dead worker's channel lock) keeps its count.
         try:
@@ -223,6 +232,8 @@ def ids_of(task_name: str, args: tuple[Any, ...]) -> dict[str, Any]:
         return {"call_id": first, "session_id": args[1], "cid": cid_of_room(str(first))}
     if task_name == RECORD_OWNER and len(args) > 1:
         return {"call_id": first, "cid": args[1]}
+    if task_name == DRAIN_WRITES:
+        return {"endpoint": first}
     return {}
 
 
@@ -272,3 +283,8 @@ def sweep(self: Task) -> None:
 @task(name=RECORD_OWNER)
 def record_owner(self: Task, call_id: str, cid: str) -> None:
     run_step(self, owners.record_owner, call_id, cid)
+
+
+@task(name=DRAIN_WRITES)
+def drain_writes(self: Task, endpoint: str) -> None:
+    run_step(self, writes.drain, endpoint)

@@ -26,9 +26,13 @@ class Script:
 
     @staticmethod
     @cache
-    def named(name: str) -> Script:
-        """The program in worker/store/lua/<name>.lua (package data)."""
-        return Script(resources.files("worker.store").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8"))
+    def named(name: str, library: str | None = None) -> Script:
+        """The program in worker/store/lua/<name>.lua (package data), after `library`'s
+        functions (another file there) when given: Redis scripts cannot include one another."""
+        def text(file: str) -> str:
+            return resources.files("worker.store").joinpath("lua", f"{file}.lua").read_text(encoding="utf-8")
+
+        return Script((text(library) + "\n" if library else "") + text(name))
 
     def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         [result] = run(client, [(self, keys, args)])
