@@ -144,6 +144,7 @@ def task_arguments(world: World) -> dict[str, tuple[Any, ...]]:
         actions.CHECK_SESSION: (CALL, "s-1"),
         "callsync.sweep": (),
         actions.RECORD_OWNER: ("standup", CID),
+        actions.DRAIN_WRITES: ("channels",),
     }
 
 
