@@ -13,7 +13,7 @@ from worker.core import actions
 from worker.core.events import CallFields, StreamEvent, parse_hms_event, parse_stream_event, parse_time
 from worker.core.upstream import Retry, UpstreamError
 from worker.settings import Rate
-from worker.steps import sessions, sync, writes
+from worker.steps import sessions, sync
 
 
 @pytest.fixture

@@ -80,4 +80,3 @@ def reported_limit(headers: Mapping[str, str]) -> int | None:
     except ValueError:
         return None
     return int(value) if math.isfinite(value) and value >= 1 else None
-

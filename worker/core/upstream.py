@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
+from enum import Enum
 
 from worker.core.pacing import reported_limit
-from enum import Enum
 
 MAX_WAIT_SECONDS = 300.0  # never trust a reset header further out than this
 

@@ -84,8 +84,9 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
         with acting_for(task.request.id):
             step(rt, *args)
     except sync.Deferred as later:
-        # A busy channel lock (held for one reconcile; the Stream ceiling never defers). Not a failure: a fresh message, so it does not spend the retry budget. The step asks
-        # again when it runs, so a wait longer than a hop is simply asked for again then. Same
+        # A busy channel lock (held for one reconcile; the Stream ceiling never defers: a write
+        # waits in its endpoint's queue). Not a failure: a fresh message, so it does not spend
+        # the retry budget. The step asks again when it runs, so a wait longer than a hop is simply asked for again then. Same
         # task id: a redelivered task that defers (its dead worker's channel lock) keeps its count.
         try:
             countdown = min(later.seconds, rt.settings.longest_countdown_seconds)

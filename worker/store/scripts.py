@@ -29,6 +29,7 @@ class Script:
     def named(name: str, library: str | None = None) -> Script:
         """The program in worker/store/lua/<name>.lua (package data), after `library`'s
         functions (another file there) when given: Redis scripts cannot include one another."""
+
         def text(file: str) -> str:
             return resources.files("worker.store").joinpath("lua", f"{file}.lua").read_text(encoding="utf-8")
 

@@ -113,7 +113,12 @@ class WriteQueue:
 
     def report_call(self, limit: int | None, now: float, pause_until: float | None = None) -> scripts.ScriptCall:
         """What an answer said (X-RateLimit-Limit, a 429's wait), as a step for `scripts.run`."""
-        args = ["" if pause_until is None else repr(pause_until), "" if limit is None else limit, repr(now), pacing.REPORTED_SECONDS]
+        args = [
+            "" if pause_until is None else repr(pause_until),
+            "" if limit is None else limit,
+            repr(now),
+            pacing.REPORTED_SECONDS,
+        ]
         return (_PACE, [self.pace_key], args)
 
     def report(self, limit: int | None, now: float, pause_until: float | None = None) -> None:
@@ -136,3 +141,20 @@ class WriteQueue:
 
 def _ms(seconds: float) -> int:
     return max(int(seconds * 1000), 1)
+
+
+ENDPOINT_NAMES = ("channels",)  # the queues `callsync status` and /metrics show (steps/writes.py registers their writers)
+
+
+def queued(client: redis.Redis, names: tuple[str, ...] = ENDPOINT_NAMES) -> dict[str, tuple[int, float | None]]:
+    """Each endpoint's waiting keys and the first-wrong time of its oldest, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.zcard(f"{WRITE_QUEUE_PREFIX}{name}")
+        pipe.zrange(f"{WRITE_QUEUE_PREFIX}{name}", 0, 0, withscores=True)
+    answers = pipe.execute()
+    out: dict[str, tuple[int, float | None]] = {}
+    for i, name in enumerate(names):
+        count, head = answers[2 * i], answers[2 * i + 1]
+        out[name] = (int(count), float(head[0][1]) if head else None)
+    return out
