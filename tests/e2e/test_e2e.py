@@ -108,6 +108,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     store = real_redis()  # flushes the test database before anything starts
     logs = tmp_path_factory.mktemp("e2e-logs")
     stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
+    stream.update_limit = 1_000_000  # the stand-in reports no lower limit than the run's ceiling
     stream_url, stop_stream = serve(stream.app)
     hms_url, stop_hms = serve(hms.app)
     ports = [launch.free_port(), launch.free_port()]

@@ -92,6 +92,7 @@ class Sender:
 @pytest.fixture
 def standins() -> Iterator[tuple[FakeStream, FakeHms, dict[str, str]]]:
     stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
+    stream.update_limit = 1_000_000  # the stand-in reports no lower limit than the run's ceiling
     stream_url, stop_stream = serve(stream.app)
     hms_url, stop_hms = serve(hms.app)
     settings = launch.platform_settings(

@@ -83,6 +83,7 @@ class Chaos:
     @contextlib.contextmanager
     def platforms(self) -> Iterator[tuple[FakeStream, FakeHms, str, str]]:
         stream = FakeStream(STREAM_KEY, STREAM_SECRET)  # no webhook_url: webhooks wait in the outbox
+        stream.update_limit = 1_000_000  # the ceiling under test is the setting's
         hms = FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
         stream_url, stop_stream = serve(stream.app)
         hms_url, stop_hms = serve(hms.app)
