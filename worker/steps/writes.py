@@ -127,7 +127,9 @@ def drain(rt: Runtime, name: str) -> None:
             if rt.clock() >= ends:
                 break
     except BaseException:
-        queue.release(token)  # the key being written stays in `processing`: the next turn restores it
+        # The key being written stays in `processing`: the next turn puts it back in line.
+        if queue.release(token):
+            rt.schedule(DrainWrites(name))
         raise
     if queue.release(token):
         rt.schedule(DrainWrites(name), countdown=min(later, rt.settings.longest_countdown_seconds) or None)

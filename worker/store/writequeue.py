@@ -105,7 +105,8 @@ class WriteQueue:
 
     def release(self, token: str) -> bool:
         """Give the turn back; True when keys wait and a drain must be published (flag set)."""
-        return bool(int(_RELEASE(self._redis, [self.turn, self.queue, self.scheduled], [token, _ms(SCHEDULED_SECONDS)])))
+        keys = [self.turn, self.queue, self.scheduled, self.processing]
+        return bool(int(_RELEASE(self._redis, keys, [token, _ms(SCHEDULED_SECONDS)])))
 
     def kick(self) -> bool:
         """True when keys wait with no live turn and no drain scheduled (flag set: publish one)."""
