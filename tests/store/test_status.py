@@ -38,7 +38,7 @@ def test_status_reflects_a_known_state(redis_client):
     }
     table = render(status)
     assert "2 waiting" in table and "celery@a" in table and "oldest 120s" in table and "42s ago" in table
-    assert "writes channels  1 waiting (oldest 7s)" in table
+    assert "queue channels  1 waiting (oldest 7s)" in table
     forget(redis_client, "celery@a")
     assert gather(redis_client, now)["workers"] == []
 

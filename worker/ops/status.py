@@ -48,7 +48,7 @@ def render(status: dict[str, Any]) -> str:
     ]
     for name, q in status.get("write_queues", {}).items():
         oldest = q["oldest_wait_seconds"]
-        rows.append((f"writes {name}", f"{q['waiting']} waiting" + (f" (oldest {oldest:.0f}s)" if oldest is not None else "")))
+        rows.append((f"queue {name}", f"{q['waiting']} waiting" + (f" (oldest {oldest:.0f}s)" if oldest is not None else "")))
     workers = status["workers"]
     rows.append(
         (
