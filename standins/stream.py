@@ -60,6 +60,11 @@ def _apply(obj: Json, sets: Json, unsets: list[str]) -> None:
 class FakeStream(Fake, StreamMessages):
     """Stream Chat server-side REST API: partial update, QueryChannels, channel.updated webhooks."""
 
+    # What X-RateLimit-Limit says on every answer: "Update Channel" is 300 a minute by default
+    # (https://getstream.io/chat/docs/react/rate-limits/). callsync adopts a lower reported limit
+    # (docs/behaviour.md, rule 8): a test or bench that runs callsync faster raises it here.
+    update_limit = 300
+
     def __init__(
         self,
         api_key: str,
@@ -256,11 +261,11 @@ class FakeStream(Fake, StreamMessages):
 
     def _throttled_headers(self, now: float) -> dict[str, str]:
         """A 429 of the per-second cap (limit/30 a second): the quota is back at the next second."""
-        return {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(now) + 1)}
+        return {"X-RateLimit-Limit": str(self.update_limit), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(now) + 1)}
 
     def _rate_limit_headers(self, response: Response) -> Response:
         """Stream sends X-RateLimit-* on every answer (update channel: 300 per minute)."""
-        response.headers.setdefault("X-RateLimit-Limit", "300")
+        response.headers.setdefault("X-RateLimit-Limit", str(self.update_limit))
         response.headers.setdefault("X-RateLimit-Remaining", "0" if response.status_code == 429 else "299")
         response.headers.setdefault("X-RateLimit-Reset", str(int(time.time()) // 60 * 60 + 60))
         return response

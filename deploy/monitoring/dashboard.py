@@ -149,6 +149,20 @@ UPSTREAM = [
         overrides=[line_at("ceiling")],
     ),
     panel(
+        "Write queue",
+        "Keys waiting for a write at the endpoint's ceiling (channels: CALLSYNC_STREAM_UPDATE_RATE), and how long "
+        "the oldest has waited. A burst of N drains in N / ceiling; an oldest wait that keeps growing with "
+        "no writes means no drain runs (no worker) or 429s pause the endpoint.",
+        [
+            query(f"max by (endpoint) ({once(f'callsync_write_queue_depth{{{JOB}}}', 'endpoint')})", "{{endpoint}} waiting"),
+            query(
+                f"max by (endpoint) ({once(f'callsync_write_queue_oldest_wait_seconds{{{JOB}}}', 'endpoint')})",
+                "{{endpoint}} oldest wait (s)",
+            ),
+        ],
+        min=0,
+    ),
+    panel(
         "Waits before upstream calls",
         "Seconds waited per second: the average number of calls waiting, at the ceiling or after a 429. "
         "Above 1 at the ceiling for 30 minutes is CallsyncStreamCeilingSaturated.",

@@ -24,7 +24,7 @@ from worker.clients.http import (
 from worker.clients.stream import StreamClient
 from worker.core.upstream import Retry, UpstreamError
 from worker.steps.sync import LOCK_SECONDS, MAX_STEPS
-from worker.store.ratelimit import HOLD
+from worker.store.writequeue import LEASE_SECONDS
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_an_unrequested_encoding_is_a_transport_error() -> None:
 def test_the_deadline_ends_calls_before_the_holds_that_assume_they_end():
     # A reconcile holds the channel lock over at most MAX_STEPS steps of at most two calls.
     assert MAX_STEPS * 2 * CALL_DEADLINE_SECONDS < LOCK_SECONDS
-    assert CALL_DEADLINE_SECONDS < HOLD  # one Stream update under one grant
+    assert CALL_DEADLINE_SECONDS < LEASE_SECONDS  # one Stream update under one turn lease
     assert DEFAULT_TIMEOUT.read == DEFAULT_TIMEOUT.write == CALL_DEADLINE_SECONDS
 
 

@@ -135,6 +135,7 @@ def stream_opens(stream: FakeStream, hms: FakeHms, group: Group) -> tuple[dict[s
 
 def test_every_role_follows_a_sentinel_failover_under_load(tmp_path: Path, platforms: Platforms) -> None:
     stream, hms = platforms.stream, platforms.hms
+    stream.update_limit = 1_000_000  # the stand-in reports no lower limit than the run's ceiling
     with sentinel_group(tmp_path) as group:
         children, web, env = start_roles(group, platforms, tmp_path)
         pids = {child.name: child.process.pid for child in children}

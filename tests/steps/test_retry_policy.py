@@ -145,6 +145,7 @@ def task_arguments(world: World) -> dict[str, tuple[Any, ...]]:
         "callsync.sweep": (),
         actions.RECORD_OWNER: ("standup", CID),
         actions.WRITE_CALL_MESSAGE: ("s-1",),
+        actions.DRAIN_WRITES: ("channels",),
     }
 
 

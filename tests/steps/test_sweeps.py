@@ -164,3 +164,25 @@ def test_end_session_after_close_does_nothing(world):
     world.deliver_hms(world.hms_event("session.close.success", session, room))
     sessions.end_session(world.rt, CALL, session["id"], "late")
     assert end_rooms(world) == []
+
+
+def test_the_sweep_drains_a_queue_whose_drainer_died(world):
+    """A drainer killed holding the turn: once its lease lapses, the sweep publishes a drain and
+    the channel it left waiting is written (docs/design.md, "The write queue")."""
+    from worker.core import actions
+    from worker.steps import sync
+
+    world.stream.create_channel(CID)
+    room = world.hms.create_room(CALL)
+    session = world.hms.open_session(room["id"], started_at=world.now)
+    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
+    queue = sync.CHANNELS.queue(world.rt)
+    queue.offer(CID, world.now, world.now, direct=False)
+    world.queue.take()  # the drain it published is lost with its worker
+    assert queue.take_turn("dead")
+    assert queue.next("dead", world.now).key == CID  # then killed mid-write
+    world.rt.redis.delete(queue.turn)  # its lease lapses
+    assert world.fields() == {}
+    world.sweep()  # publishes a drain (the queue holds a key and no turn is live) and runs it
+    assert world.fields() == {"callActive": True, "callId": CALL}
+    assert not any(name == actions.DRAIN_WRITES for name, _, _ in world.queue.tasks)

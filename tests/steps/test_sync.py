@@ -154,19 +154,26 @@ def test_server_error_is_retryable_and_changes_nothing(world):
     assert world.fields() == {"callActive": True, "callId": CALL}
 
 
-def test_stream_update_ceiling_defers_instead_of_writing(redis_client):
+def test_stream_update_ceiling_queues_the_channel_and_one_drain_writes_it_at_its_slot(redis_client):
     world = World(redis_client, stream_update_rate=Rate(1, 60.0))
     events = []
-    for n in range(2):
+    for n in range(3):
         world.stream.create_channel(f"messaging:c{n}")
         room = world.hms.create_room(f"call-messaging:c{n}")
         session = world.hms.open_session(room["id"])
         events.append(world.hms_event("session.open.success", session, room))
-    sync.apply_hms_event(world.rt, events[0])
-    with pytest.raises(sync.Deferred) as later:
-        sync.apply_hms_event(world.rt, events[1])
-    assert 0 < later.value.seconds <= 60
+    started = world.now
+    for event in events:
+        sync.apply_hms_event(world.rt, event)  # no Deferred: the first writes, the others wait in line
     assert len(world.patches()) == 1
+    assert [name for name, _, _ in world.queue.tasks] == [actions.DRAIN_WRITES]  # one drain for the two
+    # The drain sleeps (the world's clock) until each slot, gives its turn back after a slice
+    # and publishes itself again, due when the next slot is.
+    world.drain(until=started + 300)
+    assert len(world.patches()) == 3
+    assert world.now - started == pytest.approx(120, abs=1)  # one a minute, evenly
+    for n in range(3):
+        assert world.stream.channels[f"messaging:c{n}"]["data"]["callActive"] is True
 
 
 def test_a_busy_channel_lock_defers(world):
@@ -241,7 +248,7 @@ def test_a_write_over_a_record_changed_since_the_read_records_afresh(world):
     channel = world.rt.state.channel(CID)
     assert channel.fields == CallFields(True, CALL) and channel.claim_since == pytest.approx(session_start(session), abs=0.001)
     assert world.rt.state.load(CID, lock=("u", 5.0)) is not None  # the write released the lock
-    assert world.rt.redis.zcard("cs:rate:stream-update") == 1  # and answered its grant
+    assert world.rt.redis.hget("cs:wq:channels:pace", "r") == b"300"  # and kept the limit Stream reported
 
 
 def session_start(session: dict) -> float | None:
@@ -249,7 +256,7 @@ def session_start(session: dict) -> float | None:
 
 
 @pytest.mark.parametrize("failure", ["429", "busy lock"])
-def test_an_event_whose_reconcile_failed_reconciles_when_its_task_runs_again(world, failure):
+def test_an_event_whose_reconcile_failed_is_reconciled_after_all(world, failure):
     world.stream.create_channel(CID)
     open_call(world)
     world.deliver_stream_outbox()
@@ -262,13 +269,22 @@ def test_an_event_whose_reconcile_failed_reconciles_when_its_task_runs_again(wor
         world.stream.fail_next(1, 429, {"Retry-After": "1"})
     else:
         assert lock.acquire()
-    with pytest.raises((UpstreamError, sync.Deferred)):
+    if failure == "429":
+        # A 429 pauses every channel update and puts the channel in line: the task is done, and
+        # the drain writes the claim back once the pause is over.
         sync.apply_stream_event(world.rt, event)
-    if failure != "429":
+        assert world.fields()["callId"] == "call-somewhere-else"
+        assert [(name, args) for name, args, _ in world.queue.tasks][-1:] == [(actions.DRAIN_WRITES, ("channels",))]
+        world.drain(until=world.now + 5)
+    else:
+        with pytest.raises(sync.Deferred):
+            sync.apply_stream_event(world.rt, event)
         lock.release()
-    # The task runs again with the same event, which now changes nothing recorded: its change
-    # still waits for a reconcile, so the claim is written back.
-    sync.apply_stream_event(world.rt, event)
+        # The task runs again with the same event, which now changes nothing recorded: its
+        # change still waits for a reconcile, so the claim is written back (by the drain when
+        # the last write's slot, a fifth of a second ago at 300/m, is not over yet).
+        sync.apply_stream_event(world.rt, event)
+        world.drain()
     assert world.fields() == {"callActive": True, "callId": CALL}
     world.deliver_stream_outbox()  # the echo of that write: settled, nothing more
     assert not world.rt.redis.hget(f"cs:ch:{CID}", "p")

@@ -29,6 +29,7 @@ from worker.core.events import HmsEvent
 from worker.jobs.app import create_celery
 from worker.jobs.runtimes import _runtimes
 from worker.settings import Rate, Settings, load_settings
+from worker.steps import sync
 from worker.steps.runtime import build_runtime
 from worker.store.deadletters import DeadLetters
 from worker.store.enqueue import QUEUE
@@ -179,7 +180,8 @@ def run_as(app: Celery, name: str, task_id: str, retries: int, *args: Any) -> No
 def test_a_long_retry_wait_is_served_in_hops_without_spending_retries(hopping):
     app, world = hopping
     channel_to_write(world)
-    world.stream.fail_next(1, 429, {"Retry-After": "300"})
+    # A 5xx that asks for 300 s (a 429 of Stream's pauses the channels' queue instead).
+    world.stream.fail_next(1, 503, {"Retry-After": "300"})
     run_as(app, actions.RECONCILE, "t-429", 0, CID)
     [retry] = published(app)
     assert retry["id"] == "t-429" and retry["retries"] == 1 and retry["wait"] <= 10.5  # not 300 s
@@ -196,17 +198,21 @@ def test_a_long_retry_wait_is_served_in_hops_without_spending_retries(hopping):
     assert not world.rt.redis.exists("cs:wait:t-429")
 
 
-def test_a_deferred_run_is_at_most_a_hop_ahead(hopping):
+def test_a_drain_past_its_slice_publishes_itself_once_at_most_a_hop_ahead(hopping):
     app, world = hopping
     world = World(world.rt.redis, visibility_timeout_seconds=20, stream_update_rate=Rate(1, 60.0))
     _runtimes[(id(app), os.getpid())] = world.rt
     channel_to_write(world)
-    assert world.rt.limiter.acquire("someone-else") == 0  # the minute's one update...
-    world.rt.limiter.release("someone-else")  # ...answered just now
-    run_as(app, actions.RECONCILE, "t-ceiling", 0, CID)  # the ceiling says wait ~60 s
-    [deferred] = published(app)
-    assert deferred["retries"] == 0 and 9 <= deferred["wait"] <= 10.5
-    assert deferred["id"] == "t-ceiling"  # the same task: a redelivery count follows it
+    queue = sync.CHANNELS.queue(world.rt)
+    assert queue.offer("messaging:other", world.now, world.now).write_now  # the minute's one update
+    offered = queue.offer(CID, world.now, world.now)
+    assert not offered.write_now and offered.publish  # in line, ~60 s to its slot; a drain is due
+    world.queue.take()
+    run_as(app, actions.DRAIN_WRITES, "t-drain", 0, "channels")  # sleeps its slice (5 s), then gives up its turn
+    [(name, args, countdown)] = world.queue.take()  # published again, once
+    assert (name, args) == (actions.DRAIN_WRITES, ("channels",)) and countdown is not None and 9 <= countdown <= 10
+    assert published(app) == []  # no retry, nothing deferred
+    assert world.stream.calls == [] and queue.depth()[0] == 1
 
 
 @pytest.mark.redis

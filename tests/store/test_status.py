@@ -8,6 +8,7 @@ from worker.steps.sweep import LAST_SWEEP
 from worker.store.deadletters import DeadLetters
 from worker.store.enqueue import QUEUE
 from worker.store.state import State
+from worker.store.writequeue import WriteQueue
 
 
 def test_status_reflects_a_known_state(redis_client):
@@ -20,11 +21,13 @@ def test_status_reflects_a_known_state(redis_client):
     State(redis_client).bind("messaging:b", "call-b", now - 15 * 86400)  # forgotten: older than the bindings' TTL
     DeadLetters(redis_client).add("callsync.end_session", ["s9", "why"], "hms 404: gone", 1, now)
     redis_client.set(LAST_SWEEP, repr(now - 42))
+    WriteQueue(redis_client, "channels", 300, 60.0).offer("messaging:late", now - 7, now, direct=False)
     record_heartbeat(redis_client, "celery@a", {"pid": 7, "concurrency": 4}, now - 5)
     record_heartbeat(redis_client, "celery@gone", {"pid": 8, "concurrency": 4}, now - SEEN_SECONDS - 1)
     status = gather(redis_client, now)
     assert json.loads(json.dumps(status)) == {
         "queues": {QUEUE: {"waiting": 2, "reserved": 0}},
+        "write_queues": {"channels": {"waiting": 1, "oldest_wait_seconds": 7.0}},
         "workers": [{"hostname": "celery@a", "last_seen_age_seconds": 5.0, "pid": 7, "concurrency": 4}],
         "open_sessions": 2,
         "oldest_session_age_seconds": 120.0,
@@ -35,6 +38,7 @@ def test_status_reflects_a_known_state(redis_client):
     }
     table = render(status)
     assert "2 waiting" in table and "celery@a" in table and "oldest 120s" in table and "42s ago" in table
+    assert "queue channels  1 waiting (oldest 7s)" in table
     forget(redis_client, "celery@a")
     assert gather(redis_client, now)["workers"] == []
 

@@ -18,7 +18,7 @@ from standins.credentials import STREAM_SECRET as SECRET
 from worker.core import actions
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
 from worker.settings import Settings
-from worker.steps import messages, owners, sessions, sync
+from worker.steps import messages, owners, sessions, sync, writes
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import build_runtime
 
@@ -36,6 +36,7 @@ STEPS = {
     actions.CHECK_SESSION: sessions.check_session,
     actions.RECORD_OWNER: owners.record_owner,
     actions.WRITE_CALL_MESSAGE: messages.write_call_message,
+    actions.DRAIN_WRITES: writes.drain,
 }
 
 
@@ -111,7 +112,12 @@ class World:
             redis_client=redis_client,
             transport=Platforms(self.stream, self.hms, self._reach_stream),
             clock=lambda: self.now,
+            sleep=self._sleep,
         )
+
+    def _sleep(self, seconds: float) -> None:
+        """The drain's wait for its slot: the world's clock moves by it."""
+        self.now += seconds
 
     def _reach_stream(self) -> None:
         self.now += self.stream_latency

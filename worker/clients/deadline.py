@@ -2,7 +2,7 @@
 
 httpx's timeouts bound each connect, write and read on its own: a server that answers one
 byte every few seconds keeps a call alive for as long as it likes, headers included. The
-channel lock (worker/steps/sync.py) and the rate limiter's grant hold (worker/store/ratelimit.py) assume
+channel lock (worker/steps/sync.py) and the write queue's turn lease (worker/store/writequeue.py) assume
 a call ends sooner. Here every socket operation of the calling thread waits at most until
 the deadline that `until` set, so a call ends by then whatever the server does (DNS lookup
 aside: `socket.create_connection` gives it no timeout).

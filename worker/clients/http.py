@@ -17,10 +17,11 @@ from urllib.parse import quote
 import httpx
 
 from worker.clients.deadline import DeadlinePassed, DeadlineTransport, until
+from worker.core.pacing import reported_limit
 from worker.core.upstream import classify, transport_failure
 
 # Below the channel lock (worker/steps/sync.py LOCK_SECONDS, 60 s, over at most 8 calls) and the
-# rate limiter's grant hold (worker/store/ratelimit.py HOLD, 30 s, over one call); tests check both.
+# write queue's turn lease (worker/store/writequeue.py LEASE_SECONDS, 10 s, over one call); tests check both.
 CALL_DEADLINE_SECONDS = 7.0
 DEFAULT_TIMEOUT = httpx.Timeout(CALL_DEADLINE_SECONDS, connect=5.0)
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # the platforms' answers are a few KiB
@@ -67,6 +68,7 @@ class Answer:
 
     status: int
     body: bytes
+    reported_limit: int | None = None  # X-RateLimit-Limit (core.pacing): Stream's on every answer
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -106,7 +108,7 @@ def upstream_request(
     if response.is_success:
         if body is None:
             raise transport_failure(api, f"{response.status_code} answer over {MAX_RESPONSE_BYTES} bytes")
-        return Answer(response.status_code, body)
+        return Answer(response.status_code, body, reported_limit(response.headers))
     message = error_message(body, response.reason_phrase)
     raise classify(api, response.status_code, response.headers, message, time.time())
 

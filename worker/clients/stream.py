@@ -60,10 +60,14 @@ class StreamClient:
     def update_call_fields(self, cid: str, fields: CallFields) -> CallFields:
         """PATCH the call fields; returns what Stream now shows. (The answer's `updated_at` is
         no clock: live partial updates leave it unchanged.)"""
+        return self.update_call_fields_reporting(cid, fields)[0]
+
+    def update_call_fields_reporting(self, cid: str, fields: CallFields) -> tuple[CallFields, int | None]:
+        """`update_call_fields`, and the endpoint's limit the answer reported (X-RateLimit-Limit)."""
         kind, _, ident = cid.partition(":")
         path = f"/channels/{segment(kind)}/{segment(ident)}"
         response = self._request("PATCH", "/channels/{type}/{id}", path, json=call_field_update(fields, self._prefix))
-        return read_fields(_dict(response.json().get("channel")), self._path)
+        return read_fields(_dict(response.json().get("channel")), self._path), response.reported_limit
 
     def read_call_fields(self, cid: str) -> CallFields | None:
         """The channel's call fields through QueryChannels (no side effects); None if it does not exist."""

@@ -22,7 +22,18 @@ CHECK_SESSION = "callsync.check_session"
 SWEEP = "callsync.sweep"
 RECORD_OWNER = "callsync.record_owner"
 WRITE_CALL_MESSAGE = "callsync.write_call_message"
-TASK_NAMES = (APPLY_STREAM_EVENT, APPLY_HMS_EVENT, RECONCILE, END_SESSION, CHECK_SESSION, SWEEP, RECORD_OWNER, WRITE_CALL_MESSAGE)
+DRAIN_WRITES = "callsync.drain_writes"
+TASK_NAMES = (
+    APPLY_STREAM_EVENT,
+    APPLY_HMS_EVENT,
+    RECONCILE,
+    END_SESSION,
+    CHECK_SESSION,
+    SWEEP,
+    RECORD_OWNER,
+    WRITE_CALL_MESSAGE,
+    DRAIN_WRITES,
+)
 
 
 # --- a channel's next step (core.reconcile.plan_channel) ---------------------------------
@@ -131,3 +142,11 @@ class WriteCallMessage(Scheduled):
 
     task: ClassVar[str] = WRITE_CALL_MESSAGE
     session_id: str
+
+
+@dataclass(frozen=True)
+class DrainWrites(Scheduled):
+    """Hold `endpoint`'s turn and write its queued keys at its ceiling (worker/steps/writes.py)."""
+
+    task: ClassVar[str] = DRAIN_WRITES
+    endpoint: str

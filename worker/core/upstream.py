@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
+from worker.core.pacing import reported_limit
+
 MAX_WAIT_SECONDS = 300.0  # never trust a reset header further out than this
 
 
@@ -19,10 +21,19 @@ class Retry(Enum):
 class UpstreamError(Exception):
     """A non-2xx answer or a transport failure, with what to do about it."""
 
-    def __init__(self, api: str, status: int | None, message: str, retry: Retry, retry_after: float | None = None):
+    def __init__(
+        self,
+        api: str,
+        status: int | None,
+        message: str,
+        retry: Retry,
+        retry_after: float | None = None,
+        reported_limit: int | None = None,
+    ):
         super().__init__(f"{api} {status or 'transport'}: {message}")
         self.api, self.status, self.message = api, status, message
         self.retry, self.retry_after = retry, retry_after
+        self.reported_limit = reported_limit  # X-RateLimit-Limit, when the answer had it
 
 
 def wait_from_headers(headers: Mapping[str, str], now: float, rate_limit_reset: bool = True) -> float | None:
@@ -68,7 +79,8 @@ def classify(api: str, status: int, headers: Mapping[str, str], message: str, no
     `httpx.Auth` does that), so it is final like any other 4xx.
     """
     if status == 429:
-        return UpstreamError(api, status, message, Retry.AFTER, wait_from_headers(headers, now) or 1.0)
+        limit = reported_limit(headers)
+        return UpstreamError(api, status, message, Retry.AFTER, wait_from_headers(headers, now) or 1.0, limit)
     if status == 408 or status >= 500:
         # Stream sends X-RateLimit-Reset on every answer: for a 5xx it only says when the
         # minute's quota renews, not when to retry, so only Retry-After counts here.

@@ -18,6 +18,7 @@ from worker.core.actions import (
     APPLY_HMS_EVENT,
     APPLY_STREAM_EVENT,
     CHECK_SESSION,
+    DRAIN_WRITES,
     END_SESSION,
     RECONCILE,
     RECORD_OWNER,
@@ -31,7 +32,7 @@ from worker.core.upstream import UpstreamError, redis_retry_delay, retry_delay
 from worker.jobs.runtimes import runtime_for
 from worker.logs import fields
 from worker.ops import counters
-from worker.steps import messages, owners, sessions, sync
+from worker.steps import messages, owners, sessions, sync, writes
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import Runtime, acting_for
 from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
@@ -84,8 +85,9 @@ def _attempt(rt: Runtime, task: Task, step: Callable[..., object], args: tuple[A
         with acting_for(task.request.id):
             step(rt, *args)
     except sync.Deferred as later:
-        # Not a failure: a fresh message, so it does not spend the retry budget. The step asks
-        # again when it runs, so a wait longer than a hop is simply asked for again then. Same
+        # A busy channel lock (held for one reconcile; the Stream ceiling never defers: a write
+        # waits in its endpoint's queue). Not a failure: a fresh message, so it does not spend
+        # the retry budget. The step asks again when it runs, so a wait longer than a hop is simply asked for again then. Same
         # task id: a redelivered task that defers (its dead worker's channel lock) keeps its count.
         try:
             countdown = min(later.seconds, rt.settings.longest_countdown_seconds)
@@ -228,6 +230,8 @@ def ids_of(task_name: str, args: tuple[Any, ...]) -> dict[str, Any]:
         return {"session_id": first}
     if task_name == RECORD_OWNER and len(args) > 1:
         return {"call_id": first, "cid": args[1]}
+    if task_name == DRAIN_WRITES:
+        return {"endpoint": first}
     return {}
 
 
@@ -282,3 +286,8 @@ def record_owner(self: Task, call_id: str, cid: str) -> None:
 @task(name=WRITE_CALL_MESSAGE)
 def write_call_message(self: Task, session_id: str) -> None:
     run_step(self, messages.write_call_message, session_id)
+
+
+@task(name=DRAIN_WRITES)
+def drain_writes(self: Task, endpoint: str) -> None:
+    run_step(self, writes.drain, endpoint)

@@ -65,6 +65,19 @@ def _gauges(status: dict[str, Any]) -> Iterator[Metric]:
         reserved.add_metric([name], queue["reserved"])
     yield depth
     yield reserved
+    waiting = GaugeMetricFamily(
+        "callsync_write_queue_depth", "Keys waiting for a write at an endpoint's ceiling.", labels=["endpoint"]
+    )
+    oldest = GaugeMetricFamily(
+        "callsync_write_queue_oldest_wait_seconds",
+        "How long the oldest waiting key has waited (0 when none waits).",
+        labels=["endpoint"],
+    )
+    for name, queue in status.get("write_queues", {}).items():
+        waiting.add_metric([name], queue["waiting"])
+        oldest.add_metric([name], queue["oldest_wait_seconds"] or 0.0)
+    yield waiting
+    yield oldest
     yield _gauge("callsync_workers_seen", "Workers that sent a heartbeat in the last 30 s.", len(status["workers"]))
     yield _gauge("callsync_open_sessions", "100ms sessions recorded open.", status["open_sessions"])
     yield _gauge(

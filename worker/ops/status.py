@@ -10,6 +10,7 @@ from worker.ops.heartbeat import workers_seen
 from worker.store.enqueue import QUEUE
 from worker.store.keys import BOUND_CHANNELS, CALL_TTL, DEAD_LETTER_INDEX, KOMBU_UNACKED, LAST_SWEEP
 from worker.store.state import State
+from worker.store.writequeue import queued
 
 
 def gather(client: redis.Redis, now: float) -> dict[str, Any]:
@@ -22,9 +23,14 @@ def gather(client: redis.Redis, now: float) -> dict[str, Any]:
     pipe.get(LAST_SWEEP)
     depth, unacked, bound, dead, last_sweep = pipe.execute()
     open_count, oldest = State(client).open_summary()
+    writes = {
+        name: {"waiting": count, "oldest_wait_seconds": round(now - first, 1) if first is not None else None}
+        for name, (count, first) in queued(client).items()
+    }
     last = float(last_sweep) if last_sweep else None
     return {
         "queues": {QUEUE: {"waiting": depth, "reserved": unacked}},
+        "write_queues": writes,
         "workers": workers_seen(client, now),
         "open_sessions": open_count,
         "oldest_session_age_seconds": round(now - oldest, 1) if oldest is not None else None,
@@ -40,6 +46,9 @@ def render(status: dict[str, Any]) -> str:
     rows = [
         (f"queue {name}", f"{q['waiting']} waiting, {q['reserved']} taken by workers") for name, q in status["queues"].items()
     ]
+    for name, q in status.get("write_queues", {}).items():
+        oldest = q["oldest_wait_seconds"]
+        rows.append((f"queue {name}", f"{q['waiting']} waiting" + (f" (oldest {oldest:.0f}s)" if oldest is not None else "")))
     workers = status["workers"]
     rows.append(
         (

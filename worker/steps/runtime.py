@@ -28,7 +28,7 @@ from worker.logs import fields
 from worker.ops.counters import Tally, upstream_counter
 from worker.settings import Settings
 from worker.store.deadletters import DeadLetters
-from worker.store.keys import STREAM_MESSAGE_RATE, STREAM_UPDATE_RATE
+from worker.store.keys import STREAM_MESSAGE_RATE
 from worker.store.ratelimit import RateLimiter
 from worker.store.state import State
 
@@ -60,11 +60,11 @@ class Runtime:
     state: State
     stream: StreamClient
     hms: HmsClient
-    limiter: RateLimiter
     dead_letters: DeadLetters
     publish: Publish
     tally: Tally
     clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep  # the drain's waits for its slot (tests move their clock)
     closers: list[Callable[[], None]] = field(default_factory=list)
     message_limiter: RateLimiter = field(default=None)  # type: ignore[assignment]  # call messages' ceiling (rule 13)
 
@@ -138,6 +138,7 @@ def build_runtime(
     redis_client: redis.Redis | None = None,
     transport: httpx.BaseTransport | None = None,
     clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Runtime:
     """Wire one process's runtime. Tests hand in fakeredis and an httpx MockTransport."""
     client = redis_client or connect.redis_client(settings.redis_url or "redis://127.0.0.1:6379/0", health_check_interval=30)
@@ -157,10 +158,10 @@ def build_runtime(
         state=State(client),
         stream=StreamClient(stream_http, settings.field_path, count_call),
         hms=HmsClient(hms_http, count_call),
-        limiter=RateLimiter(client, STREAM_UPDATE_RATE, settings.stream_update_rate),
         dead_letters=DeadLetters(client, settings.secrets),
         publish=publish,
         tally=tally,
         clock=clock,
+        sleep=sleep,
         closers=[stream_http.close, hms_http.close],
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from worker.core.actions import CheckSession, EndSession
 from worker.core.timebounds import FUTURE_SKEW_SECONDS
+from worker.steps import writes
 from worker.steps.runtime import Runtime
 from worker.store.ending import claim_stuck_endings
 from worker.store.keys import BOUND_CHANNELS, CHECK_CURSOR, LAST_SWEEP, SWEEP_LOCK
@@ -57,6 +58,8 @@ def sweep(rt: Runtime) -> SweepResult:
         ended = end_overdue(rt, now)
         ended_again = end_stuck(rt, now)
         checks = schedule_checks(rt)
+        # Keys waiting with no live turn (its drainer killed, its drain task lost): drain them.
+        writes.kick(rt)
         rt.redis.set(LAST_SWEEP, repr(now))
     finally:
         lock.release()

@@ -14,13 +14,16 @@ import logging
 import redis
 
 from worker import logs
-from worker.core.actions import EndSession, ReadChannel, Recheck, Reconcile, RecordOwner, VerifyCall
+from worker.core.actions import RECONCILE, EndSession, ReadChannel, Recheck, Reconcile, RecordOwner, VerifyCall
 from worker.core.binding import call_of_room
 from worker.core.channels import WRITE_INTENT_SECONDS, WriteIntent, settle_write
 from worker.core.events import HMS_PEER_TYPES, CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import busy_wait, call_ended_by_client, client_ended_call, live_call, plan_channel
 from worker.core.timebounds import admit_hms_event
+from worker.core.upstream import Retry as UpstreamRetry
+from worker.core.upstream import UpstreamError
 from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
+from worker.steps import writes
 from worker.steps.messages import note_session
 from worker.steps.runtime import Deferred as Deferred  # re-exported: the tasks catch sync.Deferred
 from worker.steps.runtime import Runtime, lock_token
@@ -94,22 +97,25 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
 # retry (or a Deferred) re-runs both, and a webhook costs one task instead of two. Steps whose
 # retry would repeat an upstream call that already took effect (end-room) or that cannot
 # re-run their reconcile (a check that already recorded the close) schedule it instead.
-def reconcile_channel(rt: Runtime, cid: str) -> None:
+def reconcile_channel(rt: Runtime, cid: str, turn: writes.Turn | None = None) -> None:
     """Make the channel's call fields what recorded state says they should be.
 
     Under the channel's lock, taken in the same round trip that reads the channel (a
     write's bookkeeping releases it in the round trip that records the write). The lock is
     held for the task (worker/steps/runtime.py `acting_for`): its retry or redelivery takes
-    back a lock this run could not release.
+    back a lock this run could not release. `turn`: run by the drain of the channels' queue,
+    which holds the endpoint's turn (a busy channel stays in line instead of deferring).
     """
     token = lock_token()
     loaded = rt.state.load(cid, lock=(token, LOCK_SECONDS))
     if loaded is None:
         left = rt.state.lock_left(cid)
         held_for = LOCK_SECONDS - left if left is not None else None
+        if turn is not None:
+            raise writes.WriteLater(rt.clock() + busy_wait(held_for), f"channel {cid} is being reconciled")
         raise Deferred(busy_wait(held_for), f"channel {cid} is being reconciled")
     try:
-        finished = _reconcile_locked(rt, cid, loaded, token)
+        finished = _reconcile_locked(rt, cid, loaded, token, turn)
     except BaseException:
         rt.state.unlock(cid, token)  # not finished: a pending mark stays for the retry
         raise
@@ -117,7 +123,7 @@ def reconcile_channel(rt: Runtime, cid: str) -> None:
         rt.state.finish(cid, token, finished)
 
 
-def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> Loaded | None:
+def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str, turn: writes.Turn | None) -> Loaded | None:
     """The reconcile's steps; returns the last snapshot it planned from, or None when its
     write already recorded the outcome and released the lock."""
     grace = float(rt.settings.stale_flag_grace_seconds)
@@ -141,40 +147,51 @@ def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str) -> Load
         elif action is None:
             return loaded
         else:
-            _write(rt, cid, loaded, action.fields, token, now)
+            _write(rt, cid, loaded, action.fields, token, now, turn)
             return None
     return loaded
 
 
-def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str, now: float) -> None:
-    """Record the write's intent, write the call fields to Stream, then record what Stream
-    answered (settling the intent), answer the rate limiter and release the channel's lock, all
-    three in one round trip."""
+def _write(
+    rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str, now: float, turn: writes.Turn | None = None
+) -> None:
+    """Take the write's slot at the channels' ceiling (or queue the channel and release its
+    lock: the drain writes it later, fresh), record the write's intent, write the call fields to
+    Stream, then record what Stream answered (settling the intent), what it said of the ceiling
+    and release the channel's lock, all three in one round trip."""
+    if turn is None:
+        if not writes.offer(rt, CHANNELS, cid, now):
+            rt.state.unlock(cid, token)  # in line: the drain reconciles it when its slot comes
+            return
+    else:
+        writes.wait_for_slot(rt, turn)
+        now = rt.clock()  # still before the PATCH leaves (the intent's date, below)
     live = live_call(loaded.calls)
     # Dated `now`, read before the PATCH left (Stream's answer carries no event time): its echo
     # and every later change are dated after it, a late older change before it. The claim it
     # writes belongs to the session it is for, whatever the clocks say (docs/design.md, "State
     # in Redis").
     intent = WriteIntent(wanted, now, live.session.started_at if live and live.session else None)
-    with rt.limiter.update() as grant:
-        if grant.wait > 0:
-            labels = {"api": "stream", "source": "ceiling"}
-            rt.tally.inc(RATE_LIMIT_WAITS, labels)
-            rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, grant.wait)
-            raise Deferred(grant.wait, "Stream update ceiling reached")
-        # Before the PATCH leaves: Stream sends its echo as soon as it applies it, so the echo's
-        # task may record it before the answer is here.
-        read, record = intents.record_intent(rt.state, cid, loaded.raw, intent)
-        fields = _send(rt, cid, wanted, intent)
-        settled, _ = settle_write(cid, record, record, fields, intent)
-        steps = [rt.limiter.release_call(grant.token), rt.state.unlock_call(cid, token)]
-        if settled is not None:
-            steps.insert(0, rt.state.replace_call(cid, read, settled))
-        results = scripts.run(rt.redis, steps)
-        *_, released, unlocked = results
-        grant.released = not isinstance(released, Exception)
-    if isinstance(unlocked, Exception):
-        raise unlocked  # the caller unlocks again
+    # Before the PATCH leaves: Stream sends its echo as soon as it applies it, so the echo's
+    # task may record it before the answer is here.
+    read, record = intents.record_intent(rt.state, cid, loaded.raw, intent)
+    try:
+        fields, limit = _send(rt, cid, wanted, intent)
+    except UpstreamError as error:
+        if error.retry is not UpstreamRetry.AFTER:
+            raise
+        _paused(rt, cid, error, turn)  # a 429: the whole endpoint waits, the channel in line
+        rt.state.unlock(cid, token)
+        if turn is not None:
+            raise writes.WriteLater(rt.clock(), f"channel updates paused by a 429 ({error})") from None
+        return
+    settled, _ = settle_write(cid, record, record, fields, intent)
+    steps = [CHANNELS.queue(rt).report_call(limit, rt.clock()), rt.state.unlock_call(cid, token)]
+    if settled is not None:
+        steps.insert(0, rt.state.replace_call(cid, read, settled))
+    results = scripts.run(rt.redis, steps)
+    if isinstance(results[-1], Exception):
+        raise results[-1]  # the caller unlocks again
     # `planned_from`: the version of the channel record the write was planned from (the Stream
     # time of the newest news callsync had of the channel), to tell a decision from its arrival.
     planned_from = loaded.record.version if loaded.record else None
@@ -187,15 +204,39 @@ def _write(rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str
         rt.schedule(Reconcile(cid))
 
 
-def _send(rt: Runtime, cid: str, wanted: CallFields, intent: WriteIntent) -> CallFields:
+def _paused(rt: Runtime, cid: str, error: UpstreamError, turn: writes.Turn | None) -> None:
+    """A 429 on a channel update: pause every channel update until the answer's wait is over
+    (docs/behaviour.md, rule 7); the channel waits in line (queued first: its place is kept)."""
+    now = rt.clock()
+    wait = error.retry_after if error.retry_after is not None else 1.0
+    labels = {"api": error.api, "source": "upstream_429"}
+    rt.tally.inc(RATE_LIMIT_WAITS, labels)
+    rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, wait)
+    CHANNELS.queue(rt).report(error.reported_limit, now, pause_until=now + wait)
+    if turn is None:
+        writes.offer(rt, CHANNELS, cid, now, direct=False)
+
+
+def _send(rt: Runtime, cid: str, wanted: CallFields, intent: WriteIntent) -> tuple[CallFields, int | None]:
     """The PATCH; a write that failed drops its intent (the task's retry plans again), so an
     echo of it that still comes, had it landed, is news."""
     try:
-        return rt.stream.update_call_fields(cid, wanted)
+        return rt.stream.update_call_fields_reporting(cid, wanted)
     except BaseException:
         with contextlib.suppress(redis.RedisError):  # else the intent lapses (WRITE_INTENT_SECONDS)
             intents.drop_intent(rt.state, cid, intent)
         raise
+
+
+def _write_queued(rt: Runtime, cid: str, turn: writes.Turn) -> None:
+    """The channels' writer: the drain reconciles a queued channel fresh."""
+    reconcile_channel(rt, cid, turn)
+
+
+# Stream channel updates ("Update Channel": 300 a minute per app by default,
+# https://getstream.io/chat/docs/react/rate-limits/), keyed by cid; a dead letter replays the
+# channel's reconcile.
+CHANNELS = writes.register(writes.Endpoint("channels", lambda settings: settings.stream_update_rate, _write_queued, RECONCILE))
 
 
 def _log_recheck(cid: str, loaded: Loaded, action: Recheck, now: float) -> None:

@@ -101,6 +101,7 @@ class Chaos:
         try:
             with running() as platforms:  # no webhook_url: webhooks wait in the outbox
                 stream, hms = platforms.stream, platforms.hms
+                stream.update_limit = 1_000_000  # the ceiling under test is the setting's
                 env = self.env(store, platforms)
                 port = launch.free_port()
                 web = f"http://127.0.0.1:{port}"

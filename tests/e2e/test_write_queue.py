@@ -1,0 +1,127 @@
+"""The write queue with real processes (docs/behaviour.md, rule 8): a burst over the ceiling is
+written once per channel at the ceiling's pace, and a worker SIGKILLed mid-burst strands only
+what it was writing: its turn passes on within seconds (issue 20: 40 sessions opened at once at
+10 updates a second, the worker killed 0.3 s later; before the queue 19 of 40 were right 60 s
+later, the rest in the dead worker's deferred tasks until the visibility timeout)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from standins import FakeHms, FakeStream, serve
+from tests.support.servers import real_redis, real_url
+from worker.cli import launch
+
+pytestmark = pytest.mark.redis
+
+KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
+HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-keys"
+HOOK_SECRET = "hms-webhook-secret-value"
+RATE, CHANNELS = 10, 40
+
+
+class Run:
+    def __init__(self, tmp: Path):
+        self.store = real_redis()
+        self.stream, self.hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
+        self.stream.update_limit = RATE * 60  # what Stream would report for this ceiling
+        self.stream_url, self.stop_stream = serve(self.stream.app)
+        self.hms_url, self.stop_hms = serve(self.hms.app)
+        port = launch.free_port()
+        self.web = f"http://127.0.0.1:{port}"
+        self.stream.webhook_url, self.hms.webhook_url = f"{self.web}/webhooks/stream", f"{self.web}/webhooks/hms"
+        self.env = {
+            **launch.clean_environment(),
+            "REDIS_URL": real_url(),
+            **launch.platform_settings(
+                stream_url=self.stream_url,
+                stream_key=KEY,
+                stream_secret=SECRET,
+                hms_url=self.hms_url,
+                hms_key=HMS_KEY,
+                hms_secret=HMS_SECRET,
+                hook_secret=HOOK_SECRET,
+            ),
+            "CALLSYNC_STREAM_UPDATE_RATE": f"{RATE}/s",
+            "CALLSYNC_SWEEP_INTERVAL_SECONDS": "2",
+            "WEB_CONCURRENCY": "1",
+            "CALLSYNC_WORKER_CONCURRENCY": "2",
+            "PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.logs = tmp
+        self.children: list[launch.Child] = []
+        self.workers = 0
+
+    def start(self, role: str) -> launch.Child:
+        argv = launch.role_argv(role, *(["--port", self.env["PORT"]] if role == "web" else []))
+        self.workers += role == "worker"
+        child = launch.start(f"{role}{self.workers if role == 'worker' else ''}", argv, self.env, self.logs)
+        self.children.append(child)
+        return child
+
+    def close(self) -> None:
+        launch.stop(self.children)
+        self.stop_stream()
+        self.stop_hms()
+        self.store.flushdb()
+        self.store.close()
+
+    def burst(self, tag: str) -> list[str]:
+        cids = [f"messaging:{tag}-{n}" for n in range(CHANNELS)]
+        for cid in cids:
+            self.stream.create_channel(cid)
+        for cid in cids:
+            self.hms.open_session(self.hms.create_room(f"call-{cid}")["id"])  # its webhook goes out at once
+        return cids
+
+    def right(self, cids: list[str]) -> int:
+        return sum(self.stream.call_fields(cid).get("callId") == f"call-{cid}" for cid in cids)
+
+    def patches(self, cids: list[str]) -> int:
+        paths = {"/channels/" + cid.replace(":", "/") for cid in cids}
+        return sum(method == "PATCH" and path in paths for method, path, _ in self.stream.calls)
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Run]:
+    system = Run(tmp_path)
+    try:
+        system.start("web")
+        system.start("beat")
+        launch.wait_for(lambda: launch.http_ok(f"{system.web}/readyz"), 30, "the receiver")
+        yield system
+    finally:
+        system.close()
+
+
+def test_a_burst_over_the_ceiling_is_written_once_per_channel_at_its_pace(run: Run) -> None:
+    run.start("worker")
+    started = time.monotonic()
+    cids = run.burst("burst")
+    launch.wait_for(lambda: run.right(cids) == CHANNELS, 60, "every channel right")
+    took = time.monotonic() - started
+    assert run.patches(cids) == CHANNELS  # one write each
+    floor = CHANNELS / RATE
+    assert took <= 1.1 * floor + 3, took  # the issue's target: within 1.1 x the floor + 2 s (+1 s of start-up)
+
+
+def test_a_worker_killed_mid_burst_passes_its_turn_on(run: Run) -> None:
+    victim = run.start("worker")
+    launch.wait_for(lambda: run.store.zcard("cs:workers") >= 1, 30, "the worker's heartbeat")
+    cids = run.burst("killed")
+    started = time.monotonic()
+    launch.wait_for(lambda: run.store.exists("cs:wq:channels:turn"), 10, "a drain to hold the turn")
+    time.sleep(0.3)
+    os.killpg(victim.process.pid, signal.SIGKILL)
+    run.start("worker")
+    launch.wait_for(lambda: run.right(cids) == CHANNELS, 60, f"every channel right ({run.right(cids)} of {CHANNELS})")
+    took = time.monotonic() - started
+    print(f"\nworker SIGKILLed mid-burst: all {CHANNELS} channels right after {took:.1f} s (floor {CHANNELS / RATE:.0f} s)")
+    assert took < 30, took
