@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from tests.support import stack as pipe
+from tests.support.roles import wait_for
 from tests.support.hostile import SECRETS, Receiver
 from tests.support.world import CALL, CID, HMS_SECRET, SECRET, Platforms, World
 from worker.core import actions
@@ -128,10 +129,10 @@ def _refused_write_leaves_no_secret(world: pipe.Stack, logs: pytest.LogCaptureFi
     room = hms.create_room(pipe.CALL)
     hms.open_session(room["id"])  # its webhook reaches the receiver; the worker's write is refused
     forged = httpx.post(f"{world.web}/webhooks/hms", content=b"{}", headers={"X-Callsync-Secret": "guess"})
-    [letter] = pipe.wait_for(DeadLetters(client).list)
+    [letter] = wait_for(DeadLetters(client).list)
     assert "stream 401" in letter.error and forged.status_code == 401
     server_jwt = jwt.encode({"server": True}, pipe.SECRET, algorithm="HS256")
     produced = [forged.text, json.dumps(vars(letter))]
     # The worker logs the dead letter just after storing it: wait for the line, not only the letter.
-    pipe.wait_for(lambda: any("dead-lettered" in r.getMessage() for r in logs.records))
+    wait_for(lambda: any("dead-lettered" in r.getMessage() for r in logs.records))
     assert_clean(scanned(logs, produced), [pipe.SECRET, pipe.HMS_SECRET, pipe.HOOK_SECRET, server_jwt])
