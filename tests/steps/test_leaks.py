@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from tests.support import stack as pipe
-from tests.support.roles import wait_for
 from tests.support.hostile import SECRETS, Receiver
+from tests.support.roles import wait_for
 from tests.support.world import CALL, CID, HMS_SECRET, SECRET, Platforms, World
 from worker.core import actions
 from worker.core.upstream import UpstreamError
