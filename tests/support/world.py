@@ -15,7 +15,7 @@ from standins.base import rfc3339
 from worker.core import actions
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
 from worker.settings import Settings
-from worker.steps import owners, sessions, sync
+from worker.steps import owners, resync, sessions, sync
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import build_runtime
 
@@ -34,6 +34,7 @@ STEPS = {
     actions.END_SESSION: sessions.end_session,
     actions.CHECK_SESSION: sessions.check_session,
     actions.RECORD_OWNER: owners.record_owner,
+    actions.RESYNC: resync.resync,
 }
 
 

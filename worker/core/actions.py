@@ -21,7 +21,8 @@ END_SESSION = "callsync.end_session"
 CHECK_SESSION = "callsync.check_session"
 SWEEP = "callsync.sweep"
 RECORD_OWNER = "callsync.record_owner"
-TASK_NAMES = (APPLY_STREAM_EVENT, APPLY_HMS_EVENT, RECONCILE, END_SESSION, CHECK_SESSION, SWEEP, RECORD_OWNER)
+RESYNC = "callsync.resync"
+TASK_NAMES = (APPLY_STREAM_EVENT, APPLY_HMS_EVENT, RECONCILE, END_SESSION, CHECK_SESSION, SWEEP, RECORD_OWNER, RESYNC)
 
 
 # --- a channel's next step (core.reconcile.plan_channel) ---------------------------------
@@ -122,3 +123,13 @@ class RecordOwner(Scheduled):
     task: ClassVar[str] = RECORD_OWNER
     call_id: str
     cid: str
+
+
+@dataclass(frozen=True)
+class Resync(Scheduled):
+    """Read the truth back from both platforms (docs/behaviour.md, rule 12): `full` also looks for
+    channels callsync knows nothing of; `goes_on` continues the run under way (its next slice)."""
+
+    task: ClassVar[str] = RESYNC
+    full: bool = False
+    goes_on: bool = False

@@ -14,7 +14,16 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
-from worker.core.actions import APPLY_HMS_EVENT, APPLY_STREAM_EVENT, CHECK_SESSION, END_SESSION, RECONCILE, RECORD_OWNER, SWEEP
+from worker.core.actions import (
+    APPLY_HMS_EVENT,
+    APPLY_STREAM_EVENT,
+    CHECK_SESSION,
+    END_SESSION,
+    RECONCILE,
+    RECORD_OWNER,
+    RESYNC,
+    SWEEP,
+)
 from worker.core.binding import call_of_room
 from worker.core.events import HmsEvent, StreamEvent, cid_of_room
 from worker.core.upstream import Retry as UpstreamRetry
@@ -23,6 +32,7 @@ from worker.jobs.runtimes import runtime_for
 from worker.logs import fields
 from worker.ops import counters
 from worker.steps import owners, sessions, sync
+from worker.steps import resync as resyncs
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import Runtime, acting_for
 from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
@@ -272,3 +282,8 @@ def sweep(self: Task) -> None:
 @task(name=RECORD_OWNER)
 def record_owner(self: Task, call_id: str, cid: str) -> None:
     run_step(self, owners.record_owner, call_id, cid)
+
+
+@task(name=RESYNC)
+def resync(self: Task, full: bool = False, goes_on: bool = False) -> None:
+    run_step(self, resyncs.resync, full, goes_on)
