@@ -11,6 +11,7 @@ channels is one run of many short tasks that any worker may continue.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -67,8 +68,13 @@ class Pacer:
             self._sleep(grant.wait)
 
 
-def resync(rt: Runtime, full: bool = False, goes_on: bool = False, slice_seconds: float | None = SLICE_SECONDS,
-           pacer: Pacer | None = None) -> dict[str, Any] | None:
+def resync(
+    rt: Runtime,
+    full: bool = False,
+    goes_on: bool = False,
+    slice_seconds: float | None = SLICE_SECONDS,
+    pacer: Pacer | None = None,
+) -> dict[str, Any] | None:
     """One slice of the resync: start a run (full when asked or due), or continue the one under
     way; returns the run's summary when it is done, else None (another process holds it, or it
     goes on in a task scheduled here). `slice_seconds` None: until done (`callsync resync`)."""
@@ -151,7 +157,7 @@ def _hms_phase(rt: Runtime, tally: core.Tally, pacer: Pacer) -> None:
     start: str | None = None
     while True:
         params = core.sessions_params(start)
-        found, size, last = pacer.hms(lambda: rt.hms.live_sessions(params))
+        found, size, last = pacer.hms(lambda: rt.hms.live_sessions(params))  # noqa: B023 - called at once
         tally.hms_calls += 1
         tally.sessions_listed += len(found)
         names = store.room_names(rt.redis, [live.room_id for live in found])
@@ -165,8 +171,12 @@ def _hms_phase(rt: Runtime, tally: core.Tally, pacer: Pacer) -> None:
                 continue
             sessions.adopt_session(rt, call_id, live)
             tally.add("adopted")
-            log.info("resync: adopted live session %s of call %s", live.session_id, call_id,
-                     extra=logs.fields(call_id=call_id, session_id=live.session_id, resync="adopted"))
+            log.info(
+                "resync: adopted live session %s of call %s",
+                live.session_id,
+                call_id,
+                extra=logs.fields(call_id=call_id, session_id=live.session_id, resync="adopted"),
+            )
         start = core.sessions_next(size, last)
         if start is None:
             break
@@ -177,7 +187,7 @@ def _hms_phase(rt: Runtime, tally: core.Tally, pacer: Pacer) -> None:
             if session is None or not session.is_open:
                 continue
             tally.hms_calls += 1
-            if pacer.hms(lambda c=call_id, s=session.session_id: sessions.check_session(rt, c, s, active_room=True)):
+            if pacer.hms(functools.partial(sessions.check_session, rt, call_id, session.session_id, active_room=True)):
                 tally.add("closed")
         if len(page) < OPEN_PAGE:
             break
@@ -242,10 +252,15 @@ def _read_channels(
         if observed.changed:
             tally.add("recorded")
             shown = fields if fields is not None else None
-            log.info("resync: channel %s shows active=%s callId=%s, recorded", cid,
-                     shown.active if shown else None, shown.call_id if shown else None,
-                     extra=logs.fields(cid=cid, active=shown.active if shown else None,
-                                       call_id=shown.call_id if shown else None, resync="recorded"))
+            log.info(
+                "resync: channel %s shows active=%s callId=%s, recorded",
+                cid,
+                shown.active if shown else None,
+                shown.call_id if shown else None,
+                extra=logs.fields(
+                    cid=cid, active=shown.active if shown else None, call_id=shown.call_id if shown else None, resync="recorded"
+                ),
+            )
         else:
             tally.add("unchanged")
         if core.wants_reconcile(observed, step):
@@ -272,8 +287,16 @@ def _finish(rt: Runtime, run: dict[str, Any]) -> dict[str, Any]:
     log.info(
         "resync %s (%s) done in %.1f s: %d session(s) listed, %d channel(s) read, %d adopted, %d closed, "
         "%d recorded, %d reconcile(s) scheduled, %d skipped (write in flight)",
-        run["id"], tally.mode, summary["duration_seconds"], tally.sessions_listed, tally.channels_read,
-        tally.counts["adopted"], tally.counts["closed"], tally.counts["recorded"], tally.counts["reconciles"],
-        tally.counts["skipped"], extra=logs.fields(**{k: v for k, v in summary.items() if k != "at"}),
+        run["id"],
+        tally.mode,
+        summary["duration_seconds"],
+        tally.sessions_listed,
+        tally.channels_read,
+        tally.counts["adopted"],
+        tally.counts["closed"],
+        tally.counts["recorded"],
+        tally.counts["reconciles"],
+        tally.counts["skipped"],
+        extra=logs.fields(**{k: v for k, v in summary.items() if k != "at"}),
     )
     return summary

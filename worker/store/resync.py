@@ -12,7 +12,16 @@ import redis
 
 from worker.core.channels import ChannelRecord
 from worker.store.codec import record_from_hash, text
-from worker.store.keys import BOUND_CHANNELS, CALL_TTL, EPOCH, LAST_FULL_RESYNC, LAST_RESYNC, RESYNC_RUN, channel_key, room_name_key
+from worker.store.keys import (
+    BOUND_CHANNELS,
+    CALL_TTL,
+    EPOCH,
+    LAST_FULL_RESYNC,
+    LAST_RESYNC,
+    RESYNC_RUN,
+    channel_key,
+    room_name_key,
+)
 
 
 def claim_epoch(client: redis.Redis) -> bool:
@@ -69,7 +78,7 @@ def bound_pages(client: redis.Redis, cursor: int, size: int) -> Iterator[tuple[i
     while True:
         before = cursor
         cursor, found = client.zscan(BOUND_CHANNELS, cursor, count=size)
-        members = [text(member) or "" for member, _ in found]
+        members = [text(cast(bytes, member)) or "" for member, _ in found]
         chunks = [members[i : i + size] for i in range(0, len(members), size)]
         for n, chunk in enumerate(chunks):
             last = n == len(chunks) - 1
