@@ -230,7 +230,12 @@ SESSIONS = [
     panel(
         "Resync outcomes",
         "What resyncs found and did: sessions adopted or closed, channels changed, reconciles scheduled, skipped.",
-        [query(f"sum by (outcome) ({once(f'increase(callsync_resync_outcomes_total{{{JOB}}}[{RATE}])', 'outcome')})", "{{outcome}}")],
+        [
+            query(
+                f"sum by (outcome) ({once(f'increase(callsync_resync_outcomes_total{{{JOB}}}[{RATE}])', 'outcome')})",
+                "{{outcome}}",
+            )
+        ],
         min=0,
     ),
 ]
