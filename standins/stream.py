@@ -369,7 +369,8 @@ class FakeStream(Fake):
             return self._error(400, "limit must be 1 to 30 and offset at most 1000")
         since = filters.get("created_at")
         equal = {k: (v.get("$eq") if isinstance(v, dict) else v) for k, v in filters.items() if k != "created_at"}
-        if any("." in key or key in ("data",) for key in equal) or (since is not None and not isinstance(since, dict)):
+        builtin = ("cid", "type", "id", "updated_at", "frozen", "member_count", "members", "data")
+        if any("." in key or key in builtin for key in equal) or (since is not None and not isinstance(since, dict)):
             return self._error(400, "fake Stream filters on top-level custom fields and created_at only")
         bound = since or {}
         with self._lock:

@@ -132,18 +132,19 @@ def _work(rt: Runtime, run: dict[str, Any], slice_seconds: float | None, pacer: 
         if run["phase"] == "hms":
             _hms_phase(rt, tally, pacer)
             run["phase"] = "bound"
-        if run["phase"] == "bound" and more():
-            cursor: int | None = int(run["bound_cursor"])
-            for resume, cids in store.bound_pages(rt.redis, cursor or 0, core.QUERY_CHANNELS_PAGE):
-                if cids:
-                    _read_channels(rt, tally, pacer, core.bound_query(cids), cids)
-                cursor = resume
-                run["bound_cursor"] = cursor or 0
-                if cursor is None or not more():
+        if run["phase"] == "bound":  # each slice reads at least a page of each phase it reaches: progress
+            resume: tuple[int, int] | None = (int(run["bound_cursor"]), int(run.get("bound_skip", 0)))
+            at = resume or (0, 0)
+            for resume, cids in store.bound_pages(rt.redis, at[0], at[1], core.QUERY_CHANNELS_PAGE):
+                _read_channels(rt, tally, pacer, core.bound_query(cids), cids)
+                run["bound_cursor"], run["bound_skip"] = resume or (0, 0)
+                if resume is not None and not more():
                     break
-            if cursor is None:
+            else:
+                resume = None  # every page read (or none bound)
+            if resume is None:
                 run["phase"] = "full" if tally.mode == "full" else "done"
-        if run["phase"] == "full" and more():
+        if run["phase"] == "full":
             _full_phase(rt, tally, pacer, run, more)
     finally:
         run["tally"] = tally.as_dict()

@@ -70,22 +70,24 @@ def last_full_resync(client: redis.Redis) -> float | None:
         return None
 
 
-def bound_pages(client: redis.Redis, cursor: int, size: int) -> Iterator[tuple[int | None, list[str]]]:
-    """The bound channels, at most `size` at a time, from ZSCAN's `cursor` (0: the start): each page
-    with the cursor that resumes after it (None: the list is over). ZSCAN returns every member
-    present all along at least once, whatever is added or rescored meanwhile (a repeat only costs
-    a read), in bounded memory."""
+def bound_pages(client: redis.Redis, cursor: int, skip: int, size: int) -> Iterator[tuple[tuple[int, int] | None, list[str]]]:
+    """The bound channels, `size` at a time (the last page may be shorter), from ZSCAN's `cursor`
+    (0: the start) past the first `skip` members its batch returns: each page with the (cursor,
+    skip) that resumes after it (None: the list is over). ZSCAN returns every member present all
+    along at least once, whatever is added or rescored meanwhile (a repeat only costs a read), in
+    bounded memory; its uneven batches are refilled to `size` so each QueryChannels asks for 30."""
+    buffer: list[tuple[str, int, int]] = []  # each member, the cursor of its batch, its place there
     while True:
         before = cursor
         cursor, found = client.zscan(BOUND_CHANNELS, cursor, count=size)
-        members = [text(cast(bytes, member)) or "" for member, _ in found]
-        chunks = [members[i : i + size] for i in range(0, len(members), size)]
-        for n, chunk in enumerate(chunks):
-            last = n == len(chunks) - 1
-            yield (None if cursor == 0 else cursor) if last else before, chunk
+        batch = [(text(cast(bytes, member)) or "", before, n) for n, (member, _) in enumerate(found)]
+        buffer += batch[skip:]
+        skip = 0
+        while len(buffer) >= size or (cursor == 0 and buffer):
+            page, buffer = buffer[:size], buffer[size:]
+            resume = (buffer[0][1], buffer[0][2]) if buffer else (None if cursor == 0 else (cursor, 0))
+            yield resume, [member for member, _, _ in page]
         if cursor == 0:
-            if not chunks:
-                yield None, []
             return
 
 
