@@ -346,6 +346,8 @@ class FakeStream(Fake, StreamMessages):
         body = body if isinstance(body, dict) else {}
         filters = body.get("filter_conditions")
         filters = filters if isinstance(filters, dict) else {}
+        if "cid" not in filters and "members" not in filters:
+            return self._list_channels(body, filters)
         wanted, users = _in(filters.get("cid")), _in(filters.get("members"))
         if wanted is None or ("members" in filters and users is None):
             return self._error(400, "fake Stream only supports cid filters, with an optional members $in")
@@ -361,6 +363,52 @@ class FakeStream(Fake, StreamMessages):
                 if c in self.channels and (users is None or any(u in self.members.get(c, {}) for u in users))
             ]
         return json_response({"channels": found[offset : offset + limit], "duration": "0.50ms"})
+
+    # --- QueryChannels over the whole app (callsync's full resync) --------------------------------
+    def _list_channels(self, body: Json, filters: Json) -> Response:
+        """QueryChannels without a cid: no filter (every channel), top-level custom fields compared
+        by equality (`{"callActive": true}` or `{"$eq": true}`), `created_at` with `$gt`/`$gte`;
+        sorted by `created_at` (then cid: a stable order for ties). As Stream: `limit` at most 30,
+        `offset` at most 1000, and no filter inside a custom object (a Stream maintainer in
+        GetStream/stream-chat-flutter#1184: "the backend doesn't support nested filtering")."""
+        limit, offset = int(body.get("limit", 10)), int(body.get("offset", 0))
+        if not 0 < limit <= 30 or not 0 <= offset <= 1000:
+            return self._error(400, "limit must be 1 to 30 and offset at most 1000")
+        since = filters.get("created_at")
+        equal = {k: (v.get("$eq") if isinstance(v, dict) else v) for k, v in filters.items() if k != "created_at"}
+        builtin = ("cid", "type", "id", "updated_at", "frozen", "member_count", "members", "data")
+        if any("." in key or key in builtin for key in equal) or (since is not None and not isinstance(since, dict)):
+            return self._error(400, "fake Stream filters on top-level custom fields and created_at only")
+        bound = since or {}
+        with self._lock:
+            ordered = self._by_creation()
+            start = 0
+            if "$gte" in bound or "$gt" in bound:
+                key = (str(bound.get("$gte", bound.get("$gt"))), "" if "$gte" in bound else "\U0010ffff")
+                start = _bisect(ordered, key)
+            found: list[Json] = []
+            skipped = 0
+            for at, cid in ordered[start:]:
+                channel = self.channels[cid]
+                if "$gt" in bound and at <= str(bound["$gt"]):
+                    continue
+                if any(channel.get(k) != v for k, v in equal.items()):
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                found.append({"channel": copy.deepcopy(channel), "members": []})
+                if len(found) == limit:
+                    break
+        return json_response({"channels": found, "duration": "0.70ms"})
+
+    def _by_creation(self) -> list[tuple[str, str]]:
+        """(created_at, cid) of every channel, sorted; rebuilt when channels are added (lock held)."""
+        cached = getattr(self, "_creation_order", None)
+        if cached is None or len(cached) != len(self.channels):
+            cached = sorted((str(c["created_at"]), cid) for cid, c in self.channels.items())
+            self._creation_order = cached
+        return cached
 
     def _query_members(self) -> Response:
         """QueryMembers: GET /members?payload=<JSON {"type", "id", "filter_conditions", "limit", "offset"}>;
@@ -388,6 +436,12 @@ class FakeStream(Fake, StreamMessages):
         with self._lock:
             app = {key: value for key, value in self.app_settings.items() if value is not None}
         return json_response({"app": app, "duration": "0.30ms"})
+
+
+def _bisect(ordered: list[tuple[str, str]], key: tuple[str, str]) -> int:
+    import bisect
+
+    return bisect.bisect_left(ordered, key)
 
 
 def _in(condition: object) -> list[str] | None:

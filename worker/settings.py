@@ -55,6 +55,11 @@ class Settings:
     stale_flag_grace_seconds: int = 60
     end_room_on_call_end: bool = True
     session_checks_per_minute: int = 60
+    # The resync (docs/behaviour.md, rule 12; docs/operations.md, "Resync").
+    resync_interval_seconds: int = 300
+    full_resync_interval_seconds: int = 3600
+    resync_query_percent: int = 20  # of Stream's QueryChannels quota (10,000 a minute per app)
+    resync_hms_rate: Rate = Rate(600, 60.0)  # 100ms list and active-room calls of a resync
     stream_update_rate: Rate = Rate(300, 60.0)
     max_body_bytes: int = 1048576
     max_queue_depth: int = 100_000
@@ -262,6 +267,10 @@ def _parse(env: _Environment) -> Settings:
         stale_flag_grace_seconds=_int(env, "CALLSYNC_STALE_FLAG_GRACE_SECONDS", Settings.stale_flag_grace_seconds, low=0),
         end_room_on_call_end=_bool(env, "CALLSYNC_END_ROOM_ON_CALL_END", Settings.end_room_on_call_end),
         session_checks_per_minute=_int(env, "CALLSYNC_SESSION_CHECKS_PER_MINUTE", Settings.session_checks_per_minute),
+        resync_interval_seconds=_int(env, "CALLSYNC_RESYNC_INTERVAL_SECONDS", Settings.resync_interval_seconds),
+        full_resync_interval_seconds=_int(env, "CALLSYNC_FULL_RESYNC_INTERVAL_SECONDS", Settings.full_resync_interval_seconds),
+        resync_query_percent=_int(env, "CALLSYNC_RESYNC_QUERY_PERCENT", Settings.resync_query_percent, low=1, high=100),
+        resync_hms_rate=_rate(env, "CALLSYNC_RESYNC_HMS_RATE", Settings.resync_hms_rate),
         stream_update_rate=_rate(env, "CALLSYNC_STREAM_UPDATE_RATE", Settings.stream_update_rate),
         max_body_bytes=_int(env, "CALLSYNC_MAX_BODY_BYTES", Settings.max_body_bytes, low=64),
         max_queue_depth=_int(env, "CALLSYNC_MAX_QUEUE_DEPTH", Settings.max_queue_depth),

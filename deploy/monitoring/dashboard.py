@@ -233,7 +233,25 @@ SESSIONS = [
         kind="stat",
         steps=[(None, "green"), (180, "orange"), (600, "red")],
     ),
-    # The last resync's panel goes here once callsync exports its timestamp: the sweep's above over that metric.
+    panel(
+        "Since the last resync",
+        "Seconds since the last resync finished; over 1800 for 10 minutes is CallsyncResyncOverdue.",
+        [query(f"time() - max({once(f'callsync_resync_last_timestamp_seconds{{{JOB}}}')})", "since the last resync")],
+        "s",
+        kind="stat",
+        steps=[(None, "green"), (900, "orange"), (1800, "red")],
+    ),
+    panel(
+        "Resync outcomes",
+        "What resyncs found and did: sessions adopted or closed, channels changed, reconciles scheduled, skipped.",
+        [
+            query(
+                f"sum by (outcome) ({once(f'increase(callsync_resync_outcomes_total{{{JOB}}}[{RATE}])', 'outcome')})",
+                "{{outcome}}",
+            )
+        ],
+        min=0,
+    ),
 ]
 
 ROWS = [

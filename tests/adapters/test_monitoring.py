@@ -109,6 +109,7 @@ def exported() -> dict[str, set[str]]:
         world.stream.fail_next(1, 400)
         assert worker.run(actions.RECONCILE, CID, retries=1) == "returned"  # a dead letter
         assert worker.run(actions.SWEEP) == "returned"  # the last sweep's time
+        assert worker.run(actions.RESYNC, True) == "returned"  # the last resync, its outcomes
         redis = world.rt.redis
         world.rt.tally.flush(redis)
     finally:

@@ -18,7 +18,7 @@ from standins.credentials import STREAM_SECRET as SECRET
 from worker.core import actions
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
 from worker.settings import Settings
-from worker.steps import messages, owners, sessions, sync, writes
+from worker.steps import messages, owners, resync, sessions, sync, writes
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import build_runtime
 
@@ -37,6 +37,7 @@ STEPS = {
     actions.RECORD_OWNER: owners.record_owner,
     actions.WRITE_CALL_MESSAGE: messages.write_call_message,
     actions.DRAIN_WRITES: writes.drain,
+    actions.RESYNC: resync.resync,
 }
 
 

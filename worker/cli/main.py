@@ -129,6 +129,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resync(args: argparse.Namespace) -> int:
+    from worker.cli.resync import run_resync
+
+    try:
+        code, output = run_resync(settings := settings_for("worker"), args.full, args.json)
+    except (redis.RedisError, OperationalError) as exc:
+        raise unreachable(settings.redis_url or "", exc) from None
+    print(output, file=sys.stderr if code else sys.stdout)
+    return code
+
+
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -347,9 +358,13 @@ def parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("beat", help="the periodic scheduler").set_defaults(func=cmd_beat)
     redis_note = "Reads REDIS_URL, else the Redis of a `callsync run` going in this checkout."
-    status = sub.add_parser("status", help="queues, sessions, dead letters, last sweep", description=redis_note)
+    status = sub.add_parser("status", help="queues, sessions, dead letters, last sweep and resync", description=redis_note)
     status.add_argument("--json", action="store_true", help="print JSON, for scripts")
     status.set_defaults(func=cmd_status)
+    resync = sub.add_parser("resync", help="read the truth back from both platforms now, and say what changed")
+    resync.add_argument("--full", action="store_true", help="also look for channels callsync knows nothing of that show a call")
+    resync.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    resync.set_defaults(func=cmd_resync)
     dead = sub.add_parser("dead-letters", help="list, replay or purge tasks that could not be done", description=redis_note)
     dead.add_argument("action", choices=["list", "replay", "purge"], help="list them, enqueue them again, or forget them all")
     dead.add_argument("ids", nargs="*", help="dead letter ids to replay")

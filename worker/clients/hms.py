@@ -104,6 +104,28 @@ class HmsClient:
                 )
         return None
 
+    def live_sessions(self, params: dict[str, str | int]) -> tuple[list[LiveSession], int, object]:
+        """One page of the app's live sessions (`GET /sessions?active=true`, core.resync builds the
+        query; 100ms-docs Sessions/list-sessions.mdx): the sessions, the page's size, its `last`."""
+        body = _dict(self._request("GET", "/sessions", params=params).json())
+        data = body.get("data")
+        rows: list[Any] = data if isinstance(data, list) else []
+        found = []
+        for session in rows:
+            session = _dict(session)
+            room_id, session_id = session.get("room_id"), session.get("id")
+            if (
+                session.get("active") is True
+                and isinstance(room_id, str)
+                and room_id
+                and isinstance(session_id, str)
+                and session_id
+            ):
+                found.append(
+                    LiveSession(room_id=room_id, session_id=session_id, started_at=parse_time(session.get("created_at")))
+                )
+        return found, len(rows), body.get("last")
+
     def active_session(self, room_id: str) -> LiveSession | None:
         """The session live in the room now, or None when the room is not active (404):
         `GET /active-rooms/{room_id}` (100ms-docs, api-reference/active-rooms/retrieve-active-room.mdx)."""

@@ -78,6 +78,20 @@ class StreamClient:
             return None
         return read_fields(_dict(_dict(channels[0]).get("channel")), self._path)
 
+    def query_call_fields(self, body: dict[str, Any]) -> list[tuple[str, CallFields, str]]:
+        """QueryChannels with `body` (core.resync builds it): each channel found as (cid, its call
+        fields, its `created_at`), in Stream's order. Read only, like `read_call_fields`."""
+        response = upstream_request(
+            self._http, API, "POST", "/channels", endpoint="/channels", on_call=self._on_call, deadline=self._deadline, json=body
+        )
+        found = []
+        for item in response.json().get("channels") or []:
+            channel = _dict(_dict(item).get("channel"))
+            cid = channel.get("cid")
+            if isinstance(cid, str) and cid:
+                found.append((cid, read_fields(channel, self._path), str(channel.get("created_at") or "")))
+        return found
+
     def channel_roster(self, cid: str) -> dict[str, Any]:
         """QueryChannels for the channel with its first members and `member_count` (read only:
         Query Channels allows 10,000 a minute per app, Query Members 300)."""

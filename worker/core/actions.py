@@ -23,6 +23,7 @@ SWEEP = "callsync.sweep"
 RECORD_OWNER = "callsync.record_owner"
 WRITE_CALL_MESSAGE = "callsync.write_call_message"
 DRAIN_WRITES = "callsync.drain_writes"
+RESYNC = "callsync.resync"
 TASK_NAMES = (
     APPLY_STREAM_EVENT,
     APPLY_HMS_EVENT,
@@ -33,6 +34,7 @@ TASK_NAMES = (
     RECORD_OWNER,
     WRITE_CALL_MESSAGE,
     DRAIN_WRITES,
+    RESYNC,
 )
 
 
@@ -150,3 +152,13 @@ class DrainWrites(Scheduled):
 
     task: ClassVar[str] = DRAIN_WRITES
     endpoint: str
+
+
+@dataclass(frozen=True)
+class Resync(Scheduled):
+    """Read the truth back from both platforms (docs/behaviour.md, rule 12): `full` also looks for
+    channels callsync knows nothing of; `goes_on` continues the run under way (its next slice)."""
+
+    task: ClassVar[str] = RESYNC
+    full: bool = False
+    goes_on: bool = False

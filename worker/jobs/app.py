@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 
 from worker.connect import settings_client
-from worker.core.actions import SWEEP
+from worker.core.actions import RESYNC, SWEEP
 from worker.jobs import broker
 from worker.ops.heartbeat import Heartbeat
 from worker.settings import Settings
@@ -77,6 +77,8 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep": {"task": SWEEP, "schedule": float(settings.sweep_interval_seconds), "options": {"queue": QUEUE}},
+            # docs/behaviour.md, rule 12: a run starts if none is under way (full when one is due).
+            "resync": {"task": RESYNC, "schedule": float(settings.resync_interval_seconds), "options": {"queue": QUEUE}},
         },
         # RedBeat keeps the schedule in Redis and holds a lock there: any number of beat
         # processes may run, one schedules; a standby takes over within the lock timeout.

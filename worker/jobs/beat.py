@@ -16,6 +16,10 @@ from typing import Any
 import redis
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, RedBeatScheduler, get_redis
 
+from worker.core.actions import Resync
+from worker.store.enqueue import QUEUE
+from worker.store.resync import claim_epoch
+
 log = logging.getLogger("callsync.beat")
 RETRY_SECONDS = 2.0  # how soon a beat looks at Redis again after an error
 
@@ -27,10 +31,23 @@ class SteadyRedBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
         try:
             if self.lock_key and not self._hold_lock():
                 return float(self.max_interval)  # a standby: another beat schedules
+            self._check_epoch()
             return float(super().tick(*args, **kwargs))
         except redis.RedisError as exc:
             log.warning("beat: Redis unavailable (%s); trying again in %.0f s", type(exc).__name__, RETRY_SECONDS)
             return RETRY_SECONDS
+
+    def _check_epoch(self) -> None:
+        """A store without callsync's epoch marker is new or lost its data (FLUSHALL, a failover
+        that lost it): the schedule RedBeat kept there is gone too, so it is written again, and a
+        full resync runs at once (docs/behaviour.md, rule 12). Only the caller that writes the
+        marker sees it missing: one full resync, however many beats and restarts."""
+        if not claim_epoch(get_redis(self.app)):
+            return
+        log.warning("beat: callsync's Redis holds no epoch marker (first start, or its data was lost): full resync now")
+        self.setup_schedule()
+        action = Resync(full=True)
+        self.app.send_task(action.task, args=action.args(), queue=QUEUE)
 
     def _hold_lock(self) -> bool:
         """Keep the lock if still ours, else try once to take it (never blocks)."""

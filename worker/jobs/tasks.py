@@ -22,6 +22,7 @@ from worker.core.actions import (
     END_SESSION,
     RECONCILE,
     RECORD_OWNER,
+    RESYNC,
     SWEEP,
     WRITE_CALL_MESSAGE,
 )
@@ -33,6 +34,7 @@ from worker.jobs.runtimes import runtime_for
 from worker.logs import fields
 from worker.ops import counters
 from worker.steps import messages, owners, sessions, sync, writes
+from worker.steps import resync as resyncs
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import Runtime, acting_for
 from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
@@ -291,3 +293,8 @@ def write_call_message(self: Task, session_id: str) -> None:
 @task(name=DRAIN_WRITES)
 def drain_writes(self: Task, endpoint: str) -> None:
     run_step(self, writes.drain, endpoint)
+
+
+@task(name=RESYNC)
+def resync(self: Task, full: bool = False, goes_on: bool = False) -> None:
+    run_step(self, resyncs.resync, full, goes_on)

@@ -26,6 +26,11 @@ _COUNTERS = {
     counters.RATE_LIMIT_WAITS: "Waits before an upstream call: the Stream update ceiling, or an upstream 429.",
     counters.RATE_LIMIT_WAIT_SECONDS: "Seconds waited, by the same labels as callsync_rate_limit_waits_total.",
     counters.DEAD_LETTERED: "Tasks that became dead letters, by task.",
+    counters.RESYNC_RUNS: "Resyncs done, by mode (bound: what callsync recorded; full: also every channel showing a call).",
+    counters.RESYNC_OUTCOMES: (
+        "What resyncs found and did, by outcome: sessions adopted or closed, channels recorded (changed), "
+        "unchanged, skipped (a write in flight), reconciles scheduled."
+    ),
 }
 _HISTOGRAMS = {counters.TASK_DURATION: "Task run time by task and outcome."}
 
@@ -91,6 +96,16 @@ def _gauges(status: dict[str, Any]) -> Iterator[Metric]:
         "callsync_last_sweep_timestamp_seconds",
         "Unix time of the last successful sweep (absent before the first).",
         status["last_sweep_at"],
+    )
+    yield _gauge(
+        "callsync_resync_last_timestamp_seconds",
+        "Unix time the last resync finished (absent before the first).",
+        status["last_resync_at"],
+    )
+    yield _gauge(
+        "callsync_resync_last_duration_seconds",
+        "How long the last resync took, from its start to its end (absent before the first).",
+        status["last_resync"]["duration_seconds"] if status["last_resync"] else None,
     )
 
 

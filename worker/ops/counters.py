@@ -34,6 +34,8 @@ UPSTREAM_CALLS = "callsync_upstream_calls_total"
 RATE_LIMIT_WAITS = "callsync_rate_limit_waits_total"
 RATE_LIMIT_WAIT_SECONDS = "callsync_rate_limit_wait_seconds_total"
 DEAD_LETTERED = "callsync_dead_lettered_total"
+RESYNC_RUNS = "callsync_resync_runs_total"  # by mode: bound, full
+RESYNC_OUTCOMES = "callsync_resync_outcomes_total"  # by outcome (core.resync.OUTCOMES)
 
 Labels = tuple[tuple[str, str], ...]
 

@@ -9,6 +9,7 @@ import redis
 from worker.ops.heartbeat import workers_seen
 from worker.store.enqueue import QUEUE
 from worker.store.keys import BOUND_CHANNELS, CALL_TTL, DEAD_LETTER_INDEX, KOMBU_UNACKED, LAST_SWEEP
+from worker.store.resync import last_resync, load_run
 from worker.store.state import State
 from worker.store.writequeue import queued
 
@@ -28,6 +29,8 @@ def gather(client: redis.Redis, now: float) -> dict[str, Any]:
         for name, (count, first) in queued(client).items()
     }
     last = float(last_sweep) if last_sweep else None
+    resync, running = last_resync(client), load_run(client)
+    resync_at = float(resync["at"]) if resync and isinstance(resync.get("at"), int | float) else None
     return {
         "queues": {QUEUE: {"waiting": depth, "reserved": unacked}},
         "write_queues": writes,
@@ -38,6 +41,12 @@ def gather(client: redis.Redis, now: float) -> dict[str, Any]:
         "dead_letters": dead,
         "last_sweep_at": last,
         "last_sweep_age_seconds": round(now - last, 1) if last is not None else None,
+        "last_resync_at": resync_at,
+        "last_resync_age_seconds": round(now - resync_at, 1) if resync_at is not None else None,
+        "last_resync": resync,
+        "resync_running": {"id": running.get("id"), "phase": running.get("phase"), "started_at": running.get("started_at")}
+        if running
+        else None,
     }
 
 
@@ -63,5 +72,20 @@ def render(status: dict[str, Any]) -> str:
         ("dead letters", str(status["dead_letters"]) + (" (callsync dead-letters list)" if status["dead_letters"] else "")),
         ("last sweep", "never" if status["last_sweep_age_seconds"] is None else f"{status['last_sweep_age_seconds']:.0f}s ago"),
     ]
+    rows.append(("last resync", _resync_line(status)))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}".replace("\n  ", "\n" + " " * (width + 4)) for name, value in rows)
+
+
+def _resync_line(status: dict[str, Any]) -> str:
+    last, running = status["last_resync"], status["resync_running"]
+    line = "never"
+    if last is not None and status["last_resync_age_seconds"] is not None:
+        line = (
+            f"{status['last_resync_age_seconds']:.0f}s ago ({last.get('mode')}, {last.get('duration_seconds')} s): "
+            f"{last.get('sessions_listed', 0)} live session(s), {last.get('channels_read', 0)} channel(s) read, "
+            f"{last.get('adopted', 0)} adopted, {last.get('closed', 0)} closed, {last.get('recorded', 0)} changed"
+        )
+    if running is not None:
+        line += f"\n  one running: {running['id']}, phase {running['phase']}"
+    return line

@@ -44,20 +44,30 @@ def verify_call(rt: Runtime, call_id: str) -> None:
     _record(rt, [checks.adopted(live, call_id, now)])
 
 
-def check_session(rt: Runtime, call_id: str, session_id: str) -> None:
-    """Ask 100ms whether a session recorded open still is; record its close if not.
+def check_session(rt: Runtime, call_id: str, session_id: str, active_room: bool = False) -> bool:
+    """Ask 100ms whether a session recorded open still is; record its close if not (True).
 
-    Recovers closes whose webhook was lost (100ms stops retrying after ~14 s).
+    Recovers closes whose webhook was lost (100ms stops retrying after ~14 s). `active_room`: ask
+    the active-rooms API (the resync's confirmation of a session its list of live ones lacked:
+    another source than that list), else the room's live sessions.
     """
     session = checks.unsettled(rt.state.call(call_id).session, session_id)
     if session is None:
-        return
-    live = rt.hms.live_session(session.room_id)
+        return False
+    live = rt.hms.active_session(session.room_id) if active_room else rt.hms.live_session(session.room_id)
     concluded = checks.check(session, call_id, live, rt.clock())
     if concluded:
         _record(rt, concluded)
         log.info("session %s of room %s is over in 100ms: recorded its lost close", session_id, session.room_id)
         reconcile_call(rt, call_id)
+    return bool(concluded)
+
+
+def adopt_session(rt: Runtime, call_id: str, live: checks.LiveSession) -> None:
+    """Record a session 100ms lists live as its webhook would have (rule 4's adoption), then
+    schedule its channel's reconcile."""
+    _record(rt, [checks.adopted(live, call_id, rt.clock())])
+    reconcile_call(rt, call_id)
 
 
 def end_session(rt: Runtime, call_id: str, session_id: str, reason: str) -> None:

@@ -71,6 +71,16 @@ SWEEP_LOCK = "cs:lock:sweep"
 LAST_SWEEP = "cs:sweep:last"
 CHECK_CURSOR = "cs:sweep:cursor"
 BEAT_PREFIX = "cs:beat:"  # RedBeat's keys
+# The resync (worker/steps/resync.py): its lock, the run under way (resumable), the last one done.
+RESYNC_LOCK = "cs:lock:resync"
+RESYNC_RUN = "cs:resync:run"  # JSON: the run under way (phase, cursors, counts)
+LAST_RESYNC = "cs:resync:last"  # JSON: the last run done (when, how long, what it found and did)
+LAST_FULL_RESYNC = "cs:resync:lastfull"  # unix time of the last full resync done
+# Written at first start; missing from a store that should hold it: the Redis was lost or
+# replaced (FLUSHALL, a failover that lost its data), and a full resync runs at once.
+EPOCH = "cs:epoch"
+RESYNC_QUERY_RATE = "cs:rate:resync-query"  # the resync's share of Stream's QueryChannels quota
+RESYNC_HMS_RATE = "cs:rate:resync-hms"  # its 100ms calls
 RETRY_WAIT_PREFIX = "cs:wait:"
 REDELIVERIES_PREFIX = "cs:redeliveries:"
 # kombu's Redis transport keeps tasks taken by a worker but not yet acknowledged (running,
@@ -121,6 +131,12 @@ def later_key(cid: str) -> str:
 def owner_key(call_id: str) -> str:
     """The first channel that bound a call whose id names no channel (core.binding.owner_of)."""
     return f"cs:owner:{call_id}"
+
+
+def room_name_key(room_id: str) -> str:
+    """A 100ms room's name by its id, as the resync last looked it up (its list of live sessions
+    names rooms by id only)."""
+    return f"cs:rn:{room_id}"
 
 
 def room_key(call_id: str) -> str:
