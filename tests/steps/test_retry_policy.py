@@ -146,6 +146,7 @@ def task_arguments(world: World) -> dict[str, tuple[Any, ...]]:
         actions.RECORD_OWNER: ("standup", CID),
         actions.WRITE_CALL_MESSAGE: ("s-1",),
         actions.DRAIN_WRITES: ("channels",),
+        actions.RESYNC: (False, False),
     }
 
 

@@ -35,6 +35,10 @@ def test_status_reflects_a_known_state(redis_client):
         "dead_letters": 1,
         "last_sweep_at": now - 42,
         "last_sweep_age_seconds": 42.0,
+        "last_resync": None,
+        "last_resync_at": None,
+        "last_resync_age_seconds": None,
+        "resync_running": None,
     }
     table = render(status)
     assert "2 waiting" in table and "celery@a" in table and "oldest 120s" in table and "42s ago" in table
