@@ -14,47 +14,33 @@ from pathlib import Path
 
 import pytest
 
-from standins import FakeHms, FakeStream, serve
+from standins import Platforms, running
+from tests.support.roles import environment
 from tests.support.servers import real_redis, real_url
 from worker.cli import launch
 
 pytestmark = pytest.mark.redis
 
-KEY, SECRET = "stream-key", "stream-secret-long-enough-for-hs256-keys"
-HMS_KEY, HMS_SECRET = "hms-access-key", "hms-app-secret-long-enough-for-hs256-keys"
-HOOK_SECRET = "hms-webhook-secret-value"
 RATE, CHANNELS = 10, 40
 
 
 class Run:
-    def __init__(self, tmp: Path):
+    def __init__(self, platforms: Platforms, tmp: Path):
         self.store = real_redis()
-        self.stream, self.hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
+        self.stream, self.hms = platforms.stream, platforms.hms
         self.stream.update_limit = RATE * 60  # what Stream would report for this ceiling
-        self.stream_url, self.stop_stream = serve(self.stream.app)
-        self.hms_url, self.stop_hms = serve(self.hms.app)
         port = launch.free_port()
         self.web = f"http://127.0.0.1:{port}"
-        self.stream.webhook_url, self.hms.webhook_url = f"{self.web}/webhooks/stream", f"{self.web}/webhooks/hms"
-        self.env = {
-            **launch.clean_environment(),
-            "REDIS_URL": real_url(),
-            **launch.platform_settings(
-                stream_url=self.stream_url,
-                stream_key=KEY,
-                stream_secret=SECRET,
-                hms_url=self.hms_url,
-                hms_key=HMS_KEY,
-                hms_secret=HMS_SECRET,
-                hook_secret=HOOK_SECRET,
-            ),
-            "CALLSYNC_STREAM_UPDATE_RATE": f"{RATE}/s",
-            "CALLSYNC_SWEEP_INTERVAL_SECONDS": "2",
-            "WEB_CONCURRENCY": "1",
-            "CALLSYNC_WORKER_CONCURRENCY": "2",
-            "PORT": str(port),
-            "PYTHONUNBUFFERED": "1",
-        }
+        platforms.send_webhooks_to(self.web)
+        self.env = environment(
+            platforms,
+            real_url(),
+            CALLSYNC_STREAM_UPDATE_RATE=f"{RATE}/s",
+            CALLSYNC_SWEEP_INTERVAL_SECONDS=2,
+            WEB_CONCURRENCY=1,
+            CALLSYNC_WORKER_CONCURRENCY=2,
+            PORT=port,
+        )
         self.logs = tmp
         self.children: list[launch.Child] = []
         self.workers = 0
@@ -68,8 +54,6 @@ class Run:
 
     def close(self) -> None:
         launch.stop(self.children)
-        self.stop_stream()
-        self.stop_hms()
         self.store.flushdb()
         self.store.close()
 
@@ -91,14 +75,15 @@ class Run:
 
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[Run]:
-    system = Run(tmp_path)
-    try:
-        system.start("web")
-        system.start("beat")
-        launch.wait_for(lambda: launch.http_ok(f"{system.web}/readyz"), 30, "the receiver")
-        yield system
-    finally:
-        system.close()
+    with running() as platforms:
+        system = Run(platforms, tmp_path)
+        try:
+            system.start("web")
+            system.start("beat")
+            launch.wait_for(lambda: launch.http_ok(f"{system.web}/readyz"), 30, "the receiver")
+            yield system
+        finally:
+            system.close()
 
 
 def test_a_burst_over_the_ceiling_is_written_once_per_channel_at_its_pace(run: Run) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.support.world import CID, World, open_call
@@ -103,6 +105,7 @@ def test_lost_peer_events_are_completed_from_100ms_at_close(world):
 
 
 def test_a_deleted_channel_drops_the_message_with_a_log_line(world, redis_client, caplog):
+    caplog.set_level(logging.INFO, logger="callsync.messages")
     _, session = open_call(world)
     world.stream.delete_channel(CID)
     key = call_message_key(session["id"])
