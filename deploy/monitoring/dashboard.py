@@ -152,7 +152,8 @@ UPSTREAM = [
         "Write queue",
         "Keys waiting for a write at the endpoint's ceiling (channels: CALLSYNC_STREAM_UPDATE_RATE), and how long "
         "the oldest has waited. A burst of N drains in N / ceiling; an oldest wait that keeps growing with "
-        "no writes means no drain runs (no worker) or 429s pause the endpoint.",
+        "no writes means no drain runs (no worker) or 429s pause the endpoint. An oldest wait over a minute for "
+        "30 minutes is CallsyncStreamCeilingSaturated.",
         [
             query(f"max by (endpoint) ({once(f'callsync_write_queue_depth{{{JOB}}}', 'endpoint')})", "{{endpoint}} waiting"),
             query(
@@ -164,8 +165,8 @@ UPSTREAM = [
     ),
     panel(
         "Waits before upstream calls",
-        "Seconds waited per second: the average number of calls waiting, at the ceiling or after a 429. "
-        "Above 1 at the ceiling for 30 minutes is CallsyncStreamCeilingSaturated.",
+        "Seconds waited per second before upstream calls: the write queue's drain sleeping to its next slot "
+        "(source ceiling, at most 1 per endpoint), and waits after a 429.",
         [
             query(
                 f"sum by (api, source) ({once(f'rate(callsync_rate_limit_wait_seconds_total{{{JOB}}}[{RATE}])', 'api, source')})",
