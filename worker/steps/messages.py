@@ -17,8 +17,12 @@ written, dropped with its channel, or kept as a dead letter).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
+
+import redis
 
 from worker.core.actions import WRITE_CALL_MESSAGE
 from worker.core.binding import call_of_room
@@ -30,6 +34,7 @@ from worker.logs import fields
 from worker.ops.counters import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from worker.steps import writes
 from worker.steps.runtime import Runtime, lock_token
+from worker.store import scripts
 from worker.store.codec import text
 from worker.store.keys import CLOSED_TTL, call_message_key, call_message_lock_key
 from worker.store.peers import read_peers
@@ -37,6 +42,8 @@ from worker.store.peers import read_peers
 log = logging.getLogger("callsync.messages")
 LOCK_SECONDS = 30  # one run's worst case: a 100ms read and two Stream writes with their timeouts
 BUSY_WAIT = 1.0
+_UNLOCK = scripts.Script.named("unlock")
+_NOT_WRITTEN = object()  # `_write` made no answered Stream call: nothing to report
 
 
 def note_session(rt: Runtime, session: Session | None, peer_event: bool = False) -> None:
@@ -98,11 +105,16 @@ def _write_queued(rt: Runtime, session_id: str, turn: writes.Turn) -> None:
     lock = call_message_lock_key(session_id)
     if not rt.redis.set(lock, token, nx=True, ex=LOCK_SECONDS) and text(rt.redis.get(lock)) != token:
         raise writes.WriteLater(rt.clock() + BUSY_WAIT, f"call message of session {session_id} is being written")
+    unlock: scripts.ScriptCall = (_UNLOCK, [lock], [token])
     try:
-        _write(rt, key, owner, session, raw.get("written"), turn)
-    finally:
-        if text(rt.redis.get(lock)) == token:
-            rt.redis.delete(lock)
+        limit = _write(rt, key, owner, session, raw.get("written"), turn)
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):  # else the lock lapses (LOCK_SECONDS)
+            scripts.run(rt.redis, [unlock])
+        raise
+    # What the last answer said of the ceiling (X-RateLimit-Limit) and the unlock, in one round trip.
+    steps = [unlock] if limit is _NOT_WRITTEN else [turn.queue.report_call(limit, rt.clock()), unlock]
+    scripts.run(rt.redis, steps)
 
 
 def _session(rt: Runtime, session_id: str, raw: dict[str, str]) -> CallSession:
@@ -128,17 +140,19 @@ def _peers(rt: Runtime, session: CallSession) -> SessionPeers | None:
     return peers if peers.peers or peers.overflow else None
 
 
-def _write(rt: Runtime, key: str, cid: str, session: CallSession, written: str | None, turn: writes.Turn) -> None:
+def _write(rt: Runtime, key: str, cid: str, session: CallSession, written: str | None, turn: writes.Turn) -> Any:
+    """Send or update the message; returns the last answer's X-RateLimit-Limit (None: it had
+    none), or _NOT_WRITTEN when no Stream call was answered (nothing to write, or dropped)."""
     message = call_message(session, _peers(rt, session) if session.closed else None)
     step = next_write(message, written, final=False)
     if step is None:
-        return
+        return _NOT_WRITTEN
     body = message.body(rt.settings.call_message_user)
     line = fields(cid=cid, call_id=session.call_id, session_id=session.session_id, status=message.status)
     try:
         if step == "send":
             try:
-                _paced(rt, turn, lambda: rt.stream.send_message_reporting(cid, body)[1])
+                limit = _paced(rt, turn, lambda: rt.stream.send_message_reporting(cid, body)[1])
             except UpstreamError as error:
                 if not is_duplicate_id(error.status, error.message):
                     raise
@@ -146,12 +160,12 @@ def _write(rt: Runtime, key: str, cid: str, session: CallSession, written: str |
                 log.info("call message %s already exists: updating it", message.id, extra=line)
                 step = "update"
         if step == "update":
-            _paced(rt, turn, lambda: rt.stream.update_message_reporting(body)[1])
+            limit = _paced(rt, turn, lambda: rt.stream.update_message_reporting(body)[1])
     except UpstreamError as error:
         if error.status == 404:  # the channel (and its messages) was deleted: nothing to show it in
             rt.redis.hset(key, "gone", "1")
             log.warning("call message %s dropped: %s", message.id, error.message, extra=line)
-            return
+            return _NOT_WRITTEN
         # Rule 7 in the drain (steps/writes.py): a 5xx backs off in its place, another 4xx is a dead letter.
         raise
     done: dict[Any, Any] = {"written": message.digest}
@@ -159,15 +173,16 @@ def _write(rt: Runtime, key: str, cid: str, session: CallSession, written: str |
         done["final"] = "1"
     rt.redis.hset(key, mapping=done)
     log.info("call message %s %s: %s", message.id, step, message.text, extra=line)
+    return limit
 
 
-def _paced(rt: Runtime, turn: writes.Turn, call: Any) -> None:
-    """One Stream message call in its slot at the messages' ceiling; what the answer said of the
-    ceiling (X-RateLimit-Limit) is recorded. A 429 pauses the messages endpoint, not channel
-    updates, until its wait is over: the session goes back in line in its own place."""
+def _paced(rt: Runtime, turn: writes.Turn, call: Callable[[], int | None]) -> int | None:
+    """One Stream message call in its slot at the messages' ceiling; returns the answer's
+    X-RateLimit-Limit. A 429 pauses the messages endpoint, not channel updates, until its wait
+    is over (what it said of the limit recorded): the session goes back in line in its place."""
     writes.wait_for_slot(rt, turn)
     try:
-        limit = call()
+        return call()
     except UpstreamError as error:
         if error.retry is not Retry.AFTER:
             raise
@@ -178,7 +193,6 @@ def _paced(rt: Runtime, turn: writes.Turn, call: Any) -> None:
         rt.tally.inc(RATE_LIMIT_WAIT_SECONDS, labels, wait)
         turn.queue.report(error.reported_limit, now, pause_until=now + wait)
         raise writes.WriteLater(now, f"call messages paused by a 429 ({error})") from None
-    turn.queue.report(limit, rt.clock())
 
 
 def upsert_message_user(rt: Runtime) -> None:
