@@ -127,6 +127,10 @@ class StreamClient:
     # `get_message`, `upsert_users`).
     def send_message(self, cid: str, message: dict[str, Any]) -> dict[str, Any]:
         """`POST /channels/{type}/{id}/message` `{"message"}` → 201 `{"message"}`; a new message pushes."""
+        return self.send_message_reporting(cid, message)[0]
+
+    def send_message_reporting(self, cid: str, message: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        """`send_message`, and the endpoint's limit the answer reported (X-RateLimit-Limit)."""
         kind, _, ident = cid.partition(":")
         response = upstream_request(
             self._http,
@@ -138,10 +142,14 @@ class StreamClient:
             deadline=self._deadline,
             json={"message": message},
         )
-        return _dict(response.json().get("message"))
+        return _dict(response.json().get("message")), response.reported_limit
 
     def update_message(self, message: dict[str, Any]) -> dict[str, Any]:
         """`POST /messages/{id}` `{"message"}`: the whole message replaced (an update does not push)."""
+        return self.update_message_reporting(message)[0]
+
+    def update_message_reporting(self, message: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        """`update_message`, and the endpoint's limit the answer reported (X-RateLimit-Limit)."""
         response = upstream_request(
             self._http,
             API,
@@ -152,7 +160,7 @@ class StreamClient:
             deadline=self._deadline,
             json={"message": message},
         )
-        return _dict(response.json().get("message"))
+        return _dict(response.json().get("message")), response.reported_limit
 
     def get_message(self, message_id: str) -> dict[str, Any]:
         """`GET /messages/{id}` → `{"message"}`."""
