@@ -38,7 +38,7 @@ from worker.logs import fields
 from worker.ops.collector import RedisCollector
 from worker.settings import Settings, load_settings
 from worker.store.calls import CallsStore
-from worker.store.enqueue import QUEUE, Enqueuer, QueueFull, settle_hms
+from worker.store.enqueue import QUEUE, Enqueuer, QueueFull, settle_hms, settle_stream
 from worker.store.keys import DEDUPE_TTL, dedupe_key
 
 log = logging.getLogger("callsync.webhooks")
@@ -132,8 +132,8 @@ def create_app(
             else:
                 line.update(_ids(event))
                 try:
-                    # A peer event the recorded call shows to change nothing is settled here (docs/design.md).
-                    settle = settle_hms(event, clock()) if isinstance(event, HmsEvent) else None
+                    # A peer event or an echo that provably changes nothing is settled here (docs/design.md).
+                    settle = settle_hms(event, clock()) if isinstance(event, HmsEvent) else settle_stream(event, clock())
                     taken = enqueuer.enqueue_once(keys(line["delivery_id"], body), task, (event.to_json(),), settle)
                 except redis.RedisError:
                     raise Rejected(503, "unavailable", "state store unavailable; retry later") from None

@@ -19,6 +19,13 @@ from worker.steps import sync
 CLEARED = {"callActive": False}
 
 
+@pytest.fixture(params=[False, True], ids=["worker", "receiver"])
+def world(redis_client, request: pytest.FixtureRequest) -> World:
+    """`receiver`: each Stream delivery through the receiver's step first, which settles an echo
+    once its write is booked (docs/design.md, "The path of a webhook"): the same outcomes."""
+    return World(redis_client, ingest=request.param)
+
+
 def checks(world: World) -> list[Any]:
     """The calls callsync made to 100ms (a check of a claim asks for the room's sessions)."""
     return list(world.hms.calls)
