@@ -39,6 +39,7 @@ from tests.support.sentinels import PRIMARY_PASSWORD, SENTINEL_PASSWORD, Group, 
 from worker.cli import launch
 from worker.connect import redis_client
 from worker.store.keys import dedupe_key
+from worker.store.resync import last_resync
 
 pytestmark = pytest.mark.redis  # it starts its own servers, whatever CALLSYNC_TEST_REDIS_URL says
 
@@ -112,6 +113,10 @@ def start_roles(group: Group, platforms: Platforms, logs: Path) -> tuple[list[la
     web = f"http://127.0.0.1:{port}"
     launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver on the Sentinels' primary")
     launch.wait_for(lambda: " ready." in (logs / "worker.log").read_text(errors="replace"), 60, "the worker")
+    # The first start's full resync (beat found no epoch marker) is over before any session opens:
+    # the sessions never delivered are left for the resync after the failover.
+    with redis_client(group.url, socket_timeout=5) as store:
+        launch.wait_for(lambda: last_resync(store), 60, "the first start's resync")
     return children, web, env
 
 
