@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -150,6 +151,9 @@ class Load:
     web_cpu: float = 0.0
     settled_after: float = math.nan  # seconds from the plan's end to every channel right
     wrong_at_end: int = 0
+    tail_writes: int = 0  # writes after the plan's end (the backlog's drain)
+    tail_seconds: float = 0.0  # from the plan's end to the last of them
+    load_average: tuple[float, float] = (0.0, 0.0)  # the machine's 1-minute load average at the start and the end
 
     @property
     def delivered(self) -> int:
@@ -194,6 +198,7 @@ class Scale:
 
         stream.change_watchers.append(watch)
         with roles(self.url, stream, hms, f"{args.ceiling:g}/s", f"x{load:g}", self.logs) as running:
+            loadavg = os.getloadavg()[0]
             cpu0, cmd0 = cpu_seconds(running.groups), commands(store)
             self.play(plan, hms, cids, room_ids, result, wants)
             ended = time.time()
@@ -204,6 +209,9 @@ class Scale:
                 time.sleep(0.2)
             result.settled_after = time.time() - ended if not wrong else math.nan
             result.wrong_at_end = len(wrong)
+            tail = [at for at in stream.patch_times if at > ended]
+            result.tail_writes, result.tail_seconds = len(tail), max(tail, default=ended) - ended
+            result.load_average = (loadavg, os.getloadavg()[0])
             bench = self.bench(running, store, stream, hms)
             bench.drain()
             cpu, cmd = cpu_seconds(running.groups), commands(store)
@@ -420,10 +428,13 @@ def report(loads: list[Load], interval: float) -> list[str]:
         )
     for r in loads:
         hooks = ", ".join(f"{kind} {count}" for kind, count in sorted(r.webhooks.items()))
+        pace = f" ({r.tail_writes / r.tail_seconds:.1f}/s)" if r.tail_seconds > 0 else ""
         lines.append(
             f"  x{r.load:g}: plan {r.planned}; webhooks posted: {hooks}, {r.duplicates} duplicates; "
             f"the plan ran late by p99 {ms(percentile(r.lag, 0.99))}, max {ms(max(r.lag, default=0.0))}; "
-            f"receiver CPU {r.web_cpu * 1000 / max(1, r.delivered):.2f} ms/hook"
+            f"after the plan's end {r.tail_writes} writes in {ms(r.tail_seconds)}{pace}; "
+            f"receiver CPU {r.web_cpu * 1000 / max(1, r.delivered):.2f} ms/hook; "
+            f"load average {r.load_average[0]:.1f} -> {r.load_average[1]:.1f}"
         )
     return lines
 
@@ -505,3 +516,7 @@ def figures(loads: list[Load], kinds: Kinds, interval: float) -> dict[str, Any]:
         "loads": [summary(r, interval) for r in loads],
         "kinds": {name: {"commands": sum(per.values()), "worker_ms": cpu} for name, per, cpu in kinds},
     }
+
+
+if __name__ == "__main__":
+    main()
