@@ -429,10 +429,11 @@ def report(loads: list[Load], interval: float) -> list[str]:
     for r in loads:
         hooks = ", ".join(f"{kind} {count}" for kind, count in sorted(r.webhooks.items()))
         pace = f" ({r.tail_writes / r.tail_seconds:.1f}/s)" if r.tail_seconds > 0 else ""
+        during = r.writes - r.tail_writes
         lines.append(
             f"  x{r.load:g}: plan {r.planned}; webhooks posted: {hooks}, {r.duplicates} duplicates; "
             f"the plan ran late by p99 {ms(percentile(r.lag, 0.99))}, max {ms(max(r.lag, default=0.0))}; "
-            f"after the plan's end {r.tail_writes} writes in {ms(r.tail_seconds)}{pace}; "
+            f"writes during the plan {during} ({during / r.seconds:.1f}/s), after its end {r.tail_writes} in {ms(r.tail_seconds)}{pace}; "
             f"receiver CPU {r.web_cpu * 1000 / max(1, r.delivered):.2f} ms/hook; "
             f"load average {r.load_average[0]:.1f} -> {r.load_average[1]:.1f}"
         )
