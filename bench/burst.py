@@ -33,60 +33,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e import cpu_seconds
+from stack import commands, roles
 
-from standins import FakeHms, FakeStream, serve
-from worker.cli import launch
+from standins import FakeHms, FakeStream
+from standins.credentials import HMS_KEY, HMS_SECRET, HOOK_SECRET, STREAM_KEY, STREAM_SECRET
 from worker.settings import load_settings
-
-KEY, SECRET = "bench-stream-key", "bench-stream-secret-0123456789abcdef"
-HMS_KEY, HMS_SECRET = "bench-hms-key", "bench-hms-secret-0123456789abcdef"
-HOOK = "bench-hook-secret"
-
-
-def commands(client: redis.Redis) -> int:
-    return int(client.info("stats")["total_commands_processed"])
 
 
 def one_run(url: str, channels: int, rate: str, tag: str, logs: Path) -> dict[str, float]:
     store = redis.Redis.from_url(url)
     store.flushdb()
-    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK)
+    stream, hms = FakeStream(STREAM_KEY, STREAM_SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
     stream.update_limit = 100_000_000  # the ceiling under test is the setting's
-    stream_url, stop_stream = serve(stream.app)
-    hms_url, stop_hms = serve(hms.app)
-    port = launch.free_port()
-    web = f"http://127.0.0.1:{port}"
-    stream.webhook_url, hms.webhook_url = f"{web}/webhooks/stream", f"{web}/webhooks/hms"
-    env = {
-        **launch.clean_environment(),
-        "REDIS_URL": url,
-        **launch.platform_settings(
-            stream_url=stream_url,
-            stream_key=KEY,
-            stream_secret=SECRET,
-            hms_url=hms_url,
-            hms_key=HMS_KEY,
-            hms_secret=HMS_SECRET,
-            hook_secret=HOOK,
-        ),
-        "CALLSYNC_STREAM_UPDATE_RATE": rate,
-        "WEB_CONCURRENCY": "1",
-        "CALLSYNC_WORKER_CONCURRENCY": "2",
-    }
-    children = [
-        launch.start(f"{tag}-web", launch.role_argv("web", "--port", port), env, logs),
-        launch.start(f"{tag}-worker", launch.role_argv("worker"), env, logs),
-    ]
-    try:
-        launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver")
-        launch.wait_for(lambda: store.zcard("cs:workers") >= 1, 60, "the worker")
-        time.sleep(1.0)
+    extra = {"WEB_CONCURRENCY": "1", "CALLSYNC_WORKER_CONCURRENCY": "2"}
+    with roles(url, stream, hms, rate, tag, logs, extra) as running:
         cids = [f"messaging:{tag}-{n}" for n in range(channels)]
         rooms = []
         for cid in cids:
             stream.create_channel(cid)
             rooms.append(hms.create_room(f"call-{cid}")["id"])
-        group = {"worker": children[1].process.pid}
+        group = {"worker": running.groups["worker"]}
         cpu0, cmd0 = cpu_seconds(group)["worker"], commands(store)
         started = time.monotonic()
         for room in rooms:
@@ -101,10 +67,6 @@ def one_run(url: str, channels: int, rate: str, tag: str, logs: Path) -> dict[st
         cpu, cmd = cpu_seconds(group)["worker"] - cpu0, commands(store) - cmd0
         writes = sum(method == "PATCH" for method, _, _ in stream.calls)
         return {"took": took, "writes": writes / channels, "cpu_ms": cpu * 1000 / channels, "commands": cmd / channels}
-    finally:
-        launch.stop(children)
-        stop_stream()
-        stop_hms()
 
 
 def main() -> None:

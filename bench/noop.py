@@ -96,8 +96,13 @@ def hms_body(kind: str, n: int, session: tuple[str, str], **data: Any) -> bytes:
 
 
 class Bench:
-    def __init__(self, store: redis.Redis, web: str, conn: Connection, groups: dict[str, int], template: MessageTemplate):
-        self.store, self.web, self.conn, self.groups, self.template = store, web, conn, groups, template
+    """Measures what a kind of event costs end to end (bench/scale.py uses it too). `in_flight()`:
+    how many webhooks the stand-ins are still delivering."""
+
+    def __init__(
+        self, store: redis.Redis, web: str, in_flight: Callable[[], int], groups: dict[str, int], template: MessageTemplate
+    ):
+        self.store, self.web, self.in_flight, self.groups, self.template = store, web, in_flight, groups, template
         self.polls, self.idle_commands, self.idle_cpu = 0, 0.0, 0.0
 
     def commands(self) -> dict[str, int]:
@@ -106,8 +111,7 @@ class Bench:
 
     def drained(self) -> bool:
         self.polls += 1
-        self.conn.send("in-flight")
-        depth, unacked, in_flight = self.store.llen(QUEUE), self.store.zcard("unacked_index"), self.conn.recv()
+        depth, unacked, in_flight = self.store.llen(QUEUE), self.store.zcard("unacked_index"), self.in_flight()
         return depth == 0 and unacked == 0 and in_flight == 0
 
     def drain(self) -> None:
@@ -194,7 +198,12 @@ def main() -> None:
     from worker.jobs.app import create_celery
 
     template = MessageTemplate(create_celery(load_settings(env)))
-    bench = Bench(store, web, parent, groups, template)
+
+    def in_flight() -> int:
+        parent.send("in-flight")
+        return int(parent.recv())
+
+    bench = Bench(store, web, in_flight, groups, template)
     hms_headers = {"X-Callsync-Secret": HOOK, "Content-Type": "application/json"}
     try:
         launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver")
