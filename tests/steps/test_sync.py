@@ -244,7 +244,7 @@ def test_a_write_over_a_record_changed_since_the_read_records_afresh(world):
     loaded = world.rt.state.load(CID, lock=("t", 5.0))
     assert loaded is not None
     world.rt.state.record_channel(CID, CallFields(False, None), 1.0)  # recorded between the read and the write
-    sync._write(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
+    sync._write_fields(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
     channel = world.rt.state.channel(CID)
     assert channel.fields == CallFields(True, CALL) and channel.claim_since == pytest.approx(session_start(session), abs=0.001)
     assert world.rt.state.load(CID, lock=("u", 5.0)) is not None  # the write released the lock
@@ -306,7 +306,7 @@ def test_an_event_recorded_between_the_read_and_the_write_is_reconciled_after_al
     # event matches the record callsync read (inactive), so by itself it asks for nothing.
     late = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 1, False, "alice")
     assert not world.rt.state.record_stream_event(late, world.now)[0].needs_reconcile
-    sync._write(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
+    sync._write_fields(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
     world.stream.client_update(CID, {"data.callActive": False}, ["data.callId"])  # what Stream now shows
     world.stream.outbox.clear()
     world.drain()  # the reconcile the failed compare-and-set asked for

@@ -174,24 +174,28 @@ def test_a_call_of_another_channel_is_never_among_a_channels_calls(state):
     assert loaded is not None and [c.call_id for c in loaded.calls] == ["CALL-messaging:general", "call-messaging:general"]
 
 
-def test_replace_writes_only_over_the_record_it_read(state):
+def test_a_write_is_recorded_only_over_the_record_it_read_and_releases_the_lock(state):
     from worker.core.channels import channel_change
     from worker.core.events import CallFields
-    from worker.store import scripts
-    from worker.store.cas import written
     from worker.store.keys import channel_key
 
     state.record_channel(CID, CallFields(False, None), T0)
-    loaded = state.load(CID)
+    loaded = state.load(CID, lock=("writer", 30.0))
     read = loaded.raw
     _, record = channel_change(CID, loaded.record, CallFields(True, "call-x"), T0 + 1, claimed_since=T0)
-    assert [written(r) for r in scripts.run(state.redis, [state.replace_call(CID, read, record)])] == [True]
+    assert state.record_write(CID, read, record, "writer") is True
     assert state.channel(CID).fields == CallFields(True, "call-x") and state.channel(CID).claim_since == T0
     assert state.redis.ttl(channel_key(CID)) > 0
+    assert state.lock_left(CID) is None
     # Something else recorded the channel since `read`: the compare fails and nothing is written.
+    state.load(CID, lock=("writer", 30.0))
     _, stale = channel_change(CID, loaded.record, CallFields(False, None), T0 + 2)
-    assert scripts.run(state.redis, [state.replace_call(CID, read, stale)]) == [[0]]
+    assert state.record_write(CID, read, stale, "writer") is False
     assert state.channel(CID).fields == CallFields(True, "call-x")
+    assert state.lock_left(CID) is None
+    # Nothing to settle: the lock alone is released, and the write counts as planned.
+    state.load(CID, lock=("writer", 30.0))
+    assert state.record_write(CID, read, None, "writer") is True and state.lock_left(CID) is None
 
 
 def test_an_event_that_changes_nothing_says_so(state):

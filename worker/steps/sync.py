@@ -28,8 +28,7 @@ from worker.steps.messages import note_session
 from worker.steps.runtime import Deferred as Deferred  # re-exported: the tasks catch sync.Deferred
 from worker.steps.runtime import Runtime, lock_token
 from worker.steps.sessions import verify_call
-from worker.store import intents, peers, scripts
-from worker.store.cas import written
+from worker.store import intents, peers
 from worker.store.keys import later_key
 from worker.store.state import Loaded
 
@@ -147,12 +146,12 @@ def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str, turn: w
         elif action is None:
             return loaded
         else:
-            _write(rt, cid, loaded, action.fields, token, now, turn)
+            _write_fields(rt, cid, loaded, action.fields, token, now, turn)
             return None
     return loaded
 
 
-def _write(
+def _write_fields(
     rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str, now: float, turn: writes.Turn | None = None
 ) -> None:
     """Take the write's slot at the channels' ceiling (or queue the channel and release its
@@ -186,12 +185,7 @@ def _write(
             raise writes.WriteLater(rt.clock(), f"channel updates paused by a 429 ({error})") from None
         return
     settled, _ = settle_write(cid, record, record, fields, intent)
-    steps = [CHANNELS.queue(rt).report_call(limit, rt.clock()), rt.state.unlock_call(cid, token)]
-    if settled is not None:
-        steps.insert(0, rt.state.replace_call(cid, read, settled))
-    results = scripts.run(rt.redis, steps)
-    if isinstance(results[-1], Exception):
-        raise results[-1]  # the caller unlocks again
+    as_planned = rt.state.record_write(cid, read, settled, token, also=[CHANNELS.queue(rt).report_call(limit, rt.clock())])
     # `planned_from`: the version of the channel record the write was planned from (the Stream
     # time of the newest news callsync had of the channel), to tell a decision from its arrival.
     planned_from = loaded.record.version if loaded.record else None
@@ -200,7 +194,7 @@ def _write(
     log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id, extra=line)
     # The record changed since the intent was recorded: by the write's echo alone (settled
     # without more), or by news the write was not planned from (reconcile again).
-    if settled is not None and not written(results[0]) and intents.settle_write(rt.state, cid, read, fields, intent):
+    if not as_planned and intents.settle_write(rt.state, cid, read, fields, intent):
         rt.schedule(Reconcile(cid))
 
 
