@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e import cpu_seconds
 
 from standins import FakeHms, FakeStream, serve
+from standins.credentials import HMS_KEY, HMS_SECRET
+from standins.credentials import STREAM_KEY as KEY
+from standins.credentials import STREAM_SECRET as SECRET
 from worker.cli import launch
 from worker.settings import load_settings
 
-KEY, SECRET = "bench-stream-key", "bench-stream-secret-0123456789abcdef"
-HMS_KEY, HMS_SECRET = "bench-hms-key", "bench-hms-secret-0123456789abcdef"
 HOOK = "bench-hook-secret"
 
 

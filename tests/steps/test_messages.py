@@ -12,13 +12,16 @@ from worker.steps import messages
 from worker.steps.runtime import Deferred
 from worker.store.keys import call_message_key
 
+pytestmark = pytest.mark.world(call_messages=True)
 
-@pytest.fixture
-def world(redis_client):
-    world = World(redis_client, call_messages=True)
-    world.stream.create_channel(CID)
-    messages.upsert_message_user(world.rt)
-    return world
+
+@pytest.fixture(autouse=True)
+def _channel_and_sender(request: pytest.FixtureRequest) -> None:
+    """The `world` fixture's channel, and the user call messages come from (as a worker's start upserts it)."""
+    if "world" in request.fixturenames:
+        world = request.getfixturevalue("world")
+        world.stream.create_channel(CID)
+        messages.upsert_message_user(world.rt)
 
 
 def join(world: World, session, room, user: str) -> str:

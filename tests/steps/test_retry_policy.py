@@ -28,6 +28,7 @@ from celery import Celery
 from celery.exceptions import Retry
 
 import worker.jobs.tasks
+from tests.support.state import record_hms_event
 from tests.support.world import CALL, CID, World, hand_runtime
 from worker.core import actions
 from worker.core.events import parse_stream_event
@@ -125,7 +126,7 @@ def channel_to_write(world: World) -> None:
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
+    record_hms_event(world.rt.state, world.hms_event("session.open.success", session, room), world.now)
 
 
 def task_arguments(world: World) -> dict[str, tuple[Any, ...]]:

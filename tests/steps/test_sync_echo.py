@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from standins.base import rfc3339
+from tests.support.state import recorded_channel
 from tests.support.world import CALL, CID, World
 from worker.core import actions
 from worker.core.events import CallFields
@@ -49,7 +50,7 @@ def test_a_close_dated_before_an_early_echo_clears_the_channel_at_once(world):
     world.deliver_hms(closed)  # dated `start`: before the echo, as 100ms dates in whole seconds
     world.deliver_stream_outbox()
     assert world.fields() == CLEARED
-    assert world.rt.state.channel(CID).fields == CallFields(False, None)
+    assert recorded_channel(world.rt.state, CID).fields == CallFields(False, None)
     assert checks(world) == []  # no 100ms check: the claim was callsync's, for that session
     world.now += 0.5  # the echo's deferred task runs again: nothing to do
     world.drain()

@@ -22,6 +22,7 @@ from standins import FakeHms, Platforms
 from tests.support.roles import environment
 from tests.support.servers import real_redis, real_url
 from tests.support.stack import running_stack
+from tests.support.state import record_hms_event
 from tests.support.world import CALL, CID, HMS_SECRET, SECRET, World, hand_runtime
 from worker.cli import launch
 from worker.core import actions
@@ -94,7 +95,7 @@ def channel_to_write(world: World) -> None:
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
+    record_hms_event(world.rt.state, world.hms_event("session.open.success", session, room), world.now)
 
 
 def test_a_retry_that_cannot_be_published_is_a_dead_letter(unpublishable):
@@ -148,7 +149,7 @@ def test_a_dead_letter_keeps_no_configured_secret_a_platform_quoted(unpublishabl
     hand_runtime(app, world.rt)
     run_task(app, actions.CHECK_SESSION, CALL, "s-1")
     assert world.rt.state.call(CALL).session is None  # nothing recorded: the check is a no-op...
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", {"id": "s-1", "created_at": None}, ROOM), world.now)
+    record_hms_event(world.rt.state, world.hms_event("session.open.success", {"id": "s-1", "created_at": None}, ROOM), world.now)
     run_task(app, actions.CHECK_SESSION, CALL, "s-1")  # ...until a session is: then 100ms refuses
     [letter] = world.rt.dead_letters.list()
     assert letter.error.startswith("hms 400: app secret [redacted] is not valid for key [redacted]"), letter.error
@@ -311,7 +312,7 @@ def check_to_run(client: redis.Redis, hms: FakeHms, env: dict[str, str]) -> str:
     room = hms.create_room(CALL)
     session = hms.open_session(room["id"])
     opened = HmsEvent("d-1", "session.open.success", room["id"], CALL, session["id"], time.time(), time.time(), False)
-    State(client).record_hms_event(opened, time.time())
+    record_hms_event(State(client), opened, time.time())
     create_celery(load_settings(env)).send_task(actions.CHECK_SESSION, args=[CALL, session["id"]], queue=QUEUE, task_id="killer")
     return str(session["id"])
 

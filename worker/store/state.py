@@ -151,18 +151,14 @@ class State:
     def call(self, call_id: str) -> BoundCall:
         return call_from_hash(call_id, self.redis.hgetall(call_key(call_id)))
 
-    def record_hms_event(self, event: HmsEvent, now: float) -> Session | None:
+    def record_hms_event_and_channels(self, event: HmsEvent, now: float) -> tuple[Session | None, set[str], str | None]:
         """Apply `event` (admitted by core.timebounds) to its room's call record at `now`; returns
-        the session as observed.
+        the session as observed, the channel of the room's call (read in the same step) when a
+        reconcile is owed, and the mark to settle once it is done (`settle_owed`).
 
         Only a room's current session is kept (100ms runs one at a time): a late event of
         an older session changes nothing. Rooms without a call-id name bind no channel.
         """
-        return self.record_hms_event_and_channels(event, now)[0]
-
-    def record_hms_event_and_channels(self, event: HmsEvent, now: float) -> tuple[Session | None, set[str], str | None]:
-        """`record_hms_event`, also returning the channel of the room's call (read in the same step)
-        when a reconcile is owed, and the mark to settle once it is done (`settle_owed`)."""
         return self._record_session(event.room_name, event.session_id, lambda same: observe(same, event), now, event.id)
 
     def record_session(self, change: SessionChange) -> Session | None:
@@ -170,7 +166,7 @@ class State:
         the session over in 100ms, an adoption found one live) at the change's time; returns the
         session as concluded.
 
-        The same step as `record_hms_event`'s, so the record is what the 100ms webhook that
+        The same step as `record_hms_event_and_channels`'s, so the record is what the 100ms webhook that
         said it would have left: an older session's change, or one already recorded, changes
         nothing.
         """
@@ -318,9 +314,6 @@ class State:
         return loaded.calls
 
     # --- channels ------------------------------------------------------------
-    def channel(self, cid: str) -> Channel:
-        return channel_from_hash(cid, self.redis.hgetall(channel_key(cid)))
-
     def load(self, cid: str, lock: tuple[str, float] | None = None) -> Loaded | None:
         """The channel, its calls and their sessions in one round trip; with `lock` (token,
         seconds), take the channel's lock first: None when another holder has it."""
