@@ -18,7 +18,7 @@ from worker.core.actions import RECONCILE, EndSession, ReadChannel, Recheck, Rec
 from worker.core.binding import call_of_room
 from worker.core.channels import WRITE_INTENT_SECONDS, WriteIntent, settle_write
 from worker.core.events import HMS_PEER_TYPES, CallFields, HmsEvent, StreamEvent
-from worker.core.reconcile import busy_wait, call_ended_by_client, client_ended_call, live_call, plan_channel
+from worker.core.reconcile import busy_wait, call_id_turned_off_by_client, live_call, open_call_to_end_for_client, plan_channel
 from worker.core.timebounds import admit_hms_event
 from worker.core.upstream import Retry as UpstreamRetry
 from worker.core.upstream import UpstreamError
@@ -52,9 +52,13 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
     shown = observed.current.fields if observed.applied and observed.current is not None else None
     # Judged against the fields before the pending change, so a re-run of this task after its
     # first try failed midway still sees the client's flip. The calls are read only for a flip.
-    if shown is not None and rt.settings.end_room_on_call_end and call_ended_by_client(observed.before, shown, event.from_server):
+    if (
+        shown is not None
+        and rt.settings.end_room_on_call_end
+        and call_id_turned_off_by_client(observed.before, shown, event.from_server)
+    ):
         calls = rt.state.calls_of_channel(event.cid)  # the channel's own: another's call is not among them
-        ended = client_ended_call(observed.before, shown, event.from_server, calls)
+        ended = open_call_to_end_for_client(observed.before, shown, event.from_server, calls)
         # Mark it first: a reconcile racing the end-room call must not put the flag back.
         if ended is not None and ended.session is not None:
             session_id = ended.session.session_id
