@@ -64,6 +64,8 @@ class FakeStream(Fake, StreamMessages):
     # (https://getstream.io/chat/docs/react/rate-limits/). callsync adopts a lower reported limit
     # (docs/behaviour.md, rule 8): a test or bench that runs callsync faster raises it here.
     update_limit = 300
+    # Send Message and Update Message: 1,000 a minute each by default (same page).
+    message_limit = 1000
 
     def __init__(
         self,
@@ -264,8 +266,10 @@ class FakeStream(Fake, StreamMessages):
         return {"X-RateLimit-Limit": str(self.update_limit), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(now) + 1)}
 
     def _rate_limit_headers(self, response: Response) -> Response:
-        """Stream sends X-RateLimit-* on every answer (update channel: 300 per minute)."""
-        response.headers.setdefault("X-RateLimit-Limit", str(self.update_limit))
+        """Stream sends X-RateLimit-* on every answer, each endpoint its own limit (update channel:
+        300 per minute; send and update message: 1,000)."""
+        limit = self.message_limit if request.method == "POST" and _is_message_path(request.path) else self.update_limit
+        response.headers.setdefault("X-RateLimit-Limit", str(limit))
         response.headers.setdefault("X-RateLimit-Remaining", "0" if response.status_code == 429 else "299")
         response.headers.setdefault("X-RateLimit-Reset", str(int(time.time()) // 60 * 60 + 60))
         return response
@@ -451,3 +455,8 @@ def _in(condition: object) -> list[str] | None:
     if isinstance(condition, dict) and isinstance(condition.get("$in"), list):
         return [str(v) for v in dict.fromkeys(condition["$in"])]
     return None
+
+
+def _is_message_path(path: str) -> bool:
+    """SendMessage `/channels/{type}/{id}/message` or UpdateMessage `/messages/{id}`."""
+    return path.startswith("/messages/") or (path.startswith("/channels/") and path.endswith("/message"))

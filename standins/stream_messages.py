@@ -32,15 +32,17 @@ class StreamMessages:
     def _add_message_routes(self) -> None:
         self.messages: dict[str, Json] = {}  # message id -> message, with its `cid`
         self.message_failures: list[int] = []  # statuses the next message calls answer (429: throttled)
+        self.message_retry_after = 1  # the Retry-After of those 429s
         self.app.add_url_rule("/channels/<ctype>/<cid_id>/message", view_func=self._send_message, methods=["POST"])
         self.app.add_url_rule("/messages/<message_id>", view_func=self._get_message, methods=["GET"])
         self.app.add_url_rule("/messages/<message_id>", view_func=self._update_message, methods=["POST"])
         self.app.add_url_rule("/users", view_func=self._upsert_users, methods=["POST"])
 
-    def fail_next_messages(self, count: int, status: int = 429) -> None:
-        """The next `count` send/update message calls answer `status` (a 429 with Retry-After: 1)."""
+    def fail_next_messages(self, count: int, status: int = 429, retry_after: int = 1) -> None:
+        """The next `count` send/update message calls answer `status` (a 429 with `Retry-After`)."""
         with self._lock:
             self.message_failures += [status] * count
+            self.message_retry_after = retry_after
 
     def delete_channel(self, cid: str) -> None:
         """Delete the channel and its messages, as a hard DeleteChannel does."""
@@ -57,7 +59,7 @@ class StreamMessages:
             status = self.message_failures.pop(0) if self.message_failures else None
         if status is None:
             return None
-        headers = {"Retry-After": "1"} if status == 429 else None
+        headers = {"Retry-After": str(self.message_retry_after)} if status == 429 else None
         return self._error(status, "Too many requests" if status == 429 else "injected failure", headers)
 
     def _message_body(self) -> Json | None:

@@ -150,7 +150,8 @@ UPSTREAM = [
     ),
     panel(
         "Write queue",
-        "Keys waiting for a write at the endpoint's ceiling (channels: CALLSYNC_STREAM_UPDATE_RATE), and how long "
+        "Keys waiting for a write at the endpoint's ceiling (channels: CALLSYNC_STREAM_UPDATE_RATE, keyed by "
+        "channel; messages: CALLSYNC_STREAM_MESSAGE_RATE, keyed by call session), and how long "
         "the oldest has waited. A burst of N drains in N / ceiling; an oldest wait that keeps growing with "
         "no writes means no drain runs (no worker) or 429s pause the endpoint. An oldest wait over a minute for "
         "30 minutes is CallsyncStreamCeilingSaturated.",
@@ -166,7 +167,8 @@ UPSTREAM = [
     panel(
         "Waits before upstream calls",
         "Seconds waited per second before upstream calls: the write queue's drain sleeping to its next slot "
-        "(source ceiling, at most 1 per endpoint), and waits after a 429.",
+        "(source ceiling for channel updates, message_ceiling for call messages: at most 1 per endpoint), and "
+        "the pauses after a 429 (upstream_429; message_429: a 429 on a call message, which pauses messages only).",
         [
             query(
                 f"sum by (api, source) ({once(f'rate(callsync_rate_limit_wait_seconds_total{{{JOB}}}[{RATE}])', 'api, source')})",

@@ -39,6 +39,22 @@ def test_send_get_update_and_upsert_as_stream_documents_them(stream) -> None:
     assert sends[0][:2] == ("POST", "/channels/messaging/general/message") and sends[0][2] == {"message": body}
 
 
+def test_message_answers_report_their_own_limit(stream) -> None:
+    """X-RateLimit-Limit on every answer, per endpoint: Send Message and Update Message are 1,000 a
+    minute by default, Update Channel 300 (https://getstream.io/chat/docs/react/rate-limits/); the
+    messages' write queue adopts the first when lower than CALLSYNC_STREAM_MESSAGE_RATE."""
+    fake, client = stream
+    client.upsert_users([{"id": "callsync", "name": "Calls"}])
+    body = {"id": "callsync-s1", "text": "Call started", "user_id": "callsync"}
+    assert client.send_message_reporting("messaging:general", body)[1] == 1000
+    fake.message_limit = 120
+    assert client.update_message_reporting({**body, "text": "Missed call"})[1] == 120
+    fake.fail_next_messages(1, 429, retry_after=7)
+    with pytest.raises(UpstreamError) as throttled:
+        client.update_message(body)
+    assert (throttled.value.retry_after, throttled.value.reported_limit) == (7.0, 120)
+
+
 def test_a_duplicate_id_is_400_code_4_and_a_missing_channel_404_code_16(stream) -> None:
     fake, client = stream
     client.upsert_users([{"id": "callsync", "name": "Calls"}])

@@ -149,10 +149,45 @@ def test_a_deleted_channel_drops_the_message(calls: Calls) -> None:
     launch.wait_for(lambda: f"callsync-{session['id']} dropped" in worker_log.read_text(errors="replace"), 20, "the drop")
 
 
-def test_a_429_on_send_makes_the_message_late_and_once(calls: Calls) -> None:
-    calls.stream.fail_next_messages(1, 429)
-    cid, _, _ = start(calls, "alice", "bob")
-    one_message(calls, cid, "Call started", timeout=30)
+def message_sends(calls: Calls, cid: str) -> list[float]:
+    """When each SendMessage to `cid` reached the stand-in (answered or not)."""
     path = f"/channels/{cid.replace(':', '/')}/message"
-    assert len([p for m, p, _ in calls.stream.calls if m == "POST" and p == path]) == 2  # the 429, then the send
-    assert len(calls.stream.messages_in(cid)) == 1
+    return [at for (m, p, _), at in zip(calls.stream.calls, calls.stream.call_times, strict=True) if m == "POST" and p == path]
+
+
+def test_a_429_on_send_pauses_messages_only_and_the_message_comes_late_and_once(calls: Calls) -> None:
+    calls.stream.fail_next_messages(1, 429, retry_after=5)
+    cid, _, _ = start(calls, "alice", "bob")
+    launch.wait_for(lambda: message_sends(calls, cid), 15, "the send that is answered 429")
+    throttled_at = message_sends(calls, cid)[0]
+    # The messages endpoint waits out its 5 s; channel updates go on: a second call shows at once.
+    other, other_call, _ = start(calls, "carol", "dave")
+    launch.wait_for(lambda: calls.stream.channels[other].get("data", {}).get("callId") == other_call, 15, "the other channel")
+    shown_at = max(
+        at
+        for (m, p, _), at in zip(calls.stream.calls, calls.stream.call_times, strict=True)
+        if m == "PATCH" and p == f"/channels/{other.replace(':', '/')}"
+    )
+    assert shown_at < throttled_at + 5, "a 429 on messages held a channel update up"
+    assert calls.stream.messages_in(cid) == []
+    one_message(calls, cid, "Call started", timeout=30)
+    one_message(calls, other, "Call started", timeout=30)
+    _, second = message_sends(calls, cid)  # the 429, then the send: never a third
+    assert second >= throttled_at + 5 - 0.05  # late: after the wait the 429 asked for
+    settle(calls)
+    assert len(message_sends(calls, cid)) == 2 and len(calls.stream.messages_in(cid)) == 1
+
+
+def test_a_lost_open_then_the_end_is_one_message(calls: Calls) -> None:
+    cid = channel(calls, "msg", "alice", "bob")
+    call_id = f"call-{cid}"
+    room_id = calls.create("alice", cid, call_id).json()["call"]["hms"]["room_id"]
+    calls.hms.lose_next_webhooks(1)
+    session = calls.hms.open_session(room_id)  # its session.open.success never reaches callsync
+    calls.hms.join_peer(session["id"], "alice", webhook=False)
+    calls.hms.join_peer(session["id"], "bob", webhook=False)
+    calls.hms.close_session(session["id"])
+    ended = one_message(calls, cid, "Call ended")
+    assert ended["id"] == f"callsync-{session['id']}" and ended["attachments"][0]["participants"] == ["alice", "bob"]
+    settle(calls)
+    assert len(message_sends(calls, cid)) == 1 and len(calls.stream.messages_in(cid)) == 1

@@ -28,7 +28,10 @@ def test_status_reflects_a_known_state(redis_client):
     status = gather(redis_client, now)
     assert json.loads(json.dumps(status)) == {
         "queues": {QUEUE: {"waiting": 2, "reserved": 0}},
-        "write_queues": {"channels": {"waiting": 1, "oldest_wait_seconds": 7.0}},
+        "write_queues": {
+            "channels": {"waiting": 1, "oldest_wait_seconds": 7.0},
+            "messages": {"waiting": 0, "oldest_wait_seconds": None},
+        },
         "workers": [{"hostname": "celery@a", "last_seen_age_seconds": 5.0, "pid": 7, "concurrency": 4}],
         "open_sessions": 2,
         "oldest_session_age_seconds": 120.0,
@@ -43,7 +46,7 @@ def test_status_reflects_a_known_state(redis_client):
     }
     table = render(status)
     assert "2 waiting" in table and "celery@a" in table and "oldest 120s" in table and "42s ago" in table
-    assert "queue channels  1 waiting (oldest 7s)" in table
+    assert "queue channels  1 waiting (oldest 7s)" in table and "queue messages  0 waiting" in table
     forget(redis_client, "celery@a")
     assert gather(redis_client, now)["workers"] == []
 

@@ -125,16 +125,24 @@ class StreamClient:
     # `get_message`, `upsert_users`).
     def send_message(self, cid: str, message: dict[str, Any]) -> dict[str, Any]:
         """`POST /channels/{type}/{id}/message` `{"message"}` → 201 `{"message"}`; a new message pushes."""
+        return self.send_message_reporting(cid, message)[0]
+
+    def send_message_reporting(self, cid: str, message: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        """`send_message`, and the endpoint's limit the answer reported (X-RateLimit-Limit)."""
         kind, _, ident = cid.partition(":")
         path = f"/channels/{segment(kind)}/{segment(ident)}/message"
         response = self._request("POST", "/channels/{type}/{id}/message", path, json={"message": message})
-        return _dict(response.json().get("message"))
+        return _dict(response.json().get("message")), response.reported_limit
 
     def update_message(self, message: dict[str, Any]) -> dict[str, Any]:
         """`POST /messages/{id}` `{"message"}`: the whole message replaced (an update does not push)."""
+        return self.update_message_reporting(message)[0]
+
+    def update_message_reporting(self, message: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        """`update_message`, and the endpoint's limit the answer reported (X-RateLimit-Limit)."""
         path = f"/messages/{segment(str(message['id']))}"
         response = self._request("POST", "/messages/{id}", path, json={"message": message})
-        return _dict(response.json().get("message"))
+        return _dict(response.json().get("message")), response.reported_limit
 
     def get_message(self, message_id: str) -> dict[str, Any]:
         """`GET /messages/{id}` → `{"message"}`."""

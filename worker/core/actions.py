@@ -21,7 +21,7 @@ END_SESSION = "callsync.end_session"
 CHECK_SESSION = "callsync.check_session"
 SWEEP = "callsync.sweep"
 RECORD_OWNER = "callsync.record_owner"
-WRITE_CALL_MESSAGE = "callsync.write_call_message"
+WRITE_CALL_MESSAGE = "callsync.write_call_message"  # replays a call message's dead letter: in line again
 DRAIN_WRITES = "callsync.drain_writes"
 RESYNC = "callsync.resync"
 TASK_NAMES = (
@@ -136,14 +136,6 @@ class RecordOwner(Scheduled):
     task: ClassVar[str] = RECORD_OWNER
     call_id: str
     cid: str
-
-
-@dataclass(frozen=True)
-class WriteCallMessage(Scheduled):
-    """Make the call message of `session_id` say what recorded state says now (rule 13)."""
-
-    task: ClassVar[str] = WRITE_CALL_MESSAGE
-    session_id: str
 
 
 @dataclass(frozen=True)

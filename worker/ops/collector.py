@@ -23,7 +23,10 @@ from worker.ops.status import gather
 _COUNTERS = {
     counters.TASK_RUNS: "Task runs by task and outcome (success, retry, deferred, dead_letter, error).",
     counters.UPSTREAM_CALLS: "Calls to Stream and 100ms by api, method, templated endpoint and status.",
-    counters.RATE_LIMIT_WAITS: "Waits before an upstream call: the Stream update ceiling, or an upstream 429.",
+    counters.RATE_LIMIT_WAITS: (
+        "Waits before an upstream call, by source: the channel-update ceiling (ceiling) or a 429 (upstream_429); "
+        "the call-message ceiling (message_ceiling) or a 429 on a message (message_429)."
+    ),
     counters.RATE_LIMIT_WAIT_SECONDS: "Seconds waited, by the same labels as callsync_rate_limit_waits_total.",
     counters.DEAD_LETTERED: "Tasks that became dead letters, by task.",
     counters.RESYNC_RUNS: "Resyncs done, by mode (bound: what callsync recorded; full: also every channel showing a call).",

@@ -28,8 +28,6 @@ from worker.logs import fields
 from worker.ops.counters import Tally, upstream_counter
 from worker.settings import Settings
 from worker.store.deadletters import DeadLetters
-from worker.store.keys import STREAM_MESSAGE_RATE
-from worker.store.ratelimit import RateLimiter
 from worker.store.state import State
 
 log = logging.getLogger("callsync.upstream")
@@ -66,11 +64,6 @@ class Runtime:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep  # the drain's waits for its slot (tests move their clock)
     closers: list[Callable[[], None]] = field(default_factory=list)
-    message_limiter: RateLimiter = field(default=None)  # type: ignore[assignment]  # call messages' ceiling (rule 13)
-
-    def __post_init__(self) -> None:
-        if self.message_limiter is None:
-            self.message_limiter = RateLimiter(self.redis, STREAM_MESSAGE_RATE, self.settings.stream_message_rate)
 
     def schedule(self, action: Scheduled, countdown: float | None = None) -> None:
         """Run `action` as its task, after `countdown` seconds."""

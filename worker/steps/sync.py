@@ -88,8 +88,9 @@ def apply_hms_event(rt: Runtime, event: HmsEvent) -> None:
     # (`_schedule_once`). The receiver settles the commonest of these events without a task
     # (core.sessions.settled_at_ingest), and never while the mark is there.
     session, cids, owed = rt.state.record_hms_event_and_channels(admitted, now)
-    if admitted.type not in HMS_PEER_TYPES:  # a session opened or closed: its call message (rule 13)
-        note_session(rt, session)
+    # A session opened or closed: its call message (rule 13); a peer event only when it is how
+    # callsync learned of the session (its open lost), so an adopted session is announced too.
+    note_session(rt, session, peer_event=admitted.type in HMS_PEER_TYPES)
     for cid in sorted(cids):
         reconcile_channel(rt, cid)
     if owed is not None and admitted.room_name:

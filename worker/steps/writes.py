@@ -9,8 +9,10 @@ recorded now and writes once, or not at all (a call that opened and closed while
 waited costs nothing). After a bounded slice it gives the turn back and, if keys are left,
 publishes itself again.
 
-An endpoint is a name, a ceiling from the settings and a writer: `channels` (Stream channel
-updates, keyed by cid) is registered by worker/steps/sync.py.
+An endpoint is a name, a ceiling from the settings and a writer, each with its own line, pace
+and pauses: `channels` (Stream channel updates, keyed by cid, at CALLSYNC_STREAM_UPDATE_RATE) is
+registered by worker/steps/sync.py, `messages` (Stream message sends and updates, keyed by call
+session id, at CALLSYNC_STREAM_MESSAGE_RATE) by worker/steps/messages.py.
 """
 
 from __future__ import annotations
@@ -55,12 +57,16 @@ class WriteLater(Exception):
 @dataclass(frozen=True)
 class Endpoint:
     """`write(rt, key, turn)` writes the key's latest recorded state (raises WriteLater or
-    UpstreamError); `task` and its arguments `(key,)` are what a dead letter replays."""
+    UpstreamError); `task` and its arguments `(key,)` are what a dead letter replays. The
+    `source` label of callsync_rate_limit_wait(s|_seconds)_total for the drain's sleeps to its
+    slot (`ceiling_source`) and a 429's pause (`throttled_source`)."""
 
     name: str
     rate: Callable[[Settings], Rate]
     write: Callable[[Runtime, str, Turn], None]
     task: str
+    ceiling_source: str = "ceiling"
+    throttled_source: str = "upstream_429"
 
     def queue(self, rt: Runtime) -> WriteQueue:
         rate = self.rate(rt.settings)
@@ -167,7 +173,8 @@ def _dead_letter(rt: Runtime, endpoint: Endpoint, key: str, error: str, attempts
 
 
 def _nap(rt: Runtime, endpoint: str, seconds: float) -> None:
-    labels = {"api": "stream", "source": "ceiling"}
+    known = ENDPOINTS.get(endpoint)
+    labels = {"api": "stream", "source": known.ceiling_source if known else "ceiling"}
     rt.tally.inc(counters.RATE_LIMIT_WAITS, labels)
     rt.tally.inc(counters.RATE_LIMIT_WAIT_SECONDS, labels, seconds)
     rt.sleep(seconds)

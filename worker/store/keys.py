@@ -62,7 +62,6 @@ APP_REVOKED_BEFORE = "cs:app:revoke"  # the app's `revoke_tokens_issued_before` 
 # --- kept by other parts (named here so no raw key lives outside the store) -------------
 DEAD_LETTER_INDEX = "cs:dlz"  # zset: id → time of failure
 DEAD_LETTER_RECORDS = "cs:dl"  # hash: id → JSON record
-STREAM_MESSAGE_RATE = "cs:rate:stream-message"  # zset: the call messages' own ceiling (rule 13)
 WRITE_QUEUE_PREFIX = "cs:wq:"  # + endpoint: the write queue (zset) and its :pace :turn :sched :nb :proc :att
 METRICS = "cs:metrics"  # hash: field (metric and labels) → number
 WORKERS = "cs:workers"  # zset: hostname → last heartbeat (unix seconds)

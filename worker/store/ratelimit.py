@@ -1,4 +1,7 @@
-"""One ceiling on Stream channel updates shared by every worker (docs/behaviour.md, rule 8)."""
+"""A sliding-log ceiling shared by every worker: the resync's reads (worker/steps/resync.py).
+
+Writes (channel updates, call messages) are paced by the fair write queue instead
+(worker/store/writequeue.py, docs/behaviour.md rule 8)."""
 
 from __future__ import annotations
 

@@ -144,7 +144,8 @@ def _ms(seconds: float) -> int:
     return max(int(seconds * 1000), 1)
 
 
-ENDPOINT_NAMES = ("channels",)  # the queues `callsync status` and /metrics show (steps/writes.py registers their writers)
+# The queues `callsync status` and /metrics show (steps/writes.py registers their writers).
+ENDPOINT_NAMES = ("channels", "messages")
 
 
 def queued(client: redis.Redis, names: tuple[str, ...] = ENDPOINT_NAMES) -> dict[str, tuple[int, float | None]]:
