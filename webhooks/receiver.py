@@ -20,7 +20,7 @@ from worker.core.events import HmsEvent, StreamEvent, cid_of_room
 from worker.logs import fields
 from worker.settings import Settings
 from worker.store.calls import CallsStore
-from worker.store.enqueue import QUEUE, Enqueuer, QueueFull, settle_hms
+from worker.store.enqueue import QUEUE, Enqueuer, QueueFull, settle_hms, settle_stream
 
 log = logging.getLogger("callsync.webhooks")
 
@@ -107,8 +107,9 @@ class Receiver:
                 # calls API asks Stream afresh on their next request).
                 CallsStore(self.client).forget_refusal(event.cid, event.user_id)
                 return "accepted", answer(200, status="accepted")
-            # A peer event the recorded call shows to change nothing is settled here (docs/design.md).
-            settle = settle_hms(event, self.clock()) if isinstance(event, HmsEvent) else None
+            # A peer event or an echo that provably changes nothing is settled here (docs/design.md).
+            now = self.clock()
+            settle = settle_hms(event, now) if isinstance(event, HmsEvent) else settle_stream(event, now)
             taken = self.enqueuer.enqueue_once(delivery.dedupe_keys, source.task, (event.to_json(),), settle)
         except redis.RedisError:
             raise Rejected(503, "unavailable", STORE_UNAVAILABLE) from None

@@ -72,6 +72,38 @@ def test_messages_go_through_the_transport():
         queue.close()
 
 
+@pytest.mark.redis
+def test_a_channel_closed_again_after_its_connection_raises_a_connection_error_not_an_attribute_error():
+    """What Celery's consumer does after the broker's connection is lost (the failover test found
+    it: the worker died with AttributeError 'NoneType' object has no attribute 'hostname'): kombu
+    closed the connection (its transport's `client` None, the channel's pools dropped) and then
+    closes the channel again, which restores the unacknowledged messages through a new pool."""
+    import redis
+    from kombu.common import ignore_errors
+
+    real_redis()
+    app = create_celery(load_settings({"REDIS_URL": real_url()}))
+    with app.connection_for_write() as connection:
+        queue = connection.SimpleQueue("cs-test-broker-closed")
+        queue.put({"n": 1})
+        message = queue.get(timeout=5)  # delivered, not acknowledged: the close restores it
+        channel = message.channel
+        assert channel.qos._delivered
+        channel._disconnect_pools()  # as kombu's Channel.close does, before its restore
+        channel.connection.client = None  # as kombu's Connection._close does to its transport
+        with pytest.raises(redis.ConnectionError):
+            channel._create_client()
+        with pytest.raises(redis.ConnectionError):
+            channel._create_client(asynchronous=True)
+        assert redis.ConnectionError in connection.connection_errors  # so the closers ignore it:
+        ignore_errors(connection, channel.close)  # no AttributeError out of the consumer's close
+        with pytest.raises(redis.ConnectionError):
+            message.reject(requeue=True)  # the hub's reject on its way down: Celery logs it
+        tag = message.delivery_tag
+    with redis.Redis.from_url(real_url()) as store:  # kept for the visibility timeout's restore
+        assert store.hexists("unacked", tag)
+
+
 SENTINEL_URL = "redis+sentinel://:hunter2-sentinels@s1:26379,[::1]:26380/mymaster/3?password=hunter2%2Fprimary&username=app"
 
 

@@ -194,6 +194,15 @@ def test_stream_client_update(stream: FakeStream) -> None:
     assert stream.calls == [] and stream.patch_times == []
 
 
+def test_stream_client_update_whose_webhook_is_lost(stream: FakeStream) -> None:
+    """A client's update whose channel.updated Stream gave up delivering (it has no replay):
+    applied, never sent, not in the outbox."""
+    stream.webhook_url = "http://127.0.0.1:9/never"
+    stream.client_update(CID, {"data.callActive": True, "data.callId": "call-9"}, webhook=False)
+    assert stream.call_fields(CID) == {"callActive": True, "callId": "call-9"}
+    assert stream.outbox == [] and stream.deliveries_in_flight == 0
+
+
 def test_stream_query_channels(stream: FakeStream, sc: httpx.Client) -> None:
     stream.create_channel("messaging:other")
     query = {"state": True, "watch": False, "limit": 1}

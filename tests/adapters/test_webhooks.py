@@ -11,10 +11,13 @@ from standins.credentials import HMS_SECRET
 from standins.credentials import STREAM_SECRET as SECRET
 from tests.samples import SAMPLES_AT, load, samples_clock, stream_headers
 from webhooks.app import create_app
-from worker.core.events import parse_hms_event
+from worker.core.channels import WriteIntent, with_intent
+from worker.core.events import CallFields, parse_hms_event, parse_time
 from worker.core.signing import sign_stream
 from worker.settings import Settings
+from worker.store.codec import record_from_hash
 from worker.store.enqueue import QUEUE
+from worker.store.keys import channel_key
 from worker.store.peers import read_peers
 from worker.store.state import State
 
@@ -126,6 +129,30 @@ def test_a_peer_event_of_the_session_recorded_open_is_settled_without_a_task(cli
     assert post_hms(client, join).json == {"status": "duplicate"}
     other = {**join, "id": "join-2", "data": {**data, "session_started_at": "2026-11-20T10:00:00.2Z"}}  # another start
     assert post_hms(client, other).status_code == 202 and [t for t, _ in queued(redis_client)] == ["callsync.apply_hms_event"]
+
+
+def test_callsyncs_own_echo_once_its_write_is_booked_is_settled_without_a_task(client, redis_client):
+    """docs/design.md, "The path of a webhook": recorded as the worker records it (the record's
+    version moved), nothing queued, answered 202; while the write is in flight it is queued."""
+    cid, shown = "messaging:general", CallFields(True, "call-messaging:general")
+    echo = {**load("stream_channel_updated"), "request_info": {"type": "server"}}  # a server-side request's
+    state = State(redis_client)
+    state.bind(cid, "call-messaging:general", SAMPLES_AT - 1)  # the write, booked (core.channels.settle_write)
+    state.record_channel(cid, shown, SAMPLES_AT - 1, claimed_since=SAMPLES_AT - 30, pending="clear")
+    assert post_stream(client, echo).json == {"status": "accepted"} and queued(redis_client) == []
+    record = record_from_hash(cid, redis_client.hgetall(channel_key(cid)))
+    assert record is not None and record.version == parse_time(echo["created_at"]) and not record.pending
+    assert post_stream(client, echo).json == {"status": "duplicate"}
+    member = {**echo, "created_at": "2026-11-20T10:00:00.2Z", "request_info": {"type": "client"}}
+    assert post_stream(client, member, **{"X-Webhook-Id": "wh-2"}).status_code == 202  # a member's claim
+    assert len(queued(redis_client)) == 1
+    redis_client.delete(QUEUE)
+    loaded = state.load(cid)
+    assert loaded is not None and loaded.record is not None
+    in_flight = with_intent(loaded.record, WriteIntent(shown, SAMPLES_AT - 0.3))
+    assert in_flight is not None and state.record_write(cid, loaded.raw, in_flight, "no-lock-held")  # written over what it read
+    early = {**echo, "created_at": "2026-11-20T10:00:00.3Z"}  # the echo of a write still in flight: its writer books it
+    assert post_stream(client, early, **{"X-Webhook-Id": "wh-3"}).status_code == 202 and len(queued(redis_client)) == 1
 
 
 def test_unknown_event_types_are_ignored_and_leave_nothing(client, redis_client):

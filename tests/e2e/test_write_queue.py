@@ -68,6 +68,11 @@ class Run:
     def right(self, cids: list[str]) -> int:
         return sum(self.stream.call_fields(cid).get("callId") == f"call-{cid}" for cid in cids)
 
+    def accounted(self, cids: list[str]) -> int:
+        """Channels right, waiting in the write queue or in the drainer's hands."""
+        waiting = {k.decode() for k in [*self.store.zrange("cs:wq:channels", 0, -1), *self.store.hkeys("cs:wq:channels:proc")]}
+        return sum(cid in waiting or self.stream.call_fields(cid).get("callId") == f"call-{cid}" for cid in cids)
+
     def patches(self, cids: list[str]) -> int:
         paths = {"/channels/" + cid.replace(":", "/") for cid in cids}
         return sum(method == "PATCH" and path in paths for method, path, _ in self.stream.calls)
@@ -103,6 +108,11 @@ def test_a_worker_killed_mid_burst_passes_its_turn_on(run: Run) -> None:
     cids = run.burst("killed")
     started = time.monotonic()
     launch.wait_for(lambda: run.store.exists("cs:wq:channels:turn"), 10, "a drain to hold the turn")
+    # Every open recorded: each channel is right, waiting in the queue or being written. What
+    # the victim still held as prefetched tasks would wait for the visibility timeout, and the
+    # issue's point is what waits in Redis rather than in a worker (a loaded machine may take
+    # longer than the issue's 0.3 s to take 40 opens).
+    launch.wait_for(lambda: run.accounted(cids) == CHANNELS, 20, "every open recorded")
     time.sleep(0.3)
     os.killpg(victim.process.pid, signal.SIGKILL)
     run.start("worker")

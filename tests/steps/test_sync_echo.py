@@ -20,6 +20,11 @@ from worker.steps import sync
 CLEARED = {"callActive": False}
 
 
+# `receiver`: each Stream delivery through the receiver's step first, which settles an echo
+# once its write is booked (docs/design.md, "The path of a webhook"): the same outcomes.
+pytestmark = pytest.mark.parametrize("world", [{"ingest": False}, {"ingest": True}], ids=["worker", "receiver"], indirect=True)
+
+
 def checks(world: World) -> list[Any]:
     """The calls callsync made to 100ms (a check of a claim asks for the room's sessions)."""
     return list(world.hms.calls)

@@ -102,6 +102,16 @@ class Group:
         best = max(set(named), key=named.count, default=None)
         return best if best is not None and named.count(best) >= 2 else None
 
+    def cut_replica(self) -> redis.Redis:
+        """Cut the replica off the primary and keep it off (the primary's `maxclients` at what it
+        has then, so the replica cannot connect again): writes the primary answers from now on
+        never reach the replica, as in a partition or a lagging link just before the primary
+        dies. Returns the connection that holds the last place; keep it open until the kill."""
+        admin = self.server(self.primary_port)
+        admin.config_set("maxclients", int(admin.info("clients")["connected_clients"]) - 1)
+        admin.client_kill_filter(_type="replica")
+        return admin
+
     def kill(self, name: str) -> None:
         process = self.processes[name]
         if process.poll() is None:

@@ -23,8 +23,12 @@ from worker.settings import Settings
 from worker.steps import messages, owners, resync, sessions, sync, writes
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import build_runtime
+from worker.store import scripts
+from worker.store.enqueue import _call, _Pending, settle_stream
+from worker.store.keys import DEDUPE_TTL
 
 CID, CALL = "messaging:general", "call-messaging:general"
+INGEST_QUEUE = "world:ingest"  # where the receiver's step pushes a task the World then runs itself
 
 
 def _apply_stream_event(rt: Any, raw: dict[str, Any]) -> None:
@@ -89,7 +93,7 @@ class Platforms(httpx.BaseTransport):
 class World:
     """callsync's worker steps wired to Redis and the stand-ins, with a hand-moved clock."""
 
-    def __init__(self, redis_client: Any, prefix: str = "data.", **overrides: Any):
+    def __init__(self, redis_client: Any, prefix: str = "data.", ingest: bool = False, **overrides: Any):
         self.now = time.time()  # the world's clock starts at wall time (tokens are checked in it)
         self.stream = FakeStream(KEY, SECRET, field_prefix=prefix)
         self.hms = FakeHms(HMS_KEY, HMS_SECRET)
@@ -106,6 +110,9 @@ class World:
             **overrides,
         )
         self.queue = Recorder(lambda: self.now)
+        # `ingest`: a Stream delivery goes through the receiver's one step first, which settles
+        # what provably changes nothing (callsync's own echo, worker/store/enqueue.settle_stream).
+        self.ingest = ingest
         # Seconds a request takes to reach Stream: the clock moves by it, so Stream stamps what
         # a write causes (its echo) after the time callsync read before sending it.
         self.stream_latency = 0.0
@@ -152,9 +159,19 @@ class World:
         while self.stream.outbox:
             _, body = self.stream.outbox.pop(0)
             event = parse_stream_event(json.loads(body), self.settings.field_path)
-            if event is not None:
+            if event is not None and not self._settled_at_ingest(event):
                 sync.apply_stream_event(self.rt, StreamEvent.from_json(event.to_json()))
                 self.drain()
+
+    def _settled_at_ingest(self, event: StreamEvent) -> bool:
+        """With `ingest`, the receiver's step (no dedupe keys: the World repeats bodies on
+        purpose): whether it settled `event`, so no task runs."""
+        if not self.ingest:
+            return False
+        item = _Pending([INGEST_QUEUE], "task", settle_stream(event, self.now))
+        [result] = scripts.run(self.rt.redis, [_call(item, DEDUPE_TTL, 1 << 30)])
+        self.rt.redis.delete(INGEST_QUEUE)
+        return bool(result == 2)
 
     def echo_before_answer(self, share: float = 1.0, seed: int = 0, keep: bool = False) -> None:
         """Make the Stream stand-in hand a share of callsync's writes' echoes to callsync while
@@ -173,7 +190,7 @@ class World:
     def apply_stream_body(self, body: bytes) -> None:
         """What the task of one Stream webhook does, a busy channel deferring it as Celery would."""
         event = parse_stream_event(json.loads(body), self.settings.field_path)
-        if event is None:
+        if event is None or self._settled_at_ingest(event):
             return
         raw = event.to_json()
         try:

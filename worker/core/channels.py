@@ -18,9 +18,11 @@ died lapses `WRITE_INTENT_SECONDS` after it was made.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from worker.core import binding
 from worker.core.events import CallFields, StreamEvent
 from worker.core.reconcile import CLOCK_SKEW_SECONDS, Channel, claim_since
 from worker.core.timebounds import stream_event_time
@@ -205,3 +207,65 @@ def stream_news(event: StreamEvent, now: float) -> StreamNews | None:
     binds = event.fields.call_id if event.fields is not None and event.fields.call_id else None
     version = stream_event_time(event.created_at, now)
     return StreamNews(event.cid, event.fields, version, exists, binds, by_member=not event.from_server)
+
+
+def may_settle_stream(event: StreamEvent) -> bool:
+    """What `stream_settled_at_ingest` asks of the event alone: a server-side `channel.updated`
+    (not a member's) of a channel, carrying its call fields."""
+    return (
+        event.type == "channel.updated"
+        and event.cid is not None
+        and event.from_server
+        and event.fields is not None
+        and event.fields.call_id != ""
+    )
+
+
+def rebinds(cid: str, call_id: str, recorded_owner: str | None, bound: Collection[str]) -> bool:
+    """Whether `cid` showing `call_id` binds nothing new: the channel owns it (core.binding.owner_of
+    over the recorded first binder) and has it bound already, so binding it again only moves
+    the binding's time (worker/store/lua/bind_owned.lua: no new binding, no owner recorded)."""
+    return binding.owner_of(call_id, recorded_owner) == cid and call_id in bound
+
+
+def stream_settled_at_ingest(event: StreamEvent, record: ChannelRecord | None, now: float, rebound: bool = False) -> bool:
+    """Whether recording `event` at `now` over the channel's `record` provably changes nothing
+    a reconcile reads, so the receiver may record it and queue no task (docs/design.md, "The
+    path of a webhook"): the echo of callsync's own write once its bookkeeping is recorded.
+
+    A server-side `channel.updated` showing the fields the record holds, of a channel recorded
+    as existing with no pending mark, a claim exactly when the call is active (a server write
+    keeps its date: core.reconcile.claim_since), and no write in flight at the event's version
+    (none recorded, or one whose writer died: `WriteIntent.in_flight`); the call id it shows
+    (if any) bound to the channel already, which owns it (`rebound`: `rebinds`). Then
+    `channel_change` gives the channel back as it is, marks nothing and wakes no reconcile,
+    and the record becomes `echo_settled` (the version moved, a lapsed intent dropped).
+    Anything else (a member's event, other fields, a pending change, a write in flight, its
+    early echo, a new binding, a deleted or missing channel) goes to the worker.
+    `worker/store/lua/settle_echo.lua` decides the same over the record in Redis.
+    """
+    if record is None or not may_settle_stream(event):
+        return False
+    news = stream_news(event, now)
+    if news is None or news.fields is None or (news.binds is not None and not rebound):
+        return False
+    channel, intent = record.channel, record.intent
+    return (
+        news.exists
+        and channel.exists
+        and channel.missing_for is None
+        and not record.pending
+        and record.before is None
+        and channel.fields == news.fields
+        and (channel.claim_since is not None) == news.fields.active
+        and (intent is None or not intent.in_flight(news.version))
+    )
+
+
+def echo_settled(record: ChannelRecord, version: float) -> ChannelRecord | None:
+    """The record an event `stream_settled_at_ingest` settles leaves, dated `version` (None:
+    the event is older than the record, and nothing is written): the same channel, the news'
+    version, and no intent (it lapsed: an intent in flight is never settled)."""
+    if version < record.version:
+        return None
+    return replace(record, version=version, intent=None)

@@ -17,6 +17,7 @@ import ssl
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.url import parse_ssl_cert_reqs
 
@@ -25,11 +26,22 @@ from worker.sentinel_url import SentinelAddress, is_sentinel_url, parse_sentinel
 
 
 class _OneClient:
-    """A channel's `_create_client` that hands out one synchronous client per pool."""
+    """A channel's `_create_client` that hands out one synchronous client per pool.
+
+    A channel whose connection kombu already closed (`Connection._close` sets the transport's
+    `client` to None) and whose pools it dropped cannot build a pool again: kombu's
+    `_connparams` would fail on `None.hostname` with an AttributeError, which no caller
+    expects. That happens when Celery's consumer closes a connection lost to the broker a
+    second time (its restore of unacknowledged messages, its hub's rejects): the AttributeError
+    was fatal to the worker. It is a lost connection, so it is raised as one
+    (`redis.ConnectionError`, among kombu's `connection_errors`): the closers ignore it, the
+    consumer reconnects, and the unacknowledged messages come back after the visibility timeout."""
 
     _callsync_client: Any = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
+        if getattr(self.connection, "client", None) is None:  # type: ignore[attr-defined]
+            raise redis.ConnectionError("the broker connection is closed")
         if asynchronous:
             return super()._create_client(asynchronous=True)  # type: ignore[misc]
         pool = self.pool  # type: ignore[attr-defined]

@@ -24,10 +24,21 @@ import redis
 from celery import Celery
 
 from worker.core import binding
-from worker.core.events import HmsEvent
+from worker.core.channels import WRITE_INTENT_SECONDS, may_settle_stream, stream_news
+from worker.core.events import HmsEvent, StreamEvent
 from worker.core.sessions import may_settle_at_ingest, start_ms
 from worker.store import scripts
-from worker.store.keys import BOUND_CHANNELS, CALL_TTL, call_key, owed_key, peers_key
+from worker.store.keys import (
+    BOUND_CHANNELS,
+    CALL_TTL,
+    MAX_BINDINGS,
+    bindings_key,
+    call_key,
+    channel_key,
+    owed_key,
+    owner_key,
+    peers_key,
+)
 from worker.store.peers import record_peer_args
 from worker.store.scripts import Script
 
@@ -35,7 +46,7 @@ QUEUE = "callsync"
 MAX_BATCH = 128
 WAIT_SECONDS = 5.0  # longer than any healthy round trip; then the request answers 503
 
-_DEDUPE_AND_PUSH = Script.named("dedupe_and_push", "peer_merge")
+_DEDUPE_AND_PUSH = Script.named("dedupe_and_push", "peer_merge", "settle_echo")
 DEFAULT_MAX_DEPTH = 100_000  # about 180 MB of Redis, minutes of a platform's peak
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -80,8 +91,10 @@ class MessageTemplate:
 
 @dataclass(frozen=True)
 class Settle:
-    """What lua/dedupe_and_push.lua needs to settle an event at ingest: keys and arguments."""
+    """What lua/dedupe_and_push.lua needs to settle an event at ingest: the kind of rule
+    ("peer": `settle_hms`, "echo": `settle_stream`), its keys and its arguments."""
 
+    kind: str
     keys: list[str]
     args: list[Any]
 
@@ -96,7 +109,25 @@ def settle_hms(event: HmsEvent, now: float) -> Settle | None:
     named = binding.cid_of_room(call_id) or ""
     keys = [call_key(call_id), peers_key(event.session_id), BOUND_CHANNELS, owed_key(call_id)]
     args = [event.session_id, start_ms(event.started_at), *record_peer_args(event.peer()), named, repr(now), repr(now - CALL_TTL)]
-    return Settle(keys, args)
+    return Settle("peer", keys, args)
+
+
+def settle_stream(event: StreamEvent, now: float) -> Settle | None:
+    """The half of core.channels.stream_settled_at_ingest that needs the channel's record and
+    binding, for the Lua step (lua/settle_echo.lua) to decide (None: the event alone says it
+    goes to the worker). Settled, it binds the call shown again and moves the record's version
+    as the worker would (state.py `record_stream_event`), at `now`."""
+    news = stream_news(event, now) if may_settle_stream(event) else None
+    if news is None or news.fields is None:
+        return None
+    call_id = news.fields.call_id or ""
+    keys = [channel_key(news.cid)]
+    if call_id:
+        keys += [owner_key(call_id), bindings_key(news.cid), BOUND_CHANNELS]
+    named = binding.cid_of_room(call_id) or ""
+    active = "1" if news.fields.active else "0"
+    args = [news.cid, active, call_id, repr(news.version), repr(now), CALL_TTL, MAX_BINDINGS, named, repr(WRITE_INTENT_SECONDS)]
+    return Settle("echo", keys, args)
 
 
 class QueueFull(Exception):
@@ -142,8 +173,8 @@ class Enqueuer:
         self, dedupe_keys: str | Sequence[str] | None, task_name: str, args: tuple[Any, ...], settle: Settle | None = None
     ) -> bool:
         """Enqueue unless one of `dedupe_keys` was already spent (then spend them all); False
-        means duplicate. With `settle` (`settle_hms`), an event the recorded call shows to change
-        nothing is settled in the same step instead (its keys spent, no task: True).
+        means duplicate. With `settle` (`settle_hms`, `settle_stream`), an event the recorded state
+        shows to change nothing is settled in the same step instead (its keys spent, no task: True).
 
         Raises redis.RedisError when Redis cannot take it and QueueFull when the queue is at
         its ceiling (the caller answers 503 to both).
@@ -196,5 +227,6 @@ class Enqueuer:
 
 
 def _call(item: _Pending, ttl: int, max_depth: int) -> scripts.ScriptCall:
-    settle = item.settle or Settle([], [])
-    return (_DEDUPE_AND_PUSH, [*item.keys, *settle.keys], (item.message, ttl, max_depth, len(settle.keys), *settle.args))
+    settle = item.settle or Settle("", [], [])
+    args = (item.message, ttl, max_depth, len(settle.keys), settle.kind, *settle.args)
+    return (_DEDUPE_AND_PUSH, [*item.keys, *settle.keys], args)
