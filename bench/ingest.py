@@ -33,11 +33,11 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from standins.credentials import STREAM_SECRET as SECRET
 from worker.cli.processes import GUNICORN_DEFAULTS, Gunicorn
 from worker.core.signing import sign_stream
 from worker.settings import Settings
 
-SECRET = "bench-stream-secret-0123456789abcdef"
 BODY = (Path(__file__).resolve().parent.parent / "tests/samples/stream_channel_updated.json").read_bytes()
 
 BODIES = 60_000  # distinct signed bodies per run (the dedupe keys are flushed before each run)

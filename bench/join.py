@@ -32,12 +32,13 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from standins.credentials import HMS_KEY, HMS_SECRET
+from standins.credentials import STREAM_KEY as KEY
+from standins.credentials import STREAM_SECRET as SECRET
 from worker.cli.launch import free_port
 from worker.cli.processes import GUNICORN_DEFAULTS, Gunicorn, NoAccessLog
 from worker.settings import Rate, Settings
 
-KEY, SECRET = "bench-stream-key", "bench-stream-secret-0123456789abcdef"
-HMS_KEY, HMS_SECRET = "bench-hms-access-key", "bench-hms-app-secret-0123456789abcdef"
 CID, CALL = "messaging:bench", "call-messaging:bench"
 JOIN_PATH = f"/calls/{quote(CALL, safe='')}"
 NOOP_ANSWER = '{"call": {"id": "x", "provider": "hms", "hms": {"room_id": "x", "room_name": "x"}}, "token": "x"}'

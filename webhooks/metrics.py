@@ -9,7 +9,7 @@ the directory before anything imports it (`prepare_multiprocess_dir`). Without t
 (tests, `flask run`) the counters live in the app's own registry.
 
 Worker-side numbers and state gauges come from Redis at scrape time (worker.ops.collector),
-and so do the calls API's upstream calls (webhooks.calls counts them into the workers' hash):
+and so do the calls API's upstream calls (webhooks.calls_api counts them into the workers' hash):
 no family here may take a name the collector exports.
 """
 

@@ -20,7 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from standins.credentials import HMS_SECRET
 from standins.credentials import STREAM_SECRET as SECRET
 from tests.samples import load, samples_clock, stream_headers
+from tests.support.roles import wait_for
 from tests.support.servers import real_redis, real_url
+from tests.support.state import record_hms_event
 from webhooks.app import create_app
 from worker.cli.main import redated
 from worker.core.events import parse_hms_event
@@ -107,7 +109,7 @@ def test_state_gauges_are_read_from_redis_at_scrape(redis_client):
     data = {"room_id": "r1", "room_name": "call-messaging:general", "session_id": "s1", "session_started_at": started}
     event = parse_hms_event({"id": "e1", "type": "session.open.success", "timestamp": started, "data": data})
     assert event is not None
-    state.record_hms_event(event, now)
+    record_hms_event(state, event, now)
     state.bind("messaging:other", "team-call", now)
     DeadLetters(redis_client).add("callsync.reconcile_channel", ["messaging:general"], "stream 400: bad", 1, now)
     redis_client.set(LAST_SWEEP, repr(now - 5))
@@ -159,10 +161,7 @@ def test_worker_counters_are_flushed_in_the_background_and_at_stop(redis_client)
     tally.flush_every(redis_client, seconds=0.05)
     tally.flush_every(redis_client, seconds=0.05)  # one flusher however often asked
     tally.inc(counters.TASK_RUNS, labels)
-    deadline = time.monotonic() + 5
-    while redis_client.hget(counters.METRICS, key) is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert redis_client.hget(counters.METRICS, key) == b"1"
+    assert wait_for(lambda: redis_client.hget(counters.METRICS, key), 5, "the flusher's write") == b"1"
     assert flushers() == before + 1
     tally.stop(redis_client)
     tally.inc(counters.TASK_RUNS, labels)  # after the flusher stopped: written by the next stop
@@ -237,12 +236,10 @@ def free_port() -> int:
 
 
 def wait_until_serving(base: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                return
+            return httpx.get(f"{base}/readyz").status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{base} did not become ready")
+            return False
+
+    wait_for(ready, timeout, f"{base} to become ready")

@@ -15,8 +15,6 @@ from worker.core.channels import WriteIntent, with_intent
 from worker.core.events import CallFields, parse_hms_event, parse_time
 from worker.core.signing import sign_stream
 from worker.settings import Settings
-from worker.store import scripts
-from worker.store.cas import written
 from worker.store.codec import record_from_hash
 from worker.store.enqueue import QUEUE
 from worker.store.keys import channel_key
@@ -152,7 +150,7 @@ def test_callsyncs_own_echo_once_its_write_is_booked_is_settled_without_a_task(c
     loaded = state.load(cid)
     assert loaded is not None and loaded.record is not None
     in_flight = with_intent(loaded.record, WriteIntent(shown, SAMPLES_AT - 0.3))
-    assert in_flight is not None and written(scripts.run(redis_client, [state.replace_call(cid, loaded.raw, in_flight)])[0])
+    assert in_flight is not None and state.record_write(cid, loaded.raw, in_flight, "no-lock-held")  # written over what it read
     early = {**echo, "created_at": "2026-11-20T10:00:00.3Z"}  # the echo of a write still in flight: its writer books it
     assert post_stream(client, early, **{"X-Webhook-Id": "wh-3"}).status_code == 202 and len(queued(redis_client)) == 1
 

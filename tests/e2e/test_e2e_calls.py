@@ -7,14 +7,9 @@ Outcomes are judged by the answers and by what the stand-ins end up holding.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import jwt
@@ -22,89 +17,20 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from standins import FakeHms, FakeStream, running
-from standins.credentials import HMS_SECRET, HOOK_SECRET, STREAM_KEY, STREAM_SECRET
-from tests.support.roles import environment, procfile
-from tests.support.servers import real_redis, real_url
+from standins.credentials import HMS_SECRET, HOOK_SECRET, STREAM_SECRET
+from tests.support.calls_served import Calls, channel, serving, settle
+from tests.support.servers import real_url
 from worker.cli import launch
-from worker.store.enqueue import QUEUE
 from worker.store.keys import channel_key
 
 pytestmark = pytest.mark.redis
 
 
-@dataclass
-class Calls:
-    stream: FakeStream
-    hms: FakeHms
-    web: str
-    children: list[launch.Child]
-    tokens: list[str] = field(default_factory=list)  # every token sent or received, for the log check
-
-    def send(self, path: str, user: str, body: dict[str, Any], token: str | None = None) -> httpx.Response:
-        """One request as stream-chat-js 8.61 sends it from a browser tab's client."""
-        token = token or jwt.encode({"user_id": user}, STREAM_SECRET, algorithm="HS256")
-        self.tokens.append(token)
-        answer = httpx.post(
-            f"{self.web}{path}",
-            params={"user_id": user, "api_key": STREAM_KEY},
-            content=json.dumps(body).encode(),
-            headers={
-                "authorization": token,
-                "stream-auth-type": "jwt",
-                "content-type": "application/json",
-                "x-stream-client": "stream-chat-js-v8.61.0-browser",
-                "x-client-request-id": str(uuid.uuid4()),
-            },
-            timeout=10,
-        )
-        if answer.status_code == 200 and "token" in answer.json():
-            self.tokens.append(answer.json()["token"])
-        return answer
-
-    def create(self, user: str, cid: str, call_id: str) -> httpx.Response:  # channel.createCall({id, type})
-        return self.send(f"/channels/{cid.replace(':', '/')}/call", user, {"id": call_id, "type": "video"})
-
-    def join(self, user: str, call_id: str, **kw: Any) -> httpx.Response:  # client.getCallToken(callId)
-        return self.send(f"/calls/{quote(call_id, safe='')}", user, {}, **kw)
-
-    def end(self, user: str, call_id: str) -> httpx.Response:
-        return self.send(f"/calls/{quote(call_id, safe='')}/end", user, {})
-
-
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calls]:
-    store = real_redis()
-    logs = tmp_path_factory.mktemp("e2e-calls-logs")
-    stack = contextlib.ExitStack()
-    platforms = stack.enter_context(running())
-    stream, hms = platforms.stream, platforms.hms
-    port = launch.free_port()
-    web = f"http://127.0.0.1:{port}"
-    platforms.send_webhooks_to(web)
     # Two web processes: the caches are Redis's, not a process's.
-    env = environment(platforms, real_url(), PORT=port, WEB_CONCURRENCY=2, CALLSYNC_WORKER_CONCURRENCY=2)
-    roles = procfile(port)
-    children = [launch.start(name, roles[name], env, logs) for name in ("web", "worker")]
-    try:
-        launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 30, "the web role")
-        worker_log = children[1].log
-        assert worker_log is not None
-        launch.wait_for(lambda: " ready." in worker_log.read_text(errors="replace"), 60, "the worker")
-        yield Calls(stream, hms, web, children)
-    finally:
-        launch.stop(children)
-        stack.close()
-        store.flushdb()
-        store.close()
-
-
-def channel(calls: Calls, tag: str, *members: str) -> str:
-    cid = f"messaging:{tag}-{uuid.uuid4().hex[:8]}"
-    calls.stream.create_channel(cid)
-    for user in members:
-        calls.stream.add_member(cid, user)
-    return cid
+    with serving(tmp_path_factory.mktemp("e2e-calls-logs"), WEB_CONCURRENCY=2, CALLSYNC_WORKER_CONCURRENCY=2) as calls:
+        yield calls
 
 
 def claims(token: str) -> dict[str, Any]:
@@ -155,17 +81,6 @@ def test_a_member_ending_the_call_ends_the_room_and_clears_the_channel(calls: Ca
     end_rooms = [p for _, p, _ in calls.hms.calls if p == f"/active-rooms/{room_id}/end-room"]
     assert len(end_rooms) == 1
     assert calls.end("alice", call_id).json() == {"status": "no active session"}
-
-
-def settle(calls: Calls, seconds: float = 20.0) -> None:
-    """Wait until no webhook is being delivered and no task is waiting in the queue, ten looks in a
-    row (a second: what the worker took meanwhile has run; a reconcile due later may still wait)."""
-    store, calm, deadline = redis.Redis.from_url(real_url()), 0, time.monotonic() + seconds
-    while calm < 10:
-        assert time.monotonic() < deadline, "callsync did not settle"
-        busy = calls.stream.deliveries_in_flight + calls.hms.deliveries_in_flight + store.llen(QUEUE)
-        calm = 0 if busy else calm + 1
-        time.sleep(0.1)
 
 
 def test_a_channel_whose_id_differs_only_in_case_cannot_take_end_or_show_anothers_call(calls: Calls) -> None:

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from standins import running
-from tests.e2e.test_e2e_calls import Calls, channel
-from tests.support.roles import environment, procfile
-from tests.support.servers import real_redis, real_url
+from tests.support.calls_served import channel, serving
+from tests.support.servers import real_redis
 from worker.cli import launch
 from worker.store.enqueue import QUEUE
 from worker.store.state import State
@@ -22,19 +20,9 @@ pytestmark = pytest.mark.redis
 
 
 def test_an_end_refused_by_a_full_queue_leaves_the_session_open_and_the_retry_ends_it(tmp_path: Path) -> None:
-    store = real_redis()
-    stack = contextlib.ExitStack()
-    platforms = stack.enter_context(running())
-    stream, hms = platforms.stream, platforms.hms
-    port = launch.free_port()
-    web = f"http://127.0.0.1:{port}"
-    platforms.send_webhooks_to(web)
-    env = environment(platforms, real_url(), PORT=port, CALLSYNC_MAX_QUEUE_DEPTH=1, CALLSYNC_WORKER_CONCURRENCY=2)
-    roles = procfile(port)
-    children = [launch.start("web", roles["web"], env, tmp_path)]
-    try:
-        launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 30, "the web role")
-        calls = Calls(stream, hms, web, children)
+    settings = {"CALLSYNC_MAX_QUEUE_DEPTH": 1, "CALLSYNC_WORKER_CONCURRENCY": 2}
+    with contextlib.closing(real_redis()) as store, serving(tmp_path, ("web",), **settings) as calls:
+        stream, hms = calls.stream, calls.hms
         cid = channel(calls, "full", "alice", "bob")
         call_id = f"call-{cid}"
         room_id = calls.create("alice", cid, call_id).json()["call"]["hms"]["room_id"]
@@ -48,7 +36,7 @@ def test_an_end_refused_by_a_full_queue_leaves_the_session_open_and_the_retry_en
         assert recorded is not None and (recorded.session_id, recorded.status) == (session["id"], "open")
         assert store.llen(QUEUE) == 1 and calls.end("bob", call_id).status_code == 503  # asked again: the same
 
-        children.append(launch.start("worker", roles["worker"], env, tmp_path))
+        calls.start("worker")
         shown = {"callActive": True, "callId": call_id}
         launch.wait_for(lambda: stream.call_fields(cid) == shown, 30, "the worker to record the open and show the call")
         # The client retries as Retry-After says (sooner here): once the queue has room, the end is taken.
@@ -59,8 +47,3 @@ def test_an_end_refused_by_a_full_queue_leaves_the_session_open_and_the_retry_en
         launch.wait_for(lambda: not hms.sessions[session["id"]]["active"], 30, "100ms to end the session")
         launch.wait_for(lambda: stream.call_fields(cid) == {"callActive": False}, 30, "callsync to clear the channel")
         assert [p for _, p, _ in hms.calls if p == f"/active-rooms/{room_id}/end-room"] == [f"/active-rooms/{room_id}/end-room"]
-    finally:
-        launch.stop(children)
-        stack.close()
-        store.flushdb()
-        store.close()

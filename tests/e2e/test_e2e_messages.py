@@ -4,7 +4,6 @@ Outcomes are judged by the messages the Stream stand-in ends up holding."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -15,13 +14,10 @@ import httpx
 import jwt
 import pytest
 
-from standins import running
 from standins.credentials import HOOK_SECRET
 from standins.credentials import STREAM_KEY as KEY
 from standins.credentials import STREAM_SECRET as SECRET
-from tests.e2e.test_e2e_calls import Calls, channel, settle
-from tests.support.roles import environment, procfile
-from tests.support.servers import real_redis, real_url
+from tests.support.calls_served import Calls, channel, serving, settle
 from worker.cli import launch
 
 pytestmark = pytest.mark.redis
@@ -29,31 +25,10 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calls]:
-    store = real_redis()
     logs = tmp_path_factory.mktemp("e2e-messages-logs")
-    stack = contextlib.ExitStack()
-    platforms = stack.enter_context(running())
-    stream, hms = platforms.stream, platforms.hms
-    port = launch.free_port()
-    web = f"http://127.0.0.1:{port}"
-    platforms.send_webhooks_to(web)
-    env = environment(
-        platforms, real_url(), PORT=port, WEB_CONCURRENCY=1, CALLSYNC_WORKER_CONCURRENCY=2, CALLSYNC_CALL_MESSAGES="true"
-    )
-    roles = procfile(port)
-    children = [launch.start(name, roles[name], env, logs) for name in ("web", "worker")]
-    try:
-        launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 30, "the web role")
-        worker_log = children[1].log
-        assert worker_log is not None
-        launch.wait_for(lambda: " ready." in worker_log.read_text(errors="replace"), 60, "the worker")
-        launch.wait_for(lambda: "callsync" in stream.users, 15, "the message user to be upserted")
-        yield Calls(stream, hms, web, children)
-    finally:
-        launch.stop(children)
-        stack.close()
-        store.flushdb()
-        store.close()
+    with serving(logs, WEB_CONCURRENCY=1, CALLSYNC_WORKER_CONCURRENCY=2, CALLSYNC_CALL_MESSAGES="true") as calls:
+        launch.wait_for(lambda: "callsync" in calls.stream.users, 15, "the message user to be upserted")
+        yield calls
 
 
 def one_message(calls: Calls, cid: str, text: str, timeout: float = 20) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """docs/behaviour.md rule 6 end to end, on Stream's clock: the Procfile's roles as real processes
-(tests/e2e/test_e2e.py's system) against a Stream stand-in whose partial updates leave
+(tests/support/system.py) against a Stream stand-in whose partial updates leave
 `channel.updated_at` unchanged, as the live API does."""
 
 from __future__ import annotations
@@ -12,19 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_e2e import ACTIVE, GRACE, INACTIVE, SWEEP, System, fields, names, system  # noqa: F401
 from tests.support.roles import wait_for
+from tests.support.system import ACTIVE, GRACE, INACTIVE, SWEEP, System, fields, names
 
 pytestmark = pytest.mark.redis
 DAY = 86400.0
-
-
-@pytest.fixture
-def sut(system: System) -> Iterator[System]:  # noqa: F811
-    system.alive()
-    system.settle()
-    yield system
-    system.alive()
 
 
 @contextlib.contextmanager

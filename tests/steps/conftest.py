@@ -17,8 +17,12 @@ from tests.support.world import World
 
 
 @pytest.fixture
-def world(redis_client: redis.Redis) -> World:
-    return World(redis_client)
+def world(request: pytest.FixtureRequest, redis_client: redis.Redis) -> World:
+    """The steps' World on `redis_client` (fakeredis, then real Redis). A module or a test
+    sets the World's settings with `pytest.mark.world(setting=value, ...)`, or runs under
+    several with `pytest.mark.parametrize("world", [{...}, ...], indirect=True)`."""
+    marker = request.node.get_closest_marker("world")
+    return World(redis_client, **(marker.kwargs if marker else {}), **getattr(request, "param", {}))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from standins.credentials import STREAM_KEY as KEY
 from tests.support.calls_api import CALL, Web, user_token
+from tests.support.state import record_hms_event
 from worker.core.events import parse_hms_event
 from worker.core.peers import Peer
 from worker.store.peers import record_peer
@@ -30,7 +31,7 @@ def record_open(web: Web, room_id: str, session_id: str, at: float) -> None:
     }
     event = parse_hms_event(body)
     assert event is not None
-    State(web.redis).record_hms_event(event, at)
+    record_hms_event(State(web.redis), event, at)
 
 
 def test_a_call_with_no_session(web: Web) -> None:

@@ -19,17 +19,25 @@ from worker.store.writequeue import queued
 
 MESSAGE_PATH = f"/channels/{CID.replace(':', '/')}/message"
 
-
-@pytest.fixture
-def world(redis_client):
-    return make_world(redis_client)
+pytestmark = pytest.mark.world(call_messages=True)
 
 
-def make_world(redis_client, **overrides) -> World:
-    world = World(redis_client, call_messages=True, **overrides)
+def ready(world: World) -> World:
+    """The channel, and the user call messages come from (as a worker's start upserts it)."""
     world.stream.create_channel(CID)
     messages.upsert_message_user(world.rt)
     return world
+
+
+def make_world(redis_client, **overrides) -> World:
+    return ready(World(redis_client, call_messages=True, **overrides))
+
+
+@pytest.fixture(autouse=True)
+def _channel_and_sender(request: pytest.FixtureRequest) -> None:
+    """The `world` fixture's channel and message sender."""
+    if "world" in request.fixturenames:
+        ready(request.getfixturevalue("world"))
 
 
 def join(world: World, session, room, user: str) -> str:

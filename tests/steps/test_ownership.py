@@ -17,6 +17,7 @@ from standins.credentials import HMS_KEY, HMS_SECRET
 from standins.credentials import STREAM_KEY as KEY
 from standins.credentials import STREAM_SECRET as SECRET
 from tests.support.calls_api import Served, Swap, Web, claims_of, web_for
+from tests.support.state import record_hms_event
 from tests.support.world import World
 from worker.core.binding import derived_room_name, owner_description
 from worker.core.events import HmsEvent
@@ -31,7 +32,7 @@ def live_room(web: Web, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     room = web.hms.create_room(name)
     session = web.hms.open_session(room["id"])
     event = HmsEvent("e-" + session["id"], "session.open.success", room["id"], name, session["id"], 1e9, 1e9, False)
-    State(web.redis).record_hms_event(event, 1e9)
+    record_hms_event(State(web.redis), event, 1e9)
     return room, session
 
 

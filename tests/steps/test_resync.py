@@ -13,6 +13,7 @@ from worker.core import actions
 from worker.steps import resync as resyncs
 
 GRACE = 1.0
+pytestmark = pytest.mark.world(stale_flag_grace_seconds=int(GRACE))
 
 
 def world_of(redis_client: Any, prefix: str = "data.") -> World:
@@ -42,9 +43,11 @@ def shown(world: World, cid: str = CID, prefix: str = "data.") -> tuple[Any, Any
     return node.get("callActive"), node.get("callId")
 
 
-@pytest.fixture
-def world(redis_client):
-    return world_of(redis_client)
+@pytest.fixture(autouse=True)
+def _channel(request: pytest.FixtureRequest) -> None:
+    """The `world` fixture's channel, with the call fields' parent (as world_of makes it)."""
+    if "world" in request.fixturenames:
+        request.getfixturevalue("world").stream.create_channel(CID, data={})
 
 
 def test_a_crashed_tabs_claim_whose_delivery_was_lost_is_cleared(world):

@@ -6,7 +6,7 @@ spending a retry; an event that breaks a step dead-lettered at once.
 Each test runs a task of a real Celery app (`create_celery`) as a worker would: the request pushed
 (id, retry count), the task's body run. What an attempt publishes (its retry, its deferred run) is
 read back from kombu's in-memory broker with its id, retry count and eta. The Runtime is a test
-world's (fakeredis, the stand-ins at the HTTP transport), handed to the app as `runtime_for` would
+world's (fakeredis, the stand-ins at the HTTP transport), handed to the app as its tasks' `self.runtime` would
 build it; nothing of callsync's is patched.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,12 +28,13 @@ from celery import Celery
 from celery.exceptions import Retry
 
 import worker.jobs.tasks
-from tests.support.world import CALL, CID, World
+from tests.support.state import record_hms_event
+from tests.support.world import CALL, CID, World, hand_runtime
 from worker.core import actions
 from worker.core.events import parse_stream_event
 from worker.core.upstream import REDIS_RETRIES
 from worker.jobs.app import create_celery
-from worker.jobs.runtimes import _runtimes
+from worker.jobs.runtimes import HELD
 from worker.ops import counters
 from worker.settings import Settings
 from worker.steps.runtime import Runtime, build_runtime
@@ -62,7 +62,7 @@ class Worker:
         self.published()  # the in-memory broker is the process's: start empty
 
     def use(self, rt: Runtime) -> None:
-        _runtimes[(id(self.app), os.getpid())] = rt
+        hand_runtime(self.app, rt)
         self.rt = rt
 
     def run(self, name: str, *args: Any, retries: int = 0, task_id: str = "t-1") -> str:
@@ -101,7 +101,7 @@ class Worker:
         return runs
 
     def close(self) -> None:
-        _runtimes.pop((id(self.app), os.getpid()), None)
+        vars(self.app).pop(HELD, None)
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def channel_to_write(world: World) -> None:
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
+    record_hms_event(world.rt.state, world.hms_event("session.open.success", session, room), world.now)
 
 
 def task_arguments(world: World) -> dict[str, tuple[Any, ...]]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.state import record_hms_event
 from tests.support.world import CALL, CID, World, open_call
 from worker.steps import sessions
 from worker.steps import sweep as sweeps
@@ -15,9 +16,7 @@ from worker.steps.sweep import checks_per_sweep
 HOUR = 3600.0
 
 
-@pytest.fixture
-def world(redis_client):
-    return World(redis_client, stale_flag_grace_seconds=1)
+pytestmark = pytest.mark.world(stale_flag_grace_seconds=1)
 
 
 def started_hours_ago(world: World, hours: float, name: str = CALL) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -175,7 +174,7 @@ def test_the_sweep_drains_a_queue_whose_drainer_died(world):
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
+    record_hms_event(world.rt.state, world.hms_event("session.open.success", session, room), world.now)
     queue = sync.CHANNELS.queue(world.rt)
     queue.offer(CID, world.now, world.now, direct=False)
     world.queue.take()  # the drain it published is lost with its worker

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.support.state import record_hms_event, recorded_channel
 from tests.support.world import CALL, CID, KEY, SECRET, World, open_call
 from worker.core import actions
 from worker.core.events import CallFields, StreamEvent, parse_hms_event, parse_stream_event, parse_time
@@ -217,7 +218,7 @@ def test_dry_run_writes_once_per_change(redis_client):
     session = world.hms.open_session(room["id"])
     world.deliver_hms(world.hms_event("session.open.success", session, room))
     sync.reconcile_channel(world.rt, CID)
-    state = world.rt.state.channel(CID)
+    state = recorded_channel(world.rt.state, CID)
     assert state.fields is not None and state.fields.active and state.fields.call_id == CALL
     assert world.queue.take() == []
 
@@ -240,12 +241,12 @@ def test_a_write_over_a_record_changed_since_the_read_records_afresh(world):
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
+    record_hms_event(world.rt.state, world.hms_event("session.open.success", session, room), world.now)
     loaded = world.rt.state.load(CID, lock=("t", 5.0))
     assert loaded is not None
     world.rt.state.record_channel(CID, CallFields(False, None), 1.0)  # recorded between the read and the write
-    sync._write(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
-    channel = world.rt.state.channel(CID)
+    sync._write_fields(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
+    channel = recorded_channel(world.rt.state, CID)
     assert channel.fields == CallFields(True, CALL) and channel.claim_since == pytest.approx(session_start(session), abs=0.001)
     assert world.rt.state.load(CID, lock=("u", 5.0)) is not None  # the write released the lock
     assert world.rt.redis.hget("cs:wq:channels:pace", "r") == b"300"  # and kept the limit Stream reported
@@ -298,7 +299,7 @@ def test_an_event_recorded_between_the_read_and_the_write_is_reconciled_after_al
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
+    record_hms_event(world.rt.state, world.hms_event("session.open.success", session, room), world.now)
     world.rt.state.record_channel(CID, CallFields(False, None), 1.0)
     loaded = world.rt.state.load(CID, lock=("t", 5.0))
     assert loaded is not None
@@ -306,7 +307,7 @@ def test_an_event_recorded_between_the_read_and_the_write_is_reconciled_after_al
     # event matches the record callsync read (inactive), so by itself it asks for nothing.
     late = StreamEvent("channel.updated", CID, CallFields(False, None), world.now + 1, False, "alice")
     assert not world.rt.state.record_stream_event(late, world.now)[0].needs_reconcile
-    sync._write(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
+    sync._write_fields(world.rt, CID, loaded, CallFields(True, CALL), "t", world.now)
     world.stream.client_update(CID, {"data.callActive": False}, ["data.callId"])  # what Stream now shows
     world.stream.outbox.clear()
     world.drain()  # the reconcile the failed compare-and-set asked for

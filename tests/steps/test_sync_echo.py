@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from standins.base import rfc3339
+from tests.support.state import recorded_channel
 from tests.support.world import CALL, CID, World
 from worker.core import actions
 from worker.core.events import CallFields
@@ -19,11 +20,9 @@ from worker.steps import sync
 CLEARED = {"callActive": False}
 
 
-@pytest.fixture(params=[False, True], ids=["worker", "receiver"])
-def world(redis_client, request: pytest.FixtureRequest) -> World:
-    """`receiver`: each Stream delivery through the receiver's step first, which settles an echo
-    once its write is booked (docs/design.md, "The path of a webhook"): the same outcomes."""
-    return World(redis_client, ingest=request.param)
+# `receiver`: each Stream delivery through the receiver's step first, which settles an echo
+# once its write is booked (docs/design.md, "The path of a webhook"): the same outcomes.
+pytestmark = pytest.mark.parametrize("world", [{"ingest": False}, {"ingest": True}], ids=["worker", "receiver"], indirect=True)
 
 
 def checks(world: World) -> list[Any]:
@@ -56,7 +55,7 @@ def test_a_close_dated_before_an_early_echo_clears_the_channel_at_once(world):
     world.deliver_hms(closed)  # dated `start`: before the echo, as 100ms dates in whole seconds
     world.deliver_stream_outbox()
     assert world.fields() == CLEARED
-    assert world.rt.state.channel(CID).fields == CallFields(False, None)
+    assert recorded_channel(world.rt.state, CID).fields == CallFields(False, None)
     assert checks(world) == []  # no 100ms check: the claim was callsync's, for that session
     world.now += 0.5  # the echo's deferred task runs again: nothing to do
     world.drain()

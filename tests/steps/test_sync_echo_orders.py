@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from standins.base import rfc3339
+from tests.support.state import recorded_channel
 from tests.support.world import CALL, CID, World
 from worker.core.events import CallFields
 
@@ -98,7 +99,7 @@ def check(world: World, case: Case) -> None:
     world.deliver_stream_outbox()
     world.drain()
     assert world.fields() == CLEARED, case
-    assert world.rt.state.channel(CID).fields == CallFields(False, None), case
+    assert recorded_channel(world.rt.state, CID).fields == CallFields(False, None), case
     if not case.claim_after_close:
         assert world.hms.calls == [], case
     assert len(world.patches()) == 2, case  # the call, then its clearing

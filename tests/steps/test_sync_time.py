@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.support.state import recorded_channel
 from tests.support.world import CALL, CID, World
 from worker.core.events import CallFields, parse_hms_event
 
@@ -72,7 +73,7 @@ def test_reordered_deliveries_keep_their_order_by_created_at(world):
     world.stream.client_update(CID, {"data.callActive": False}, ["data.callId"])
     world.stream.outbox.reverse()  # the later update arrives first
     world.deliver_stream_outbox()
-    assert world.rt.state.channel(CID).fields == CallFields(False, None)  # what Stream shows
+    assert recorded_channel(world.rt.state, CID).fields == CallFields(False, None)  # what Stream shows
     world.now += 120
     world.drain()
     assert world.patches() == []  # nothing to clear: the channel already shows no call
@@ -92,7 +93,7 @@ def test_the_echo_of_callsyncs_write_changes_nothing_whichever_comes_first(world
     world.deliver_stream_outbox()  # the stale echo (older than the second write), then the fresh one
     assert world.fields() == {"callActive": False}
     assert len(world.patches()) == 2
-    assert world.rt.state.channel(CID).fields == CallFields(False, None)
+    assert recorded_channel(world.rt.state, CID).fields == CallFields(False, None)
 
 
 def test_a_member_claiming_the_next_call_before_the_last_ones_close_is_here_keeps_the_flag(world):

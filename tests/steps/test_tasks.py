@@ -22,12 +22,12 @@ from standins import FakeHms, Platforms
 from tests.support.roles import environment
 from tests.support.servers import real_redis, real_url
 from tests.support.stack import running_stack
-from tests.support.world import CALL, CID, HMS_SECRET, SECRET, World
+from tests.support.state import record_hms_event
+from tests.support.world import CALL, CID, HMS_SECRET, SECRET, World, hand_runtime
 from worker.cli import launch
 from worker.core import actions
 from worker.core.events import HmsEvent
 from worker.jobs.app import create_celery
-from worker.jobs.runtimes import _runtimes
 from worker.settings import Rate, Settings, load_settings
 from worker.steps import sync
 from worker.steps.runtime import build_runtime
@@ -41,7 +41,7 @@ from worker.store.state import State
 # --- a next run that cannot be published (issue 12, item 4) ----------------------------------
 # The broker is a closed port: Celery cannot publish a retry or a deferred run. The worker's
 # Runtime (state, dead letters) is the test world's, on fakeredis, handed to the app as
-# `runtime_for` would build it.
+# its tasks' `self.runtime` would build it.
 
 
 @pytest.fixture
@@ -51,10 +51,31 @@ def unpublishable() -> Iterator[tuple[Celery, World]]:
     app.conf.task_publish_retry = False
     app.conf.broker_transport_options = {**app.conf.broker_transport_options, "max_retries": 0}
     world = World(fakeredis.FakeRedis())
-    key = (id(app), os.getpid())
-    _runtimes[key] = world.rt
+    hand_runtime(app, world.rt)
     yield app, world
-    _runtimes.pop(key, None)
+
+
+@pytest.mark.redis
+def test_a_forked_child_builds_its_own_runtime_which_its_tasks_share() -> None:
+    """A prefork child inherits its parent's app: its tasks' `self.runtime` is built afresh there
+    (checked by pid), once for all of them, and the parent keeps its own."""
+    app = create_celery(Settings(redis_url=real_url(), stream_api_secret=SECRET, hms_app_secret=HMS_SECRET))
+    parent = app.tasks[actions.RECONCILE].runtime
+    assert app.tasks[actions.SWEEP].runtime is parent  # one per app and process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer on the pipe, then leave without running pytest's teardown
+        try:
+            child = app.tasks[actions.RECONCILE].runtime
+            own = child is not parent and child.redis is not parent.redis and app.tasks[actions.SWEEP].runtime is child
+            os.write(write, b"own" if own else b"shared")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert (os.read(read, 16), status) == (b"own", 0)
+    assert app.tasks[actions.RECONCILE].runtime is parent
+    parent.close()
 
 
 ROOM = {"id": "room-1", "name": CALL}
@@ -74,7 +95,7 @@ def channel_to_write(world: World) -> None:
     world.stream.create_channel(CID)
     room = world.hms.create_room(CALL)
     session = world.hms.open_session(room["id"], started_at=world.now)
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", session, room), world.now)
+    record_hms_event(world.rt.state, world.hms_event("session.open.success", session, room), world.now)
 
 
 def test_a_retry_that_cannot_be_published_is_a_dead_letter(unpublishable):
@@ -100,7 +121,7 @@ def test_when_not_even_the_dead_letter_can_be_written_the_broker_keeps_the_messa
     app, world = unpublishable
     server = fakeredis.FakeServer()
     world.rt = build_runtime(world.settings, world.queue, redis_client=fakeredis.FakeRedis(server=server))
-    _runtimes[(id(app), os.getpid())] = world.rt
+    hand_runtime(app, world.rt)
     server.connected = False  # Redis gone: the step, its retry and the dead letter all fail
     with pytest.raises(Reject) as rejected:
         run_task(app, actions.RECONCILE, CID)
@@ -125,10 +146,10 @@ def test_a_dead_letter_keeps_no_configured_secret_a_platform_quoted(unpublishabl
     quoted = f'{{"message": "app secret {HMS_SECRET} is not valid for key {SECRET}"}}'
     refusing = httpx.MockTransport(lambda _: httpx.Response(400, content=quoted.encode()))
     world.rt = build_runtime(world.settings, world.queue, redis_client=world.rt.redis, transport=refusing)
-    _runtimes[(id(app), os.getpid())] = world.rt
+    hand_runtime(app, world.rt)
     run_task(app, actions.CHECK_SESSION, CALL, "s-1")
     assert world.rt.state.call(CALL).session is None  # nothing recorded: the check is a no-op...
-    world.rt.state.record_hms_event(world.hms_event("session.open.success", {"id": "s-1", "created_at": None}, ROOM), world.now)
+    record_hms_event(world.rt.state, world.hms_event("session.open.success", {"id": "s-1", "created_at": None}, ROOM), world.now)
     run_task(app, actions.CHECK_SESSION, CALL, "s-1")  # ...until a session is: then 100ms refuses
     [letter] = world.rt.dead_letters.list()
     assert letter.error.startswith("hms 400: app secret [redacted] is not valid for key [redacted]"), letter.error
@@ -144,11 +165,9 @@ def test_a_dead_letter_keeps_no_configured_secret_a_platform_quoted(unpublishabl
 def hopping() -> Iterator[tuple[Celery, World]]:
     app = create_celery(Settings(redis_url="memory://", visibility_timeout_seconds=20))
     world = World(fakeredis.FakeRedis(), visibility_timeout_seconds=20)
-    key = (id(app), os.getpid())
-    _runtimes[key] = world.rt
+    hand_runtime(app, world.rt)
     published(app)  # the in-memory broker is the process's: start empty
     yield app, world
-    _runtimes.pop(key, None)
 
 
 def published(app: Celery) -> list[dict[str, Any]]:
@@ -201,7 +220,7 @@ def test_a_long_retry_wait_is_served_in_hops_without_spending_retries(hopping):
 def test_a_drain_past_its_slice_publishes_itself_once_at_most_a_hop_ahead(hopping):
     app, world = hopping
     world = World(world.rt.redis, visibility_timeout_seconds=20, stream_update_rate=Rate(1, 60.0))
-    _runtimes[(id(app), os.getpid())] = world.rt
+    hand_runtime(app, world.rt)
     channel_to_write(world)
     queue = sync.CHANNELS.queue(world.rt)
     assert queue.offer("messaging:other", world.now, world.now).write_now  # the minute's one update
@@ -293,7 +312,7 @@ def check_to_run(client: redis.Redis, hms: FakeHms, env: dict[str, str]) -> str:
     room = hms.create_room(CALL)
     session = hms.open_session(room["id"])
     opened = HmsEvent("d-1", "session.open.success", room["id"], CALL, session["id"], time.time(), time.time(), False)
-    State(client).record_hms_event(opened, time.time())
+    record_hms_event(State(client), opened, time.time())
     create_celery(load_settings(env)).send_task(actions.CHECK_SESSION, args=[CALL, session["id"]], queue=QUEUE, task_id="killer")
     return str(session["id"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 
+from tests.support.state import record_hms_event
 from worker.core.access import StreamUser
 from worker.core.calls import MEMBERSHIP_TTL, Room, Roster
 from worker.core.events import HmsEvent
@@ -32,8 +33,10 @@ def test_a_snapshot_counts_the_request_and_reads_what_is_cached(redis_client: re
 
 
 def test_a_room_callsync_saw_a_session_of_counts_as_known(redis_client: redis.Redis) -> None:
-    State(redis_client).record_hms_event(
-        HmsEvent("e1", "session.open.success", "room-9", "call-messaging:team--cs1e000", "s1", 1.0, 1.0, False), 1.0
+    record_hms_event(
+        State(redis_client),
+        HmsEvent("e1", "session.open.success", "room-9", "call-messaging:team--cs1e000", "s1", 1.0, 1.0, False),
+        1.0,
     )
     known = CallsStore(redis_client).snapshot("alice", 1, 60.0, "call-messaging:TEAM", None).room
     assert known == Room("room-9", "call-messaging:team--cs1e000")  # the derived room of that exact id

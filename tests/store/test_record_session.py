@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.state import record_hms_event
 from worker.core.actions import RecordClosed, RecordOpen, SessionChange
 from worker.core.checks import LiveSession, adopted, no_longer_running
 from worker.core.events import HmsEvent
@@ -57,7 +58,7 @@ def both_ways(
     """Run `before`, then record `changes` as webhooks, then again on an empty database with
     record_session; assert both leave the same keys and return the same sessions."""
     before()
-    by_webhook = [state.record_hms_event(webhook(c), c.at) for c in changes]
+    by_webhook = [record_hms_event(state, webhook(c), c.at) for c in changes]
     expected = dump(state)
     state.redis.flushdb()
     before()
@@ -94,7 +95,7 @@ def test_an_adoption_without_a_start_is_dated_by_its_first_sight(state):
 
 def test_a_close_found_by_a_check_records_it_closed_as_its_close_webhook_would(state):
     def opened() -> None:
-        state.record_hms_event(webhook(RecordOpen(session(), T0)), T0)
+        record_hms_event(state, webhook(RecordOpen(session(), T0)), T0)
 
     [change] = no_longer_running(session(name=None), CALL, None, T0 + 600)
     [recorded], keys = both_ways(state, opened, [change])
@@ -105,7 +106,7 @@ def test_a_close_found_by_a_check_records_it_closed_as_its_close_webhook_would(s
 
 def test_a_close_of_an_ending_session_keeps_when_callsync_asked_to_end_it(state):
     def ending() -> None:
-        state.record_hms_event(webhook(RecordOpen(session(), T0)), T0)
+        record_hms_event(state, webhook(RecordOpen(session(), T0)), T0)
         assert state.claim_overdue(T0, 10, T0 + 100) == [(CALL, "s1")]
 
     [recorded], _ = both_ways(state, ending, [RecordClosed(session(status="ending"), T0 + 200)])
@@ -114,7 +115,7 @@ def test_a_close_of_an_ending_session_keeps_when_callsync_asked_to_end_it(state)
 
 def test_a_check_that_finds_another_session_closes_the_old_and_adopts_the_new(state):
     def opened() -> None:
-        state.record_hms_event(webhook(RecordOpen(session(), T0)), T0)
+        record_hms_event(state, webhook(RecordOpen(session(), T0)), T0)
 
     changes = no_longer_running(session(), CALL, LiveSession("room-1", "s2", T0 + 500), T0 + 600)
     [closed, adopted_], _ = both_ways(state, opened, changes)
@@ -126,7 +127,7 @@ def test_a_check_that_finds_another_session_closes_the_old_and_adopts_the_new(st
 
 def test_an_older_sessions_change_leaves_the_current_session(state):
     def newer_open() -> None:
-        state.record_hms_event(webhook(RecordOpen(session("s2", T0 + 500), T0 + 500)), T0 + 500)
+        record_hms_event(state, webhook(RecordOpen(session("s2", T0 + 500), T0 + 500)), T0 + 500)
 
     late_close = RecordClosed(session("s1", T0), T0 + 600)
     late_adoption = adopted(LiveSession("room-1", "s0", T0 - 500), CALL, T0 + 600)
@@ -147,7 +148,7 @@ def test_a_duplicate_change_changes_nothing(state):
 
 def test_an_adoption_of_a_session_recorded_closed_never_reopens_it(state):
     def closed() -> None:
-        state.record_hms_event(webhook(RecordClosed(session(), T0 + 600)), T0 + 600)
+        record_hms_event(state, webhook(RecordClosed(session(), T0 + 600)), T0 + 600)
 
     [recorded], _ = both_ways(state, closed, [adopted(LiveSession("room-1", "s1", T0), CALL, T0 + 900)])
     assert recorded == Session("s1", "room-1", CALL, "closed", T0, T0 + 600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.state import record_hms_event, recorded_channel
 from worker.core.events import HmsEvent
 from worker.store.keys import BUCKET_SECONDS, CLOSED_TTL, OPEN_BUCKETS, bucket_key, bucket_of, call_key, lock_key
 from worker.store.state import State
@@ -16,11 +17,11 @@ def hms(kind: str, name: str, session: str, started: float, at: float | None = N
 
 
 def open_(state: State, name: str, session: str, started: float) -> None:
-    state.record_hms_event(hms("session.open.success", name, session, started), started)
+    record_hms_event(state, hms("session.open.success", name, session, started), started)
 
 
 def close(state: State, name: str, session: str, started: float, at: float) -> None:
-    state.record_hms_event(hms("session.close.success", name, session, started, at), at)
+    record_hms_event(state, hms("session.close.success", name, session, started, at), at)
 
 
 def index(state: State) -> dict[int, set[str]]:
@@ -60,7 +61,7 @@ def test_a_newer_session_replaces_the_older_in_the_index(state):
 
 
 def test_a_real_start_time_moves_an_estimated_one_in_the_index(state):
-    state.record_hms_event(hms("peer.join.success", "call-a:b", "s1", started=None, at=T0 + 100), T0 + 100)  # type: ignore[arg-type]
+    record_hms_event(state, hms("peer.join.success", "call-a:b", "s1", started=None, at=T0 + 100), T0 + 100)  # type: ignore[arg-type]
     open_(state, "call-a:b", "s1", T0)
     assert index(state) == {bucket_of(T0): {"call-a:b"}}
 
@@ -77,7 +78,7 @@ def test_a_call_is_keyed_by_its_exact_id_and_a_derived_room_by_the_id_it_encodes
 
 
 def test_rooms_without_a_call_id_name_are_not_recorded(state):
-    assert state.record_hms_event(HmsEvent("e", "session.open.success", "r", None, "s1", T0, T0, False), T0) is None
+    assert record_hms_event(state, HmsEvent("e", "session.open.success", "r", None, "s1", T0, T0, False), T0) is None
     assert state.redis.dbsize() == 0
 
 
@@ -174,24 +175,28 @@ def test_a_call_of_another_channel_is_never_among_a_channels_calls(state):
     assert loaded is not None and [c.call_id for c in loaded.calls] == ["CALL-messaging:general", "call-messaging:general"]
 
 
-def test_replace_writes_only_over_the_record_it_read(state):
+def test_a_write_is_recorded_only_over_the_record_it_read_and_releases_the_lock(state):
     from worker.core.channels import channel_change
     from worker.core.events import CallFields
-    from worker.store import scripts
-    from worker.store.cas import written
     from worker.store.keys import channel_key
 
     state.record_channel(CID, CallFields(False, None), T0)
-    loaded = state.load(CID)
+    loaded = state.load(CID, lock=("writer", 30.0))
     read = loaded.raw
     _, record = channel_change(CID, loaded.record, CallFields(True, "call-x"), T0 + 1, claimed_since=T0)
-    assert [written(r) for r in scripts.run(state.redis, [state.replace_call(CID, read, record)])] == [True]
-    assert state.channel(CID).fields == CallFields(True, "call-x") and state.channel(CID).claim_since == T0
+    assert state.record_write(CID, read, record, "writer") is True
+    assert recorded_channel(state, CID).fields == CallFields(True, "call-x") and recorded_channel(state, CID).claim_since == T0
     assert state.redis.ttl(channel_key(CID)) > 0
+    assert state.lock_left(CID) is None
     # Something else recorded the channel since `read`: the compare fails and nothing is written.
+    state.load(CID, lock=("writer", 30.0))
     _, stale = channel_change(CID, loaded.record, CallFields(False, None), T0 + 2)
-    assert scripts.run(state.redis, [state.replace_call(CID, read, stale)]) == [[0]]
-    assert state.channel(CID).fields == CallFields(True, "call-x")
+    assert state.record_write(CID, read, stale, "writer") is False
+    assert recorded_channel(state, CID).fields == CallFields(True, "call-x")
+    assert state.lock_left(CID) is None
+    # Nothing to settle: the lock alone is released, and the write counts as planned.
+    state.load(CID, lock=("writer", 30.0))
+    assert state.record_write(CID, read, None, "writer") is True and state.lock_left(CID) is None
 
 
 def test_an_event_that_changes_nothing_says_so(state):

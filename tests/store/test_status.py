@@ -1,6 +1,7 @@
 import json
 import time
 
+from tests.support.state import record_hms_event
 from worker.core.events import HmsEvent
 from worker.ops.heartbeat import SEEN_SECONDS, forget, record_heartbeat
 from worker.ops.status import gather, render
@@ -16,7 +17,7 @@ def test_status_reflects_a_known_state(redis_client):
     redis_client.lpush(QUEUE, "m1", "m2")
     for name, started in (("room-1", now - 120), ("room-2", now - 30)):
         opened = HmsEvent("e", "session.open.success", "r", name, f"s-{name}", started, now, False)
-        State(redis_client).record_hms_event(opened, now)
+        record_hms_event(State(redis_client), opened, now)
     State(redis_client).bind("messaging:a", "call-a", now)
     State(redis_client).bind("messaging:b", "call-b", now - 15 * 86400)  # forgotten: older than the bindings' TTL
     DeadLetters(redis_client).add("callsync.end_session", ["s9", "why"], "hms 404: gone", 1, now)

@@ -11,6 +11,7 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.state import recorded_channel
 from tests.support.world import World
 from worker.core import pacing
 from worker.core.events import CallFields
@@ -148,5 +149,5 @@ def test_ten_changes_while_waiting_cost_one_write_with_what_state_says_then(redi
     assert queue.depth()[0] == 1 and world.patches() == []
     world.drain(until=world.now + 120)
     assert world.patches() == [{"set": {"data.callActive": True, "data.callId": "call-messaging:c"}}]
-    assert world.rt.state.channel("messaging:c").fields == CallFields(True, "call-messaging:c")
+    assert recorded_channel(world.rt.state, "messaging:c").fields == CallFields(True, "call-messaging:c")
     assert writes.ENDPOINTS["channels"] is sync.CHANNELS

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 from celery.contrib.testing.worker import start_worker
 
-from standins import FakeHms, FakeStream, serve
-from standins.credentials import HMS_KEY, HMS_SECRET, HOOK_SECRET
-from standins.credentials import STREAM_KEY as KEY
+from standins import FakeHms, FakeStream, running, serve
+from standins.credentials import HMS_SECRET, HOOK_SECRET
 from standins.credentials import STREAM_SECRET as SECRET
 from tests.support.servers import real_redis, real_url
 from webhooks.app import create_app
 from worker.jobs.app import create_celery
-from worker.settings import Settings
+from worker.settings import Settings, load_settings
 
 SECRETS = (SECRET, HMS_SECRET, HOOK_SECRET)
 CID, CALL = "messaging:general", "call-messaging:general"
@@ -35,28 +34,14 @@ class Stack:
 @contextlib.contextmanager
 def running_stack(**overrides: Any) -> Iterator[Stack]:
     client = real_redis()
-    stream, hms = FakeStream(KEY, SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
-    stream_url, stop_stream = serve(stream.app)
-    hms_url, stop_hms = serve(hms.app)
-    settings = Settings(
-        redis_url=real_url(),
-        stream_api_key=KEY,
-        stream_api_secret=SECRET,
-        stream_base_url=stream_url,
-        hms_access_key=HMS_KEY,
-        hms_app_secret=HMS_SECRET,
-        hms_base_url=hms_url,
-        hms_webhook_secrets=(HOOK_SECRET,),
-        **overrides,
-    )
-    web_url, stop_web = serve(create_app(settings, client))
-    stream.webhook_url, hms.webhook_url = f"{web_url}/webhooks/stream", f"{web_url}/webhooks/hms"
-    app = create_celery(settings)
-    try:
-        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=10):
-            yield Stack(stream, hms, client, web_url, settings)
-    finally:
-        stop_web()
-        stop_stream()
-        stop_hms()
-        client.flushdb()
+    with running() as platforms:
+        settings = replace(load_settings({**platforms.settings(), "REDIS_URL": real_url()}), **overrides)
+        web_url, stop_web = serve(create_app(settings, client))
+        platforms.send_webhooks_to(web_url)
+        app = create_celery(settings)
+        try:
+            with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=10):
+                yield Stack(platforms.stream, platforms.hms, client, web_url, settings)
+        finally:
+            stop_web()
+            client.flushdb()

@@ -4,6 +4,7 @@ transport, and a clock the test moves by hand."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from standins.credentials import STREAM_KEY as KEY
 from standins.credentials import STREAM_SECRET as SECRET
 from worker.core import actions
 from worker.core.events import HmsEvent, StreamEvent, parse_hms_event, parse_stream_event
+from worker.jobs.runtimes import HELD
 from worker.settings import Settings
 from worker.steps import messages, owners, resync, sessions, sync, writes
 from worker.steps import sweep as sweeps
@@ -221,3 +223,9 @@ def open_call(world: World) -> tuple[dict[str, Any], dict[str, Any]]:
     session = world.hms.open_session(room["id"], started_at=world.now)
     world.deliver_hms(world.hms_event("session.open.success", session, room))
     return room, session
+
+
+def hand_runtime(app: Any, rt: Any) -> None:
+    """Give a Celery app this process's Runtime, as its tasks' `self.runtime` would build it
+    (worker.jobs.runtimes.RuntimeTask)."""
+    setattr(app, HELD, (os.getpid(), rt))

@@ -1,12 +1,7 @@
 """worker/core/actions.py: scheduled actions carry their task's name and arguments."""
 
-import dataclasses
-
-import pytest
-
 from worker.core import actions
-from worker.core.actions import CheckSession, EndSession, Reconcile, RecordOwner, WriteFields
-from worker.core.events import CallFields
+from worker.core.actions import CheckSession, EndSession, Reconcile, RecordOwner
 
 
 def test_a_scheduled_action_is_its_task_and_its_arguments_in_order():
@@ -28,9 +23,3 @@ def test_the_task_names_are_distinct_and_are_the_wire_names():
     assert RecordOwner("standup", "m:g").args() == ("standup", "m:g") and RecordOwner.task == "callsync.record_owner"
     assert actions.RECONCILE == "callsync.reconcile_channel" and actions.APPLY_HMS_EVENT == "callsync.apply_hms_event"
     assert all(name.startswith("callsync.") for name in actions.TASK_NAMES)
-
-
-def test_actions_are_values():
-    assert WriteFields(CallFields(True, "c")) == WriteFields(CallFields(True, "c"))
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        Reconcile("m:g").cid = "m:other"  # type: ignore[misc]

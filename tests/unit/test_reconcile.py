@@ -5,10 +5,10 @@ from worker.core.reconcile import (
     BoundCall,
     Channel,
     busy_wait,
-    call_ended_by_client,
+    call_id_turned_off_by_client,
     claim_since,
-    client_ended_call,
     desired_state,
+    open_call_to_end_for_client,
     plan_channel,
 )
 from worker.core.sessions import Session
@@ -106,16 +106,18 @@ def test_a_members_event_showing_the_claim_restarts_it():
 def test_client_ending_the_call_ends_the_open_session():
     calls = [BoundCall(X, session())]
     before, after = CallFields(True, X), INACTIVE
-    assert client_ended_call(before, after, False, calls) == BoundCall(X, session())
+    assert open_call_to_end_for_client(before, after, False, calls) == BoundCall(X, session())
     # Another channel's call is never among a channel's calls: its End call ends nothing.
-    assert client_ended_call(CallFields(True, "call-messaging:team"), after, False, calls) is None
-    assert client_ended_call(before, after, True, calls) is None  # a server write (maybe ours)
-    assert client_ended_call(INACTIVE, after, False, calls) is None
-    assert client_ended_call(before, CallFields(True, X), False, calls) is None
-    assert client_ended_call(before, after, False, [BoundCall(X, session("closed"))]) is None
-    assert client_ended_call(None, after, False, calls) is None
-    assert call_ended_by_client(before, after, False) == X  # what is worth reading the calls for
-    assert call_ended_by_client(before, after, True) is None and call_ended_by_client(INACTIVE, after, False) is None
+    assert open_call_to_end_for_client(CallFields(True, "call-messaging:team"), after, False, calls) is None
+    assert open_call_to_end_for_client(before, after, True, calls) is None  # a server write (maybe ours)
+    assert open_call_to_end_for_client(INACTIVE, after, False, calls) is None
+    assert open_call_to_end_for_client(before, CallFields(True, X), False, calls) is None
+    assert open_call_to_end_for_client(before, after, False, [BoundCall(X, session("closed"))]) is None
+    assert open_call_to_end_for_client(None, after, False, calls) is None
+    assert call_id_turned_off_by_client(before, after, False) == X  # what is worth reading the calls for
+    assert (
+        call_id_turned_off_by_client(before, after, True) is None and call_id_turned_off_by_client(INACTIVE, after, False) is None
+    )
 
 
 def test_a_claim_within_the_clocks_disagreement_of_an_end_is_asked_about_not_cleared():

@@ -6,7 +6,7 @@ from worker.core import resync
 from worker.core.actions import ReadChannel
 from worker.core.channels import ChannelChange, ChannelRecord, WriteIntent, channel_change
 from worker.core.events import CallFields
-from worker.core.reconcile import Channel, call_ended_by_client
+from worker.core.reconcile import Channel, call_id_turned_off_by_client
 
 CID = "messaging:general"
 LIVE = CallFields(True, "call-messaging:general")
@@ -17,7 +17,7 @@ def test_a_read_is_a_server_side_event_dated_by_callsyncs_clock():
     event = resync.read_as_event(CID, OFF, 100.0)
     assert event.from_server and event.created_at == 100.0 and event.type == "channel.updated"
     # So rule 3 never takes it for a member's End call: a resync ends no room.
-    assert call_ended_by_client(LIVE, OFF, event.from_server) is None
+    assert call_id_turned_off_by_client(LIVE, OFF, event.from_server) is None
     assert resync.read_as_event(CID, None, 5.0).type == "channel.deleted"
 
 

@@ -81,9 +81,7 @@ class StreamClient:
     def query_call_fields(self, body: dict[str, Any]) -> list[tuple[str, CallFields, str]]:
         """QueryChannels with `body` (core.resync builds it): each channel found as (cid, its call
         fields, its `created_at`), in Stream's order. Read only, like `read_call_fields`."""
-        response = upstream_request(
-            self._http, API, "POST", "/channels", endpoint="/channels", on_call=self._on_call, deadline=self._deadline, json=body
-        )
+        response = self._request("POST", "/channels", json=body)
         found = []
         for item in response.json().get("channels") or []:
             channel = _dict(_dict(item).get("channel"))
@@ -132,16 +130,8 @@ class StreamClient:
     def send_message_reporting(self, cid: str, message: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
         """`send_message`, and the endpoint's limit the answer reported (X-RateLimit-Limit)."""
         kind, _, ident = cid.partition(":")
-        response = upstream_request(
-            self._http,
-            API,
-            "POST",
-            f"/channels/{segment(kind)}/{segment(ident)}/message",
-            endpoint="/channels/{type}/{id}/message",
-            on_call=self._on_call,
-            deadline=self._deadline,
-            json={"message": message},
-        )
+        path = f"/channels/{segment(kind)}/{segment(ident)}/message"
+        response = self._request("POST", "/channels/{type}/{id}/message", path, json={"message": message})
         return _dict(response.json().get("message")), response.reported_limit
 
     def update_message(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -150,37 +140,19 @@ class StreamClient:
 
     def update_message_reporting(self, message: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
         """`update_message`, and the endpoint's limit the answer reported (X-RateLimit-Limit)."""
-        response = upstream_request(
-            self._http,
-            API,
-            "POST",
-            f"/messages/{segment(str(message['id']))}",
-            endpoint="/messages/{id}",
-            on_call=self._on_call,
-            deadline=self._deadline,
-            json={"message": message},
-        )
+        path = f"/messages/{segment(str(message['id']))}"
+        response = self._request("POST", "/messages/{id}", path, json={"message": message})
         return _dict(response.json().get("message")), response.reported_limit
 
     def get_message(self, message_id: str) -> dict[str, Any]:
         """`GET /messages/{id}` → `{"message"}`."""
-        response = upstream_request(
-            self._http,
-            API,
-            "GET",
-            f"/messages/{segment(message_id)}",
-            endpoint="/messages/{id}",
-            on_call=self._on_call,
-            deadline=self._deadline,
-        )
+        response = self._request("GET", "/messages/{id}", f"/messages/{segment(message_id)}")
         return _dict(response.json().get("message"))
 
     def upsert_users(self, users: list[dict[str, Any]]) -> None:
         """`POST /users` `{"users": {id: user}}` (created, or updated with the fields given)."""
         body = {"users": {str(user["id"]): user for user in users}}
-        upstream_request(
-            self._http, API, "POST", "/users", endpoint="/users", on_call=self._on_call, deadline=self._deadline, json=body
-        )
+        self._request("POST", "/users", json=body)
 
 
 def _dict(value: object) -> dict[str, Any]:

@@ -14,7 +14,7 @@ same page: limits may be lowered dynamically, so watch the headers): when lower 
 setting it is adopted for REPORTED_SECONDS, renewed by each answer. A 429 pauses the whole
 endpoint until its `Retry-After` / `X-RateLimit-Reset` (core.upstream.wait_from_headers).
 
-worker/store/lua/wq_*.lua apply these rules in Redis; tests/store/test_writequeue_lua.py holds
+worker/store/lua/wq_*.lua apply these rules in Redis; tests/store/test_writequeue.py holds
 them to this module.
 """
 

@@ -148,15 +148,15 @@ def claim_since(
     return written_for if written_for is not None else version
 
 
-def call_ended_by_client(previous: CallFields | None, new: CallFields, from_server: bool) -> str | None:
+def call_id_turned_off_by_client(previous: CallFields | None, new: CallFields, from_server: bool) -> str | None:
     """The call id whose `callActive` a client turned off, if this change is that; whether
-    its session is open is `client_ended_call`'s question (it needs the calls read)."""
+    its session is open is `open_call_to_end_for_client`'s question (it needs the calls read)."""
     if from_server or previous is None or not previous.active or new.active:
         return None
     return previous.call_id
 
 
-def client_ended_call(
+def open_call_to_end_for_client(
     previous: CallFields | None, new: CallFields, from_server: bool, calls: Sequence[BoundCall]
 ) -> BoundCall | None:
     """docs/behaviour.md, rule 3: a client turned `callActive` off while the session is open.
@@ -165,7 +165,7 @@ def client_ended_call(
     channel's own (core.binding): another channel's call is never among them, so its End call
     ends nothing.
     """
-    claim = _find(calls, call_ended_by_client(previous, new, from_server))
+    claim = _find(calls, call_id_turned_off_by_client(previous, new, from_server))
     if claim is None or claim.session is None or not claim.session.is_open:
         return None
     return claim

@@ -1,7 +1,7 @@
 """The Celery app, built by a factory from Settings (nothing is configured at import).
 
 It imports no step: the receiver builds one to encode its messages (worker.store.enqueue),
-and a worker process builds its Runtime on first use (worker.jobs.runtimes).
+and a worker process builds its Runtime on first use (worker.jobs.runtimes.RuntimeTask).
 """
 
 from __future__ import annotations

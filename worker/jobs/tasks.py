@@ -30,7 +30,7 @@ from worker.core.binding import call_of_room
 from worker.core.events import HmsEvent, StreamEvent, cid_of_room
 from worker.core.upstream import Retry as UpstreamRetry
 from worker.core.upstream import UpstreamError, redis_retry_delay, retry_delay
-from worker.jobs.runtimes import runtime_for
+from worker.jobs.runtimes import RuntimeTask
 from worker.logs import fields
 from worker.ops import counters
 from worker.steps import messages, owners, sessions, sync, writes
@@ -42,9 +42,9 @@ from worker.store.keys import REDELIVERIES_PREFIX, RETRY_WAIT_PREFIX
 log = logging.getLogger("callsync.tasks")
 
 
-def run_step(task: Task, step: Callable[..., object], *args: Any) -> None:
+def run_step(task: RuntimeTask, step: Callable[..., object], *args: Any) -> None:
     """Run one step under docs/behaviour.md, rule 7 (wait, back off, or dead-letter); count and log its outcome."""
-    rt: Runtime = runtime_for(task.app)
+    rt = task.runtime
     started = time.perf_counter()
     outcome, retry_in = "error", None
     failure: list[str] = []
@@ -239,7 +239,7 @@ def ids_of(task_name: str, args: tuple[Any, ...]) -> dict[str, Any]:
 
 # callsync's own policy bounds the retries (core.upstream), then dead-letters: Celery's default
 # cap (3) would fail the fourth retry, the task acknowledged and lost.
-task = functools.partial(shared_task, bind=True, max_retries=None)
+task = functools.partial(shared_task, bind=True, max_retries=None, base=RuntimeTask)
 
 
 def _stream(rt: Runtime, raw: dict[str, Any]) -> None:
@@ -251,27 +251,27 @@ def _hms(rt: Runtime, raw: dict[str, Any]) -> None:
 
 
 @task(name=APPLY_STREAM_EVENT)
-def apply_stream_event(self: Task, raw: dict[str, Any]) -> None:
+def apply_stream_event(self: RuntimeTask, raw: dict[str, Any]) -> None:
     run_step(self, _stream, raw)
 
 
 @task(name=APPLY_HMS_EVENT)
-def apply_hms_event(self: Task, raw: dict[str, Any]) -> None:
+def apply_hms_event(self: RuntimeTask, raw: dict[str, Any]) -> None:
     run_step(self, _hms, raw)
 
 
 @task(name=RECONCILE)
-def reconcile_channel(self: Task, cid: str) -> None:
+def reconcile_channel(self: RuntimeTask, cid: str) -> None:
     run_step(self, sync.reconcile_channel, cid)
 
 
 @task(name=END_SESSION)
-def end_session(self: Task, call_id: str, session_id: str, reason: str) -> None:
+def end_session(self: RuntimeTask, call_id: str, session_id: str, reason: str) -> None:
     run_step(self, sessions.end_session, call_id, session_id, reason)
 
 
 @task(name=CHECK_SESSION)
-def check_session(self: Task, call_id: str, session_id: str) -> None:
+def check_session(self: RuntimeTask, call_id: str, session_id: str) -> None:
     run_step(self, sessions.check_session, call_id, session_id)
 
 
@@ -281,20 +281,20 @@ def sweep(self: Task) -> None:
 
 
 @task(name=RECORD_OWNER)
-def record_owner(self: Task, call_id: str, cid: str) -> None:
+def record_owner(self: RuntimeTask, call_id: str, cid: str) -> None:
     run_step(self, owners.record_owner, call_id, cid)
 
 
 @task(name=WRITE_CALL_MESSAGE)
-def write_call_message(self: Task, session_id: str) -> None:
+def write_call_message(self: RuntimeTask, session_id: str) -> None:
     run_step(self, messages.write_call_message, session_id)
 
 
 @task(name=DRAIN_WRITES)
-def drain_writes(self: Task, endpoint: str) -> None:
+def drain_writes(self: RuntimeTask, endpoint: str) -> None:
     run_step(self, writes.drain, endpoint)
 
 
 @task(name=RESYNC)
-def resync(self: Task, full: bool = False, goes_on: bool = False) -> None:
+def resync(self: RuntimeTask, full: bool = False, goes_on: bool = False) -> None:
     run_step(self, resyncs.resync, full, goes_on)

@@ -18,7 +18,7 @@ from worker.core.actions import RECONCILE, EndSession, ReadChannel, Recheck, Rec
 from worker.core.binding import call_of_room
 from worker.core.channels import WRITE_INTENT_SECONDS, WriteIntent, settle_write
 from worker.core.events import HMS_PEER_TYPES, CallFields, HmsEvent, StreamEvent
-from worker.core.reconcile import busy_wait, call_ended_by_client, client_ended_call, live_call, plan_channel
+from worker.core.reconcile import busy_wait, call_id_turned_off_by_client, live_call, open_call_to_end_for_client, plan_channel
 from worker.core.timebounds import admit_hms_event
 from worker.core.upstream import Retry as UpstreamRetry
 from worker.core.upstream import UpstreamError
@@ -28,8 +28,7 @@ from worker.steps.messages import note_session
 from worker.steps.runtime import Deferred as Deferred  # re-exported: the tasks catch sync.Deferred
 from worker.steps.runtime import Runtime, lock_token
 from worker.steps.sessions import verify_call
-from worker.store import intents, peers, scripts
-from worker.store.cas import written
+from worker.store import intents, peers
 from worker.store.keys import later_key
 from worker.store.state import Loaded
 
@@ -53,9 +52,13 @@ def apply_stream_event(rt: Runtime, event: StreamEvent) -> None:
     shown = observed.current.fields if observed.applied and observed.current is not None else None
     # Judged against the fields before the pending change, so a re-run of this task after its
     # first try failed midway still sees the client's flip. The calls are read only for a flip.
-    if shown is not None and rt.settings.end_room_on_call_end and call_ended_by_client(observed.before, shown, event.from_server):
+    if (
+        shown is not None
+        and rt.settings.end_room_on_call_end
+        and call_id_turned_off_by_client(observed.before, shown, event.from_server)
+    ):
         calls = rt.state.calls_of_channel(event.cid)  # the channel's own: another's call is not among them
-        ended = client_ended_call(observed.before, shown, event.from_server, calls)
+        ended = open_call_to_end_for_client(observed.before, shown, event.from_server, calls)
         # Mark it first: a reconcile racing the end-room call must not put the flag back.
         if ended is not None and ended.session is not None:
             session_id = ended.session.session_id
@@ -148,12 +151,12 @@ def _reconcile_locked(rt: Runtime, cid: str, loaded: Loaded, token: str, turn: w
         elif action is None:
             return loaded
         else:
-            _write(rt, cid, loaded, action.fields, token, now, turn)
+            _write_fields(rt, cid, loaded, action.fields, token, now, turn)
             return None
     return loaded
 
 
-def _write(
+def _write_fields(
     rt: Runtime, cid: str, loaded: Loaded, wanted: CallFields, token: str, now: float, turn: writes.Turn | None = None
 ) -> None:
     """Take the write's slot at the channels' ceiling (or queue the channel and release its
@@ -187,12 +190,7 @@ def _write(
             raise writes.WriteLater(rt.clock(), f"channel updates paused by a 429 ({error})") from None
         return
     settled, _ = settle_write(cid, record, record, fields, intent)
-    steps = [CHANNELS.queue(rt).report_call(limit, rt.clock()), rt.state.unlock_call(cid, token)]
-    if settled is not None:
-        steps.insert(0, rt.state.replace_call(cid, read, settled))
-    results = scripts.run(rt.redis, steps)
-    if isinstance(results[-1], Exception):
-        raise results[-1]  # the caller unlocks again
+    as_planned = rt.state.record_write(cid, read, settled, token, also=[CHANNELS.queue(rt).report_call(limit, rt.clock())])
     # `planned_from`: the version of the channel record the write was planned from (the Stream
     # time of the newest news callsync had of the channel), to tell a decision from its arrival.
     planned_from = loaded.record.version if loaded.record else None
@@ -201,7 +199,7 @@ def _write(
     log.info("channel %s call fields set to active=%s callId=%s", cid, fields.active, fields.call_id, extra=line)
     # The record changed since the intent was recorded: by the write's echo alone (settled
     # without more), or by news the write was not planned from (reconcile again).
-    if settled is not None and not written(results[0]) and intents.settle_write(rt.state, cid, read, fields, intent):
+    if not as_planned and intents.settle_write(rt.state, cid, read, fields, intent):
         rt.schedule(Reconcile(cid))
 
 

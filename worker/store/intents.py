@@ -29,7 +29,7 @@ def record_intent(state: State, cid: str, read: Raw, intent: WriteIntent) -> tup
         record = channels.with_intent(record_from_hash(cid, raw), intent)
         return None, compare_and_set(key, raw, record_to_hash(record)) if record is not None else None
 
-    state._write(key, decide, first=read)
+    state.update_hash(key, decide, first=read)
     planned = channels.with_intent(record_from_hash(cid, read), intent)
     if planned is None:
         return read, None
@@ -46,7 +46,7 @@ def settle_write(state: State, cid: str, read: Raw, fields: CallFields, intent: 
         new, again = channels.settle_write(cid, before, record_from_hash(cid, raw), fields, intent)
         return again, compare_and_set(key, raw, record_to_hash(new), CALL_TTL) if new is not None else None
 
-    return bool(state._write(key, decide)[0])
+    return bool(state.update_hash(key, decide)[0])
 
 
 def drop_intent(state: State, cid: str, intent: WriteIntent) -> None:
@@ -58,4 +58,4 @@ def drop_intent(state: State, cid: str, intent: WriteIntent) -> None:
         new = channels.drop_intent(record_from_hash(cid, raw), intent)
         return None, compare_and_set(key, raw, record_to_hash(new)) if new is not None else None
 
-    state._write(key, decide)
+    state.update_hash(key, decide)

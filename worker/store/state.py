@@ -9,9 +9,9 @@ Keys and fields: worker/store/keys.py; hash encodings: worker/store/codec.py.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -65,6 +65,11 @@ _UNLOCK = Script.named("unlock")
 _CLAIM_OVERDUE = Script.named("claim_overdue")
 _OPEN_PAGE = Script.named("open_page")
 _BIND_OWNED = Script.named("bind_owned")
+
+T = TypeVar("T")
+# What a read-modify-write decides from the hash as read: its answer, and the compare_and_set
+# step that writes the change (None: nothing to write).
+Decide = Callable[[Raw], tuple[T, scripts.ScriptCall | None]]
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ class State:
     def __init__(self, client: redis.Redis):
         self.redis = client
 
-    def _write(self, key: str, decide: Any, first: Raw | None = None) -> Any:
+    def update_hash(self, key: str, decide: Decide[T], first: Raw | None = None) -> tuple[T, list[Any]]:
         """Read `key`'s hash, `decide(raw)` → (value, compare_and_set call or None), and retry
         until the write finds the hash as read; returns (value, the commands' replies). `first`:
         the hash as the caller last read it, to decide from before reading again."""
@@ -140,24 +145,20 @@ class State:
             if isinstance(result, Exception):
                 raise result
             if written(result):
-                return value, result[1:]
+                return value, list(result[1:])
 
     # --- calls and their sessions ------------------------------------------------------
     def call(self, call_id: str) -> BoundCall:
         return call_from_hash(call_id, self.redis.hgetall(call_key(call_id)))
 
-    def record_hms_event(self, event: HmsEvent, now: float) -> Session | None:
+    def record_hms_event_and_channels(self, event: HmsEvent, now: float) -> tuple[Session | None, set[str], str | None]:
         """Apply `event` (admitted by core.timebounds) to its room's call record at `now`; returns
-        the session as observed.
+        the session as observed, the channel of the room's call (read in the same step) when a
+        reconcile is owed, and the mark to settle once it is done (`settle_owed`).
 
         Only a room's current session is kept (100ms runs one at a time): a late event of
         an older session changes nothing. Rooms without a call-id name bind no channel.
         """
-        return self.record_hms_event_and_channels(event, now)[0]
-
-    def record_hms_event_and_channels(self, event: HmsEvent, now: float) -> tuple[Session | None, set[str], str | None]:
-        """`record_hms_event`, also returning the channel of the room's call (read in the same step)
-        when a reconcile is owed, and the mark to settle once it is done (`settle_owed`)."""
         return self._record_session(event.room_name, event.session_id, lambda same: observe(same, event), now, event.id)
 
     def record_session(self, change: SessionChange) -> Session | None:
@@ -165,7 +166,7 @@ class State:
         the session over in 100ms, an adoption found one live) at the change's time; returns the
         session as concluded.
 
-        The same step as `record_hms_event`'s, so the record is what the 100ms webhook that
+        The same step as `record_hms_event_and_channels`'s, so the record is what the 100ms webhook that
         said it would have left: an older session's change, or one already recorded, changes
         nothing.
         """
@@ -200,7 +201,7 @@ class State:
             commands.append(("GET", owner_key(call_id)))  # last: its reply is the last one
             return (new, True), compare_and_set(key, raw, record, ttl, commands)
 
-        (session, changed), replies = self._write(key, decide)
+        (session, changed), replies = self.update_hash(key, decide)
         if not changed:  # the bound index kept as a change keeps it; the open index already holds an open session
             pipe = self.redis.pipeline(transaction=False)
             if named:
@@ -235,7 +236,7 @@ class State:
             ttl, moves = session_moves(key.removeprefix(CALL_KEY_PREFIX), old, new)
             return new, compare_and_set(key, raw, call_to_hash(raw, new), ttl, moves)
 
-        return cast(Session | None, self._write(key, decide)[0])
+        return self.update_hash(key, decide)[0]
 
     def claim_overdue(self, started_before: float, limit: int, now: float) -> list[tuple[str, str]]:
         """Move up to `limit` open sessions started at or before `started_before` to "ending";
@@ -276,7 +277,7 @@ class State:
             is_open = raw.get(CALL_STATUS.encode()) == b"open"
             return None, compare_and_set(key, raw, call_to_hash(raw, idle_at=at), KEEP_TTL if is_open else CLOSED_TTL)
 
-        self._write(key, decide)
+        self.update_hash(key, decide)
 
     # --- bindings ----------------------------------------------------------------
     def bind(self, cid: str, call_id: str, at: float) -> Bound:
@@ -313,9 +314,6 @@ class State:
         return loaded.calls
 
     # --- channels ------------------------------------------------------------
-    def channel(self, cid: str) -> Channel:
-        return channel_from_hash(cid, self.redis.hgetall(channel_key(cid)))
-
     def load(self, cid: str, lock: tuple[str, float] | None = None) -> Loaded | None:
         """The channel, its calls and their sessions in one round trip; with `lock` (token,
         seconds), take the channel's lock first: None when another holder has it."""
@@ -352,10 +350,21 @@ class State:
             steps.insert(0, compare_and_set(channel_key(cid), loaded.raw, settled, CALL_TTL))
         scripts.run(self.redis, steps)
 
-    def replace_call(self, cid: str, read: Raw, record: ChannelRecord) -> scripts.ScriptCall:
-        """Write `record` as the channel's record if it still holds `read` (to run with
-        `scripts.run`; `written` reads its result)."""
-        return compare_and_set(channel_key(cid), read, record_to_hash(record), CALL_TTL)
+    def record_write(
+        self, cid: str, read: Raw, settled: ChannelRecord | None, token: str, also: Sequence[scripts.ScriptCall] = ()
+    ) -> bool:
+        """Record a write Stream answered, in one round trip: `settled` (its intent settled) as
+        the channel's record if the record still holds `read`, the `also` steps (what the answer
+        said of the endpoint's ceiling), then the channel's lock released if `token` holds it.
+        False when the record changed since `read`: the write's bookkeeping is then
+        `intents.settle_write`'s."""
+        steps = [*also, self.unlock_call(cid, token)]
+        if settled is not None:
+            steps.insert(0, compare_and_set(channel_key(cid), read, record_to_hash(settled), CALL_TTL))
+        results = scripts.run(self.redis, steps)
+        if isinstance(results[-1], Exception):
+            raise results[-1]  # the caller unlocks again
+        return settled is None or written(results[0])
 
     def record_channel(
         self,
@@ -381,9 +390,7 @@ class State:
             encoded = record_to_hash(new) if new is not None else None
             return change, compare_and_set(key, raw, encoded, CALL_TTL if new is not None else KEEP_TTL)
 
-        change, _ = self._write(key, decide)
-        assert isinstance(change, ChannelChange)
-        return change
+        return self.update_hash(key, decide)[0]
 
     def record_stream_event(self, event: StreamEvent, now: float) -> tuple[ChannelChange, Bound | None]:
         """Record what `event` shows of its channel (core.channels.stream_news decides what),

@@ -4,7 +4,7 @@ still lets the user in (docs/calls-api.md, "Who may"). Decisions are the pure co
 (`CallsStore`) and Stream, and keeps refusals cheap:
 
 - a "no" (not a member, no such channel, a user Stream shut out) is kept REFUSAL_TTL seconds
-  per channel and user, and dropped at once by a `member.added` webhook (webhooks/app.py);
+  per channel and user, and dropped at once by a `member.added` webhook (webhooks/receiver.py);
 - QueryMembers, the lookup of a user beyond a channel's first page of members, is bounded per
   channel (MEMBER_QUERIES_PER_CHANNEL a minute; Stream allows 300 a minute per app);
 - a client address that was answered 401 `CALLSYNC_UNAUTHENTICATED_PER_ADDRESS` times in a

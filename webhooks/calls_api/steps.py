@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from webhooks.calls_api.access import Caller, Gatekeeper
 from worker.clients.hms import HmsClient, ManagementAuth
 from worker.clients.http import OnUpstreamCall, ignore_call, upstream_client
 from worker.clients.stream import StreamAuth, StreamClient
@@ -41,7 +42,6 @@ from worker.core.sessions import Session
 from worker.core.tokens import UserToken, call_token_claims, sign_call_token
 from worker.core.upstream import UpstreamError
 from worker.settings import Settings
-from worker.steps.access import Caller, Gatekeeper
 from worker.store.calls import CallsStore, Snapshot
 from worker.store.ending import begin_ending_queued
 from worker.store.enqueue import Enqueuer, QueueFull
@@ -52,7 +52,7 @@ log = logging.getLogger("callsync.calls")
 # A browser waits on these calls: a shorter deadline than the workers', and no retry here
 # (the answer is a 503 with Retry-After, and the client tries again).
 DEADLINE_SECONDS = 5.0
-__all__ = ["Caller", "CallsApi", "Upstreams"]  # Caller is worker.steps.access's, for the views
+__all__ = ["Caller", "CallsApi", "Upstreams"]  # Caller is webhooks.calls_api.access's, for the views
 
 
 class Upstreams:
