@@ -25,8 +25,9 @@ from worker.settings import Settings
 from worker.steps import sweep as sweeps
 from worker.steps.runtime import build_runtime
 from worker.store.codec import session_to_hash
+from worker.store.indexes import session_moves
 from worker.store.keys import CLOSED_TTL, call_key
-from worker.store.state import State, session_moves
+from worker.store.state import State
 
 HOUR = 3600.0
 

@@ -40,7 +40,7 @@ import pytest
 import redis
 
 from standins import FakeHms, FakeStream, Platforms
-from tests.support.roles import environment
+from tests.support.roles import environment, start_roles
 from tests.support.sentinels import PRIMARY_PASSWORD, SENTINEL_PASSWORD, Group, sentinel_group
 from worker.cli import launch
 from worker.connect import redis_client
@@ -102,7 +102,7 @@ class Sender:
         self.client.close()
 
 
-def start_roles(group: Group, platforms: Platforms, logs: Path) -> tuple[list[launch.Child], str, dict[str, str]]:
+def start_stack(group: Group, platforms: Platforms, logs: Path) -> tuple[list[launch.Child], str, dict[str, str]]:
     port = launch.free_port()
     env = environment(
         platforms,
@@ -113,11 +113,7 @@ def start_roles(group: Group, platforms: Platforms, logs: Path) -> tuple[list[la
         WEB_CONCURRENCY=2,
         CALLSYNC_WORKER_CONCURRENCY=8,
     )
-    children = [
-        launch.start("web", launch.role_argv("web", "--port", port, "--host", "127.0.0.1"), env, logs),
-        launch.start("worker", launch.role_argv("worker"), env, logs),
-        launch.start("beat", launch.role_argv("beat"), env, logs),
-    ]
+    children = start_roles(env, logs, port)
     web = f"http://127.0.0.1:{port}"
     launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver on the Sentinels' primary")
     launch.wait_for(lambda: " ready." in (logs / "worker.log").read_text(errors="replace"), 60, "the worker")
@@ -164,7 +160,7 @@ def test_every_role_follows_a_sentinel_failover_under_load(tmp_path: Path, platf
     stream, hms = platforms.stream, platforms.hms
     stream.update_limit = 1_000_000  # the stand-in reports no lower limit than the run's ceiling
     with sentinel_group(tmp_path) as group:
-        children, web, env = start_roles(group, platforms, tmp_path)
+        children, web, env = start_stack(group, platforms, tmp_path)
         pids = {child.name: child.process.pid for child in children}
         sender = Sender(hms, stream, web)
         try:

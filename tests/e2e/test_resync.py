@@ -29,7 +29,7 @@ import pytest
 import redis
 
 from standins import running
-from tests.support.roles import environment
+from tests.support.roles import environment, start_roles
 from tests.support.servers import real_redis, real_url
 from worker.cli import launch
 from worker.store.keys import EPOCH
@@ -148,11 +148,7 @@ def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Run]:
             WEB_CONCURRENCY=1,
             CALLSYNC_WORKER_CONCURRENCY=2,
         )
-        children = [
-            launch.start("web", launch.role_argv("web", "--port", port, "--host", "127.0.0.1"), env, tmp_path),
-            launch.start("worker", launch.role_argv("worker"), env, tmp_path),
-            launch.start("beat", launch.role_argv("beat"), env, tmp_path),
-        ]
+        children = start_roles(env, tmp_path, port)
         system = Run(prefix, platforms.stream, platforms.hms, web, env, tmp_path, children)
         try:
             launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver")

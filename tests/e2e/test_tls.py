@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from standins import Platforms
-from tests.support.roles import environment
+from tests.support.roles import environment, start_roles
 from tests.support.tls import PASSWORD, tls_redis
 from worker.cli import launch
 
@@ -26,11 +26,7 @@ def test_a_webhook_reaches_its_patch_through_a_tls_only_redis(tmp_path: Path, pl
         web = f"http://127.0.0.1:{port}"
         platforms.send_webhooks_to(web)
         env = environment(platforms, url, CALLSYNC_SWEEP_INTERVAL_SECONDS=1, WEB_CONCURRENCY=1)
-        children = [
-            launch.start("web", launch.role_argv("web", "--port", port, "--host", "127.0.0.1"), env, tmp_path),
-            launch.start("worker", launch.role_argv("worker", "--concurrency", 2), env, tmp_path),
-            launch.start("beat", launch.role_argv("beat"), env, tmp_path),
-        ]
+        children = start_roles(env, tmp_path, port, "--concurrency", 2)
         try:
             launch.wait_for(lambda: launch.http_ok(f"{web}/readyz"), 60, "the receiver on the TLS Redis")
             launch.wait_for(lambda: " ready." in (tmp_path / "worker.log").read_text(errors="replace"), 60, "the worker")

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.store.test_record_session import dump
+from tests.support.state import restore_snapshot, snapshot
 from worker.core.events import HmsEvent
 from worker.core.sessions import Session, settled_at_ingest
 from worker.core.timebounds import admit_hms_event
@@ -98,15 +99,13 @@ def test_a_settled_event_leaves_the_state_the_worker_would(redis_client, session
     it, leaves the same keys (dedupe keys and the queue aside), and reconciles nothing."""
     seed(redis_client, session)
     for event in many:
-        before = {k: (redis_client.dump(k), redis_client.pttl(k)) for k in redis_client.keys("*")}
+        before = snapshot(redis_client)
         if ingest(redis_client, event) != 2:
             redis_client.delete(QUEUE)
             worker_path(redis_client, event)  # what its task would do, so the next event sees it
             continue
         settled = _state(redis_client)
-        redis_client.flushdb()
-        for key, (value, ttl) in before.items():
-            redis_client.restore(key, max(ttl, 0), value)
+        restore_snapshot(redis_client, before)
         assert worker_path(redis_client, event) == set()  # no reconcile either way
         assert _state(redis_client) == settled
 

@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.state import restore_snapshot, snapshot
 from tests.unit.test_channels import T0, echoes, events, near
 from worker.core.channels import ChannelRecord, WriteIntent, rebinds, stream_settled_at_ingest
 from worker.core.events import CallFields, StreamEvent
@@ -127,15 +128,13 @@ def test_a_settled_event_leaves_the_state_the_worker_would(redis_client, scenari
     seed(redis_client, record, owner, bound)
     many = [first, *more]
     for n, event in enumerate(many):
-        before = {k: (redis_client.dump(k), redis_client.pttl(k)) for k in redis_client.keys("*")}
+        before = snapshot(redis_client)
         if ingest(redis_client, event, n) != 2:
             redis_client.delete(QUEUE)
             worker_path(redis_client, event)  # what its task would record, so the next event sees it
             continue
         settled = state(redis_client)
-        redis_client.flushdb()
-        for key, (value, ttl) in before.items():
-            redis_client.restore(key, max(ttl, 0), value)
+        restore_snapshot(redis_client, before)
         assert not worker_path(redis_client, event)
         assert state(redis_client) == settled
 

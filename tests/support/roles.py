@@ -43,3 +43,12 @@ def environment(platforms: Platforms, redis_url: str, **settings: object) -> dic
         "PYTHONUNBUFFERED": "1",
         **{name: str(value) for name, value in settings.items()},
     }
+
+
+def start_roles(env: dict[str, str], logs: Path, port: int, *worker_args: object) -> list[launch.Child]:
+    """web (on `port`, loopback only), worker and beat as real processes, logging under `logs`."""
+    return [
+        launch.start("web", launch.role_argv("web", "--port", port, "--host", "127.0.0.1"), env, logs),
+        launch.start("worker", launch.role_argv("worker", *worker_args), env, logs),
+        launch.start("beat", launch.role_argv("beat"), env, logs),
+    ]

@@ -18,9 +18,9 @@ from worker.core.sessions import Session, advance
 from worker.store.cas import compare_and_set, written
 from worker.store.codec import call_from_hash, call_to_hash, text
 from worker.store.enqueue import Enqueuer, QueueFull
+from worker.store.indexes import session_moves
 from worker.store.keys import CALL_KEY_PREFIX, ENDING_SESSIONS, call_key
 from worker.store.scripts import Script
-from worker.store.state import session_moves
 
 _END_AND_QUEUE = Script(Script.named("queue_guard").source + Script.named("compare_and_set").source)
 _CLAIM_STUCK = Script.named("claim_stuck_endings")

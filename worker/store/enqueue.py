@@ -102,7 +102,7 @@ class Settle:
 def settle_hms(event: HmsEvent, now: float) -> Settle | None:
     """The half of core.sessions.settled_at_ingest that needs the recorded call, for the Lua step
     to decide (None: the event alone says it goes to the worker). Settled, it records the peer
-    and keeps the bound index at `now` as the worker would (state.py `_bound_index`)."""
+    and keeps the bound index at `now` as the worker would (indexes.py `bound_index`)."""
     if not may_settle_at_ingest(event, now) or event.room_name is None or event.started_at is None:
         return None
     call_id = binding.call_of_room(event.room_name)

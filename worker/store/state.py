@@ -23,7 +23,7 @@ from worker.core.events import CallFields, HmsEvent, StreamEvent
 from worker.core.reconcile import BoundCall, Channel
 from worker.core.sessions import Session, advance, is_newer, observe
 from worker.store import scripts
-from worker.store.cas import KEEP_TTL, NO_TTL, Command, compare_and_set, written
+from worker.store.cas import KEEP_TTL, compare_and_set, written
 from worker.store.codec import (
     Raw,
     call_from_hash,
@@ -36,6 +36,7 @@ from worker.store.codec import (
     same_hash,
     text,
 )
+from worker.store.indexes import bound_index, session_moves
 from worker.store.keys import (
     BOUND_CHANNELS,
     BUCKET_KEY_PREFIX,
@@ -51,7 +52,6 @@ from worker.store.keys import (
     PENDING_FIELDS,
     bindings_key,
     bucket_key,
-    bucket_of,
     call_key,
     channel_key,
     lock_key,
@@ -80,34 +80,6 @@ class Loaded:
     calls: list[BoundCall]
     raw: Raw  # the channel's record as read: the compare of a write that follows
     record: ChannelRecord | None  # `raw` decoded (None: nothing recorded)
-
-
-def session_moves(member: str, before: Session | None, after: Session) -> tuple[int, list[Command]]:
-    """The TTL and the open-index moves that go with writing `after` over `before`."""
-    moves: list[Command] = []
-    stays = after.is_open and before is not None and bucket_of(after.started_at) == bucket_of(before.started_at)
-    if before is not None and before.is_open and not stays:
-        moves.append(("SREM", bucket_key(bucket_of(before.started_at)), member))
-    moves += _ending_moves(member, before, after)
-    if not after.is_open:
-        return CLOSED_TTL, moves
-    bucket = bucket_of(after.started_at)
-    moves += [("SADD", bucket_key(bucket), member), ("ZADD", OPEN_BUCKETS, bucket * BUCKET_SECONDS, str(bucket))]
-    return NO_TTL, moves  # an open session never expires: the sweep ends it
-
-
-def _ending_moves(member: str, before: Session | None, after: Session) -> list[Command]:
-    """Keep the index of sessions marked ending (the sweep ends again one whose end did not complete)."""
-    was_ending, is_ending = before is not None and before.status == "ending", after.status == "ending"
-    if is_ending and not was_ending:
-        return [("ZADD", ENDING_SESSIONS, after.ended_at or 0, member)]
-    return [("ZREM", ENDING_SESSIONS, member)] if was_ending and not is_ending else []
-
-
-def _bound_index(cid: str, at: float) -> list[Command]:
-    """Keep the index of bound channels at `at` (callsync's clock, never an event's); bindings
-    unseen for CALL_TTL are forgotten, as their keys are."""
-    return [("ZADD", BOUND_CHANNELS, "GT", at, cid), ("ZREMRANGEBYSCORE", BOUND_CHANNELS, "-inf", at - CALL_TTL)]
 
 
 @dataclass(frozen=True)
@@ -197,7 +169,7 @@ class State:
                 return (new, False), None  # an older session's news, or the record as it is: nothing to write
             ttl, commands = session_moves(call_id, current, new)
             commands.append(("SET", owed, token, "EX", CLOSED_TTL))  # with the change: owed until reconciled
-            commands += _bound_index(named, now) if named else []  # our clock: an event's own time may be anything
+            commands += bound_index(named, now) if named else []  # our clock: an event's own time may be anything
             commands.append(("GET", owner_key(call_id)))  # last: its reply is the last one
             return (new, True), compare_and_set(key, raw, record, ttl, commands)
 
