@@ -18,6 +18,8 @@ from standins import Platforms, running
 from tests.support.roles import environment
 from tests.support.servers import real_redis, real_url
 from worker.cli import launch
+from worker.steps import sync
+from worker.store.keys import lock_key
 
 pytestmark = pytest.mark.redis
 
@@ -115,8 +117,16 @@ def test_a_worker_killed_mid_burst_passes_its_turn_on(run: Run) -> None:
     launch.wait_for(lambda: run.accounted(cids) == CHANNELS, 20, "every open recorded")
     time.sleep(0.3)
     os.killpg(victim.process.pid, signal.SIGKILL)
+    # What the victim was running when it died: a channel its drain was writing is taken back by
+    # the next turn at once (the lock is the queue entry's); one a reconcile task of its held
+    # (its token the task's, redelivered only after the visibility timeout) waits out the lock.
+    holders = {cid: run.store.get(lock_key(cid)) for cid in cids}
+    kept = [cid for cid, holder in holders.items() if holder is None or holder.startswith(b"wq:")]
     run.start("worker")
-    launch.wait_for(lambda: run.right(cids) == CHANNELS, 60, f"every channel right ({run.right(cids)} of {CHANNELS})")
+    what = f"every channel but a dead task's right ({run.right(kept)} of {len(kept)})"
+    launch.wait_for(lambda: run.right(kept) == len(kept), 60, what)
     took = time.monotonic() - started
-    print(f"\nworker SIGKILLed mid-burst: all {CHANNELS} channels right after {took:.1f} s (floor {CHANNELS / RATE:.0f} s)")
+    print(f"\nworker SIGKILLed mid-burst: {len(kept)} of {CHANNELS} right after {took:.1f} s (floor {CHANNELS / RATE:.0f} s)")
     assert took < 30, took
+    launch.wait_for(lambda: run.right(cids) == CHANNELS, sync.LOCK_SECONDS + 15, "the rest, once the dead task's lock lapsed")
+    print(f"all {CHANNELS} right after {time.monotonic() - started:.1f} s ({CHANNELS - len(kept)} waited out a dead task's lock)")

@@ -67,6 +67,34 @@ def test_one_drainer_at_a_time_and_a_killed_drainers_turn_and_key_are_taken_over
     assert LEASE_SECONDS <= 10
 
 
+def test_the_channel_lock_a_killed_drainer_left_is_taken_back_by_the_next_turn_at_once(redis_client):
+    # The e2e test_a_worker_killed_mid_burst_passes_its_turn_on failed 3 of 8 runs on a loaded
+    # machine: the victim was writing one channel, and the next turn waited out that channel's
+    # lock (sync.LOCK_SECONDS, 60 s). Here the victim's Redis state, as SIGKILL leaves it.
+    world = World(redis_client, stream_update_rate=Rate(10, 1.0))
+    queue = sync.CHANNELS.queue(world.rt)
+    for cid in ("messaging:killed", "messaging:other"):
+        world.stream.create_channel(cid)
+    assert queue.offer("messaging:slot", world.now, world.now).write_now  # the next slot is 0.1 s away
+    for cid in ("messaging:killed", "messaging:other"):
+        room = world.hms.create_room(f"call-{cid}")
+        sync.apply_hms_event(world.rt, world.hms_event("session.open.success", world.hms.open_session(room["id"]), room))
+    assert queue.depth()[0] == 2 and world.patches() == []
+    world.queue.take()  # the drain they published went to the worker about to die
+    assert queue.take_turn("victim")
+    world.now += 1
+    step = queue.next("victim", world.now)
+    assert step.key == "messaging:killed"
+    assert world.rt.state.load(step.key, lock=(writes.entry_token("channels", step.key, step.score), sync.LOCK_SECONDS))
+    assert world.rt.state.load("messaging:other", lock=("a-reconcile-task", sync.LOCK_SECONDS))  # not the queue's
+    redis_client.delete(queue.turn)  # SIGKILL: the victim's lease runs out (LEASE_SECONDS)
+    assert writes.kick(world.rt) == 1  # the sweep: keys wait with no live turn
+    world.drain(until=world.now + 1)  # one turn: a 10 s slice, well inside the victim's 60 s lock
+    assert world.patches() == [{"set": {"data.callActive": True, "data.callId": "call-messaging:killed"}}]
+    # A lock another writer holds still holds the drain off: the entry's token is its own.
+    assert redis_client.zscore(queue.queue, "messaging:other") is not None
+
+
 def test_a_busy_key_waits_in_its_place_and_a_new_offer_does_not_push_it_back(redis_client):
     queue = WriteQueue(redis_client, "test", 1000, 1.0)
     queue.offer("a", T0, T0, direct=False)

@@ -29,7 +29,7 @@ from worker.core.upstream import UpstreamError, retry_delay
 from worker.logs import fields
 from worker.ops import counters
 from worker.settings import Rate, Settings
-from worker.steps.runtime import Runtime, lock_token
+from worker.steps.runtime import Runtime, acting_for, lock_token
 from worker.store.writequeue import LEASE_SECONDS, WriteQueue
 
 log = logging.getLogger("callsync.writes")
@@ -129,7 +129,8 @@ def drain(rt: Runtime, name: str) -> None:
                     break
                 _nap(rt, name, min(step.seconds, left, LEASE_SECONDS / 3))
                 continue
-            _write_one(rt, endpoint, queue, Turn(queue, token), step.key, step.attempts)
+            with acting_for(entry_token(name, step.key, step.score)):
+                _write_one(rt, endpoint, queue, Turn(queue, token), step.key, step.attempts)
             if rt.clock() >= ends:
                 break
     except BaseException:
@@ -139,6 +140,17 @@ def drain(rt: Runtime, name: str) -> None:
         raise
     if queue.release(token):
         rt.schedule(DrainWrites(name), countdown=min(later, rt.settings.longest_countdown_seconds) or None)
+
+
+def entry_token(endpoint: str, key: str, first_wrong: float) -> str:
+    """Whose locks a drained write takes: the queue entry's, not the drain task's. An entry
+    keeps its first-wrong score through a backoff and through a drainer's death (the next turn
+    puts it back in its place), so whichever drainer writes it next takes back at once a lock
+    (the channel's, the message's) that a killed drainer left behind, instead of waiting out
+    the lock's time. Two drainers never write one entry at once: one turn at a time, and a
+    turn lapses only LEASE_SECONDS after its holder last renewed it, longer than a write's
+    deadline. Other writers (a reconcile task, a direct write) lock with their own tokens."""
+    return f"wq:{endpoint}:{key}:{first_wrong!r}"
 
 
 def _write_one(rt: Runtime, endpoint: Endpoint, queue: WriteQueue, turn: Turn, key: str, attempts: int) -> None:
