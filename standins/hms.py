@@ -114,6 +114,15 @@ class FakeHms(Fake):
     def join_peer(self, session_id: str, user_id: str, peer_id: str | None = None, webhook: bool = True) -> str:
         """A peer joins: kept in the session's `peers` map as GET /sessions/{id} answers it
         (100ms-docs Sessions/retrieve-a-session.mdx) and, with `webhook`, a peer.join.success."""
+        peer_id, hook = self.peer_joins(session_id, user_id, peer_id, webhook)
+        self._deliver(hook)
+        return peer_id
+
+    def peer_joins(
+        self, session_id: str, user_id: str, peer_id: str | None = None, webhook: bool = True
+    ) -> tuple[str, Webhook | None]:
+        """`join_peer` without the delivery: the peer's id and its webhook, for a caller that
+        posts it itself (a bench timing each one)."""
         with self._lock:
             session, peer_id = self.sessions[session_id], peer_id or str(uuid.uuid4())
             joined = rfc3339_nano(self.clock())
@@ -126,9 +135,7 @@ class FakeHms(Fake):
                 "joined_at": joined,
             }
             data = {**self._session_data(session), "peer_id": peer_id, "user_id": user_id, "role": "guest", "joined_at": joined}
-            hook = self._webhook("peer.join.success", data) if webhook else None
-        self._deliver(hook)
-        return peer_id
+            return peer_id, (self._webhook("peer.join.success", data) if webhook else None)
 
     def leave_peer(self, session_id: str, peer_id: str, webhook: bool = True) -> None:
         """A peer leaves: `left_at` in the session's record and, with `webhook`, a peer.leave.success."""

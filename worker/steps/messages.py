@@ -212,6 +212,7 @@ MESSAGES = writes.register(
         WRITE_CALL_MESSAGE,
         ceiling_source="message_ceiling",
         throttled_source="message_429",
+        takes_back=False,  # a stalled drainer's late "live" must never overwrite "ended": wait out its lock
     )
 )
 

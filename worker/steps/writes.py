@@ -59,7 +59,10 @@ class Endpoint:
     """`write(rt, key, turn)` writes the key's latest recorded state (raises WriteLater or
     UpstreamError); `task` and its arguments `(key,)` are what a dead letter replays. The
     `source` label of callsync_rate_limit_wait(s|_seconds)_total for the drain's sleeps to its
-    slot (`ceiling_source`) and a 429's pause (`throttled_source`)."""
+    slot (`ceiling_source`) and a 429's pause (`throttled_source`). `takes_back`: the writer's
+    locks are the queue entry's (`entry_token`), so the next turn takes back at once what a
+    killed drainer held; False keeps them the drain task's, and a killed drainer's key waits out
+    its lock (an endpoint whose late write must never overtake a newer one)."""
 
     name: str
     rate: Callable[[Settings], Rate]
@@ -67,6 +70,7 @@ class Endpoint:
     task: str
     ceiling_source: str = "ceiling"
     throttled_source: str = "upstream_429"
+    takes_back: bool = True
 
     def queue(self, rt: Runtime) -> WriteQueue:
         rate = self.rate(rt.settings)
@@ -129,7 +133,7 @@ def drain(rt: Runtime, name: str) -> None:
                     break
                 _nap(rt, name, min(step.seconds, left, LEASE_SECONDS / 3))
                 continue
-            with acting_for(entry_token(name, step.key, step.score)):
+            with acting_for(entry_token(name, step.key, step.score) if endpoint.takes_back else token):
                 _write_one(rt, endpoint, queue, Turn(queue, token), step.key, step.attempts)
             if rt.clock() >= ends:
                 break
@@ -143,13 +147,14 @@ def drain(rt: Runtime, name: str) -> None:
 
 
 def entry_token(endpoint: str, key: str, first_wrong: float) -> str:
-    """Whose locks a drained write takes: the queue entry's, not the drain task's. An entry
-    keeps its first-wrong score through a backoff and through a drainer's death (the next turn
-    puts it back in its place), so whichever drainer writes it next takes back at once a lock
-    (the channel's, the message's) that a killed drainer left behind, instead of waiting out
-    the lock's time. Two drainers never write one entry at once: one turn at a time, and a
-    turn lapses only LEASE_SECONDS after its holder last renewed it, longer than a write's
-    deadline. Other writers (a reconcile task, a direct write) lock with their own tokens."""
+    """Whose locks a drained write takes (an endpoint that `takes_back`): the queue entry's,
+    not the drain task's. An entry keeps its first-wrong score through a backoff and through a
+    drainer's death (the next turn puts it back in its place), so whichever drainer writes it
+    next takes back at once a lock a killed drainer left behind, instead of waiting out the
+    lock's time. Two drainers write one entry at once only if one stalled past its turn's lease
+    (LEASE_SECONDS after its last renewal, longer than a write's deadline): then its late write
+    is one more write of a level-triggered state, which the next reconcile repairs. Other
+    writers (a reconcile task, a direct write) lock with their own tokens."""
     return f"wq:{endpoint}:{key}:{first_wrong!r}"
 
 
