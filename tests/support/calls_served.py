@@ -24,7 +24,7 @@ from standins.credentials import STREAM_KEY, STREAM_SECRET
 from tests.support.roles import environment, procfile
 from tests.support.servers import real_redis, real_url
 from worker.cli import launch
-from worker.store.enqueue import QUEUE
+from worker.store.enqueue import QUEUES
 
 
 @dataclass
@@ -114,6 +114,6 @@ def settle(calls: Calls, seconds: float = 20.0) -> None:
     store, calm, deadline = redis.Redis.from_url(real_url()), 0, time.monotonic() + seconds
     while calm < 10:
         assert time.monotonic() < deadline, "callsync did not settle"
-        busy = calls.stream.deliveries_in_flight + calls.hms.deliveries_in_flight + store.llen(QUEUE)
+        busy = calls.stream.deliveries_in_flight + calls.hms.deliveries_in_flight + sum(store.llen(q) for q in QUEUES)
         calm = 0 if busy else calm + 1
         time.sleep(0.1)

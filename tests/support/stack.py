@@ -17,6 +17,7 @@ from tests.support.servers import real_redis, real_url
 from webhooks.app import create_app
 from worker.jobs.app import create_celery
 from worker.settings import Settings, load_settings
+from worker.store.enqueue import QUEUES
 
 SECRETS = (SECRET, HMS_SECRET, HOOK_SECRET)
 CID, CALL = "messaging:general", "call-messaging:general"
@@ -40,7 +41,8 @@ def running_stack(**overrides: Any) -> Iterator[Stack]:
         platforms.send_webhooks_to(web_url)
         app = create_celery(settings)
         try:
-            with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=10):
+            worker = {"pool": "threads", "concurrency": 2, "queues": list(QUEUES)}  # both, as `callsync worker` consumes
+            with start_worker(app, **worker, perform_ping_check=False, shutdown_timeout=10):
                 yield Stack(platforms.stream, platforms.hms, client, web_url, settings)
         finally:
             stop_web()

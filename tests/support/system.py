@@ -20,7 +20,7 @@ from standins import FakeHms, FakeStream, running
 from tests.support.roles import environment, procfile, wait_for
 from tests.support.servers import real_redis, real_url
 from worker.cli import launch
-from worker.store.enqueue import QUEUE
+from worker.store.enqueue import QUEUES
 
 MAX_SESSION, SWEEP, GRACE, RATE = 20, 1, 1, 20  # seconds, seconds, seconds, updates per second
 
@@ -40,9 +40,11 @@ class System:
 
     def quiet(self) -> bool:
         pipe = self.store.pipeline(transaction=False)
-        pipe.llen(QUEUE)
+        for queue in QUEUES:
+            pipe.llen(queue)
         pipe.zcard("unacked_index")
-        waiting, running = pipe.execute()
+        *lengths, running = pipe.execute()
+        waiting = sum(lengths)
         return waiting == 0 and running == 0 and self.stream.deliveries_in_flight == 0 and self.hms.deliveries_in_flight == 0
 
     def settle(self, timeout: float = 20.0) -> None:

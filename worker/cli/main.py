@@ -154,7 +154,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     from worker.jobs.app import create_celery
     from worker.store.deadletters import DeadLetters
-    from worker.store.enqueue import QUEUE
+    from worker.store.enqueue import send
 
     letters = DeadLetters(store(settings.redis_url or ""), settings.secrets)
     if args.action == "list":
@@ -179,7 +179,7 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     for letter in chosen:
         # Enqueue first, remove after: a failed enqueue (Redis down) keeps the letter.
-        app.send_task(letter.task, args=letter.args, queue=QUEUE)
+        send(app, letter.task, letter.args)
         letters.remove(letter.id)
         print(printable(f"replayed {letter.id} ({letter.task})"))
     return 1 if missing else 0

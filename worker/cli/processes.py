@@ -16,7 +16,7 @@ from gunicorn.app.base import BaseApplication
 from worker.jobs.app import beat_settings, create_celery
 from worker.logs import configure_logging, dict_config
 from worker.settings import Settings
-from worker.store.enqueue import QUEUE
+from worker.store.enqueue import QUEUES
 
 # One gunicorn setting for the receiver and its benchmark baseline alike: threads let a
 # worker overlap its Redis round trip with other requests; processes use both cores.
@@ -106,6 +106,19 @@ def _say_shutdown(how: str = "", sig: str = "", **_: Any) -> None:
     logging.getLogger("callsync.worker").info("%s shutdown (%s): finishing the tasks in hand", how.lower(), sig)
 
 
+def worker_argv(concurrency: int, pool: str) -> list[str]:
+    """Celery's worker command line: both of callsync's queues (worker/store/enqueue.py)."""
+    return [
+        CELERY_QUIET,
+        "worker",
+        "--loglevel=INFO",
+        f"--queues={','.join(QUEUES)}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        "--without-mingle",
+    ]
+
+
 def run_worker(settings: Settings, concurrency: int, pool: str = "threads") -> None:
     """Run a Celery worker; if it stops without being asked to, start this command afresh.
 
@@ -124,17 +137,7 @@ def run_worker(settings: Settings, concurrency: int, pool: str = "threads") -> N
     signals.worker_process_init.connect(freeze_startup_objects, weak=False)  # each prefork process
     app = create_celery(settings)
     try:
-        app.worker_main(
-            [
-                CELERY_QUIET,
-                "worker",
-                "--loglevel=INFO",
-                f"--queues={QUEUE}",
-                f"--concurrency={concurrency}",
-                f"--pool={pool}",
-                "--without-mingle",
-            ]
-        )
+        app.worker_main(worker_argv(concurrency, pool))
     finally:
         if not asked:
             logging.getLogger("callsync.worker").error(

@@ -15,13 +15,13 @@ def run_resync(settings: Settings, full: bool, as_json: bool) -> tuple[int, str]
     from worker.jobs.app import create_celery
     from worker.steps import resync
     from worker.steps.runtime import build_runtime
-    from worker.store.enqueue import QUEUE
+    from worker.store.enqueue import send
     from worker.store.resync import load_run
 
     app = create_celery(settings)
 
     def publish(task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
-        app.send_task(task, args=args, countdown=countdown, queue=QUEUE)
+        send(app, task, args, countdown)
 
     rt = build_runtime(settings, publish)
     try:

@@ -17,7 +17,7 @@ import redis
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, RedBeatScheduler, get_redis
 
 from worker.core.actions import Resync
-from worker.store.enqueue import QUEUE
+from worker.store.enqueue import send
 from worker.store.resync import claim_epoch
 
 log = logging.getLogger("callsync.beat")
@@ -47,7 +47,7 @@ class SteadyRedBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
         log.warning("beat: callsync's Redis holds no epoch marker (first start, or its data was lost): full resync now")
         self.setup_schedule()
         action = Resync(full=True)
-        self.app.send_task(action.task, args=action.args(), queue=QUEUE)
+        send(self.app, action.task, action.args())
 
     def _hold_lock(self) -> bool:
         """Keep the lock if still ours, else try once to take it (never blocks)."""

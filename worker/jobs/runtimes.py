@@ -19,7 +19,7 @@ from celery import Celery, Task, current_app, signals
 from worker.settings import Settings
 from worker.steps.messages import upsert_message_user
 from worker.steps.runtime import Runtime, build_runtime
-from worker.store.enqueue import QUEUE
+from worker.store.enqueue import send
 from worker.store.migrate import ensure_schema
 
 log = logging.getLogger("callsync.worker")
@@ -50,7 +50,7 @@ def _build_runtime(app: Celery) -> Runtime:
     settings: Settings = app.callsync_settings  # type: ignore[attr-defined]
 
     def publish(task: str, args: tuple[Any, ...], countdown: float | None = None) -> None:
-        app.send_task(task, args=args, countdown=countdown, queue=QUEUE)
+        send(app, task, args, countdown)
 
     runtime = build_runtime(settings, publish)
     ensure_schema(runtime.redis)  # once per process: what an earlier release wrote, converted

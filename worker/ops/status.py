@@ -7,7 +7,7 @@ from typing import Any
 import redis
 
 from worker.ops.heartbeat import workers_seen
-from worker.store.enqueue import QUEUE
+from worker.store.enqueue import DRAIN_QUEUE, QUEUE
 from worker.store.keys import BOUND_CHANNELS, CALL_TTL, DEAD_LETTER_INDEX, KOMBU_UNACKED, LAST_SWEEP
 from worker.store.resync import last_resync, load_run
 from worker.store.state import State
@@ -18,11 +18,12 @@ def gather(client: redis.Redis, now: float) -> dict[str, Any]:
     """Everything `status` shows, in a few round trips."""
     pipe = client.pipeline(transaction=False)
     pipe.llen(QUEUE)
+    pipe.llen(DRAIN_QUEUE)
     pipe.zcard(KOMBU_UNACKED)
     pipe.zcount(BOUND_CHANNELS, now - CALL_TTL, "+inf")
     pipe.zcard(DEAD_LETTER_INDEX)
     pipe.get(LAST_SWEEP)
-    depth, unacked, bound, dead, last_sweep = pipe.execute()
+    depth, drains, unacked, bound, dead, last_sweep = pipe.execute()
     open_count, oldest = State(client).open_summary()
     writes = {
         name: {"waiting": count, "oldest_wait_seconds": round(now - first, 1) if first is not None else None}
@@ -32,7 +33,9 @@ def gather(client: redis.Redis, now: float) -> dict[str, Any]:
     resync, running = last_resync(client), load_run(client)
     resync_at = float(resync["at"]) if resync and isinstance(resync.get("at"), int | float) else None
     return {
-        "queues": {QUEUE: {"waiting": depth, "reserved": unacked}},
+        # Reserved (taken by workers, not yet acknowledged) is one count for both queues: kombu
+        # keeps one record of them, which names no queue.
+        "queues": {QUEUE: {"waiting": depth, "reserved": unacked}, DRAIN_QUEUE: {"waiting": drains}},
         "write_queues": writes,
         "workers": workers_seen(client, now),
         "open_sessions": open_count,
@@ -53,7 +56,8 @@ def gather(client: redis.Redis, now: float) -> dict[str, Any]:
 def render(status: dict[str, Any]) -> str:
     """A two-column table for people."""
     rows = [
-        (f"queue {name}", f"{q['waiting']} waiting, {q['reserved']} taken by workers") for name, q in status["queues"].items()
+        (f"queue {name}", f"{q['waiting']} waiting" + (f", {q['reserved']} taken by workers" if "reserved" in q else ""))
+        for name, q in status["queues"].items()
     ]
     for name, q in status.get("write_queues", {}).items():
         oldest = q["oldest_wait_seconds"]

@@ -24,6 +24,7 @@ import redis
 from celery import Celery
 
 from worker.core import binding
+from worker.core.actions import DRAIN_WRITES
 from worker.core.channels import WRITE_INTENT_SECONDS, may_settle_stream, stream_news
 from worker.core.events import HmsEvent, StreamEvent
 from worker.core.sessions import may_settle_at_ingest, start_ms
@@ -42,13 +43,29 @@ from worker.store.keys import (
 from worker.store.peers import record_peer_args
 from worker.store.scripts import Script
 
-QUEUE = "callsync"
+QUEUE = "callsync"  # every task but the drains: the receiver's events, follow-ups, beat's
+# The write queues' drains (worker/steps/writes.py) in a broker list of their own, which every
+# worker consumes beside QUEUE (kombu's Redis transport takes from its queues in turn): a drain
+# re-published at the end of its slice does not wait behind a backlog of events, so the
+# endpoint keeps writing at its ceiling while the worker works through them.
+DRAIN_QUEUE = "callsync.drain"
+QUEUES = (QUEUE, DRAIN_QUEUE)
 MAX_BATCH = 128
 WAIT_SECONDS = 5.0  # longer than any healthy round trip; then the request answers 503
 
 _DEDUPE_AND_PUSH = Script.named("dedupe_and_push", "peer_merge", "settle_echo")
 DEFAULT_MAX_DEPTH = 100_000  # about 180 MB of Redis, minutes of a platform's peak
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def queue_of(task: str) -> str:
+    """The broker list a task is published to."""
+    return DRAIN_QUEUE if task == DRAIN_WRITES else QUEUE
+
+
+def send(app: Celery, task: str, args: Sequence[Any], countdown: float | None = None) -> None:
+    """Publish `task` with `args` to its queue (`queue_of`), after `countdown` seconds."""
+    app.send_task(task, args=list(args), countdown=countdown, queue=queue_of(task))
 
 
 class MessageTemplate:

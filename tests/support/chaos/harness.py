@@ -38,7 +38,7 @@ from worker.cli import launch
 from worker.core.events import parse_time
 from worker.settings import load_settings
 from worker.store.deadletters import DeadLetters
-from worker.store.enqueue import QUEUE
+from worker.store.enqueue import QUEUES
 
 
 @dataclass(frozen=True)
@@ -295,9 +295,11 @@ class Chaos:
                 last_calls, last_change = calls, time.monotonic()
             try:
                 pipe = client.pipeline(transaction=False)
-                pipe.llen(QUEUE)
+                for queue in QUEUES:
+                    pipe.llen(queue)
                 pipe.zcard("unacked_index")
-                waiting, held = pipe.execute()
+                *lengths, held = pipe.execute()
+                waiting = sum(lengths)
             except redis.RedisError:
                 waiting = held = -1
             delivering = courier.pending()
