@@ -52,7 +52,7 @@ from stack import commands, roles
 
 from standins import FakeHms, FakeStream
 from standins.credentials import HMS_KEY, HMS_SECRET, HOOK_SECRET, STREAM_KEY, STREAM_SECRET
-from worker.core.actions import SWEEP
+from worker.core.actions import RECONCILE
 from worker.jobs.app import create_celery
 from worker.settings import load_settings
 from worker.store.enqueue import QUEUE
@@ -100,13 +100,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def publish_backlog(env: dict[str, str], count: int) -> float:
-    """`count` sweep tasks (each a lock look when another sweep holds it: the cheapest task) on
-    the events' queue, as a backlog of webhooks would be; returns the seconds it took."""
+    """`count` reconciles of channels Stream does not know (each a load, a Stream read answered
+    404 and a record: no follow-up task, no countdown) on the events' queue, as a backlog of
+    webhooks would be; returns the seconds it took to publish them."""
     app = create_celery(load_settings(env))
     started = time.monotonic()
     with app.producer_or_acquire() as producer:
-        for _ in range(count):
-            app.send_task(SWEEP, queue=QUEUE, producer=producer)
+        for n in range(count):
+            app.send_task(RECONCILE, args=[f"messaging:backlog-noise-{n}"], queue=QUEUE, producer=producer)
     return time.monotonic() - started
 
 
