@@ -113,7 +113,8 @@ def test_exhausted_retries_become_a_dead_letter_that_replay_brings_back(stack, l
     assert [w["hostname"] for w in status["workers"]] and status["workers"][0]["concurrency"] == 2
     assert main(["status"]) == 0
     table = capsys.readouterr().out
-    assert "open sessions   1" in table and "1 seen" in table
+    rows = {" ".join(line.split()[:2]): line.split()[2:] for line in table.splitlines()}
+    assert rows["open sessions"][0] == "1" and "1 seen" in table
 
     hms.close_session(session["id"])
     wait_for(lambda: stream.call_fields(CID).get("callActive") is False)

@@ -39,7 +39,7 @@ from worker.ops import counters
 from worker.settings import Settings
 from worker.steps.runtime import Runtime, build_runtime
 from worker.store.deadletters import DeadLetters
-from worker.store.enqueue import QUEUE
+from worker.store.enqueue import QUEUES
 
 MAX_RETRIES = 5  # CALLSYNC_TASK_MAX_RETRIES here: more than Celery's own default cap of 3
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -78,17 +78,18 @@ class Worker:
         return "returned"
 
     def published(self) -> list[Published]:
-        """Every message on the queue, taken off it."""
+        """Every message on callsync's queues (a drain's retry goes to its own), taken off them."""
         out = []
         with self.app.connection_for_read() as connection:
-            queue = connection.SimpleQueue(QUEUE)
-            while queue.qsize():
-                message = queue.get(timeout=1)
-                eta = message.headers.get("eta")
-                wait = datetime.fromisoformat(eta).timestamp() - time.time() if eta else 0.0
-                out.append(Published(message.headers["id"], message.headers["retries"], wait))
-                message.ack()
-            queue.close()
+            for name in QUEUES:
+                queue = connection.SimpleQueue(name)
+                while queue.qsize():
+                    message = queue.get(timeout=1)
+                    eta = message.headers.get("eta")
+                    wait = datetime.fromisoformat(eta).timestamp() - time.time() if eta else 0.0
+                    out.append(Published(message.headers["id"], message.headers["retries"], wait))
+                    message.ack()
+                queue.close()
         return out
 
     def outcomes(self) -> Counter[str]:
