@@ -11,11 +11,11 @@ from typing import Any
 from celery import Celery
 
 from worker.connect import settings_client
-from worker.core.actions import DRAIN_WRITES, RESYNC, SWEEP
+from worker.core.actions import RESYNC, SWEEP
 from worker.jobs import broker
 from worker.ops.heartbeat import Heartbeat
 from worker.settings import Settings
-from worker.store.enqueue import DRAIN_QUEUE, QUEUE
+from worker.store.enqueue import QUEUE, route
 from worker.store.keys import BEAT_PREFIX
 
 REDBEAT_REDIS_OPTIONS = {"health_check_interval": 30, "socket_connect_timeout": 5, "socket_timeout": 10}
@@ -63,7 +63,7 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         result_expires=None,  # no result backend: no daily backend_cleanup entry in the schedule
         task_default_queue=QUEUE,
-        task_routes={DRAIN_WRITES: {"queue": DRAIN_QUEUE}},  # worker/store/enqueue.py `queue_of`
+        task_routes=(route,),  # every publish and retry: worker/store/enqueue.py `queue_of`
         # Every task is idempotent (level-triggered), so a task lost with its worker is
         # re-run: acknowledge after running, requeue when the worker process dies.
         task_acks_late=True,

@@ -63,9 +63,14 @@ def queue_of(task: str) -> str:
     return DRAIN_QUEUE if task == DRAIN_WRITES else QUEUE
 
 
+def route(name: str, *_: Any, **__: Any) -> dict[str, str]:
+    """Celery's router (the app's `task_routes`): a task's queue for every publish and retry."""
+    return {"queue": queue_of(name)}
+
+
 def send(app: Celery, task: str, args: Sequence[Any], countdown: float | None = None) -> None:
-    """Publish `task` with `args` to its queue (`queue_of`), after `countdown` seconds."""
-    app.send_task(task, args=list(args), countdown=countdown, queue=queue_of(task))
+    """Publish `task` with `args` to its queue (`route`), after `countdown` seconds."""
+    app.send_task(task, args=list(args), countdown=countdown)
 
 
 class MessageTemplate:
